@@ -1,0 +1,1 @@
+//! Shared helpers for zgate end-to-end tests.
