@@ -1,0 +1,244 @@
+//! The learned model: per metric `{ n, mean, std }`, its parameters (std floor, minimum
+//! population), and scoring.
+
+use serde::{Deserialize, Serialize};
+
+use crate::metric::Metric;
+use crate::per_metric;
+use crate::population::Populations;
+use crate::set::Epoch;
+
+/// The learned statistics of one metric.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricModel {
+    /// Number of clients in the population.
+    pub n: u64,
+    /// Mean over clients of their maximum, in the metric's unit.
+    pub mean: f64,
+    /// Population standard deviation (divides by `n`) of the clients' maxima, in the metric's
+    /// unit, as measured (before the floor of [`ModelParams::min_std`]).
+    pub std: f64,
+}
+
+/// How a model scores, chosen by the operator. Serialized with `min_std` as a map keyed by
+/// metric name.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelParams {
+    /// Per metric, the floor of the standard deviation used for scoring, in the metric's unit:
+    /// `std_effective = max(std, min_std)`, so a population of identical clients (std 0) still
+    /// scores an outlier high instead of dividing by zero. Defaults: connections 1, requests
+    /// (non-idempotent and any) 1, memory 65536 bytes (64 KiB), cpu 10000 ppm (1% of a core),
+    /// fragmentation 8 score units.
+    #[serde(with = "per_metric")]
+    pub min_std: [f64; Metric::COUNT],
+    /// The minimum population: a metric learned from fewer clients never blocks
+    /// ([`Model::exceeds`] is false), because its mean and std say nothing yet. Default 10
+    /// clients.
+    pub min_clients: u64,
+}
+
+impl ModelParams {
+    /// The std floor of `metric`, in its unit.
+    pub fn min_std(&self, metric: Metric) -> f64 {
+        self.min_std[metric.index()]
+    }
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        ModelParams {
+            min_std: [1.0, 1.0, 1.0, 65536.0, 10_000.0, 8.0],
+            min_clients: 10,
+        }
+    }
+}
+
+/// A trained model: per metric `{ n, mean, std }` from one epoch, and the parameters it scores
+/// with. Serialized with `metrics` as a map keyed by metric name; `params` defaults when absent.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    /// The training epoch the model was learned in.
+    pub epoch: Epoch,
+    /// Per metric, in [`Metric::ALL`] order; prefer [`Model::get`].
+    #[serde(with = "per_metric")]
+    pub metrics: [MetricModel; Metric::COUNT],
+    /// The std floors and minimum population used by [`Model::z`] and [`Model::exceeds`].
+    #[serde(default)]
+    pub params: ModelParams,
+}
+
+impl Model {
+    /// A model of merged populations.
+    pub fn from_populations(
+        epoch: Epoch,
+        populations: &Populations,
+        params: &ModelParams,
+    ) -> Model {
+        Model {
+            epoch,
+            metrics: populations.metrics.map(|p| MetricModel {
+                n: p.n,
+                mean: p.mean,
+                std: p.std,
+            }),
+            params: params.clone(),
+        }
+    }
+
+    /// The same statistics scored with other parameters (e.g. after a config reload).
+    pub fn with_params(mut self, params: ModelParams) -> Model {
+        self.params = params;
+        self
+    }
+
+    /// One metric's statistics. O(1).
+    pub fn get(&self, metric: Metric) -> &MetricModel {
+        &self.metrics[metric.index()]
+    }
+
+    /// The standard deviation scoring divides by: `max(std, min_std)` of the metric.
+    pub fn std_effective(&self, metric: Metric) -> f64 {
+        self.get(metric).std.max(self.params.min_std(metric))
+    }
+
+    /// The z-score of `x` for `metric`, positive side only: `(x - mean) / std_effective` when
+    /// `x > mean`, else 0.0. A real number, not rounded to whole sigmas. `+inf` if `x > mean`
+    /// and both the std and its floor are 0.
+    pub fn z(&self, metric: Metric, x: u64) -> f64 {
+        let mean = self.get(metric).mean;
+        let x = x as f64;
+        // Also 0.0 for a NaN mean (a hand-edited model): never block on it.
+        if x.partial_cmp(&mean) != Some(core::cmp::Ordering::Greater) {
+            return 0.0;
+        }
+        let std = self.std_effective(metric);
+        if std > 0.0 {
+            (x - mean) / std
+        } else {
+            f64::INFINITY
+        }
+    }
+
+    /// Whether `x` is an anomaly for `metric` at `threshold` (in standard deviations).
+    ///
+    /// True iff the metric's population has at least `min_clients` clients, `x > mean`, and the
+    /// real z of [`Model::z`] is strictly greater than `threshold`: `z == threshold` is not
+    /// blocked, and e.g. threshold 3.0 blocks z 3.0001. A value at or below the mean never
+    /// exceeds, whatever the threshold (so a threshold <= 0 blocks everything above the mean, and
+    /// nothing else). A NaN threshold never exceeds.
+    pub fn exceeds(&self, metric: Metric, x: u64, threshold: f64) -> bool {
+        if self.get(metric).n < self.params.min_clients {
+            return false;
+        }
+        let z = self.z(metric, x);
+        z > 0.0 && z > threshold
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::set::TrainingSet;
+
+    fn trained(values: &[u64], metric: Metric, params: &ModelParams) -> Model {
+        let set = TrainingSet::new(3, 1);
+        let w = set.writer();
+        values.iter().for_each(|&x| w.add(metric, x));
+        set.finalize(params)
+    }
+
+    #[test]
+    fn z_is_real_and_positive_side_only() {
+        let values: Vec<u64> = (1..=20).collect();
+        let m = trained(&values, Metric::Requests, &ModelParams::default());
+        let std = 5.766_281_297_335_398;
+        assert_eq!(m.epoch, 3);
+        assert!((m.z(Metric::Requests, 20) - 9.5 / std).abs() < 1e-12);
+        assert_eq!(m.z(Metric::Requests, 10), 0.0);
+        assert_eq!(m.z(Metric::Requests, 0), 0.0);
+    }
+
+    #[test]
+    fn boundary_z_equal_threshold_is_not_blocked() {
+        // mean 10, std 2 (values 8 and 12, 10 clients)
+        let values = [8, 12, 8, 12, 8, 12, 8, 12, 8, 12];
+        let m = trained(&values, Metric::Connections, &ModelParams::default());
+        assert_eq!(m.get(Metric::Connections).mean, 10.0);
+        assert_eq!(m.get(Metric::Connections).std, 2.0);
+        assert_eq!(m.z(Metric::Connections, 16), 3.0);
+        assert!(!m.exceeds(Metric::Connections, 16, 3.0));
+        assert!(m.exceeds(Metric::Connections, 17, 3.0));
+        assert!(m.exceeds(Metric::Connections, 16, 2.999));
+        assert!(!m.exceeds(Metric::Connections, 9, -1.0));
+        assert!(!m.exceeds(Metric::Connections, 100, f64::NAN));
+    }
+
+    #[test]
+    fn floor_makes_identical_clients_then_outlier_block() {
+        let m = trained(&[2; 50], Metric::Connections, &ModelParams::default());
+        assert_eq!(m.get(Metric::Connections).std, 0.0);
+        assert_eq!(m.z(Metric::Connections, 2), 0.0);
+        assert_eq!(m.z(Metric::Connections, 6), 4.0); // floor 1 connection
+        assert!(m.exceeds(Metric::Connections, 6, 3.0));
+        assert!(!m.exceeds(Metric::Connections, 5, 3.0));
+        let no_floor = m.with_params(ModelParams {
+            min_std: [0.0; Metric::COUNT],
+            min_clients: 10,
+        });
+        assert_eq!(no_floor.z(Metric::Connections, 3), f64::INFINITY);
+        assert_eq!(no_floor.z(Metric::Connections, 2), 0.0);
+    }
+
+    #[test]
+    fn small_population_never_exceeds() {
+        let m = trained(&[1; 9], Metric::Memory, &ModelParams::default());
+        assert!(!m.exceeds(Metric::Memory, u64::MAX, 3.0));
+        assert!(m.z(Metric::Memory, u64::MAX) > 3.0);
+    }
+
+    #[test]
+    fn serde_round_trip_with_named_metrics() {
+        let values: Vec<u64> = (1..=20).collect();
+        let m = trained(&values, Metric::Cpu, &ModelParams::default());
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(
+            json.contains("\"requests_nonidempotent\":{\"n\":0"),
+            "{json}"
+        );
+        assert!(json.contains("\"cpu\":{\"n\":20,\"mean\":10.5"), "{json}");
+        let back: Model = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn serde_rejects_missing_duplicate_and_unknown_metrics() {
+        let mm = r#"{"n":1,"mean":1.0,"std":0.0}"#;
+        let names = [
+            "connections",
+            "requests_nonidempotent",
+            "requests",
+            "memory",
+            "cpu",
+        ];
+        let body = |names: &[&str]| {
+            let entries: Vec<String> = names.iter().map(|n| format!("\"{n}\":{mm}")).collect();
+            format!("{{\"epoch\":1,\"metrics\":{{{}}}}}", entries.join(","))
+        };
+        let missing = serde_json::from_str::<Model>(&body(&names)).unwrap_err();
+        assert!(missing.to_string().contains("fragmentation"), "{missing}");
+        let mut dup = names.to_vec();
+        dup.push("cpu");
+        let dup = serde_json::from_str::<Model>(&body(&dup)).unwrap_err();
+        assert!(dup.to_string().contains("duplicate metric `cpu`"), "{dup}");
+        let mut unknown = names.to_vec();
+        unknown.push("frag");
+        assert!(serde_json::from_str::<Model>(&body(&unknown)).is_err());
+        let mut all = names.to_vec();
+        all.push("fragmentation");
+        let ok = serde_json::from_str::<Model>(&body(&all)).unwrap();
+        assert_eq!(ok.params, ModelParams::default());
+    }
+}
