@@ -1,1 +1,16 @@
-//! placeholder
+//! zgate's configuration: the TOML schema, its defaults, and its validation.
+//!
+//! A config file is parsed once into [`Config`], a typed value that the rest of zgate trusts
+//! ("parse, don't validate"). Unknown keys are rejected, and every error names the key and the
+//! problem. This crate reads text and paths; it opens no sockets and loads no certificates (the
+//! proxy does that, and names the key when a file is bad).
+
+mod duration;
+mod error;
+mod schema;
+
+pub use duration::{format_duration, parse_duration};
+pub use error::ConfigError;
+pub use schema::{
+    Backend, Config, Http, Listener, Log, Runtime, Timeouts, TlsFiles, Upstream, DEFAULT_CONFIG,
+};

@@ -1,1 +1,21 @@
+//! zgate's proxy: listeners, TLS, protocol detection, the hyper glue, the upstream pool, the
+//! embedded demo backend and the command line.
+//!
+//! This crate owns all IO. It is not where decisions about clients are made: those belong to the
+//! sans-IO `limiter` and `training` crates, which the proxy feeds with observations.
 
+pub mod activity;
+pub mod body;
+pub mod cli;
+pub mod conn;
+pub mod demo;
+pub mod detect;
+pub mod headers;
+pub mod io;
+pub mod logging;
+pub mod server;
+pub mod service;
+pub mod tls;
+pub mod upstream;
+
+pub use server::{Server, StartError};

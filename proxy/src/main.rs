@@ -1,1 +1,176 @@
-fn main() {}
+//! The `zgate` binary.
+
+use std::process::ExitCode;
+
+use zgate_config::{Backend, Config, DEFAULT_CONFIG};
+use zgate_proxy::cli::{self, Command};
+use zgate_proxy::{demo, logging, Server};
+
+fn main() -> ExitCode {
+    let command = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("zgate: {e}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Help => {
+            print!("{}", cli::USAGE);
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            println!("zgate {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig(path) => match Config::load(&path) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} listener(s), {} backend(s))",
+                    path.display(),
+                    c.listeners.len(),
+                    c.backends.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("zgate: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(path) => match Config::load(&path) {
+            Ok(config) => run(config, None),
+            Err(e) => {
+                eprintln!("zgate: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Demo { listen, backend } => {
+            let mut config = match Config::parse(DEFAULT_CONFIG, std::path::Path::new(".")) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("zgate: embedded config: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            config.listeners.truncate(1);
+            config.listeners[0].addr = listen;
+            config.backends = vec![Backend {
+                addr: backend.to_string(),
+            }];
+            run(config, Some(backend))
+        }
+        Command::Backend { listen } => {
+            logging::init("info");
+            runtime(0).map_or(ExitCode::FAILURE, |rt| {
+                rt.block_on(async {
+                    match demo::Backend::start(listen).await {
+                        Ok(b) => {
+                            tracing::info!(addr = %b.addr(), "demo backend listening");
+                            wait_for_signal().await;
+                            ExitCode::SUCCESS
+                        }
+                        Err(e) => {
+                            eprintln!("zgate: cannot listen on {listen}: {e}");
+                            ExitCode::FAILURE
+                        }
+                    }
+                })
+            })
+        }
+    }
+}
+
+fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("zgate-worker");
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    match builder.build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("zgate: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Runs the proxy until SIGTERM or SIGINT, then drains; with `demo_backend`, also runs the
+/// embedded backend there.
+fn run(config: Config, demo_backend: Option<std::net::SocketAddr>) -> ExitCode {
+    logging::init(&config.log.level);
+    let Some(rt) = runtime(config.runtime.workers) else {
+        return ExitCode::FAILURE;
+    };
+    rt.block_on(async move {
+        let _backend = match demo_backend {
+            Some(addr) => match demo::Backend::start(addr).await {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    eprintln!(
+                        "zgate: demo backend cannot listen on {addr}: {e} (try --backend ADDR)"
+                    );
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            listeners = config.listeners.len(),
+            backends = config.backends.len(),
+            "zgate starting"
+        );
+        let server = match Server::start(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("zgate: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let (Some(backend), Some(addr)) = (demo_backend, server.local_addrs().first()) {
+            print_demo_help(*addr, backend);
+        }
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        match server.shutdown().await {
+            zgate_proxy::server::Shutdown::Drained => tracing::info!("all connections finished"),
+            zgate_proxy::server::Shutdown::GraceExpired(n) => {
+                tracing::warn!(cut = n, "grace period over; cut the remaining connections")
+            }
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers, fall back to Ctrl-C only.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn print_demo_help(proxy: std::net::SocketAddr, backend: std::net::SocketAddr) {
+    println!(
+        "\nzgate demo: proxy on http://{proxy} in front of the embedded backend on {backend}\n\
+         Try:\n  \
+         curl -i http://{proxy}/\n  \
+         curl -i --http2-prior-knowledge http://{proxy}/headers\n  \
+         curl --data-binary 'hello, zgate' http://{proxy}/echo\n  \
+         curl -s -o /dev/null -w '%{{size_download}} bytes\\n' 'http://{proxy}/bytes?n=10485760'\n  \
+         curl -i 'http://{proxy}/slow?ms=1500'\n\
+         Ctrl-C stops it (in-flight requests finish first).\n"
+    );
+}

@@ -1,0 +1,464 @@
+//! The config schema: raw TOML shapes, their defaults, and the typed [`Config`] they become.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::duration::serde_human;
+use crate::error::ConfigError;
+
+/// The config the demo runs on (`zgate demo`): a proxy on `127.0.0.1:8080` in front of the
+/// embedded backend on `127.0.0.1:8081`. It is also a readable example of every section.
+pub const DEFAULT_CONFIG: &str = include_str!("../examples/demo.toml");
+
+/// A validated zgate configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where clients connect (`[[listener]]`, at least one).
+    pub listeners: Vec<Listener>,
+    /// Where requests go (`[[backend]]`, at least one), chosen round-robin.
+    pub backends: Vec<Backend>,
+    /// `[timeouts]`.
+    pub timeouts: Timeouts,
+    /// `[upstream]`: the connection pool to the backends.
+    pub upstream: Upstream,
+    /// `[http]`: protocol limits.
+    pub http: Http,
+    /// `[runtime]`: threads.
+    pub runtime: Runtime,
+    /// `[log]`.
+    pub log: Log,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// The address and port to accept on, e.g. `"127.0.0.1:8080"` or `"[::]:443"`. Required.
+    pub addr: SocketAddr,
+    /// TLS (`tls = { cert = "cert.pem", key = "key.pem" }`): clients then speak TLS, and ALPN
+    /// chooses `h2` or `http/1.1`. Without it the listener serves cleartext HTTP/1.1 and HTTP/2
+    /// with prior knowledge (h2c), told apart by the connection preface. Default: none.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for a TLS listener. Relative paths are relative to the config file's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// One `[[backend]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// `host:port` of an HTTP/1.1 backend, e.g. `"127.0.0.1:3000"` or `"app.internal:80"`.
+    /// Required.
+    pub addr: String,
+}
+
+/// `[timeouts]`. Every value is a human duration (`"500ms"`, `"10s"`, `"5m"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Deadline for a client to send a whole request header block, from its first byte
+    /// (HTTP/1.1). Default `"10s"`.
+    #[serde(with = "serde_human")]
+    pub header_read: Duration,
+    /// A connection with no request in flight and no bytes moving for this long is closed
+    /// (gracefully: HTTP/2 gets a GOAWAY). `"0"` disables it. Default `"60s"`.
+    #[serde(with = "serde_human")]
+    pub idle: Duration,
+    /// Deadline for a cleartext connection to show which protocol it speaks (its first bytes).
+    /// Default `"5s"`.
+    #[serde(with = "serde_human")]
+    pub protocol_detect: Duration,
+    /// Deadline for the TLS handshake. Default `"10s"`.
+    #[serde(with = "serde_human")]
+    pub tls_handshake: Duration,
+    /// Deadline for a TCP connection to a backend. Default `"3s"`.
+    #[serde(with = "serde_human")]
+    pub backend_connect: Duration,
+    /// Deadline for a backend to answer with its response head, from when the request was
+    /// sent; the client then gets 504. Default `"30s"`.
+    #[serde(with = "serde_human")]
+    pub backend_response: Duration,
+    /// On SIGTERM or SIGINT, how long in-flight requests may still run before zgate exits.
+    /// Default `"10s"`.
+    #[serde(with = "serde_human")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            protocol_detect: Duration::from_secs(5),
+            tls_handshake: Duration::from_secs(10),
+            backend_connect: Duration::from_secs(3),
+            backend_response: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[upstream]`: the pooled connections to the backends.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    /// Idle connections kept per backend. Default `1024`.
+    pub max_idle_per_backend: usize,
+    /// An idle pooled connection is closed after this long. Default `"90s"`.
+    #[serde(with = "serde_human")]
+    pub pool_idle_timeout: Duration,
+    /// A backend that refused a connection (or could not be reached) is skipped by the
+    /// round-robin for this long, unless every backend is skipped. Default `"5s"`.
+    #[serde(with = "serde_human")]
+    pub down_for: Duration,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            max_idle_per_backend: 1024,
+            pool_idle_timeout: Duration::from_secs(90),
+            down_for: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[http]`: protocol limits applied to clients.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Largest HTTP/1.1 request head (request line and headers) in bytes; larger gets 431.
+    /// Default `65536`.
+    pub max_header_bytes: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` offered to clients. Default `128`.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE` in bytes. Default `65536`.
+    pub h2_max_header_list_bytes: u32,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 * 1024,
+            h2_max_concurrent_streams: 128,
+            h2_max_header_list_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Worker threads; `0` means one per CPU. Default `0`.
+    pub workers: usize,
+}
+
+/// `[log]`. The `RUST_LOG` environment variable, when set, overrides `level`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `"error"`, `"warn"`, `"info"`, `"debug"` or `"trace"`. Default `"info"`.
+    pub level: String,
+    /// One line per request (client, method, path, status, duration) at `info`. Default
+    /// `false`.
+    pub access: bool,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            access: false,
+        }
+    }
+}
+
+/// The file as written: every section optional, so defaults apply; unknown keys rejected.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    listener: Vec<Listener>,
+    #[serde(default)]
+    backend: Vec<Backend>,
+    #[serde(default)]
+    timeouts: Timeouts,
+    #[serde(default)]
+    upstream: Upstream,
+    #[serde(default)]
+    http: Http,
+    #[serde(default)]
+    runtime: Runtime,
+    #[serde(default)]
+    log: Log,
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`. Relative TLS paths are resolved against
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::whole(format!("cannot read config: {e}")).in_file(Some(path.into()))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|e| e.in_file(Some(path.into())))
+    }
+
+    /// Parses and validates config text; relative paths are resolved against `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            // toml's message names the key and shows the line; keep it whole.
+            ConfigError::whole(e.to_string().trim_end().to_string())
+        })?;
+        Self::from_raw(raw, base_dir)
+    }
+
+    fn from_raw(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
+        if raw.listener.is_empty() {
+            return Err(ConfigError::key(
+                "listener",
+                "no listener: add at least one [[listener]] with an `addr`",
+            ));
+        }
+        if raw.backend.is_empty() {
+            return Err(ConfigError::key(
+                "backend",
+                "no backend: add at least one [[backend]] with an `addr`",
+            ));
+        }
+        let mut seen = HashSet::new();
+        let mut listeners = raw.listener;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            if !seen.insert(l.addr) {
+                return Err(ConfigError::key(
+                    format!("listener[{i}].addr"),
+                    format!("{} is already used by another listener", l.addr),
+                ));
+            }
+            if let Some(tls) = &mut l.tls {
+                tls.cert = base_dir.join(&tls.cert);
+                tls.key = base_dir.join(&tls.key);
+            }
+        }
+        for (i, b) in raw.backend.iter().enumerate() {
+            validate_authority(&b.addr)
+                .map_err(|m| ConfigError::key(format!("backend[{i}].addr"), m))?;
+        }
+        let t = &raw.timeouts;
+        for (key, value) in [
+            ("timeouts.header_read", t.header_read),
+            ("timeouts.protocol_detect", t.protocol_detect),
+            ("timeouts.tls_handshake", t.tls_handshake),
+            ("timeouts.backend_connect", t.backend_connect),
+            ("timeouts.backend_response", t.backend_response),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::key(key, "must be greater than zero"));
+            }
+        }
+        if raw.http.max_header_bytes < 1024 {
+            return Err(ConfigError::key(
+                "http.max_header_bytes",
+                format!("{} is too small: at least 1024", raw.http.max_header_bytes),
+            ));
+        }
+        if raw.http.h2_max_concurrent_streams == 0 {
+            return Err(ConfigError::key(
+                "http.h2_max_concurrent_streams",
+                "must be at least 1",
+            ));
+        }
+        if raw.runtime.workers > 1024 {
+            return Err(ConfigError::key(
+                "runtime.workers",
+                format!("{} is more than 1024", raw.runtime.workers),
+            ));
+        }
+        if !matches!(
+            raw.log.level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return Err(ConfigError::key(
+                "log.level",
+                format!(
+                    "unknown level {:?}: use error, warn, info, debug or trace",
+                    raw.log.level
+                ),
+            ));
+        }
+        Ok(Config {
+            listeners,
+            backends: raw.backend,
+            timeouts: raw.timeouts,
+            upstream: raw.upstream,
+            http: raw.http,
+            runtime: raw.runtime,
+            log: raw.log,
+        })
+    }
+}
+
+/// Checks `host:port` (an IPv6 host in brackets) without resolving it.
+fn validate_authority(addr: &str) -> Result<(), String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("{addr:?} has no port: write host:port"));
+    };
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Err(format!("{addr:?}: {port:?} is not a port (1-65535)")),
+        Ok(_) => {}
+    }
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    };
+    if !host_ok {
+        return Err(format!("{addr:?}: {host:?} is not a host name or address"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/zgate"))
+    }
+
+    const MINIMAL: &str = r#"
+        [[listener]]
+        addr = "127.0.0.1:8080"
+        [[backend]]
+        addr = "127.0.0.1:3000"
+    "#;
+
+    #[test]
+    fn minimal_config_takes_the_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.backends[0].addr, "127.0.0.1:3000");
+        assert_eq!(c.timeouts, Timeouts::default());
+        assert_eq!(c.timeouts.header_read, Duration::from_secs(10));
+        assert_eq!(c.timeouts.idle, Duration::from_secs(60));
+        assert_eq!(c.timeouts.backend_connect, Duration::from_secs(3));
+        assert_eq!(c.timeouts.backend_response, Duration::from_secs(30));
+        assert_eq!(c.timeouts.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(c.log.level, "info");
+    }
+
+    #[test]
+    fn embedded_default_config_is_valid() {
+        let c = parse(DEFAULT_CONFIG).unwrap();
+        assert_eq!(c.listeners[0].addr, "127.0.0.1:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn timeouts_accept_human_units() {
+        let c = parse(&format!(
+            "{MINIMAL}\n[timeouts]\nheader_read = \"500ms\"\nidle = \"5m\"\nshutdown_grace = \"1m30s\""
+        ))
+        .unwrap();
+        assert_eq!(c.timeouts.header_read, Duration::from_millis(500));
+        assert_eq!(c.timeouts.idle, Duration::from_secs(300));
+        assert_eq!(c.timeouts.shutdown_grace, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn tls_paths_resolve_against_the_config_dir() {
+        let c = parse(
+            r#"
+            [[listener]]
+            addr = "127.0.0.1:8443"
+            tls = { cert = "cert.pem", key = "/abs/key.pem" }
+            [[backend]]
+            addr = "localhost:3000"
+        "#,
+        )
+        .unwrap();
+        let tls = c.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/etc/zgate/cert.pem"));
+        assert_eq!(tls.key, PathBuf::from("/abs/key.pem"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = parse(&format!("{MINIMAL}\n[timeouts]\nheader_raed = \"1s\"")).unwrap_err();
+        assert!(e.to_string().contains("header_raed"), "{e}");
+        let e = parse(&format!("{MINIMAL}\n[bogus]\nx = 1")).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = parse(&format!("{MINIMAL}\n[timeouts]\nidle = \"5 parsecs\"")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("idle") && s.contains("unknown unit"), "{s}");
+
+        let e = parse(&format!("{MINIMAL}\n[timeouts]\nbackend_connect = \"0\"")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("timeouts.backend_connect"));
+
+        let e = parse("[[listener]]\naddr = \"nope\"\n[[backend]]\naddr = \"a:1\"").unwrap_err();
+        assert!(e.to_string().contains("addr"), "{e}");
+
+        let e =
+            parse("[[listener]]\naddr = \"127.0.0.1:1\"\n[[backend]]\naddr = \"a\"").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("backend[0].addr"));
+        assert!(e.message.contains("no port"));
+
+        let e = parse(&format!("{MINIMAL}\n[log]\nlevel = \"loud\"")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("log.level"));
+    }
+
+    #[test]
+    fn missing_sections_are_named() {
+        let e = parse("[[backend]]\naddr = \"a:1\"").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("listener"));
+        let e = parse("[[listener]]\naddr = \"127.0.0.1:1\"").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("backend"));
+    }
+
+    #[test]
+    fn duplicate_listener_is_refused() {
+        let e = parse(
+            "[[listener]]\naddr = \"127.0.0.1:1\"\n[[listener]]\naddr = \"127.0.0.1:1\"\n[[backend]]\naddr = \"a:1\"",
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("listener[1].addr"));
+    }
+
+    #[test]
+    fn backend_authorities() {
+        assert!(validate_authority("[::1]:80").is_ok());
+        assert!(validate_authority("app.internal:8080").is_ok());
+        assert!(validate_authority("[zz]:80").is_err());
+        assert!(validate_authority("host:0").is_err());
+        assert!(validate_authority("host:99999").is_err());
+        assert!(validate_authority(":80").is_err());
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let e = Config::load(Path::new("/nonexistent/zgate.toml")).unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("/nonexistent/zgate.toml: cannot read config"));
+    }
+}

@@ -1,0 +1,257 @@
+//! Serving one client connection: TLS or protocol detection, then hyper's HTTP/1.1 or HTTP/2
+//! server, driven alongside a watchdog (header deadline, idle timeout) and the shutdown signal.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::{service_fn, HttpService};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use zgate_config::{Http, Timeouts};
+
+use crate::activity::Activity;
+use crate::detect::{detect, DetectError, Protocol};
+use crate::io::ClientIo;
+use crate::service::{handle, ConnInfo, Shared};
+
+/// The server's lifecycle, as connections see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Serving.
+    Running,
+    /// Finish in-flight requests, accept no new ones, then close.
+    Draining,
+    /// Close now.
+    Abort,
+}
+
+/// Settings a connection needs, copied from the config at accept time.
+#[derive(Debug, Clone)]
+pub struct ConnSettings {
+    /// The `[timeouts]` section.
+    pub timeouts: Timeouts,
+    /// The `[http]` section.
+    pub http: Http,
+}
+
+/// Serves one accepted connection until it closes, the watchdog closes it, or the server stops.
+pub async fn serve(
+    shared: Arc<Shared>,
+    settings: Arc<ConnSettings>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let _ = stream.set_nodelay(true);
+    let activity = Arc::new(Activity::new());
+    let t = &settings.timeouts;
+    let info = ConnInfo {
+        peer,
+        tls: tls.is_some(),
+        activity: activity.clone(),
+    };
+    match tls {
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(t.tls_handshake, acceptor.accept(stream)).await;
+            let tls_stream = match handshake {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client = %peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let protocol = if h2 { Protocol::H2c } else { Protocol::Http1 };
+            let io = ClientIo::new(tls_stream, Bytes::new(), activity);
+            run(shared, settings, io, protocol, info, &mut phase).await;
+        }
+        None => {
+            let mut stream = stream;
+            let (protocol, prefix) = match detect(&mut stream, t.protocol_detect).await {
+                Ok(found) => found,
+                Err(DetectError::Timeout) => {
+                    tracing::debug!(client = %peer, "protocol detection timed out");
+                    return;
+                }
+                Err(DetectError::Closed) => return,
+                Err(DetectError::Io(e)) => {
+                    tracing::debug!(client = %peer, error = %e, "read failed before the first request");
+                    return;
+                }
+            };
+            let io = ClientIo::new(stream, prefix, activity);
+            run(shared, settings, io, protocol, info, &mut phase).await;
+        }
+    }
+}
+
+async fn run<S>(
+    shared: Arc<Shared>,
+    settings: Arc<ConnSettings>,
+    io: ClientIo<S>,
+    protocol: Protocol,
+    info: ConnInfo,
+    phase: &mut watch::Receiver<Phase>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = info.activity.clone();
+    let peer = info.peer;
+    let service = service_fn(move |req| {
+        let shared = shared.clone();
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(handle(&shared, &info, req).await) }
+    });
+    let io = TokioIo::new(io);
+    let t = &settings.timeouts;
+    match protocol {
+        Protocol::Http1 => {
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                // Our watchdog owns the header deadline: hyper's would also cut idle keep-alive
+                // connections at the same deadline.
+                .header_read_timeout(None)
+                .keep_alive(true)
+                .max_buf_size(settings.http.max_header_bytes.max(8192))
+                .serve_connection(io, service);
+            drive(conn, &activity, t, true, phase, peer).await;
+        }
+        Protocol::H2c => {
+            let conn = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(settings.http.h2_max_concurrent_streams)
+                .max_header_list_size(settings.http.h2_max_header_list_bytes)
+                .serve_connection(io, service);
+            drive(conn, &activity, t, false, phase, peer).await;
+        }
+    }
+}
+
+/// A hyper server connection that can be asked to finish gracefully.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<I, S, B> Graceful for http1::Connection<I, S>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E, B> Graceful for http2::Connection<I, S, E>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<BoxError>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Polls the connection to completion while enforcing the header deadline (HTTP/1), the idle
+/// timeout and the server's shutdown phase.
+async fn drive<C: Graceful>(
+    conn: C,
+    activity: &Activity,
+    t: &Timeouts,
+    http1: bool,
+    phase: &mut watch::Receiver<Phase>,
+    peer: SocketAddr,
+) {
+    let mut conn = std::pin::pin!(conn);
+    let tick = watchdog_tick(t);
+    let mut last_bytes = activity.bytes_moved();
+    let mut last_change = Instant::now();
+    let mut closing = false;
+    if *phase.borrow() != Phase::Running {
+        conn.as_mut().graceful();
+        closing = true;
+    }
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            changed = phase.changed() => {
+                let now = if changed.is_err() { Phase::Abort } else { *phase.borrow_and_update() };
+                match now {
+                    Phase::Running => {}
+                    Phase::Draining => if !closing {
+                        conn.as_mut().graceful();
+                        closing = true;
+                    },
+                    Phase::Abort => return,
+                }
+            }
+            _ = tokio::time::sleep(tick) => {
+                let now = Instant::now();
+                if http1 {
+                    if let Some(start) = activity.head_started_at() {
+                        if now.duration_since(start) > t.header_read {
+                            tracing::debug!(client = %peer, "request header deadline passed; closing");
+                            return;
+                        }
+                    }
+                }
+                let moved = activity.bytes_moved();
+                if moved != last_bytes {
+                    last_bytes = moved;
+                    last_change = now;
+                } else if !t.idle.is_zero()
+                    && activity.in_flight() == 0
+                    && now.duration_since(last_change) >= t.idle
+                {
+                    if closing {
+                        // Asked to close once already and still silent: drop it.
+                        return;
+                    }
+                    tracing::debug!(client = %peer, "idle; closing");
+                    conn.as_mut().graceful();
+                    closing = true;
+                    last_change = now;
+                }
+            }
+        }
+    }
+}
+
+/// How often the watchdog looks: a quarter of the shortest deadline it enforces, within
+/// [10 ms, 5 s], so a deadline is enforced at most 25% late.
+fn watchdog_tick(t: &Timeouts) -> Duration {
+    let mut shortest = t.header_read;
+    if !t.idle.is_zero() {
+        shortest = shortest.min(t.idle);
+    }
+    (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(5))
+}

@@ -1,0 +1,166 @@
+//! Header rewriting between client and backend: hop-by-hop headers go, forwarding headers come.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Version;
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, and the legacy ones).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including those the `Connection` header names. `Upgrade` goes
+/// too: zgate does not tunnel protocol upgrades.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection are hop-by-hop for this message.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        if let Ok(text) = value.to_str() {
+            for token in text.split(',') {
+                if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
+                    named.push(name);
+                }
+            }
+        }
+    }
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// The `Via` protocol token for a client's HTTP version (RFC 9110 §7.6.3).
+pub fn via_token(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_10 => "1.0 zgate",
+        Version::HTTP_2 => "2 zgate",
+        Version::HTTP_3 => "3 zgate",
+        _ => "1.1 zgate",
+    }
+}
+
+/// Appends `token` to the `Via` header (creating it when absent).
+pub fn append_via(headers: &mut HeaderMap, token: &'static str) {
+    append_list(headers, header::VIA, token);
+}
+
+/// Sets the forwarding headers of a request sent to a backend: the client's address appended
+/// to `X-Forwarded-For`, `X-Forwarded-Proto` replaced by the scheme the client used.
+pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    append_list(headers, xff, &client.to_string());
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+}
+
+/// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let Some(first) = values.next() else { return };
+    let Some(second) = values.next() else { return };
+    let mut joined = Vec::with_capacity(first.len() + second.len() + 2);
+    joined.extend_from_slice(first.as_bytes());
+    for v in std::iter::once(second).chain(values) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// Appends `item` to a comma-separated list header, joining existing fields into one.
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+    let mut joined = String::new();
+    for v in headers.get_all(&name) {
+        if let Ok(s) = v.to_str() {
+            if !joined.is_empty() {
+                joined.push_str(", ");
+            }
+            joined.push_str(s);
+        }
+    }
+    if !joined.is_empty() {
+        joined.push_str(", ");
+    }
+    joined.push_str(item);
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("host", "example.com"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["host", "x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_headers_append_and_replace() {
+        let mut h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "ftp"),
+        ]);
+        set_forwarded(&mut h, "192.0.2.7".parse().unwrap(), true);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, "::1".parse().unwrap(), false);
+        assert_eq!(h["x-forwarded-for"], "::1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn via_appends() {
+        let mut h = map(&[("via", "1.0 fred")]);
+        append_via(&mut h, via_token(Version::HTTP_2));
+        assert_eq!(h["via"], "1.0 fred, 2 zgate");
+    }
+
+    #[test]
+    fn cookies_join_for_http1() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2; c=3");
+    }
+}

@@ -1,0 +1,131 @@
+//! Serving one request: rewrite it for the backend, send it, and turn the answer (or the
+//! failure) into the client's response.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use crate::activity::Activity;
+use crate::body::ProxyBody;
+use crate::headers;
+use crate::upstream::{Upstream, UpstreamError};
+
+/// What every connection shares: the backends and the settings requests need.
+#[derive(Debug)]
+pub struct Shared {
+    /// The backend pool.
+    pub upstream: Upstream,
+    /// Log one line per request.
+    pub access_log: bool,
+}
+
+/// The connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether the client connected over TLS.
+    pub tls: bool,
+    /// The connection's activity, for the idle and header deadlines.
+    pub activity: Arc<Activity>,
+}
+
+/// Proxies `req` to a backend and returns what the client gets.
+pub async fn handle(
+    shared: &Shared,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let _in_flight = conn.activity.request_started();
+    let started = shared.access_log.then(Instant::now);
+    let method = req.method().clone();
+    let log_target = shared.access_log.then(|| {
+        req.uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned()
+    });
+    let client_version = req.version();
+
+    let response = if method == Method::CONNECT {
+        error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n")
+    } else {
+        let upstream_req = rewrite_request(req, conn);
+        match shared.upstream.send(upstream_req).await {
+            Ok(resp) => rewrite_response(resp, client_version),
+            Err(UpstreamError::Unreachable) => {
+                tracing::warn!(client = %conn.peer, "no backend reachable");
+                error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "bad gateway: backend unreachable\n",
+                )
+            }
+            Err(UpstreamError::Timeout) => {
+                tracing::warn!(client = %conn.peer, "backend response timed out");
+                error_response(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n")
+            }
+            Err(UpstreamError::Failed(e)) => {
+                tracing::warn!(client = %conn.peer, error = %e, "backend request failed");
+                error_response(StatusCode::BAD_GATEWAY, "bad gateway\n")
+            }
+        }
+    };
+
+    if let (Some(started), Some(target)) = (started, log_target) {
+        tracing::info!(
+            target: "zgate::access",
+            client = %conn.peer,
+            method = %method,
+            path = %target,
+            version = ?client_version,
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+        );
+    }
+    response
+}
+
+/// The request as the backend must see it: origin-form, HTTP/1.1, hop-by-hop headers removed,
+/// forwarding headers added, `Host` kept (or taken from the HTTP/2 `:authority`).
+fn rewrite_request(req: Request<Incoming>, conn: &ConnInfo) -> Request<ProxyBody> {
+    let (mut parts, body) = req.into_parts();
+    let h = &mut parts.headers;
+    headers::strip_hop_by_hop(h);
+    if !h.contains_key(header::HOST) {
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                h.insert(header::HOST, v);
+            }
+        }
+    }
+    if parts.version == Version::HTTP_2 {
+        headers::join_cookies(h);
+    }
+    headers::set_forwarded(h, conn.peer.ip(), conn.tls);
+    headers::append_via(h, headers::via_token(parts.version));
+    parts.version = Version::HTTP_11;
+    Request::from_parts(parts, ProxyBody::Incoming(body))
+}
+
+fn rewrite_response(resp: Response<Incoming>, client_version: Version) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::append_via(&mut parts.headers, headers::via_token(Version::HTTP_11));
+    parts.version = client_version;
+    Response::from_parts(parts, ProxyBody::Incoming(body))
+}
+
+/// A small plain-text response made by zgate itself.
+pub fn error_response(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
