@@ -4,6 +4,7 @@
 //! Routes:
 //! - `GET /`: a greeting.
 //! - `POST /echo` (any method): the request body, streamed back as it arrives.
+//! - `POST /discard`: reads the whole body and answers with its length in bytes.
 //! - `GET /bytes?n=N`: N bytes of a fixed pattern (byte `i` is `i % 251`), streamed.
 //! - `GET /slow?ms=N`: waits N milliseconds, then answers.
 //! - `GET /headers`: the request headers as text, one `name: value` per line.
@@ -18,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -86,6 +88,17 @@ async fn route(req: Request<Incoming>) -> Result<Response<DemoBody>, Infallible>
     let resp = match path {
         "/" => text(StatusCode::OK, "hello from the zgate demo backend\n".into()),
         "/echo" => Response::new(DemoBody::Incoming(req.into_body())),
+        "/discard" => {
+            let mut body = req.into_body();
+            let mut total = 0u64;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => total += f.data_ref().map_or(0, |d| d.len() as u64),
+                    Err(_) => return Ok(text(StatusCode::BAD_REQUEST, "body failed\n".into())),
+                }
+            }
+            text(StatusCode::OK, format!("{total}\n"))
+        }
         "/bytes" => match param(query, "n") {
             Some(n) => Response::new(DemoBody::Pattern { sent: 0, len: n }),
             None => text(StatusCode::BAD_REQUEST, "usage: /bytes?n=N\n".into()),

@@ -55,9 +55,6 @@ fn main() -> ExitCode {
             };
             config.listeners.truncate(1);
             config.listeners[0].addr = listen;
-            config.backends = vec![Backend {
-                addr: backend.to_string(),
-            }];
             run(config, Some(backend))
         }
         Command::Backend { listen } => {
@@ -97,8 +94,8 @@ fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
 }
 
 /// Runs the proxy until SIGTERM or SIGINT, then drains; with `demo_backend`, also runs the
-/// embedded backend there.
-fn run(config: Config, demo_backend: Option<std::net::SocketAddr>) -> ExitCode {
+/// embedded backend there and makes it the only backend.
+fn run(mut config: Config, demo_backend: Option<std::net::SocketAddr>) -> ExitCode {
     logging::init(&config.log.level);
     let Some(rt) = runtime(config.runtime.workers) else {
         return ExitCode::FAILURE;
@@ -106,7 +103,12 @@ fn run(config: Config, demo_backend: Option<std::net::SocketAddr>) -> ExitCode {
     rt.block_on(async move {
         let _backend = match demo_backend {
             Some(addr) => match demo::Backend::start(addr).await {
-                Ok(b) => Some(b),
+                Ok(b) => {
+                    config.backends = vec![Backend {
+                        addr: b.addr().to_string(),
+                    }];
+                    Some(b)
+                }
                 Err(e) => {
                     eprintln!(
                         "zgate: demo backend cannot listen on {addr}: {e} (try --backend ADDR)"
@@ -129,8 +131,8 @@ fn run(config: Config, demo_backend: Option<std::net::SocketAddr>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        if let (Some(backend), Some(addr)) = (demo_backend, server.local_addrs().first()) {
-            print_demo_help(*addr, backend);
+        if let (Some(backend), Some(addr)) = (&_backend, server.local_addrs().first()) {
+            print_demo_help(*addr, backend.addr());
         }
         wait_for_signal().await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");

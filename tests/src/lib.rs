@@ -1,1 +1,426 @@
-//! Shared helpers for zgate end-to-end tests.
+//! The end-to-end harness: test backends, zgate in-process or as its binary, HTTP/1.1, h2c and
+//! TLS clients over real loopback sockets, and throwaway certificates.
+//!
+//! Every helper binds port 0 on 127.0.0.1, so tests run in parallel without colliding, and
+//! every wait is bounded so a broken proxy fails a test instead of hanging it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use zgate_config::Config;
+use zgate_proxy::demo;
+use zgate_proxy::Server;
+
+pub use zgate_proxy::demo::pattern_byte;
+
+/// How long any single client operation may take before the test fails.
+pub const STEP: Duration = Duration::from_secs(30);
+
+/// Starts a demo backend on an ephemeral loopback port.
+pub async fn backend() -> demo::Backend {
+    demo::Backend::start(loopback0())
+        .await
+        .expect("bind demo backend")
+}
+
+/// `127.0.0.1:0`.
+pub fn loopback0() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A loopback address where nothing listens (a port bound and released).
+pub fn dead_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind(loopback0()).expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// Config text with one cleartext listener on port 0 and the given backends, then `extra`
+/// (more sections, TOML).
+pub fn config_text(backends: &[SocketAddr], extra: &str) -> String {
+    let mut t = String::from("[[listener]]\naddr = \"127.0.0.1:0\"\n");
+    for b in backends {
+        t.push_str(&format!("[[backend]]\naddr = \"{b}\"\n"));
+    }
+    t.push_str(extra);
+    t
+}
+
+/// Parses config text (relative paths against `dir`), panicking with the error.
+pub fn config(text: &str, dir: &Path) -> Config {
+    Config::parse(text, dir).unwrap_or_else(|e| panic!("test config is invalid: {e}\n{text}"))
+}
+
+/// Starts zgate in-process on `config`.
+pub async fn proxy(config: Config) -> Server {
+    Server::start(config).await.expect("zgate starts")
+}
+
+/// The first listener's address of a running server.
+pub fn addr(server: &Server) -> SocketAddr {
+    server.local_addrs()[0]
+}
+
+/// A response with its body collected.
+#[derive(Debug)]
+pub struct Collected {
+    /// Status, headers, version.
+    pub head: http::response::Parts,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl Collected {
+    /// The status code as a number.
+    pub fn status(&self) -> u16 {
+        self.head.status.as_u16()
+    }
+
+    /// A header as text, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+async fn collect(resp: Response<hyper::body::Incoming>) -> Collected {
+    let (head, body) = resp.into_parts();
+    let body = tokio::time::timeout(STEP, body.collect())
+        .await
+        .expect("body in time")
+        .expect("body completes")
+        .to_bytes();
+    Collected { head, body }
+}
+
+/// Which protocol a client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    /// HTTP/1.1 over TCP.
+    Http1,
+    /// HTTP/2 with prior knowledge over TCP.
+    H2c,
+}
+
+/// One client connection, HTTP/1.1 or HTTP/2, over TCP or TLS.
+pub enum Client<B = Full<Bytes>> {
+    /// HTTP/1.1.
+    H1(hyper::client::conn::http1::SendRequest<B>),
+    /// HTTP/2.
+    H2(hyper::client::conn::http2::SendRequest<B>),
+}
+
+impl<B> Client<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Connects over plain TCP.
+    pub async fn connect(addr: SocketAddr, proto: Proto) -> Self {
+        let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        Self::handshake(stream, proto == Proto::H2c).await
+    }
+
+    /// Connects over TLS, offering `alpn` (`"h2"` or `"http/1.1"`) and trusting `ca`.
+    pub async fn connect_tls(addr: SocketAddr, ca: &TestCert, alpn: &str) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(ca.cert_der.clone())
+            .expect("add test root certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = tokio::time::timeout(
+            STEP,
+            tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp),
+        )
+        .await
+        .expect("handshake in time")
+        .expect("TLS handshake");
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        Self::handshake(tls, h2).await
+    }
+
+    async fn handshake<S>(io: S, h2: bool) -> Self
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = TokioIo::new(io);
+        if h2 {
+            let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .expect("h2 handshake");
+            tokio::spawn(conn);
+            Client::H2(send)
+        } else {
+            let (send, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .expect("h1 handshake");
+            tokio::spawn(conn);
+            Client::H1(send)
+        }
+    }
+
+    /// Sends a request and collects the response, or returns the client-side error.
+    pub async fn try_send(&mut self, req: Request<B>) -> Result<Collected, hyper::Error> {
+        let fut = async {
+            match self {
+                Client::H1(s) => {
+                    s.ready().await?;
+                    s.send_request(req).await
+                }
+                Client::H2(s) => {
+                    s.ready().await?;
+                    s.send_request(req).await
+                }
+            }
+        };
+        let resp = tokio::time::timeout(STEP, fut)
+            .await
+            .expect("response in time")?;
+        Ok(collect(resp).await)
+    }
+
+    /// Sends a request and collects the response, panicking on a client-side error.
+    pub async fn send(&mut self, req: Request<B>) -> Collected {
+        self.try_send(req).await.expect("request succeeds")
+    }
+}
+
+/// A GET request for `path` (HTTP/2 clients need the authority in the URI).
+pub fn get(addr: SocketAddr, path: &str) -> Request<Full<Bytes>> {
+    request("GET", addr, path, Bytes::new())
+}
+
+/// A request with a full body.
+pub fn request(method: &str, addr: SocketAddr, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("host", addr.to_string())
+        .body(Full::new(body))
+        .expect("valid request")
+}
+
+/// `len` bytes of the demo backend's pattern.
+pub fn pattern(len: usize) -> Bytes {
+    (0..len as u64).map(pattern_byte).collect()
+}
+
+/// Pseudo-random bytes (a fixed xorshift stream), so an upload is not the download pattern.
+pub fn noise(len: usize, seed: u64) -> Bytes {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, written as PEM into a
+/// temporary directory.
+pub struct TestCert {
+    /// The certificate, DER, to trust on the client side.
+    pub cert_der: rustls::pki_types::CertificateDer<'static>,
+    /// `cert.pem`.
+    pub cert_path: PathBuf,
+    /// `key.pem`.
+    pub key_path: PathBuf,
+    /// The directory holding both.
+    pub dir: TempDir,
+}
+
+impl TestCert {
+    /// Generates a fresh certificate and key.
+    pub fn generate() -> Self {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("generate certificate");
+        let dir = TempDir::new("tls");
+        let cert_path = dir.path().join("cert.pem");
+        let key_path = dir.path().join("key.pem");
+        std::fs::write(&cert_path, ck.cert.pem()).expect("write cert");
+        std::fs::write(&key_path, ck.key_pair.serialize_pem()).expect("write key");
+        TestCert {
+            cert_der: ck.cert.der().clone(),
+            cert_path,
+            key_path,
+            dir,
+        }
+    }
+}
+
+/// A directory removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory under the system temp dir.
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "zgate-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `zgate` binary of this build. `cargo test --workspace` builds it (the proxy package
+/// has integration tests); when it is missing, it is built here.
+pub fn zgate_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/zgate
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join("zgate");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "zgate-proxy", "--bin", "zgate"])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the zgate binary failed");
+    }
+    assert!(bin.exists(), "no zgate binary at {}", bin.display());
+    bin
+}
+
+/// zgate running as a child process, killed when dropped.
+pub struct ZgateProcess {
+    /// The child.
+    pub child: Child,
+    /// The address its first listener bound (read from its log).
+    pub addr: SocketAddr,
+    /// Its stderr lines read so far.
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ZgateProcess {
+    /// Runs `zgate --config <file>` on `config_text` and waits for its first listener.
+    pub fn start(config_text: &str, dir: &TempDir) -> Self {
+        let file = dir.path().join("zgate.toml");
+        std::fs::write(&file, config_text).expect("write config");
+        Self::spawn(&["--config".as_ref(), file.as_os_str()])
+    }
+
+    /// Runs `zgate ARGS` and waits for its first `listening` log line.
+    pub fn spawn(args: &[&std::ffi::OsStr]) -> Self {
+        let mut child = Command::new(zgate_bin())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn zgate");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if !sent && line.contains("listening") {
+                    if let Some(a) = line
+                        .split("addr=")
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next())
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                    {
+                        let _ = tx.send(a);
+                        sent = true;
+                    }
+                }
+                if let Ok(mut l) = sink.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(STEP)
+            .unwrap_or_else(|_| panic!("zgate did not report a listener: {:?}", log.lock()));
+        ZgateProcess { child, addr, log }
+    }
+
+    /// Sends a signal (`"TERM"`, `"INT"`, `"HUP"`) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit, up to `STEP`; returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + STEP;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "zgate did not exit in time"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process's peak resident memory (VmHWM) in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .expect("VmHWM in /proc status")
+    }
+}
+
+impl Drop for ZgateProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

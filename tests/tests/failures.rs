@@ -1,0 +1,243 @@
+//! zgate fails well: unreachable and slow backends, malformed requests, and clients that stall.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use zgate_tests::*;
+
+#[tokio::test]
+async fn unreachable_backend_gives_502_on_both_protocols() {
+    let dir = TempDir::new("f");
+    let z = proxy(config(&config_text(&[dead_addr()], ""), dir.path())).await;
+    for proto in [Proto::Http1, Proto::H2c] {
+        let mut c = Client::connect(addr(&z), proto).await;
+        let resp = c.send(get(addr(&z), "/")).await;
+        assert_eq!(resp.status(), 502, "{proto:?}");
+        let resp = c
+            .send(request("POST", addr(&z), "/echo", noise(4096, 1)))
+            .await;
+        assert_eq!(resp.status(), 502, "{proto:?} with a body");
+        // The connection survives the error.
+        let resp = c.send(get(addr(&z), "/")).await;
+        assert_eq!(resp.status(), 502);
+    }
+}
+
+#[tokio::test]
+async fn slow_backend_gives_504() {
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    let text = config_text(&[b.addr()], "[timeouts]\nbackend_response = \"300ms\"\n");
+    let z = proxy(config(&text, dir.path())).await;
+    for proto in [Proto::Http1, Proto::H2c] {
+        let mut c = Client::connect(addr(&z), proto).await;
+        let resp = c.send(get(addr(&z), "/slow?ms=5000")).await;
+        assert_eq!(resp.status(), 504, "{proto:?}");
+        let resp = c.send(get(addr(&z), "/slow?ms=1")).await;
+        assert_eq!(resp.status(), 200, "{proto:?}: fast requests still pass");
+    }
+}
+
+#[tokio::test]
+async fn refused_backend_is_skipped_round_robin_continues() {
+    let live = backend().await;
+    let live2 = backend().await;
+    let dir = TempDir::new("f");
+    let text = config_text(&[dead_addr(), live.addr(), live2.addr()], "");
+    let z = proxy(config(&text, dir.path())).await;
+    let mut c = Client::connect(addr(&z), Proto::Http1).await;
+    // Bodiless requests are retried on the next backend: none fails.
+    for _ in 0..9 {
+        assert_eq!(c.send(get(addr(&z), "/")).await.status(), 200);
+    }
+    // Requests with a body are not retried, but after the refusal the dead backend is skipped:
+    // at most the first one can fail.
+    let mut failed = 0;
+    for i in 0..12 {
+        let resp = c
+            .send(request("POST", addr(&z), "/echo", noise(100, i)))
+            .await;
+        match resp.status() {
+            200 => assert!(resp.body == noise(100, i)),
+            502 => failed += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        failed <= 1,
+        "{failed} requests failed after the dead backend was found"
+    );
+}
+
+#[tokio::test]
+async fn malformed_http1_request_gets_400() {
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    let z = proxy(config(&config_text(&[b.addr()], ""), dir.path())).await;
+    for garbage in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\n",
+        b"\x00\x01\x02garbage\r\n\r\n",
+    ] {
+        let mut s = TcpStream::connect(addr(&z)).await.unwrap();
+        s.write_all(garbage).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(STEP, s.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 400"), "{garbage:?} -> {text:?}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_header_gets_431() {
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    let text = config_text(&[b.addr()], "[http]\nmax_header_bytes = 8192\n");
+    let z = proxy(config(&text, dir.path())).await;
+    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
+    let big = "a".repeat(20_000);
+    let req = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let _ = s.write_all(req.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(STEP, s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text:?}");
+}
+
+/// Reads HTTP/2 frames until a GOAWAY; returns its error code.
+async fn read_goaway(s: &mut TcpStream) -> Option<u32> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut at = 0;
+        while buf.len() >= at + 9 {
+            let len = u32::from_be_bytes([0, buf[at], buf[at + 1], buf[at + 2]]) as usize;
+            let kind = buf[at + 3];
+            if buf.len() < at + 9 + len {
+                break;
+            }
+            if kind == 0x7 && len >= 8 {
+                let p = &buf[at + 9..];
+                return Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+            }
+            at += 9 + len;
+        }
+        let n = tokio::time::timeout(STEP, s.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn malformed_http2_gets_goaway_protocol_error() {
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    let z = proxy(config(&config_text(&[b.addr()], ""), dir.path())).await;
+    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
+    s.write_all(zgate_proxy::detect::H2_PREFACE).await.unwrap();
+    s.write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]).await.unwrap(); // empty SETTINGS
+                                                                // HEADERS on stream 0 is a connection error of type PROTOCOL_ERROR (RFC 9113 §6.2).
+    s.write_all(&[0, 0, 1, 0x1, 0x4, 0, 0, 0, 0, 0x82])
+        .await
+        .unwrap();
+    assert_eq!(read_goaway(&mut s).await, Some(0x1));
+}
+
+#[tokio::test]
+async fn a_trickled_request_head_is_cut_at_the_header_deadline() {
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    let text = config_text(
+        &[b.addr()],
+        "[timeouts]\nheader_read = \"300ms\"\nidle = \"60s\"\n",
+    );
+    let z = proxy(config(&text, dir.path())).await;
+    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    // A slowloris: one header byte every 50 ms, bounded at 400 bytes (20 s). The proxy must
+    // close the connection long before the head could complete.
+    let mut closed = false;
+    for _ in 0..400 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if s.write_all(b"X").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut probe = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(1), s.read(&mut probe)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(closed, "the trickled head was never cut");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_but_a_busy_one_is_not() {
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    let text = config_text(&[b.addr()], "[timeouts]\nidle = \"300ms\"\n");
+    let z = proxy(config(&text, dir.path())).await;
+    // A request slower than the idle timeout completes: in flight is not idle.
+    let mut c = Client::connect(addr(&z), Proto::Http1).await;
+    let resp = c.send(get(addr(&z), "/slow?ms=900")).await;
+    assert_eq!(resp.status(), 200);
+    // Then, silent, the connection is closed by the proxy.
+    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(STEP, s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "idle connection was not closed");
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_dropped_after_protocol_detection_deadline() {
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    let text = config_text(&[b.addr()], "[timeouts]\nprotocol_detect = \"200ms\"\n");
+    let z = proxy(config(&text, dir.path())).await;
+    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(STEP, s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "silent connection was never closed");
+    assert!(out.is_empty());
+    // The server side lets go of it too (bounded wait: the task ends just after the close).
+    let mut open = z.connections();
+    for _ in 0..500 {
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        open = z.connections();
+    }
+    assert_eq!(open, 0);
+}
+
+#[tokio::test]
+async fn connect_method_is_refused() {
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    let z = proxy(config(&config_text(&[b.addr()], ""), dir.path())).await;
+    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
+    s.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(STEP, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 405"));
+}
