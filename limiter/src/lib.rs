@@ -1,1 +1,57 @@
-//! placeholder
+//! zgate's limiter: decides, per client, whether to let its traffic through.
+//!
+//! It owns the bounded client table (per-client live counters and per-epoch maxima of the six
+//! metrics of DESIGN.md §2), the mode machine (disabled, training, defence, monitor) on top of
+//! the `training` crate's accumulators and model, the block list with expiry, the static guards
+//! (hard caps active in every mode) and counters of every decision. The proxy calls
+//! [`Limiter::connection_opened`] on accept and the events of the returned [`Connection`]
+//! handle; every call returns a [`Verdict`] that the proxy acts on.
+//!
+//! It is **sans-IO**: no clock (every event takes `now: Nanos` from the caller), no threads, no
+//! sockets, no logging. It is not the statistics (see `zgate-training`), not the proxy glue
+//! that measures bytes, CPU time and frames (see `zgate-proxy`), and not the TOML config (the
+//! `config` crate maps it onto [`LimiterConfig`]).
+//!
+//! # Design notes
+//! - **Hot path.** Events go through the per-connection handle, which holds an
+//!   `Arc<ClientState>`: no map lookup. A typical event costs one relaxed load of the
+//!   mode/epoch word, a load of the client's block time, one `fetch_add` on the client's
+//!   counter, and, in defence, a lock-free model read (`arc-swap`). Training samples go to a
+//!   per-thread shard writer cached in a thread-local; only a new per-client maximum takes the
+//!   client's small lock. Disabled mode returns after the mode load (plus the guards).
+//! - **Bounded table.** At `max_clients`, idle unblocked clients without open connections are
+//!   evicted (idle first); if none can be, the new client is refused with
+//!   [`Guard::TableFull`]. Memory per client is about 220 bytes including the map
+//!   (`cargo bench -p zgate-limiter --bench memory`).
+//! - **Epochs.** Live counters are never reset by an epoch; the RAII handles give back exactly
+//!   what they added, so nothing underflows across epochs. Per-epoch maxima reset lazily.
+
+mod blocklist;
+mod client;
+mod config;
+mod connection;
+mod counters;
+mod error;
+mod guards;
+mod key;
+mod limiter;
+mod mode;
+mod sampler;
+mod snapshot;
+mod table;
+mod time;
+mod verdict;
+
+pub use blocklist::{BlockEntry, BlockListFull};
+pub use config::{ConfigError, GuardConfig, LimiterConfig};
+pub use connection::{Connection, Request};
+pub use counters::CountersSnapshot;
+pub use error::Error;
+pub use guards::H2Frame;
+pub use key::{ClientKey, IpPrefix};
+pub use limiter::Limiter;
+pub use mode::{Mode, ModeError, UnknownMode};
+pub use snapshot::{ClientSnapshot, Status};
+pub use time::Nanos;
+pub use verdict::{Guard, Reason, Verdict};
+pub use zgate_training::{Epoch, Fragments, Metric, Model};

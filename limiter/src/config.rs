@@ -1,0 +1,233 @@
+//! The limiter's typed configuration, with every default and unit.
+//!
+//! The `config` crate maps the TOML file onto [`LimiterConfig`]; this crate only checks it
+//! ([`LimiterConfig::validate`]) and trusts it afterwards.
+
+use core::fmt;
+use core::time::Duration;
+
+use zgate_training::Metric;
+
+use crate::mode::Mode;
+
+/// Everything the limiter can be configured with. `Default` gives the documented defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LimiterConfig {
+    /// Mode at start. Default: [`Mode::Disabled`] (the proxy switches to defence after loading a
+    /// persisted model, or to training on command).
+    pub mode: Mode,
+    /// How long training lasts before it ends by itself; `Duration::ZERO` = only on command.
+    /// Default: 3600 s.
+    pub training_period: Duration,
+    /// Mode entered when training ends by itself: [`Mode::Defence`] or [`Mode::Monitor`].
+    /// Default: `Defence`.
+    pub after_training: Mode,
+    /// How long a client stays blocked after a violation. Default: 600 s.
+    pub block_duration: Duration,
+    /// Per-metric z-score threshold, indexed by [`Metric::index`]: a client is blocked when
+    /// `(x - mean) / std > threshold` (strictly). Unit: standard deviations. Default: 3.0 each.
+    pub thresholds: [f64; Metric::COUNT],
+    /// Per-metric enable flags for scoring (training records all metrics regardless).
+    /// Default: all `true`.
+    pub enabled: [bool; Metric::COUNT],
+    /// Per-metric floor of the standard deviation applied when the model is finalized, in the
+    /// metric's unit, so that a population of identical clients still blocks an outlier.
+    /// Defaults: connections 1, requests_nonidempotent 1, requests 1, memory 65536 bytes,
+    /// cpu 10000 ppm (1 % of a core), fragmentation 8 (the `training` crate's defaults).
+    pub min_std: [f64; Metric::COUNT],
+    /// Minimum population size for a metric's model to score at all. Unit: clients.
+    /// Default: 10.
+    pub min_clients: u64,
+    /// Maximum number of tracked clients. At the bound, idle unblocked clients without open
+    /// connections are evicted; if none can be, a new client is refused with
+    /// [`crate::Guard::TableFull`]. Default: 4_000_000 (about 1 GiB at the measured
+    /// ~220 bytes per client, see `benches/memory.rs`).
+    pub max_clients: usize,
+    /// A client with no open connection and no event for this long is removed by
+    /// [`crate::Limiter::tick`] (and is the first choice for eviction). Default: 600 s.
+    pub idle_expiry: Duration,
+    /// Prefix length IPv6 clients are aggregated to. Unit: bits, 1..=128. Default: 64.
+    pub ipv6_prefix: u8,
+    /// Half-life of the CPU EMA (metric `cpu`). Default: 1 s.
+    pub cpu_half_life: Duration,
+    /// Maximum number of block list entries (automatic and manual). Default: 65536.
+    pub max_blocks: usize,
+    /// Exclusive shards of each training set: the number of threads that record samples
+    /// without sharing a cache line (more threads share an overflow shard). 0 = the number of
+    /// CPUs. Default: 0.
+    pub training_shards: usize,
+    /// The static guards (active in every mode).
+    pub guards: GuardConfig,
+}
+
+impl Default for LimiterConfig {
+    fn default() -> Self {
+        LimiterConfig {
+            mode: Mode::Disabled,
+            training_period: Duration::from_secs(3600),
+            after_training: Mode::Defence,
+            block_duration: Duration::from_secs(600),
+            thresholds: [3.0; Metric::COUNT],
+            enabled: [true; Metric::COUNT],
+            min_std: [1.0, 1.0, 1.0, 65536.0, 10_000.0, 8.0],
+            min_clients: 10,
+            max_clients: 4_000_000,
+            idle_expiry: Duration::from_secs(600),
+            ipv6_prefix: 64,
+            cpu_half_life: Duration::from_secs(1),
+            max_blocks: 65536,
+            training_shards: 0,
+            guards: GuardConfig::default(),
+        }
+    }
+}
+
+impl LimiterConfig {
+    /// Checks every value; the error names the offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.after_training, Mode::Defence | Mode::Monitor) {
+            return Err(ConfigError::new(
+                "after_training",
+                "must be defence or monitor",
+            ));
+        }
+        for m in Metric::ALL {
+            let t = self.thresholds[m.index()];
+            if !t.is_finite() || t < 0.0 {
+                return Err(ConfigError::metric(
+                    "thresholds",
+                    m,
+                    "must be finite and >= 0",
+                ));
+            }
+            let s = self.min_std[m.index()];
+            if !s.is_finite() || s <= 0.0 {
+                return Err(ConfigError::metric("min_std", m, "must be finite and > 0"));
+            }
+        }
+        if self.min_clients == 0 {
+            return Err(ConfigError::new("min_clients", "must be >= 1"));
+        }
+        if self.max_clients == 0 {
+            return Err(ConfigError::new("max_clients", "must be >= 1"));
+        }
+        if self.max_blocks == 0 {
+            return Err(ConfigError::new("max_blocks", "must be >= 1"));
+        }
+        if !(1..=128).contains(&self.ipv6_prefix) {
+            return Err(ConfigError::new("ipv6_prefix", "must be 1..=128"));
+        }
+        if self.cpu_half_life.is_zero() {
+            return Err(ConfigError::new("cpu_half_life", "must be > 0"));
+        }
+        if self.block_duration.is_zero() {
+            return Err(ConfigError::new("block_duration", "must be > 0"));
+        }
+        Ok(())
+    }
+}
+
+/// Static guards: hard caps, active in every mode. A value of 0 turns that guard off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardConfig {
+    /// Concurrent connections per client, including the new one. Default: 1024.
+    pub max_connections_per_client: u64,
+    /// Bytes the proxy may hold for one client. Default: 256 MiB.
+    pub max_memory_per_client: u64,
+    /// HTTP/2 PING frames per connection per second. Default: 100.
+    pub ping_per_sec: u32,
+    /// HTTP/2 SETTINGS frames per connection per second. Default: 100.
+    pub settings_per_sec: u32,
+    /// HTTP/2 RST_STREAM frames received per connection per second. Default: 200.
+    pub rst_stream_per_sec: u32,
+    /// HTTP/2 empty DATA frames (no payload, no END_STREAM) per connection per second.
+    /// Default: 200.
+    pub empty_data_per_sec: u32,
+    /// CONTINUATION frames in one header block. Default: 32.
+    pub max_continuation_per_block: u32,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            max_connections_per_client: 1024,
+            max_memory_per_client: 256 << 20,
+            ping_per_sec: 100,
+            settings_per_sec: 100,
+            rst_stream_per_sec: 200,
+            empty_data_per_sec: 200,
+            max_continuation_per_block: 32,
+        }
+    }
+}
+
+/// An invalid configuration value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The field, e.g. `"ipv6_prefix"` or `"thresholds.cpu"`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl ConfigError {
+    fn new(field: &str, reason: &'static str) -> ConfigError {
+        ConfigError {
+            field: field.to_owned(),
+            reason,
+        }
+    }
+
+    fn metric(field: &str, m: Metric, reason: &'static str) -> ConfigError {
+        ConfigError {
+            field: format!("{field}.{}", m.name()),
+            reason,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "limiter.{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        assert_eq!(LimiterConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let c = LimiterConfig {
+            ipv6_prefix: 0,
+            ..LimiterConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "ipv6_prefix");
+        let mut c = LimiterConfig::default();
+        c.thresholds[Metric::Cpu.index()] = f64::NAN;
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "limiter.thresholds.cpu: must be finite and >= 0"
+        );
+        let mut c = LimiterConfig::default();
+        c.min_std[0] = 0.0;
+        assert_eq!(c.validate().unwrap_err().field, "min_std.connections");
+        let c = LimiterConfig {
+            after_training: Mode::Training,
+            ..LimiterConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "after_training");
+        let c = LimiterConfig {
+            max_clients: 0,
+            ..LimiterConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "max_clients");
+    }
+}

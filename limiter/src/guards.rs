@@ -1,0 +1,243 @@
+//! Static guards: hard caps that act in every mode, model or not.
+//!
+//! The per-client caps (connections, memory) are checked by the limiter against the client's
+//! live counters. The HTTP/2 caps are per connection and live here: control frames counted in
+//! fixed one-second windows (a window starts at the first frame after the previous one ended, so
+//! a burst straddling two windows may reach twice the cap, never more), and CONTINUATION frames
+//! counted per header block.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::config::GuardConfig;
+use crate::verdict::Guard;
+
+const SECOND_NS: u64 = 1_000_000_000;
+
+/// An HTTP/2 frame seen by the proxy's read tap, for the static guards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum H2Frame {
+    /// A PING frame (ACKs included).
+    Ping,
+    /// A SETTINGS frame (ACKs included).
+    Settings,
+    /// A RST_STREAM frame from the client.
+    RstStream,
+    /// A DATA frame with an empty payload and no END_STREAM flag.
+    EmptyData,
+    /// A HEADERS or PUSH_PROMISE frame: starts a header block.
+    Headers {
+        /// The END_HEADERS flag: the block is complete in this frame.
+        end_headers: bool,
+    },
+    /// A CONTINUATION frame of the current header block.
+    Continuation {
+        /// The END_HEADERS flag: the block ends with this frame.
+        end_headers: bool,
+    },
+}
+
+/// Rate-capped frame kinds, in `FrameGuards::counts` order.
+const RATED: [Guard; 4] = [
+    Guard::Ping,
+    Guard::Settings,
+    Guard::RstStream,
+    Guard::EmptyData,
+];
+
+/// Guard limits, changeable at run time (0 = off).
+pub(crate) struct GuardLimits {
+    pub(crate) max_connections: AtomicU64,
+    pub(crate) max_memory: AtomicU64,
+    per_sec: [AtomicU32; 4],
+    max_continuation: AtomicU32,
+}
+
+impl GuardLimits {
+    pub(crate) fn new(c: &GuardConfig) -> GuardLimits {
+        let g = GuardLimits {
+            max_connections: AtomicU64::new(0),
+            max_memory: AtomicU64::new(0),
+            per_sec: [const { AtomicU32::new(0) }; 4],
+            max_continuation: AtomicU32::new(0),
+        };
+        g.store(c);
+        g
+    }
+
+    pub(crate) fn store(&self, c: &GuardConfig) {
+        let r = Ordering::Relaxed;
+        self.max_connections.store(c.max_connections_per_client, r);
+        self.max_memory.store(c.max_memory_per_client, r);
+        let rates = [
+            c.ping_per_sec,
+            c.settings_per_sec,
+            c.rst_stream_per_sec,
+            c.empty_data_per_sec,
+        ];
+        for (a, v) in self.per_sec.iter().zip(rates) {
+            a.store(v, r);
+        }
+        self.max_continuation.store(c.max_continuation_per_block, r);
+    }
+
+    pub(crate) fn load(&self) -> GuardConfig {
+        let r = Ordering::Relaxed;
+        GuardConfig {
+            max_connections_per_client: self.max_connections.load(r),
+            max_memory_per_client: self.max_memory.load(r),
+            ping_per_sec: self.per_sec[0].load(r),
+            settings_per_sec: self.per_sec[1].load(r),
+            rst_stream_per_sec: self.per_sec[2].load(r),
+            empty_data_per_sec: self.per_sec[3].load(r),
+            max_continuation_per_block: self.max_continuation.load(r),
+        }
+    }
+
+    /// `Some((guard, value))` if `value` is over the cap `limit` (0 = off).
+    #[inline]
+    pub(crate) fn over(limit: u64, value: u64, guard: Guard) -> Option<(Guard, u64)> {
+        (limit != 0 && value > limit).then_some((guard, value))
+    }
+}
+
+/// One connection's HTTP/2 frame counters. Atomics so the connection handle stays `Sync`;
+/// frames of one connection come from its read tap, one at a time, so they never contend.
+pub(crate) struct FrameGuards {
+    /// Start of the current one-second window, ns.
+    window: AtomicU64,
+    counts: [AtomicU32; 4],
+    /// CONTINUATION frames in the current header block.
+    continuation: AtomicU32,
+}
+
+impl FrameGuards {
+    pub(crate) fn new(now: u64) -> FrameGuards {
+        FrameGuards {
+            window: AtomicU64::new(now),
+            counts: [const { AtomicU32::new(0) }; 4],
+            continuation: AtomicU32::new(0),
+        }
+    }
+
+    /// Counts `frame` at `now`; `Some((guard, count))` if a cap is exceeded.
+    pub(crate) fn frame(
+        &self,
+        frame: H2Frame,
+        now: u64,
+        limits: &GuardLimits,
+    ) -> Option<(Guard, u64)> {
+        let r = Ordering::Relaxed;
+        let i = match frame {
+            H2Frame::Ping => 0,
+            H2Frame::Settings => 1,
+            H2Frame::RstStream => 2,
+            H2Frame::EmptyData => 3,
+            H2Frame::Headers { .. } => {
+                self.continuation.store(0, r);
+                return None;
+            }
+            H2Frame::Continuation { end_headers } => {
+                let n = self.continuation.fetch_add(1, r).saturating_add(1);
+                if end_headers {
+                    self.continuation.store(0, r);
+                }
+                let max = limits.max_continuation.load(r);
+                return GuardLimits::over(u64::from(max), u64::from(n), Guard::Continuation);
+            }
+        };
+        let limit = limits.per_sec[i].load(r);
+        if limit == 0 {
+            return None;
+        }
+        if now.saturating_sub(self.window.load(r)) >= SECOND_NS {
+            self.window.store(now, r);
+            for c in &self.counts {
+                c.store(0, r);
+            }
+        }
+        let n = self.counts[i].fetch_add(1, r).saturating_add(1);
+        GuardLimits::over(u64::from(limit), u64::from(n), RATED[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> GuardLimits {
+        GuardLimits::new(&GuardConfig {
+            ping_per_sec: 3,
+            settings_per_sec: 2,
+            rst_stream_per_sec: 5,
+            empty_data_per_sec: 0,
+            max_continuation_per_block: 2,
+            ..GuardConfig::default()
+        })
+    }
+
+    #[test]
+    fn rate_caps_fire_above_the_cap_within_one_second() {
+        let l = limits();
+        let g = FrameGuards::new(0);
+        for i in 0..3 {
+            assert_eq!(g.frame(H2Frame::Ping, i * 100_000_000, &l), None);
+        }
+        assert_eq!(
+            g.frame(H2Frame::Ping, 900_000_000, &l),
+            Some((Guard::Ping, 4))
+        );
+        // A new window starts one second after the last one started.
+        assert_eq!(g.frame(H2Frame::Ping, 1_000_000_000, &l), None);
+        // Kinds are counted separately; 0 turns a cap off.
+        assert_eq!(g.frame(H2Frame::Settings, 1_000_000_001, &l), None);
+        assert_eq!(g.frame(H2Frame::Settings, 1_000_000_002, &l), None);
+        assert_eq!(
+            g.frame(H2Frame::Settings, 1_000_000_003, &l),
+            Some((Guard::Settings, 3))
+        );
+        for _ in 0..1000 {
+            assert_eq!(g.frame(H2Frame::EmptyData, 1_000_000_004, &l), None);
+        }
+    }
+
+    #[test]
+    fn continuation_is_counted_per_header_block() {
+        let l = limits();
+        let g = FrameGuards::new(0);
+        assert_eq!(
+            g.frame(H2Frame::Headers { end_headers: false }, 0, &l),
+            None
+        );
+        assert_eq!(
+            g.frame(H2Frame::Continuation { end_headers: false }, 0, &l),
+            None
+        );
+        assert_eq!(
+            g.frame(H2Frame::Continuation { end_headers: true }, 0, &l),
+            None
+        );
+        // A new block starts from zero.
+        assert_eq!(
+            g.frame(H2Frame::Headers { end_headers: false }, 0, &l),
+            None
+        );
+        assert_eq!(
+            g.frame(H2Frame::Continuation { end_headers: false }, 0, &l),
+            None
+        );
+        assert_eq!(
+            g.frame(H2Frame::Continuation { end_headers: false }, 0, &l),
+            None
+        );
+        assert_eq!(
+            g.frame(H2Frame::Continuation { end_headers: false }, 0, &l),
+            Some((Guard::Continuation, 3))
+        );
+    }
+
+    #[test]
+    fn limits_round_trip() {
+        let c = GuardConfig::default();
+        assert_eq!(GuardLimits::new(&c).load(), c);
+    }
+}

@@ -1,0 +1,282 @@
+//! The bounded client table.
+//!
+//! A `DashMap<ClientKey, Arc<ClientState>>` plus an eviction queue of keys in insertion order.
+//! The map never holds more than `max` clients: a new client first reserves a slot in `len`; at
+//! the bound it must evict one. Eviction looks at the oldest few keys of the queue (CLOCK-like:
+//! keys it cannot evict go to the back), takes the first idle one, else the least recently seen
+//! evictable one; a client with an open connection, or blocked, is never evicted. If nothing can
+//! be evicted the new client is refused, so a flood of distinct addresses costs at most `max`
+//! entries.
+//!
+//! Connection counts are incremented while the shard's read lock is held, and eviction checks
+//! "no open connection" under the shard's write lock (`remove_if`), so a client cannot be
+//! evicted between being found and having its connection counted.
+//!
+//! Lock order: queue, then map shard. The insert path releases the shard before it pushes to the
+//! queue.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use zgate_training::Metric;
+
+use crate::client::ClientState;
+use crate::key::ClientKey;
+
+/// How many queue entries one eviction looks at before settling for a non-idle client.
+const EVICT_SCAN: usize = 8;
+
+/// A client removed from the table (evicted or expired), so the caller can remove its training
+/// samples.
+pub(crate) type Removed = Arc<ClientState>;
+
+/// The table is full of clients that cannot be evicted.
+#[derive(Debug)]
+pub(crate) struct Full;
+
+pub(crate) struct Table {
+    map: DashMap<ClientKey, Arc<ClientState>>,
+    /// Every key of `map` once (briefly absent between insert and push), oldest first.
+    queue: Mutex<VecDeque<ClientKey>>,
+    /// Entries in `map` plus reserved slots; never above `max`.
+    len: AtomicUsize,
+    max: usize,
+}
+
+impl Table {
+    pub(crate) fn new(max: usize) -> Table {
+        Table {
+            map: DashMap::new(),
+            queue: Mutex::new(VecDeque::new()),
+            len: AtomicUsize::new(0),
+            max: max.max(1),
+        }
+    }
+
+    /// Number of clients (including slots being filled).
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn get(&self, key: &ClientKey) -> Option<Arc<ClientState>> {
+        self.map.get(key).map(|r| Arc::clone(r.value()))
+    }
+
+    /// Finds or inserts the client `key` and counts one more open connection for it; returns the
+    /// client, the new connection count, and a client evicted to make room.
+    pub(crate) fn open(
+        &self,
+        key: ClientKey,
+        now: u64,
+        idle_ns: u64,
+    ) -> Result<(Arc<ClientState>, u64, Option<Removed>), Full> {
+        if let Some(r) = self.map.get(&key) {
+            let n = r.add(Metric::Connections, 1);
+            r.touch(now);
+            return Ok((Arc::clone(r.value()), n, None));
+        }
+        let evicted = self.reserve(now, idle_ns)?;
+        let client = match self.map.entry(key) {
+            Entry::Occupied(o) => {
+                // Another worker inserted it meanwhile: give the slot back.
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                let n = o.get().add(Metric::Connections, 1);
+                o.get().touch(now);
+                return Ok((Arc::clone(o.get()), n, evicted));
+            }
+            Entry::Vacant(v) => {
+                let client = Arc::new(ClientState::new(now));
+                client.add(Metric::Connections, 1);
+                v.insert(Arc::clone(&client));
+                client
+            }
+        };
+        self.lock_queue().push_back(key);
+        Ok((client, 1, evicted))
+    }
+
+    /// Reserves a slot, evicting one client if the table is at its bound.
+    fn reserve(&self, now: u64, idle_ns: u64) -> Result<Option<Removed>, Full> {
+        let mut evicted = None;
+        loop {
+            let reserved = self
+                .len
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                    (l < self.max).then_some(l + 1)
+                })
+                .is_ok();
+            if reserved {
+                return Ok(evicted);
+            }
+            if evicted.is_some() {
+                // We made room and another worker took it: refuse rather than loop.
+                return Err(Full);
+            }
+            evicted = Some(self.evict_one(now, idle_ns).ok_or(Full)?);
+        }
+    }
+
+    /// Evicts one client: the first idle one among the oldest `EVICT_SCAN` queue entries, else
+    /// the least recently seen evictable one among them.
+    fn evict_one(&self, now: u64, idle_ns: u64) -> Option<Removed> {
+        let mut queue = self.lock_queue();
+        let mut held: Vec<(ClientKey, u64)> = Vec::with_capacity(EVICT_SCAN);
+        let mut out = None;
+        while held.len() < EVICT_SCAN {
+            let Some(key) = queue.pop_front() else { break };
+            let Some(client) = self.get(&key) else {
+                continue;
+            };
+            if client.is_idle(now, idle_ns) {
+                if let Some(removed) = self.remove_if(&key, |c| c.is_idle(now, idle_ns)) {
+                    out = Some(removed);
+                    break;
+                }
+            }
+            let seen = if client.is_evictable(now) {
+                client.last_seen()
+            } else {
+                u64::MAX
+            };
+            held.push((key, seen));
+        }
+        if out.is_none() {
+            let oldest = held
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, seen))| *seen != u64::MAX)
+                .min_by_key(|(_, (_, seen))| *seen)
+                .map(|(i, _)| i);
+            if let Some(i) = oldest {
+                let (key, _) = held[i];
+                if let Some(removed) = self.remove_if(&key, |c| c.is_evictable(now)) {
+                    held.swap_remove(i);
+                    out = Some(removed);
+                }
+            }
+        }
+        // Clients we could not evict go to the back: the next eviction looks at others.
+        queue.extend(held.into_iter().map(|(k, _)| k));
+        out
+    }
+
+    /// Removes up to `budget` idle clients among the oldest `budget` queue entries (for
+    /// `Limiter::tick`); returns them.
+    pub(crate) fn expire(&self, now: u64, idle_ns: u64, budget: usize) -> Vec<Removed> {
+        let mut queue = self.lock_queue();
+        let mut removed = Vec::new();
+        let mut kept = Vec::new();
+        for _ in 0..budget.min(queue.len()) {
+            let Some(key) = queue.pop_front() else { break };
+            match self.remove_if(&key, |c| c.is_idle(now, idle_ns)) {
+                Some(c) => removed.push(c),
+                None if self.map.contains_key(&key) => kept.push(key),
+                None => {}
+            }
+        }
+        queue.extend(kept);
+        removed
+    }
+
+    fn remove_if(&self, key: &ClientKey, f: impl Fn(&ClientState) -> bool) -> Option<Removed> {
+        let (_, client) = self.map.remove_if(key, |_, c| f(c))?;
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        Some(client)
+    }
+
+    /// Calls `f` on every client (shard by shard, under its read lock: keep `f` short).
+    pub(crate) fn for_each(&self, mut f: impl FnMut(ClientKey, &ClientState)) {
+        for r in self.map.iter() {
+            f(*r.key(), r.value());
+        }
+    }
+
+    fn lock_queue(&self) -> MutexGuard<'_, VecDeque<ClientKey>> {
+        // The queue is only pushed to and popped from under the lock; no operation can leave it
+        // half-updated, so a poisoned lock is safe to reuse.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn key(i: u32) -> ClientKey {
+        ClientKey::new(IpAddr::V4(Ipv4Addr::from(i)), 64)
+    }
+
+    fn close(c: &ClientState, now: u64) {
+        c.sub(Metric::Connections, 1);
+        c.touch(now);
+    }
+
+    #[test]
+    fn hits_count_connections_on_the_same_client() {
+        let t = Table::new(10);
+        let (a, n, _) = t.open(key(1), 0, 100).unwrap();
+        assert_eq!(n, 1);
+        let (b, n, _) = t.open(key(1), 1, 100).unwrap();
+        assert_eq!(n, 2);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn at_the_bound_idle_clients_go_first_and_busy_ones_never() {
+        let t = Table::new(3);
+        let (busy, _, _) = t.open(key(1), 0, 100).unwrap();
+        let (recent, _, _) = t.open(key(2), 0, 100).unwrap();
+        let (idle, _, _) = t.open(key(3), 0, 100).unwrap();
+        close(&idle, 10);
+        close(&recent, 150);
+        // At 200: key 3 idle (seen at 10), key 2 closed but recent, key 1 busy.
+        let (_, _, ev) = t.open(key(4), 200, 100).unwrap();
+        assert!(Arc::ptr_eq(&ev.unwrap(), &idle));
+        assert!(t.get(&key(3)).is_none());
+        assert_eq!(t.len(), 3);
+        // No idle client left: the least recently seen evictable one goes (key 2), never the
+        // busy keys 1 and 4.
+        let (_, _, ev) = t.open(key(5), 201, 100).unwrap();
+        assert!(Arc::ptr_eq(&ev.unwrap(), &recent));
+        assert!(t.get(&key(1)).is_some() && t.get(&key(4)).is_some());
+        assert_eq!(t.len(), 3);
+        // Everyone has an open connection now: a new client is refused.
+        assert!(t.open(key(6), 202, 100).is_err());
+        assert_eq!(t.len(), 3);
+        drop(busy);
+    }
+
+    #[test]
+    fn a_table_of_busy_or_blocked_clients_refuses_new_ones() {
+        let t = Table::new(2);
+        t.open(key(1), 0, 1).unwrap();
+        let (b, _, _) = t.open(key(2), 0, 1).unwrap();
+        close(&b, 0);
+        b.block(1_000);
+        assert!(t.open(key(3), 500, 1).is_err());
+        assert_eq!(t.len(), 2);
+        // Once the block expired, client 2 is idle and evictable.
+        assert!(t.open(key(3), 1_000, 1).is_ok());
+        assert!(t.get(&key(2)).is_none());
+    }
+
+    #[test]
+    fn expire_removes_only_idle_clients() {
+        let t = Table::new(10);
+        let (a, _, _) = t.open(key(1), 0, 100).unwrap();
+        let (b, _, _) = t.open(key(2), 0, 100).unwrap();
+        close(&a, 0);
+        close(&b, 90);
+        let gone = t.expire(120, 100, 16);
+        assert_eq!(gone.len(), 1);
+        assert!(Arc::ptr_eq(&gone[0], &a));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.expire(190, 100, 16).len(), 1);
+        assert_eq!(t.len(), 0);
+    }
+}
