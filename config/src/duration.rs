@@ -94,6 +94,20 @@ pub(crate) mod serde_human {
     }
 }
 
+/// Serde adapter: an optional duration field written as a human string.
+pub(crate) mod serde_human_opt {
+    use super::parse_duration;
+    use serde::{de, Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Some).map_err(de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

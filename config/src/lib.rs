@@ -7,10 +7,12 @@
 
 mod duration;
 mod error;
+mod limits;
 mod schema;
 
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
+pub use limits::{Guards, Limits, PerMetric};
 pub use schema::{
     Backend, Config, Http, Listener, Log, Runtime, Timeouts, TlsFiles, Upstream, DEFAULT_CONFIG,
 };

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::duration::serde_human;
 use crate::error::ConfigError;
+use crate::limits::Limits;
 
 /// The config the demo runs on (`zgate demo`): a proxy on `127.0.0.1:8080` in front of the
 /// embedded backend on `127.0.0.1:8081`. It is also a readable example of every section.
@@ -31,6 +32,8 @@ pub struct Config {
     pub runtime: Runtime,
     /// `[log]`.
     pub log: Log,
+    /// `[limits]`: adaptive limits and static guards.
+    pub limits: Limits,
 }
 
 /// One `[[listener]]`.
@@ -205,6 +208,8 @@ struct RawConfig {
     runtime: Runtime,
     #[serde(default)]
     log: Log,
+    #[serde(default)]
+    limits: Limits,
 }
 
 impl Config {
@@ -308,6 +313,7 @@ impl Config {
             http: raw.http,
             runtime: raw.runtime,
             log: raw.log,
+            limits: raw.limits,
         })
     }
 }
@@ -452,6 +458,26 @@ mod tests {
         assert!(validate_authority("host:0").is_err());
         assert!(validate_authority("host:99999").is_err());
         assert!(validate_authority(":80").is_err());
+    }
+
+    #[test]
+    fn limits_section_parses_and_rejects_unknown_keys() {
+        let c = parse(&format!(
+            "{MINIMAL}\n[limits]\nmode = \"training\"\ntraining_period = \"30s\"\n[limits.z]\ncpu = 2.5\n[limits.guards]\nping_per_sec = 10\n"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.mode.as_deref(), Some("training"));
+        assert_eq!(c.limits.training_period, Some(Duration::from_secs(30)));
+        assert_eq!(c.limits.z.cpu, Some(2.5));
+        assert_eq!(c.limits.z.memory, None);
+        assert_eq!(c.limits.guards.ping_per_sec, Some(10));
+        let e = parse(&format!("{MINIMAL}\n[limits.z]\ncpuu = 1.0\n")).unwrap_err();
+        assert!(e.to_string().contains("cpuu"), "{e}");
+        let e = parse(&format!(
+            "{MINIMAL}\n[limits]\nblock_duration = \"forever\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("block_duration"), "{e}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::{service_fn, HttpService};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -22,7 +23,11 @@ use zgate_config::{Http, Timeouts};
 use crate::activity::Activity;
 use crate::detect::{detect, DetectError, Protocol};
 use crate::io::ClientIo;
+use crate::limits::BlockAction;
+use crate::meter::Meter;
 use crate::service::{handle, ConnInfo, Shared};
+use crate::tap::ReadTap;
+use crate::timed::MeteredExec;
 
 /// The server's lifecycle, as connections see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,22 +49,27 @@ pub struct ConnSettings {
     pub http: Http,
 }
 
-/// Serves one accepted connection until it closes, the watchdog closes it, or the server stops.
+/// Serves one accepted connection (admitted by the limiter, measured by `meter`) until it
+/// closes, the watchdog or a block closes it, or the server stops.
 pub async fn serve(
     shared: Arc<Shared>,
     settings: Arc<ConnSettings>,
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
+    meter: Arc<Meter>,
     mut phase: watch::Receiver<Phase>,
 ) {
     let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
     let activity = Arc::new(Activity::new());
     let t = &settings.timeouts;
     let info = ConnInfo {
         peer,
         tls: tls.is_some(),
         activity: activity.clone(),
+        meter: meter.clone(),
+        fd,
     };
     match tls {
         Some(acceptor) => {
@@ -77,7 +87,7 @@ pub async fn serve(
             };
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let protocol = if h2 { Protocol::H2c } else { Protocol::Http1 };
-            let io = ClientIo::new(tls_stream, Bytes::new(), activity);
+            let io = ClientIo::new(tls_stream, Bytes::new(), activity, meter, tap(protocol));
             run(shared, settings, io, protocol, info, &mut phase).await;
         }
         None => {
@@ -94,9 +104,16 @@ pub async fn serve(
                     return;
                 }
             };
-            let io = ClientIo::new(stream, prefix, activity);
+            let io = ClientIo::new(stream, prefix, activity, meter, tap(protocol));
             run(shared, settings, io, protocol, info, &mut phase).await;
         }
+    }
+}
+
+fn tap(protocol: Protocol) -> ReadTap {
+    match protocol {
+        Protocol::Http1 => ReadTap::http1(),
+        Protocol::H2c => ReadTap::http2(),
     }
 }
 
@@ -110,8 +127,14 @@ async fn run<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = info.activity.clone();
-    let peer = info.peer;
+    let link = Link {
+        activity: info.activity.clone(),
+        meter: info.meter.clone(),
+        fd: info.fd,
+        peer: info.peer,
+        shared: shared.clone(),
+    };
+    let exec = MeteredExec::new(info.meter.clone());
     let service = service_fn(move |req| {
         let shared = shared.clone();
         let info = info.clone();
@@ -129,15 +152,15 @@ async fn run<S>(
                 .keep_alive(true)
                 .max_buf_size(settings.http.max_header_bytes.max(8192))
                 .serve_connection(io, service);
-            drive(conn, &activity, t, true, phase, peer).await;
+            drive(conn, &link, t, true, phase).await;
         }
         Protocol::H2c => {
-            let conn = http2::Builder::new(TokioExecutor::new())
+            let conn = http2::Builder::new(exec)
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(settings.http.h2_max_concurrent_streams)
                 .max_header_list_size(settings.http.h2_max_header_list_bytes)
                 .serve_connection(io, service);
-            drive(conn, &activity, t, false, phase, peer).await;
+            drive(conn, &link, t, false, phase).await;
         }
     }
 }
@@ -176,21 +199,37 @@ where
     }
 }
 
-/// Polls the connection to completion while enforcing the header deadline (HTTP/1), the idle
-/// timeout and the server's shutdown phase.
+/// What the driver of a connection needs besides the connection itself.
+struct Link {
+    activity: Arc<Activity>,
+    meter: Arc<Meter>,
+    fd: RawFd,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+/// How long a blocked HTTP/2 connection may still run after its GOAWAY (reset), or a blocked
+/// connection with `block_action = "reply"` may take to send its replies, before it is closed.
+const KILL_GRACE_RESET: Duration = Duration::from_millis(100);
+const KILL_GRACE_REPLY: Duration = Duration::from_secs(1);
+
+/// Polls the connection to completion while enforcing blocks, the header deadline (HTTP/1),
+/// the idle timeout and the server's shutdown phase.
 async fn drive<C: Graceful>(
     conn: C,
-    activity: &Activity,
+    link: &Link,
     t: &Timeouts,
     http1: bool,
     phase: &mut watch::Receiver<Phase>,
-    peer: SocketAddr,
 ) {
+    let activity = &link.activity;
+    let peer = link.peer;
     let mut conn = std::pin::pin!(conn);
     let tick = watchdog_tick(t);
     let mut last_bytes = activity.bytes_moved();
     let mut last_change = Instant::now();
     let mut closing = false;
+    let mut kill_deadline: Option<tokio::time::Instant> = None;
     if *phase.borrow() != Phase::Running {
         conn.as_mut().graceful();
         closing = true;
@@ -200,6 +239,29 @@ async fn drive<C: Graceful>(
             res = conn.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+                }
+                if kill_deadline.is_some() && http1 {
+                    reset_on_close(link.fd);
+                }
+                return;
+            }
+            _ = link.meter.killed(), if kill_deadline.is_none() => {
+                let reply = matches!(link.meter.limits().block_action, BlockAction::Reply(_));
+                if http1 && !(reply && activity.in_flight() > 0) {
+                    // RST: the client learns nothing and its socket state goes at once.
+                    reset_on_close(link.fd);
+                    return;
+                }
+                // HTTP/2: GOAWAY (hyper's graceful shutdown); with "reply", the requests in
+                // progress get their block response first. Either way, closed soon.
+                conn.as_mut().graceful();
+                closing = true;
+                let grace = if reply { KILL_GRACE_REPLY } else { KILL_GRACE_RESET };
+                kill_deadline = Some(tokio::time::Instant::now() + grace);
+            }
+            _ = sleep_until_opt(kill_deadline) => {
+                if http1 {
+                    reset_on_close(link.fd);
                 }
                 return;
             }
@@ -216,6 +278,12 @@ async fn drive<C: Graceful>(
             }
             _ = tokio::time::sleep(tick) => {
                 let now = Instant::now();
+                let shared = &link.shared;
+                if shared.limiter.is_blocked(peer.ip(), shared.clock.at(now)) {
+                    // Blocked because of another connection of the same client.
+                    link.meter.kill_blocked();
+                    continue;
+                }
                 if http1 {
                     if let Some(start) = activity.head_started_at() {
                         if now.duration_since(start) > t.header_read {
@@ -244,6 +312,22 @@ async fn drive<C: Graceful>(
             }
         }
     }
+}
+
+/// Completes at `deadline`, or never without one.
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Makes the socket's close send a TCP RST (SO_LINGER 0).
+pub(crate) fn reset_on_close(fd: RawFd) {
+    // SAFETY: `fd` is the connection's socket, owned by the connection the caller is still
+    // holding (the hyper connection, or the stream itself), so it is open for this call.
+    let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+    let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
 }
 
 /// How often the watchdog looks: a quarter of the shortest deadline it enforces, within

@@ -13,23 +13,35 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::activity::Activity;
+use crate::meter::Meter;
+use crate::tap::ReadTap;
 
 /// A client stream as hyper sees it.
-#[derive(Debug)]
 pub struct ClientIo<S> {
     inner: S,
     /// Bytes read before hyper took over (protocol detection), replayed first.
     prefix: Bytes,
     activity: Arc<Activity>,
+    meter: Arc<Meter>,
+    tap: ReadTap,
 }
 
 impl<S> ClientIo<S> {
-    /// Wraps `inner`; `prefix` is replayed before anything else is read from it.
-    pub fn new(inner: S, prefix: Bytes, activity: Arc<Activity>) -> Self {
+    /// Wraps `inner`; `prefix` is replayed before anything else is read from it. Reads go
+    /// through `tap` to `meter`.
+    pub fn new(
+        inner: S,
+        prefix: Bytes,
+        activity: Arc<Activity>,
+        meter: Arc<Meter>,
+        tap: ReadTap,
+    ) -> Self {
         Self {
             inner,
             prefix,
             activity,
+            meter,
+            tap,
         }
     }
 }
@@ -41,22 +53,28 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.meter.is_killed() {
+            // The client is cut off: read nothing more of it. The connection's driver, woken
+            // by the kill switch, closes the connection.
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
-            this.activity.read(n);
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = res {
-            let n = buf.filled().len() - before;
-            if n > 0 {
-                this.activity.read(n);
+        } else {
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
             }
         }
-        res
+        let new = &buf.filled()[before..];
+        if !new.is_empty() {
+            this.activity.read(new.len());
+            this.tap.on_read(new, &this.meter);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -70,6 +88,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         let res = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = res {
             this.activity.wrote(n);
+            this.meter.wrote(n);
         }
         res
     }
@@ -83,6 +102,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = res {
             this.activity.wrote(n);
+            this.meter.wrote(n);
         }
         res
     }
@@ -103,13 +123,28 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::Clock;
+    use crate::limits;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use zgate_limiter::{Limiter, LimiterConfig};
 
     #[tokio::test]
     async fn replays_the_prefix_then_reads_through_and_counts() {
+        let clock = Clock::new();
+        let limiter = Limiter::new(LimiterConfig::default(), None, clock.now()).unwrap();
+        let peer: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (conn, _) = limiter.connection_opened(peer.ip(), clock.now());
+        let (_, proxy_limits) = limits::from_config(&Default::default()).unwrap();
+        let meter = Meter::new(conn.unwrap(), clock, peer, proxy_limits);
         let (client, server) = tokio::io::duplex(64);
         let activity = Arc::new(Activity::new());
-        let mut io = ClientIo::new(server, Bytes::from_static(b"PRE"), activity.clone());
+        let mut io = ClientIo::new(
+            server,
+            Bytes::from_static(b"PRE"),
+            activity.clone(),
+            meter,
+            ReadTap::http1(),
+        );
         let mut client = client;
         client.write_all(b"rest").await.unwrap();
         let mut got = vec![0u8; 7];

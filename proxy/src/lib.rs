@@ -7,14 +7,19 @@
 pub mod activity;
 pub mod body;
 pub mod cli;
+pub mod clock;
 pub mod conn;
 pub mod demo;
 pub mod detect;
 pub mod headers;
 pub mod io;
+pub mod limits;
 pub mod logging;
+pub mod meter;
 pub mod server;
 pub mod service;
+pub mod tap;
+pub mod timed;
 pub mod tls;
 pub mod upstream;
 

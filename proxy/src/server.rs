@@ -11,8 +11,14 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use zgate_config::Config;
 
-use crate::conn::{serve, ConnSettings, Phase};
+use zgate_limiter::Limiter;
+
+use crate::clock::Clock;
+use crate::conn::{reset_on_close, serve, ConnSettings, Phase};
+use crate::limits;
+use crate::meter::Meter;
 use crate::service::Shared;
+use crate::timed::Timed;
 use crate::tls;
 use crate::upstream::Upstream;
 
@@ -37,23 +43,44 @@ pub enum Shutdown {
     GraceExpired(usize),
 }
 
-/// A running zgate: its listeners and connections.
-#[derive(Debug)]
+/// A running zgate: its listeners, connections and limiter.
 pub struct Server {
     addrs: Vec<SocketAddr>,
     phase: watch::Sender<Phase>,
     conns: Arc<ConnCount>,
     accept_loops: Vec<JoinHandle<()>>,
+    ticker: JoinHandle<()>,
     grace: Duration,
+    shared: Arc<Shared>,
 }
+
+/// How often the limiter is ticked (training ends on time, blocks expire) when no event does it.
+const TICK: Duration = Duration::from_millis(250);
 
 impl Server {
     /// Binds every listener of `config` and starts serving. Must run inside a tokio runtime.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let upstream = Upstream::new(&config).map_err(StartError)?;
+        let (limiter_config, proxy_limits) =
+            limits::from_config(&config.limits).map_err(StartError)?;
+        let clock = Clock::new();
+        let limiter = Limiter::new(limiter_config, None, clock.now())
+            .map_err(|e| StartError(format!("`limits`: {e}")))?;
+        let limiter = Arc::new(limiter);
         let shared = Arc::new(Shared {
             upstream,
             access_log: config.log.access,
+            limiter: limiter.clone(),
+            clock,
+            limits: proxy_limits,
+        });
+        let ticker = tokio::spawn(async move {
+            let mut every = tokio::time::interval(TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                limiter.tick(clock.now());
+            }
         });
         let settings = Arc::new(ConnSettings {
             timeouts: config.timeouts.clone(),
@@ -102,8 +129,20 @@ impl Server {
             phase,
             conns,
             accept_loops,
+            ticker,
             grace: config.timeouts.shutdown_grace,
+            shared,
         })
+    }
+
+    /// The limiter: mode, model, thresholds, block list, client table.
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.shared.limiter
+    }
+
+    /// The clock the limiter runs on.
+    pub fn clock(&self) -> Clock {
+        self.shared.clock
     }
 
     /// The bound addresses, in the order of the config's listeners (port 0 resolved).
@@ -129,6 +168,7 @@ impl Server {
             Err(_) => Shutdown::GraceExpired(self.connections()),
         };
         let _ = self.phase.send(Phase::Abort);
+        self.ticker.abort();
         outcome
     }
 }
@@ -163,6 +203,9 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Some(meter) = admit(&shared, &stream, peer) else {
+            continue;
+        };
         let guard = ConnGuard::new(conns.clone());
         let task = serve(
             shared.clone(),
@@ -170,13 +213,37 @@ async fn accept_loop(
             stream,
             peer,
             tls.clone(),
+            meter.clone(),
             phase.clone(),
         );
         tokio::spawn(async move {
-            task.await;
+            Timed::new(task, meter).await;
             drop(guard);
         });
     }
+}
+
+/// The limiter's word on a new connection, before any byte of it is read (so a blocked client
+/// costs no TLS handshake). A refused connection is reset (SO_LINGER 0) when `stream` drops.
+fn admit(shared: &Shared, stream: &tokio::net::TcpStream, peer: SocketAddr) -> Option<Arc<Meter>> {
+    use std::os::fd::AsRawFd;
+    let now = shared.clock.now();
+    if shared.limiter.is_blocked(peer.ip(), now) {
+        reset_on_close(stream.as_raw_fd());
+        return None;
+    }
+    let (conn, verdict) = shared.limiter.connection_opened(peer.ip(), now);
+    let Some(conn) = conn else {
+        tracing::debug!(client = %peer.ip(), verdict = ?verdict, "connection refused");
+        reset_on_close(stream.as_raw_fd());
+        return None;
+    };
+    let meter = Meter::new(conn, shared.clock, peer, shared.limits);
+    if !meter.verdict(verdict) || meter.is_killed() {
+        reset_on_close(stream.as_raw_fd());
+        return None;
+    }
+    Some(meter)
 }
 
 /// Counts open connections so shutdown can wait for zero.

@@ -12,19 +12,26 @@ use hyper::body::Incoming;
 use crate::activity::Activity;
 use crate::body::ProxyBody;
 use crate::headers;
+use crate::limits::BlockAction;
+use crate::meter::{InFlightRequest, Meter};
 use crate::upstream::{Upstream, UpstreamError};
 
-/// What every connection shares: the backends and the settings requests need.
-#[derive(Debug)]
+/// What every connection shares: the backends, the limiter and the settings requests need.
 pub struct Shared {
     /// The backend pool.
     pub upstream: Upstream,
     /// Log one line per request.
     pub access_log: bool,
+    /// The limiter every connection reports to.
+    pub limiter: Arc<zgate_limiter::Limiter>,
+    /// The limiter's clock.
+    pub clock: crate::clock::Clock,
+    /// What a block does, memory costs.
+    pub limits: crate::limits::ProxyLimits,
 }
 
 /// The connection a request arrived on.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
@@ -32,6 +39,10 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The connection's activity, for the idle and header deadlines.
     pub activity: Arc<Activity>,
+    /// The connection's link to the limiter.
+    pub meter: Arc<Meter>,
+    /// The client socket, to reset it on a block.
+    pub fd: std::os::fd::RawFd,
 }
 
 /// Proxies `req` to a backend and returns what the client gets.
@@ -51,24 +62,41 @@ pub async fn handle(
     });
     let client_version = req.version();
 
-    let response = if method == Method::CONNECT {
+    let meter = &conn.meter;
+    let idempotent = matches!(
+        method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+    let in_flight = meter.request_started(idempotent);
+    if http_body::Body::is_end_stream(req.body()) {
+        meter.message_done();
+    }
+    let response = if in_flight.is_none() || meter.is_killed() {
+        blocked_response(meter, client_version)
+    } else if method == Method::CONNECT {
         error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n")
     } else {
         let upstream_req = rewrite_request(req, conn);
-        match shared.upstream.send(upstream_req).await {
-            Ok(resp) => rewrite_response(resp, client_version),
-            Err(UpstreamError::Unreachable) => {
+        let sent = tokio::select! {
+            biased;
+            _ = meter.killed() => None,
+            r = shared.upstream.send(upstream_req) => Some(r),
+        };
+        match sent {
+            None => blocked_response(meter, client_version),
+            Some(Ok(resp)) => rewrite_response(resp, client_version, meter, in_flight),
+            Some(Err(UpstreamError::Unreachable)) => {
                 tracing::warn!(client = %conn.peer, "no backend reachable");
                 error_response(
                     StatusCode::BAD_GATEWAY,
                     "bad gateway: backend unreachable\n",
                 )
             }
-            Err(UpstreamError::Timeout) => {
+            Some(Err(UpstreamError::Timeout)) => {
                 tracing::warn!(client = %conn.peer, "backend response timed out");
                 error_response(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n")
             }
-            Err(UpstreamError::Failed(e)) => {
+            Some(Err(UpstreamError::Failed(e))) => {
                 tracing::warn!(client = %conn.peer, error = %e, "backend request failed");
                 error_response(StatusCode::BAD_GATEWAY, "bad gateway\n")
             }
@@ -108,15 +136,50 @@ fn rewrite_request(req: Request<Incoming>, conn: &ConnInfo) -> Request<ProxyBody
     headers::set_forwarded(h, conn.peer.ip(), conn.tls);
     headers::append_via(h, headers::via_token(parts.version));
     parts.version = Version::HTTP_11;
-    Request::from_parts(parts, ProxyBody::Incoming(body))
+    let body = ProxyBody::Request {
+        inner: body,
+        meter: conn.meter.clone(),
+        done: false,
+    };
+    Request::from_parts(parts, body)
 }
 
-fn rewrite_response(resp: Response<Incoming>, client_version: Version) -> Response<ProxyBody> {
+fn rewrite_response(
+    resp: Response<Incoming>,
+    client_version: Version,
+    meter: &Arc<Meter>,
+    request: Option<InFlightRequest>,
+) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::append_via(&mut parts.headers, headers::via_token(Version::HTTP_11));
     parts.version = client_version;
-    Response::from_parts(parts, ProxyBody::Incoming(body))
+    let body = ProxyBody::Response {
+        inner: body,
+        meter: meter.clone(),
+        request,
+    };
+    Response::from_parts(parts, body)
+}
+
+/// The answer to a request of a client that is blocked. With `block_action = "reply"` the
+/// client reads it; with `"reset"` the connection is reset before it can (the driver does that).
+fn blocked_response(meter: &Meter, version: Version) -> Response<ProxyBody> {
+    let status = match meter.limits().block_action {
+        BlockAction::Reply(status) => status,
+        BlockAction::Reset => StatusCode::FORBIDDEN,
+    };
+    let mut resp = Response::new(ProxyBody::full("blocked\n"));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if version != Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// A small plain-text response made by zgate itself.

@@ -1,0 +1,118 @@
+//! `[limits]`: the adaptive limits and static guards, as written in the file.
+//!
+//! Every value is optional: an absent key keeps the limiter's documented default (the limiter
+//! crate owns the defaults, so they live in one place). The proxy maps this section onto the
+//! limiter's config and validates the values there, naming the key on error.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::duration::serde_human_opt;
+
+/// `[limits]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Mode at start: `"disabled"`, `"training"`, `"defence"` or `"monitor"`. Default
+    /// `"disabled"` (or the saved model's mode, see the admin issue).
+    pub mode: Option<String>,
+    /// How long training runs before it ends by itself; `"0"` = only on command. Default `"1h"`.
+    #[serde(default, with = "serde_human_opt")]
+    pub training_period: Option<Duration>,
+    /// Mode after training ends: `"defence"` or `"monitor"`. Default `"defence"`.
+    pub after_training: Option<String>,
+    /// How long a blocked client stays blocked. Default `"10m"`.
+    #[serde(default, with = "serde_human_opt")]
+    pub block_duration: Option<Duration>,
+    /// What a block does to a connection with a request in progress: `"reset"` (TCP RST, or
+    /// GOAWAY and close for HTTP/2) or `"reply"` (a `block_status` response first). Default
+    /// `"reset"`.
+    pub block_action: Option<String>,
+    /// The status of the `"reply"` response. Default `403`.
+    pub block_status: Option<u16>,
+    /// Clients a metric's population needs before it can block. Default `10`.
+    pub min_clients: Option<u64>,
+    /// Clients tracked at most; idle ones are evicted first. Default `4000000` (~1 GiB).
+    pub max_clients: Option<usize>,
+    /// A client with no open connection is forgotten after this. Default `"10m"`.
+    #[serde(default, with = "serde_human_opt")]
+    pub client_idle_expiry: Option<Duration>,
+    /// IPv6 clients are aggregated to this prefix length. Default `64`.
+    pub ipv6_prefix: Option<u8>,
+    /// Half-life of the CPU EMA (metric `cpu`). Default `"1s"`.
+    #[serde(default, with = "serde_human_opt")]
+    pub cpu_half_life: Option<Duration>,
+    /// Entries in the block list at most. Default `65536`.
+    pub max_blocks: Option<usize>,
+    /// Memory charged to a client per open connection, bytes (buffers and state). Default
+    /// `16384`.
+    pub memory_per_connection: Option<u64>,
+    /// Memory charged to a client per request in flight, bytes. Default `4096`.
+    pub memory_per_stream: Option<u64>,
+    /// z-score thresholds per metric (`[limits.z]`): a real z, blocked when exceeded
+    /// strictly. Default `3.0` each.
+    #[serde(default)]
+    pub z: PerMetric<f64>,
+    /// Per-metric switches (`[limits.enabled]`). Default `true` each.
+    #[serde(default)]
+    pub enabled: PerMetric<bool>,
+    /// Per-metric std floor in the metric's unit (`[limits.min_std]`).
+    #[serde(default)]
+    pub min_std: PerMetric<f64>,
+    /// Static guards (`[limits.guards]`), active in every mode.
+    #[serde(default)]
+    pub guards: Guards,
+}
+
+/// One optional value per metric; keys are the metric names.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerMetric<T> {
+    /// Concurrent connections.
+    pub connections: Option<T>,
+    /// In-flight non-idempotent requests.
+    pub requests_nonidempotent: Option<T>,
+    /// In-flight requests of any method.
+    pub requests: Option<T>,
+    /// Bytes held in the proxy.
+    pub memory: Option<T>,
+    /// CPU EMA, millionths of a core.
+    pub cpu: Option<T>,
+    /// Chunk fragmentation score.
+    pub fragmentation: Option<T>,
+}
+
+impl<T: Copy> PerMetric<T> {
+    /// `(name, value)` for each metric, in the limiter's metric order.
+    pub fn entries(&self) -> [(&'static str, Option<T>); 6] {
+        [
+            ("connections", self.connections),
+            ("requests_nonidempotent", self.requests_nonidempotent),
+            ("requests", self.requests),
+            ("memory", self.memory),
+            ("cpu", self.cpu),
+            ("fragmentation", self.fragmentation),
+        ]
+    }
+}
+
+/// `[limits.guards]`: hard caps, active in every mode.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guards {
+    /// Concurrent connections per client. Default `1024`.
+    pub max_connections_per_client: Option<u64>,
+    /// Bytes held per client. Default `268435456` (256 MiB).
+    pub max_memory_per_client: Option<u64>,
+    /// HTTP/2 PING frames per connection per second. Default `100`.
+    pub ping_per_sec: Option<u32>,
+    /// HTTP/2 SETTINGS frames per connection per second. Default `100`.
+    pub settings_per_sec: Option<u32>,
+    /// HTTP/2 RST_STREAM frames per connection per second. Default `200`.
+    pub rst_stream_per_sec: Option<u32>,
+    /// HTTP/2 empty DATA frames (no END_STREAM) per connection per second. Default `200`.
+    pub empty_data_per_sec: Option<u32>,
+    /// CONTINUATION frames per header block. Default `32`.
+    pub max_continuation_per_block: Option<u32>,
+}

@@ -1,0 +1,256 @@
+//! A client connection's link to the limiter: every observation the proxy makes of the
+//! connection goes through its [`Meter`], which acts on the verdicts.
+//!
+//! A `Block` verdict fires the connection's kill switch: the connection's driver then resets it
+//! (or sends GOAWAY, or a reply first, per `limits.block_action`), and in-flight requests stop
+//! waiting for their backends. A `WouldBlock` (monitor mode) is logged once per connection and
+//! changes nothing.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use zgate_limiter::{Connection, Guard, Nanos, Reason, Request, Verdict};
+
+use crate::clock::Clock;
+use crate::limits::ProxyLimits;
+
+/// One client connection's measurements and kill switch.
+pub struct Meter {
+    conn: Connection,
+    clock: Clock,
+    peer: SocketAddr,
+    limits: ProxyLimits,
+    killed: AtomicBool,
+    kill: Notify,
+    monitor_logged: AtomicBool,
+    /// Response bytes received from the backend and not yet written to the client.
+    held_out: AtomicU64,
+    /// Request bytes read from the client (HTTP/2 DATA payloads) and not yet forwarded.
+    held_in: AtomicU64,
+    /// HTTP/1: the message being read is complete; the next read starts a new one.
+    message_done: AtomicBool,
+    /// Requests in flight; when none is, nothing inbound can still be held.
+    requests: AtomicU64,
+}
+
+impl Meter {
+    /// The meter of a connection the limiter admitted; charges its fixed memory cost.
+    pub fn new(
+        conn: Connection,
+        clock: Clock,
+        peer: SocketAddr,
+        limits: ProxyLimits,
+    ) -> Arc<Meter> {
+        let meter = Arc::new(Meter {
+            conn,
+            clock,
+            peer,
+            limits,
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
+            monitor_logged: AtomicBool::new(false),
+            held_out: AtomicU64::new(0),
+            held_in: AtomicU64::new(0),
+            message_done: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+        });
+        let v = meter
+            .conn
+            .memory_grew(limits.memory_per_connection, clock.now());
+        meter.verdict(v);
+        meter
+    }
+
+    /// The limiter's connection handle.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// What a block does.
+    pub fn limits(&self) -> &ProxyLimits {
+        &self.limits
+    }
+
+    /// Now, on the limiter's clock.
+    pub fn now(&self) -> Nanos {
+        self.clock.now()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Acts on a verdict; returns whether the traffic may go on.
+    #[inline]
+    pub fn verdict(&self, v: Verdict) -> bool {
+        match v {
+            Verdict::Allow => true,
+            Verdict::WouldBlock { reason, value, z } => {
+                if !self.monitor_logged.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        client = %self.peer.ip(),
+                        reason = %reason,
+                        value,
+                        z = format_args!("{z:.2}"),
+                        "monitor: would block"
+                    );
+                }
+                true
+            }
+            Verdict::Block { reason, value, z } => {
+                self.fire(reason, value, z);
+                false
+            }
+        }
+    }
+
+    fn fire(&self, reason: Reason, value: u64, z: f64) {
+        if self.killed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // The block itself is logged once, where it happened; later refusals of the same
+        // blocked client are not news.
+        if reason != Reason::Guard(Guard::Blocked) {
+            tracing::warn!(
+                client = %self.peer.ip(),
+                reason = %reason,
+                value,
+                z = format_args!("{z:.2}"),
+                "blocked"
+            );
+        }
+        self.kill.notify_waiters();
+    }
+
+    /// Cuts the connection because its client is blocked (found outside an event, e.g. by the
+    /// watchdog).
+    pub fn kill_blocked(&self) {
+        self.fire(Reason::Guard(Guard::Blocked), 0, 0.0);
+    }
+
+    /// Whether the connection has been cut.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    /// Completes when the connection is cut.
+    pub async fn killed(&self) {
+        loop {
+            let mut notified = std::pin::pin!(self.kill.notified());
+            notified.as_mut().enable();
+            if self.is_killed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A request starts; `None` when it must not be served (its client is now blocked).
+    pub fn request_started(self: &Arc<Self>, idempotent: bool) -> Option<InFlightRequest> {
+        let now = self.now();
+        let (request, v) = self.conn.request_started(idempotent, now);
+        let stream_cost = self.limits.memory_per_stream;
+        let mem = self.conn.memory_grew(stream_cost, now);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlightRequest {
+            _request: request,
+            meter: self.clone(),
+            stream_cost,
+        };
+        (self.verdict(v) && self.verdict(mem)).then_some(guard)
+    }
+
+    /// CPU time spent on this client's work.
+    #[inline]
+    pub fn cpu(&self, ns: u64, now: Nanos) {
+        let v = self.conn.cpu_spent(ns, now);
+        self.verdict(v);
+    }
+
+    /// `n` response bytes arrived from the backend for this client.
+    pub fn response_received(&self, n: usize) {
+        self.held_out.fetch_add(n as u64, Ordering::Relaxed);
+        let v = self.conn.memory_grew(n as u64, self.now());
+        self.verdict(v);
+    }
+
+    /// `n` bytes were written to the client: what was held for it is released (response heads
+    /// and framing also count, which can only release early, never hold forever).
+    #[inline]
+    pub fn wrote(&self, n: usize) {
+        if self.held_out.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let released = take(&self.held_out, n as u64);
+        if released > 0 {
+            self.conn.memory_shrank(released);
+        }
+    }
+
+    /// `n` request body bytes were read from the client (HTTP/2 DATA payload).
+    pub fn request_received(&self, n: usize) {
+        self.held_in.fetch_add(n as u64, Ordering::Relaxed);
+        let v = self.conn.memory_grew(n as u64, self.now());
+        self.verdict(v);
+    }
+
+    /// `n` request body bytes were handed to the backend.
+    pub fn request_forwarded(&self, n: usize) {
+        let released = take(&self.held_in, n as u64);
+        if released > 0 {
+            self.conn.memory_shrank(released);
+        }
+    }
+
+    /// HTTP/1: the request being read is complete.
+    pub fn message_done(&self) {
+        self.message_done.store(true, Ordering::Relaxed);
+    }
+
+    /// HTTP/1: whether a message completed since the last call (and clears it).
+    pub fn take_message_done(&self) -> bool {
+        self.message_done.load(Ordering::Relaxed)
+            && self.message_done.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// Subtracts up to `n` from `cell`, never below zero; returns what was subtracted.
+fn take(cell: &AtomicU64, n: u64) -> u64 {
+    match cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+        (held > 0).then(|| held - n.min(held))
+    }) {
+        Ok(held) => n.min(held),
+        Err(_) => 0,
+    }
+}
+
+/// A request in flight: counted by the limiter until dropped (when its response body ends or
+/// the stream is reset), with its per-stream memory.
+pub struct InFlightRequest {
+    _request: Request,
+    meter: Arc<Meter>,
+    stream_cost: u64,
+}
+
+impl Drop for InFlightRequest {
+    fn drop(&mut self) {
+        let m = &self.meter;
+        m.conn.memory_shrank(self.stream_cost);
+        if m.requests.fetch_sub(1, Ordering::Relaxed) == 1 {
+            // No request left: request bytes still counted as held belonged to streams that
+            // were reset or refused, and hyper has dropped them.
+            let stale = m.held_in.swap(0, Ordering::Relaxed);
+            if stale > 0 {
+                m.conn.memory_shrank(stale);
+            }
+        }
+    }
+}

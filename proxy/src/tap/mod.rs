@@ -1,0 +1,139 @@
+//! IO taps: observers of the client's byte stream between TLS and hyper (DESIGN.md §5).
+//!
+//! The read tap turns what arrives into limiter events: for HTTP/1, one chunk of the current
+//! message per socket read (metric F); for HTTP/2, the frame headers: DATA and CONTINUATION
+//! payload sizes per message (F), inbound body bytes held (M), and the control frames the
+//! static guards count. Bytes pass through untouched.
+
+pub mod h2frames;
+
+use std::collections::HashMap;
+
+use zgate_limiter::{Fragments, H2Frame};
+
+use crate::meter::Meter;
+use h2frames::{flag, kind, FrameHeader, FrameParser};
+
+/// Streams whose body fragmentation is tracked at once per connection; more are not scored
+/// (hyper refuses streams beyond `http.h2_max_concurrent_streams` anyway).
+const MAX_TRACKED_STREAMS: usize = 512;
+
+/// The read tap of one connection.
+#[derive(Debug)]
+pub enum ReadTap {
+    /// HTTP/1.x: socket reads per message.
+    Http1(Http1Tap),
+    /// HTTP/2: frame headers.
+    Http2(Box<Http2Tap>),
+}
+
+impl ReadTap {
+    /// A tap for an HTTP/1 connection.
+    pub fn http1() -> Self {
+        ReadTap::Http1(Http1Tap::default())
+    }
+
+    /// A tap for an HTTP/2 connection (which starts with the client preface).
+    pub fn http2() -> Self {
+        ReadTap::Http2(Box::default())
+    }
+
+    /// Observes bytes just read from the client.
+    #[inline]
+    pub fn on_read(&mut self, data: &[u8], meter: &Meter) {
+        match self {
+            ReadTap::Http1(t) => t.on_read(data.len(), meter),
+            ReadTap::Http2(t) => t.on_read(data, meter),
+        }
+    }
+}
+
+/// HTTP/1: each socket read is one chunk of the message being received.
+#[derive(Debug, Default)]
+pub struct Http1Tap {
+    message: Fragments,
+}
+
+impl Http1Tap {
+    fn on_read(&mut self, n: usize, meter: &Meter) {
+        if meter.take_message_done() {
+            self.message.reset();
+        }
+        let v = meter.conn().chunk(&mut self.message, n, meter.now());
+        meter.verdict(v);
+    }
+}
+
+/// HTTP/2: frame headers, per-stream body fragmentation, the current header block.
+#[derive(Debug, Default)]
+pub struct Http2Tap {
+    parser: FrameParser,
+    /// The header block being received (HEADERS then CONTINUATIONs); one at a time per
+    /// connection (RFC 9113 §6.10).
+    block: Fragments,
+    /// Request bodies being received, by stream.
+    bodies: HashMap<u32, Fragments>,
+}
+
+impl Http2Tap {
+    fn on_read(&mut self, data: &[u8], meter: &Meter) {
+        let now = meter.now();
+        let Http2Tap {
+            parser,
+            block,
+            bodies,
+        } = self;
+        parser.feed(data, |h: FrameHeader| {
+            let conn = meter.conn();
+            let len = h.len as usize;
+            match h.kind {
+                kind::DATA => {
+                    let end = h.has(flag::END_STREAM);
+                    if len == 0 {
+                        if !end {
+                            meter.verdict(conn.h2_frame(H2Frame::EmptyData, now));
+                        }
+                    } else {
+                        meter.request_received(len);
+                        let tracked =
+                            bodies.len() < MAX_TRACKED_STREAMS || bodies.contains_key(&h.stream);
+                        if tracked {
+                            let frag = bodies.entry(h.stream).or_default();
+                            meter.verdict(conn.chunk(frag, len, now));
+                        }
+                    }
+                    if end {
+                        bodies.remove(&h.stream);
+                    }
+                }
+                kind::HEADERS | kind::PUSH_PROMISE => {
+                    let end_headers = h.has(flag::END_HEADERS);
+                    meter.verdict(conn.h2_frame(H2Frame::Headers { end_headers }, now));
+                    block.reset();
+                    if !end_headers {
+                        meter.verdict(conn.chunk(block, len, now));
+                    }
+                }
+                kind::CONTINUATION => {
+                    let end_headers = h.has(flag::END_HEADERS);
+                    meter.verdict(conn.h2_frame(H2Frame::Continuation { end_headers }, now));
+                    meter.verdict(conn.chunk(block, len, now));
+                    if end_headers {
+                        block.reset();
+                    }
+                }
+                kind::PING => {
+                    meter.verdict(conn.h2_frame(H2Frame::Ping, now));
+                }
+                kind::SETTINGS => {
+                    meter.verdict(conn.h2_frame(H2Frame::Settings, now));
+                }
+                kind::RST_STREAM => {
+                    bodies.remove(&h.stream);
+                    meter.verdict(conn.h2_frame(H2Frame::RstStream, now));
+                }
+                _ => {}
+            }
+        });
+    }
+}
