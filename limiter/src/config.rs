@@ -40,8 +40,8 @@ pub struct LimiterConfig {
     pub min_clients: u64,
     /// Maximum number of tracked clients. At the bound, idle unblocked clients without open
     /// connections are evicted; if none can be, a new client is refused with
-    /// [`crate::Guard::TableFull`]. Default: 4_000_000 (about 1 GiB at the measured
-    /// ~220 bytes per client, see `benches/memory.rs`).
+    /// [`crate::Guard::TableFull`]. Default: 4_000_000 (about 0.95 GiB at the measured
+    /// 232..=254 bytes per client including the map, see `benches/memory.rs`).
     pub max_clients: usize,
     /// A client with no open connection and no event for this long is removed by
     /// [`crate::Limiter::tick`] (and is the first choice for eviction). Default: 600 s.

@@ -21,8 +21,8 @@
 //!   client's small lock. Disabled mode returns after the mode load (plus the guards).
 //! - **Bounded table.** At `max_clients`, idle unblocked clients without open connections are
 //!   evicted (idle first); if none can be, the new client is refused with
-//!   [`Guard::TableFull`]. Memory per client is about 220 bytes including the map
-//!   (`cargo bench -p zgate-limiter --bench memory`).
+//!   [`Guard::TableFull`]. Memory per client is 232 to 254 bytes including the map and the
+//!   eviction queue (`cargo bench -p zgate-limiter --bench memory`).
 //! - **Epochs.** Live counters are never reset by an epoch; the RAII handles give back exactly
 //!   what they added, so nothing underflows across epochs. Per-epoch maxima reset lazily.
 

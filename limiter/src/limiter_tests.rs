@@ -63,6 +63,14 @@ fn ramp(l: &Limiter, i: u32, upto: u64) -> (Vec<Connection>, Option<(u64, Verdic
 }
 
 #[test]
+fn handles_are_shareable_between_workers() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Limiter>();
+    send_sync::<Connection>();
+    send_sync::<Request>();
+}
+
+#[test]
 fn starting_in_defence_without_a_model_is_refused() {
     let c = LimiterConfig {
         mode: Mode::Defence,
