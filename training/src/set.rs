@@ -262,4 +262,38 @@ mod tests {
         }
         assert_eq!(set.merge().get(Metric::Memory).moments, exact);
     }
+
+    /// Writers flip a sample in and out (`remove` first, so the wrapping sums are "negative" and
+    /// use both 64-bit halves) while a reader checks that every merge it sees is a whole number
+    /// of updates: `S1 == n * x` and `S2 == n * x^2` (as signed values). A torn read (halves of
+    /// two different writes) or two writers interleaving on the shared shard breaks that.
+    #[test]
+    fn reads_never_see_a_torn_or_interleaved_write() {
+        const X: u64 = (1 << 40) - 3;
+        let set = TrainingSet::new(1, 1);
+        let writers = [set.writer(), set.writer(), set.writer()]; // one exclusive, two shared
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for w in writers {
+                let done = &done;
+                s.spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        w.remove(Metric::Memory, X);
+                        w.add(Metric::Memory, X);
+                    }
+                });
+            }
+            // Stop the writers before asserting, so a failure fails instead of hanging.
+            let torn = (0..100_000)
+                .map(|_| set.merge().get(Metric::Memory).moments)
+                .find(|m| {
+                    let n = i128::from(m.n as i64);
+                    let x = i128::from(X);
+                    m.s1 != (n * x) as u128 || m.s2 != (n * x * x) as u128
+                });
+            done.store(true, Ordering::Relaxed);
+            assert_eq!(torn, None);
+        });
+        assert_eq!(set.merge().get(Metric::Memory).moments, Moments::default());
+    }
 }

@@ -3,7 +3,7 @@
 //! `zgate-training` crate against them.
 //!
 //! This crate is for tests and benchmarks only; nothing in zgate depends on it. It holds no
-//! production code: [`reference`] is a deliberately different algorithm (two-pass, wide
+//! production code: [`reference`](mod@reference) is a deliberately different algorithm (two-pass, wide
 //! integers) so that agreeing with it means something, and [`data`] generates seeded, reproducible
 //! populations.
 //!
