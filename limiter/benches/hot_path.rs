@@ -1,5 +1,5 @@
 //! Hot-path cost: nanoseconds per event on an open connection (the client is in the table and
-//! the handle holds it), in defence mode against a trained model, with one thread and with two
+//! the handle holds it), in defence mode against a trained model (and in training mode), with one thread and with two
 //! threads hammering the same client; disabled mode as the baseline, and `connection_opened` on
 //! a table hit (open + drop).
 //!
@@ -95,7 +95,11 @@ fn run(l: &Limiter, threads: u32, iters: u64, same_client: bool) -> Duration {
 
 fn hot_path(c: &mut Criterion) {
     let mut g = c.benchmark_group("event_mix");
-    for (name, mode) in [("disabled", Mode::Disabled), ("defence", Mode::Defence)] {
+    for (name, mode) in [
+        ("disabled", Mode::Disabled),
+        ("training", Mode::Training),
+        ("defence", Mode::Defence),
+    ] {
         let l = limiter(mode);
         g.bench_function(format!("{name}/1_thread"), |b| {
             let (conn, v) = l.connection_opened(ip(1000), Nanos(3));

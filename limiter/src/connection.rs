@@ -218,10 +218,10 @@ impl Connection {
                 s.train(m, sample, st.epoch, now);
                 Verdict::Allow
             }
-            Mode::Defence | Mode::Monitor => match s.score(m, x, st.mode) {
+            Mode::Defence | Mode::Monitor => match s.score(m, x) {
                 None => Verdict::Allow,
-                Some((z, Mode::Defence)) => self.block(Reason::Metric(m), x, z, now),
-                Some((z, _)) => {
+                Some(z) if st.mode == Mode::Defence => self.block(Reason::Metric(m), x, z, now),
+                Some(z) => {
                     s.counters.would_block(m);
                     Verdict::WouldBlock {
                         reason: Reason::Metric(m),

@@ -104,8 +104,7 @@ impl Limiter {
         if st.mode == Mode::Training {
             s.end_training_if_due(now.0);
         }
-        if let Some(e) = s.blocks.lookup(ip, now) {
-            let _ = e;
+        if s.blocks.lookup(ip, now).is_some() {
             return (None, s.refuse(Guard::Blocked, 0));
         }
         let key = ClientKey::new(ip, s.ipv6_prefix);
@@ -474,9 +473,10 @@ impl Shared {
         }
     }
 
-    /// The model's verdict on `x` for `m` in `mode` (defence or monitor).
+    /// The z-score of `x` for `m` if it is over the metric's threshold (and scoring of `m` is
+    /// enabled and there is a model).
     #[inline]
-    pub(crate) fn score(&self, m: Metric, x: u64, mode: Mode) -> Option<(f64, Mode)> {
+    pub(crate) fn score(&self, m: Metric, x: u64) -> Option<f64> {
         if !self.is_enabled(m) {
             return None;
         }
@@ -485,7 +485,7 @@ impl Shared {
         if !model.exceeds(m, x, self.threshold(m)) {
             return None;
         }
-        Some((model.z(m, x), mode))
+        Some(model.z(m, x))
     }
 
     /// Puts `key` on the block list (best effort: a full list is counted) and counts the block.
