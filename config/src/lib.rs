@@ -5,11 +5,13 @@
 //! problem. This crate reads text and paths; it opens no sockets and loads no certificates (the
 //! proxy does that, and names the key when a file is bad).
 
+mod admin;
 mod duration;
 mod error;
 mod limits;
 mod schema;
 
+pub use admin::{Admin, DEFAULT_ADMIN_ADDR, MIN_TOKEN_LEN};
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use limits::{Guards, Limits, PerMetric};

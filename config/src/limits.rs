@@ -4,6 +4,7 @@
 //! crate owns the defaults, so they live in one place). The proxy maps this section onto the
 //! limiter's config and validates the values there, naming the key on error.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -14,9 +15,14 @@ use crate::duration::serde_human_opt;
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Mode at start: `"disabled"`, `"training"`, `"defence"` or `"monitor"`. Default
-    /// `"disabled"` (or the saved model's mode, see the admin issue).
+    /// Mode at start: `"disabled"`, `"training"`, `"defence"` or `"monitor"`. Default: the
+    /// mode saved in `state_file` with its model, else `"disabled"`. When set, it wins over the
+    /// saved mode. Read at start only: a reload does not change the mode (use the admin API).
     pub mode: Option<String>,
+    /// Where the learned model (and the mode) is saved when training ends, when a model is
+    /// imported and when the mode is changed through the admin API, and loaded from at start.
+    /// Relative to the config file's directory. Default: none (nothing saved).
+    pub state_file: Option<PathBuf>,
     /// How long training runs before it ends by itself; `"0"` = only on command. Default `"1h"`.
     #[serde(default, with = "serde_human_opt")]
     pub training_period: Option<Duration>,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::admin::Admin;
 use crate::duration::serde_human;
 use crate::error::ConfigError;
 use crate::limits::Limits;
@@ -34,6 +35,8 @@ pub struct Config {
     pub log: Log,
     /// `[limits]`: adaptive limits and static guards.
     pub limits: Limits,
+    /// `[admin]`: the admin HTTP API.
+    pub admin: Admin,
 }
 
 /// One `[[listener]]`.
@@ -210,6 +213,8 @@ struct RawConfig {
     log: Log,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    admin: Admin,
 }
 
 impl Config {
@@ -305,6 +310,14 @@ impl Config {
                 ),
             ));
         }
+        raw.admin.validate()?;
+        let mut limits = raw.limits;
+        if let Some(state) = &mut limits.state_file {
+            if state.as_os_str().is_empty() {
+                return Err(ConfigError::key("limits.state_file", "empty path"));
+            }
+            *state = base_dir.join(&*state);
+        }
         Ok(Config {
             listeners,
             backends: raw.backend,
@@ -313,7 +326,8 @@ impl Config {
             http: raw.http,
             runtime: raw.runtime,
             log: raw.log,
-            limits: raw.limits,
+            limits,
+            admin: raw.admin,
         })
     }
 }
@@ -478,6 +492,29 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.to_string().contains("block_duration"), "{e}");
+    }
+
+    #[test]
+    fn admin_section_and_state_file() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.admin, Admin::default());
+        assert_eq!(c.limits.state_file, None);
+        let c = parse(&format!(
+            "{MINIMAL}\n[limits]\nstate_file = \"state/model.json\"\n[admin]\naddr = \"0.0.0.0:9191\"\ntoken = \"0123456789abcdef\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.limits.state_file,
+            Some(PathBuf::from("/etc/zgate/state/model.json"))
+        );
+        assert_eq!(c.admin.listen_addr(), "0.0.0.0:9191".parse().unwrap());
+        assert_eq!(c.admin.token.as_deref(), Some("0123456789abcdef"));
+        let e = parse(&format!("{MINIMAL}\n[admin]\naddr = \"0.0.0.0:9191\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("admin.token"));
+        let e = parse(&format!("{MINIMAL}\n[admin]\nport = 1\n")).unwrap_err();
+        assert!(e.to_string().contains("port"), "{e}");
+        let e = parse(&format!("{MINIMAL}\n[limits]\nstate_file = \"\"\n")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("limits.state_file"));
     }
 
     #[test]
