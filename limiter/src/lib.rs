@@ -12,6 +12,30 @@
 //! that measures bytes, CPU time and frames (see `zgate-proxy`), and not the TOML config (the
 //! `config` crate maps it onto [`LimiterConfig`]).
 //!
+//! # Example
+//! ```
+//! use std::net::IpAddr;
+//! use zgate_limiter::{Limiter, LimiterConfig, Mode, Nanos, Verdict};
+//!
+//! let limiter = Limiter::new(LimiterConfig::default(), None, Nanos(0))?;
+//! limiter.set_mode(Mode::Training, Nanos(0))?;
+//! let ip: IpAddr = "192.0.2.7".parse()?;
+//! // On accept (after the cheap `is_blocked` check):
+//! let (conn, verdict) = limiter.connection_opened(ip, Nanos(1_000));
+//! assert_eq!(verdict, Verdict::Allow);
+//! let conn = conn.expect("not blocked");
+//! // Events on the handle: no table lookup.
+//! let (request, verdict) = conn.request_started(false, Nanos(2_000));
+//! assert!(verdict.is_allow());
+//! conn.memory_grew(16 << 10, Nanos(2_000));
+//! drop(request); // the request finished
+//! conn.close(Nanos(3_000));
+//! // Training -> defence finalizes the model; without one, defence is refused.
+//! limiter.set_mode(Mode::Defence, Nanos(4_000))?;
+//! assert_eq!(limiter.status(Nanos(4_000)).model_epoch, Some(1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Design notes
 //! - **Hot path.** Events go through the per-connection handle, which holds an
 //!   `Arc<ClientState>`: no map lookup. A typical event costs one relaxed load of the
@@ -25,6 +49,9 @@
 //!   eviction queue (`cargo bench -p zgate-limiter --bench memory`).
 //! - **Epochs.** Live counters are never reset by an epoch; the RAII handles give back exactly
 //!   what they added, so nothing underflows across epochs. Per-epoch maxima reset lazily.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod blocklist;
 mod client;

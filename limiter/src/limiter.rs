@@ -96,6 +96,11 @@ impl Limiter {
     /// Returns the connection's handle, `Some` unless the verdict is `Block` (then close the
     /// connection; nothing stays counted). Dropping the handle closes the connection in the
     /// limiter.
+    ///
+    /// At `max_clients`, a new client evicts one (idle first; never one with an open connection
+    /// or blocked) or is refused with [`Guard::TableFull`]. An evicted client's samples leave a
+    /// running training epoch, so a flood of one-shot addresses weighs at most `max_clients`
+    /// samples in the model.
     pub fn connection_opened(&self, ip: IpAddr, now: Nanos) -> (Option<Connection>, Verdict) {
         let s = &self.shared;
         s.counters.connection();
@@ -134,6 +139,11 @@ impl Limiter {
 
     /// Housekeeping, about once a second: ends training when due, purges expired blocks, and
     /// removes up to 4096 idle clients (no open connection, unseen for `idle_expiry`).
+    ///
+    /// An expired client keeps its samples in a running training epoch: it is a normal client
+    /// that left, and its maxima are valid data (if it comes back in the same epoch it counts
+    /// as a second client). An *evicted* client's samples are removed instead (see
+    /// [`Limiter::connection_opened`]).
     pub fn tick(&self, now: Nanos) {
         let s = &self.shared;
         s.advance_clock(now.0);
@@ -146,9 +156,6 @@ impl Limiter {
         s.counters
             .expired
             .fetch_add(gone.len() as u64, Ordering::Relaxed);
-        for c in &gone {
-            s.forget(c);
-        }
     }
 
     /// Switches to `mode` at `now`.

@@ -431,6 +431,7 @@ fn idle_clients_expire_on_tick() {
         idle_expiry: Duration::from_secs(60),
         ..config()
     });
+    l.set_mode(Mode::Training, t(0)).unwrap();
     open(&l, 1, t(0)).close(t(10));
     let _busy = open(&l, 2, t(0));
     l.tick(t(69));
@@ -439,6 +440,9 @@ fn idle_clients_expire_on_tick() {
     assert!(l.client(ip(1), t(70)).is_none());
     assert!(l.client(ip(2), t(70)).is_some());
     assert_eq!(l.counters().expired, 1);
+    // The client that left is still part of the training population.
+    let p = l.training_preview().unwrap();
+    assert_eq!(p.get(Metric::Connections).n, 2);
 }
 
 #[test]
