@@ -22,6 +22,14 @@ pub enum H2Frame {
     Settings,
     /// A RST_STREAM frame from the client.
     RstStream,
+    /// A RST_STREAM frame the proxy's own HTTP/2 stack sent to the client: a client that makes
+    /// the server reset streams (MadeYouReset) costs as much as one that resets them itself,
+    /// so these count against the same per-second cap.
+    ServerRstStream,
+    /// The proxy's own HTTP/2 stack ended the connection with GOAWAY `ENHANCE_YOUR_CALM` (it
+    /// detected abuse, e.g. too many streams reset before being served: Rapid Reset): the
+    /// client is blocked at once under [`Guard::H2Abuse`].
+    EnhanceYourCalm,
     /// A DATA frame with an empty payload and no END_STREAM flag.
     EmptyData,
     /// A HEADERS or PUSH_PROMISE frame: starts a header block.
@@ -130,8 +138,9 @@ impl FrameGuards {
         let i = match frame {
             H2Frame::Ping => 0,
             H2Frame::Settings => 1,
-            H2Frame::RstStream => 2,
+            H2Frame::RstStream | H2Frame::ServerRstStream => 2,
             H2Frame::EmptyData => 3,
+            H2Frame::EnhanceYourCalm => return Some((Guard::H2Abuse, 1)),
             H2Frame::Headers { .. } => {
                 self.continuation.store(0, r);
                 return None;

@@ -577,6 +577,23 @@ fn static_guards_act_in_every_mode() {
         let v = c.h2_frame(H2Frame::Continuation { end_headers: false }, t(1));
         expect(v, Guard::Continuation, 3);
         assert_eq!(l.counters().guard_blocked[Guard::Continuation.index()], 1);
+        // Resets the server sent (MadeYouReset) share the RST_STREAM cap with the client's own.
+        let c = fresh(&mut client);
+        assert!(c.h2_frame(H2Frame::RstStream, t(1)).is_allow());
+        assert!(c.h2_frame(H2Frame::ServerRstStream, t(1)).is_allow());
+        expect(
+            c.h2_frame(H2Frame::ServerRstStream, t(1)),
+            Guard::RstStream,
+            3,
+        );
+        // The HTTP/2 stack's ENHANCE_YOUR_CALM blocks at once.
+        let c = fresh(&mut client);
+        expect(
+            c.h2_frame(H2Frame::EnhanceYourCalm, t(1)),
+            Guard::H2Abuse,
+            1,
+        );
+        assert!(l.is_blocked(ip(client), t(1)));
     }
 }
 
@@ -700,4 +717,59 @@ fn reconfigure_applies_run_time_settings() {
     c.ipv6_prefix = 0;
     assert!(l.reconfigure(&c).is_err());
     assert_eq!(l.guards().ping_per_sec, 7);
+}
+
+#[test]
+fn concurrent_floods_keep_the_bound_and_never_evict_busy_clients() {
+    let max = 1000;
+    let l = limiter(LimiterConfig {
+        max_clients: max,
+        ..config()
+    });
+    let kept: Vec<Connection> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2u32)
+            .map(|w| {
+                let l = &l;
+                s.spawn(move || {
+                    let keep = open(l, 1_000_000 + w, t(0));
+                    for i in 0..100_000u32 {
+                        let now = Nanos(u64::from(i));
+                        if let (Some(c), _) = l.connection_opened(ip(w * 100_000 + i), now) {
+                            c.close(now);
+                        }
+                        assert!(l.status(now).clients <= max);
+                    }
+                    keep
+                })
+            })
+            .collect();
+        workers.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(l.counters().clients, max);
+    for w in 0..2 {
+        // Busy during the whole flood: never evicted.
+        let c = l.client(ip(1_000_000 + w), t(1)).unwrap();
+        assert_eq!(c.current[Metric::Connections.index()], 1);
+    }
+    drop(kept);
+}
+
+#[test]
+fn ipv6_clients_are_aggregated_to_the_configured_prefix() {
+    let l = limiter(LimiterConfig {
+        ipv6_prefix: 48,
+        ..config()
+    });
+    let a: IpAddr = "2001:db8:1:aaaa::1".parse().unwrap();
+    let b: IpAddr = "2001:db8:1:bbbb::2".parse().unwrap();
+    let other: IpAddr = "2001:db8:2::1".parse().unwrap();
+    let _c = [
+        l.connection_opened(a, t(0)).0.unwrap(),
+        l.connection_opened(b, t(0)).0.unwrap(),
+        l.connection_opened(other, t(0)).0.unwrap(),
+    ];
+    let snap = l.client(a, t(0)).unwrap();
+    assert_eq!(snap.current[Metric::Connections.index()], 2);
+    assert_eq!(snap.prefix.to_string(), "2001:db8:1::/48");
+    assert_eq!(l.counters().clients, 2);
 }

@@ -98,29 +98,24 @@ impl Table {
         Ok((client, 1, evicted))
     }
 
-    /// Reserves a slot, evicting one client if the table is at its bound.
+    /// Reserves a slot, evicting one client if the table is at its bound. The evicted client's
+    /// slot passes to the caller without being released, so a concurrent insert cannot take it.
     fn reserve(&self, now: u64, idle_ns: u64) -> Result<Option<Removed>, Full> {
-        let mut evicted = None;
-        loop {
-            let reserved = self
-                .len
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
-                    (l < self.max).then_some(l + 1)
-                })
-                .is_ok();
-            if reserved {
-                return Ok(evicted);
-            }
-            if evicted.is_some() {
-                // We made room and another worker took it: refuse rather than loop.
-                return Err(Full);
-            }
-            evicted = Some(self.evict_one(now, idle_ns).ok_or(Full)?);
+        let reserved = self
+            .len
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                (l < self.max).then_some(l + 1)
+            })
+            .is_ok();
+        if reserved {
+            return Ok(None);
         }
+        self.evict_one(now, idle_ns).map(Some).ok_or(Full)
     }
 
     /// Evicts one client: the first idle one among the oldest `EVICT_SCAN` queue entries, else
-    /// the least recently seen evictable one among them.
+    /// the least recently seen evictable one among them. Its slot is kept (not subtracted from
+    /// `len`) for the caller.
     fn evict_one(&self, now: u64, idle_ns: u64) -> Option<Removed> {
         let mut queue = self.lock_queue();
         let mut held: Vec<(ClientKey, u64)> = Vec::with_capacity(EVICT_SCAN);
@@ -131,7 +126,7 @@ impl Table {
                 continue;
             };
             if client.is_idle(now, idle_ns) {
-                if let Some(removed) = self.remove_if(&key, |c| c.is_idle(now, idle_ns)) {
+                if let Some(removed) = self.take_if(&key, |c| c.is_idle(now, idle_ns)) {
                     out = Some(removed);
                     break;
                 }
@@ -152,7 +147,7 @@ impl Table {
                 .map(|(i, _)| i);
             if let Some(i) = oldest {
                 let (key, _) = held[i];
-                if let Some(removed) = self.remove_if(&key, |c| c.is_evictable(now)) {
+                if let Some(removed) = self.take_if(&key, |c| c.is_evictable(now)) {
                     held.swap_remove(i);
                     out = Some(removed);
                 }
@@ -181,10 +176,18 @@ impl Table {
         removed
     }
 
+    /// Removes `key` if `f` holds for it, under the shard's write lock, and releases its slot.
     fn remove_if(&self, key: &ClientKey, f: impl Fn(&ClientState) -> bool) -> Option<Removed> {
-        let (_, client) = self.map.remove_if(key, |_, c| f(c))?;
+        let client = self.take_if(key, f)?;
         self.len.fetch_sub(1, Ordering::Relaxed);
         Some(client)
+    }
+
+    /// Removes `key` if `f` holds for it, under the shard's write lock, keeping its slot.
+    fn take_if(&self, key: &ClientKey, f: impl Fn(&ClientState) -> bool) -> Option<Removed> {
+        self.map
+            .remove_if(key, |_, c| f(c))
+            .map(|(_, client)| client)
     }
 
     /// Calls `f` on every client (shard by shard, under its read lock: keep `f` short).

@@ -105,11 +105,13 @@ pub enum Guard {
     EmptyData,
     /// HTTP/2 CONTINUATION frames in one header block.
     Continuation,
+    /// The proxy's HTTP/2 stack found the client abusive (GOAWAY `ENHANCE_YOUR_CALM`).
+    H2Abuse,
 }
 
 impl Guard {
-    /// Number of guards: 9.
-    pub const COUNT: usize = 9;
+    /// Number of guards: 10.
+    pub const COUNT: usize = 10;
 
     /// All guards, in index order.
     pub const ALL: [Guard; Guard::COUNT] = [
@@ -122,6 +124,7 @@ impl Guard {
         Guard::RstStream,
         Guard::EmptyData,
         Guard::Continuation,
+        Guard::H2Abuse,
     ];
 
     /// Position in [`Guard::ALL`].
@@ -142,6 +145,7 @@ impl Guard {
             Guard::RstStream => "rst_stream",
             Guard::EmptyData => "empty_data",
             Guard::Continuation => "continuation",
+            Guard::H2Abuse => "h2_abuse",
         }
     }
 }
