@@ -28,6 +28,9 @@ use crate::key::ClientKey;
 
 /// How many queue entries one eviction looks at before settling for a non-idle client.
 const EVICT_SCAN: usize = 8;
+/// How many it looks at, at most, while it has found no evictable client at all (a table
+/// mostly of busy clients), before refusing the new client.
+const EVICT_SCAN_MAX: usize = 64;
 
 /// A client removed from the table (evicted or expired), so the caller can remove its training
 /// samples.
@@ -113,14 +116,16 @@ impl Table {
         self.evict_one(now, idle_ns).map(Some).ok_or(Full)
     }
 
-    /// Evicts one client: the first idle one among the oldest `EVICT_SCAN` queue entries, else
-    /// the least recently seen evictable one among them. Its slot is kept (not subtracted from
+    /// Evicts one client: the first idle one among the oldest `EVICT_SCAN` queue entries (up to
+    /// `EVICT_SCAN_MAX` while none is evictable), else the least recently seen evictable one
+    /// among them. Its slot is kept (not subtracted from
     /// `len`) for the caller.
     fn evict_one(&self, now: u64, idle_ns: u64) -> Option<Removed> {
         let mut queue = self.lock_queue();
         let mut held: Vec<(ClientKey, u64)> = Vec::with_capacity(EVICT_SCAN);
         let mut out = None;
-        while held.len() < EVICT_SCAN {
+        let mut candidate = false;
+        while held.len() < EVICT_SCAN || (!candidate && held.len() < EVICT_SCAN_MAX) {
             let Some(key) = queue.pop_front() else { break };
             let Some(client) = self.get(&key) else {
                 continue;
@@ -132,6 +137,7 @@ impl Table {
                 }
             }
             let seen = if client.is_evictable(now) {
+                candidate = true;
                 client.last_seen()
             } else {
                 u64::MAX
@@ -266,6 +272,17 @@ mod tests {
         // Once the block expired, client 2 is idle and evictable.
         assert!(t.open(key(3), 1_000, 1).is_ok());
         assert!(t.get(&key(2)).is_none());
+    }
+
+    #[test]
+    fn eviction_looks_past_a_run_of_busy_clients() {
+        let t = Table::new(40);
+        let busy: Vec<_> = (0..39).map(|i| t.open(key(i), 0, 100).unwrap().0).collect();
+        let (last, _, _) = t.open(key(39), 0, 100).unwrap();
+        close(&last, 1);
+        let (_, _, ev) = t.open(key(40), 2, 100).unwrap();
+        assert!(Arc::ptr_eq(&ev.unwrap(), &last));
+        drop(busy);
     }
 
     #[test]
