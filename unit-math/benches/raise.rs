@@ -3,19 +3,23 @@
 //! - `sharded/1 thread`: one thread, one shard;
 //! - `sharded/2 threads`: two threads, each on its own shard of one set, running at once (if
 //!   shards shared a cache line, this would be much slower per update than one thread);
-//! - `separate sets/2 threads`: the control, two threads on two unrelated sets: the machine's
-//!   own two-thread scaling, to compare `sharded/2 threads` with;
+//! - `separate sets/2 threads`: the control, two threads on two unrelated sets (nothing shared
+//!   at all): the machine's own two-thread scaling, to compare `sharded/2 threads` with;
 //! - `naive shared atomics/1 thread` and `/2 threads`: the baseline, one shared accumulator
 //!   updated with `fetch_add` (two atomic read-modify-writes per raise, on one cache line shared
 //!   by both threads, and only 64-bit sums, so not even exact);
 //! - `merge/16 shards`: the cost of one `TrainingSet::merge` of 16 shards (preview, end of
 //!   training).
 //!
-//! For the two-thread cases each thread times its own `iters` raises between a barrier and its
-//! end; the reported time per iteration is the slower thread's time divided by `iters`, i.e. ns
-//! per update per thread.
+//! Every raise case runs its `iters` raises on each of its threads, started together behind a
+//! barrier, and reports the slowest thread's time divided by `iters`: ns per update per thread.
+//! It does so twice: group `raise/wall` times each thread with the wall clock, and group
+//! `raise/thread-cpu` with the thread's own CPU time (`CLOCK_THREAD_CPUTIME_ID`; falls back to
+//! wall time off Unix). On a shared machine, wall time of two threads includes the time they
+//! waited for a core; CPU time does not, but it still includes cache-line transfers, so it
+//! isolates what the data layout costs.
 //!
-//! Run: `cargo bench -p zgate-unit-math` (about 20 s after the build; short sampling is set
+//! Run: `cargo bench -p zgate-unit-math` (about 30 s after the build; short sampling is set
 //! below). Timing is never asserted; compare the ratios printed in one run.
 
 use std::hint::black_box;
@@ -23,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use crossbeam_utils::CachePadded;
 use zgate_training::{Metric, TrainingSet};
 
@@ -45,9 +49,64 @@ impl NaiveShared {
     }
 }
 
+/// How a thread's time is taken.
+#[derive(Clone, Copy)]
+enum Clock {
+    Wall,
+    ThreadCpu,
+}
+
+impl Clock {
+    fn name(self) -> &'static str {
+        match self {
+            Clock::Wall => "raise/wall",
+            Clock::ThreadCpu => "raise/thread-cpu",
+        }
+    }
+
+    /// Runs `job` and returns how long it took by this clock.
+    fn time(self, job: impl FnOnce()) -> Duration {
+        let cpu_start = match self {
+            Clock::ThreadCpu => thread_cpu_time(),
+            Clock::Wall => None,
+        };
+        let start = Instant::now();
+        job();
+        let wall = start.elapsed();
+        match (cpu_start, thread_cpu_time()) {
+            (Some(a), Some(b)) if matches!(self, Clock::ThreadCpu) => b.saturating_sub(a),
+            _ => wall,
+        }
+    }
+}
+
+/// CPU time consumed so far by the calling thread, if the platform reports it.
+#[cfg(unix)]
+fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes a timespec to the pointer, which points to `ts`, a
+    // valid, exclusively borrowed timespec on this stack frame.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return None;
+    }
+    Some(Duration::new(
+        u64::try_from(ts.tv_sec).ok()?,
+        u32::try_from(ts.tv_nsec).ok()?,
+    ))
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_time() -> Option<Duration> {
+    None
+}
+
 /// Runs each job with `iters` on its own thread, all started together; returns the slowest
-/// thread's time.
-fn timed_threads<F>(iters: u64, jobs: Vec<F>) -> Duration
+/// thread's time by `clock`.
+fn timed_threads<F>(clock: Clock, iters: u64, jobs: Vec<F>) -> Duration
 where
     F: FnOnce(u64) + Send,
 {
@@ -59,9 +118,7 @@ where
                 let barrier = &barrier;
                 s.spawn(move || {
                     barrier.wait();
-                    let start = Instant::now();
-                    job(iters);
-                    start.elapsed()
+                    clock.time(|| job(iters))
                 })
             })
             .collect();
@@ -73,78 +130,71 @@ where
     })
 }
 
-fn raise(c: &mut Criterion) {
-    let mut g = c.benchmark_group("raise");
-    g.sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(2));
+/// Raises on one new writer per entry of `sets`, each on its own thread (a set listed twice gives
+/// two writers, hence two shards, of that set).
+fn sharded(clock: Clock, iters: u64, sets: &[std::sync::Arc<TrainingSet>]) -> Duration {
+    let jobs: Vec<_> = sets
+        .iter()
+        .map(|set| {
+            let w = set.writer(); // Send, not Sync: moved into its thread
+            move |iters| {
+                for x in 0..iters {
+                    w.raise(Metric::Memory, black_box(x), black_box(x + 1));
+                }
+            }
+        })
+        .collect();
+    timed_threads(clock, iters, jobs)
+}
 
+fn naive(clock: Clock, iters: u64, threads: usize) -> Duration {
+    let acc = CachePadded::new(NaiveShared::default());
+    let acc = &acc;
+    let jobs: Vec<_> = (0..threads)
+        .map(|_| {
+            move |iters| {
+                for x in 0..iters {
+                    acc.raise(black_box(x), black_box(x + 1));
+                }
+            }
+        })
+        .collect();
+    timed_threads(clock, iters, jobs)
+}
+
+fn raise_cases(g: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>, clock: Clock) {
     g.bench_function("sharded/1 thread", |b| {
-        let set = TrainingSet::new(1, 1);
-        let w = set.writer();
-        let mut x = 0u64;
-        b.iter(|| {
-            w.raise(Metric::Memory, black_box(x), black_box(x + 1));
-            x += 1;
-        });
+        b.iter_custom(|iters| sharded(clock, iters, &[TrainingSet::new(1, 1)]));
     });
-
     g.bench_function("sharded/2 threads", |b| {
         b.iter_custom(|iters| {
             let set = TrainingSet::new(1, 2);
-            // Each thread gets its own writer (Send, not Sync), hence its own shard.
-            let jobs = [set.writer(), set.writer()].map(|w| {
-                move |iters| {
-                    for x in 0..iters {
-                        w.raise(Metric::Memory, black_box(x), black_box(x + 1));
-                    }
-                }
-            });
-            timed_threads(iters, jobs.into())
+            sharded(clock, iters, &[set.clone(), set])
         });
     });
-
-    // Control: two threads on two separate sets (nothing shared at all). If this is as slow as
-    // `sharded/2 threads`, the slowdown is the machine (other load, SMT siblings), not shards
-    // sharing cache lines.
     g.bench_function("separate sets/2 threads", |b| {
         b.iter_custom(|iters| {
             let sets = [TrainingSet::new(1, 1), TrainingSet::new(1, 1)];
-            let jobs = [sets[0].writer(), sets[1].writer()].map(|w| {
-                move |iters| {
-                    for x in 0..iters {
-                        w.raise(Metric::Memory, black_box(x), black_box(x + 1));
-                    }
-                }
-            });
-            timed_threads(iters, jobs.into())
+            sharded(clock, iters, &sets)
         });
     });
-
     g.bench_function("naive shared atomics/1 thread", |b| {
-        let acc = CachePadded::new(NaiveShared::default());
-        let mut x = 0u64;
-        b.iter(|| {
-            acc.raise(black_box(x), black_box(x + 1));
-            x += 1;
-        });
+        b.iter_custom(|iters| naive(clock, iters, 1));
     });
-
     g.bench_function("naive shared atomics/2 threads", |b| {
-        b.iter_custom(|iters| {
-            let acc = CachePadded::new(NaiveShared::default());
-            let acc = &acc;
-            let jobs = [(); 2].map(|()| {
-                move |iters| {
-                    for x in 0..iters {
-                        acc.raise(black_box(x), black_box(x + 1));
-                    }
-                }
-            });
-            timed_threads(iters, jobs.into())
-        });
+        b.iter_custom(|iters| naive(clock, iters, 2));
     });
-    g.finish();
+}
+
+fn raise(c: &mut Criterion) {
+    for clock in [Clock::Wall, Clock::ThreadCpu] {
+        let mut g = c.benchmark_group(clock.name());
+        g.sample_size(20)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2));
+        raise_cases(&mut g, clock);
+        g.finish();
+    }
 
     let mut g = c.benchmark_group("merge");
     g.sample_size(20)
