@@ -81,4 +81,4 @@ pub use mode::{Mode, ModeError, UnknownMode};
 pub use snapshot::{ClientSnapshot, Status};
 pub use time::Nanos;
 pub use verdict::{Guard, Reason, Verdict};
-pub use zgate_training::{Epoch, Fragments, Metric, Model};
+pub use zgate_training::{Epoch, Fragments, Metric, Model, Populations};
