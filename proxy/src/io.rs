@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::activity::Activity;
 use crate::meter::Meter;
-use crate::tap::ReadTap;
+use crate::tap::{Http2WriteTap, ReadTap};
 
 /// A client stream as hyper sees it.
 pub struct ClientIo<S> {
@@ -24,6 +24,8 @@ pub struct ClientIo<S> {
     activity: Arc<Activity>,
     meter: Arc<Meter>,
     tap: ReadTap,
+    /// HTTP/2 only: what the server sends.
+    wtap: Option<Http2WriteTap>,
 }
 
 impl<S> ClientIo<S> {
@@ -36,12 +38,14 @@ impl<S> ClientIo<S> {
         meter: Arc<Meter>,
         tap: ReadTap,
     ) -> Self {
+        let wtap = matches!(tap, ReadTap::Http2(_)).then(Http2WriteTap::new);
         Self {
             inner,
             prefix,
             activity,
             meter,
             tap,
+            wtap,
         }
     }
 }
@@ -89,6 +93,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         if let Poll::Ready(Ok(n)) = res {
             this.activity.wrote(n);
             this.meter.wrote(n);
+            if let Some(w) = &mut this.wtap {
+                w.on_write(&buf[..n], &this.meter);
+            }
         }
         res
     }
@@ -103,6 +110,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         if let Poll::Ready(Ok(n)) = res {
             this.activity.wrote(n);
             this.meter.wrote(n);
+            if let Some(w) = &mut this.wtap {
+                let mut left = n;
+                for b in bufs {
+                    if left == 0 {
+                        break;
+                    }
+                    let take = left.min(b.len());
+                    w.on_write(&b[..take], &this.meter);
+                    left -= take;
+                }
+            }
         }
         res
     }

@@ -16,8 +16,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use zgate_config::Config;
-use zgate_proxy::demo;
+pub use zgate_proxy::demo;
 use zgate_proxy::Server;
+
+pub mod lab;
 
 pub use zgate_proxy::demo::pattern_byte;
 
@@ -155,6 +157,14 @@ where
         .expect("TLS handshake");
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         Self::handshake(tls, h2).await
+    }
+
+    /// Speaks HTTP/2 (`h2`) or HTTP/1.1 over an established stream.
+    pub async fn from_stream<S>(io: S, h2: bool) -> Self
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        Self::handshake(io, h2).await
     }
 
     async fn handshake<S>(io: S, h2: bool) -> Self

@@ -1,9 +1,10 @@
-//! A streaming parser of HTTP/2 frame headers for the read tap.
+//! A streaming parser of HTTP/2 frame headers for the IO taps.
 //!
-//! It sees the client's bytes exactly as hyper will, in whatever pieces the socket delivers,
-//! and reports each frame's 9-byte header (length, type, flags, stream) without copying or even
-//! looking at payloads, except the 8 bytes of a PING it does not need either. h2 keeps its frame
-//! events private, so this is how zgate observes framing (DESIGN.md §5).
+//! It sees a connection's bytes in whatever pieces the socket delivers and reports each frame's
+//! 9-byte header (length, type, flags, stream) without copying or looking at payloads, except
+//! the first 8 bytes of a GOAWAY (last stream and error code). h2 keeps its frame events
+//! private, so this is how zgate observes framing (DESIGN.md §5): the read tap parses what the
+//! client sends, the write tap what the server sends.
 
 /// Frame types (RFC 9113 §6).
 pub mod kind {
@@ -68,6 +69,23 @@ impl FrameHeader {
     }
 }
 
+/// GOAWAY error code `ENHANCE_YOUR_CALM` (RFC 9113 §7).
+pub const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+/// What the parser reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameEvent {
+    /// A frame header, reported before its payload arrives.
+    Header(FrameHeader),
+    /// A GOAWAY's payload head, reported once its first 8 bytes arrived.
+    GoAway {
+        /// The last stream the sender processed.
+        last_stream: u32,
+        /// The error code.
+        error: u32,
+    },
+}
+
 const PREFACE_LEN: usize = 24;
 
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +96,12 @@ enum State {
     Header { buf: [u8; 9], have: usize },
     /// Skipping `remaining` payload bytes.
     Payload { remaining: usize },
+    /// Collecting a GOAWAY's first 8 payload bytes, then skipping the rest.
+    GoAway {
+        buf: [u8; 8],
+        have: usize,
+        remaining: usize,
+    },
 }
 
 /// Parses frame headers out of a byte stream delivered in arbitrary pieces.
@@ -87,16 +111,26 @@ pub struct FrameParser {
 }
 
 impl FrameParser {
-    /// A parser for a client stream that starts with the connection preface.
+    /// A parser for a client stream, which starts with the connection preface.
     pub fn new() -> Self {
         FrameParser {
             state: State::Preface(0),
         }
     }
 
-    /// Feeds the next bytes read from the client, calling `on_frame` for each frame header
-    /// completed by them, in order. A frame's header is reported before its payload arrives.
-    pub fn feed(&mut self, mut data: &[u8], mut on_frame: impl FnMut(FrameHeader)) {
+    /// A parser for a server stream, which starts with a frame.
+    pub fn server() -> Self {
+        FrameParser {
+            state: State::Header {
+                buf: [0; 9],
+                have: 0,
+            },
+        }
+    }
+
+    /// Feeds the next bytes of the stream, calling `on_event` for each frame header (and
+    /// GOAWAY payload head) completed by them, in order.
+    pub fn feed(&mut self, mut data: &[u8], mut on_event: impl FnMut(FrameEvent)) {
         while !data.is_empty() {
             match &mut self.state {
                 State::Preface(seen) => {
@@ -128,17 +162,47 @@ impl FrameParser {
                     data = &data[take..];
                     if *have == 9 {
                         let header = FrameHeader::parse(buf);
-                        self.state = if header.len == 0 {
+                        let len = header.len as usize;
+                        self.state = if len == 0 {
+                            State::Header {
+                                buf: [0; 9],
+                                have: 0,
+                            }
+                        } else if header.kind == kind::GOAWAY && len >= 8 {
+                            State::GoAway {
+                                buf: [0; 8],
+                                have: 0,
+                                remaining: len,
+                            }
+                        } else {
+                            State::Payload { remaining: len }
+                        };
+                        on_event(FrameEvent::Header(header));
+                    }
+                }
+                State::GoAway {
+                    buf,
+                    have,
+                    remaining,
+                } => {
+                    let take = (8 - *have).min(data.len());
+                    buf[*have..*have + take].copy_from_slice(&data[..take]);
+                    *have += take;
+                    data = &data[take..];
+                    if *have == 8 {
+                        let last_stream =
+                            u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) & 0x7fff_ffff;
+                        let error = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+                        let rest = *remaining - 8;
+                        self.state = if rest == 0 {
                             State::Header {
                                 buf: [0; 9],
                                 have: 0,
                             }
                         } else {
-                            State::Payload {
-                                remaining: header.len as usize,
-                            }
+                            State::Payload { remaining: rest }
                         };
-                        on_frame(header);
+                        on_event(FrameEvent::GoAway { last_stream, error });
                     }
                 }
             }
@@ -166,7 +230,7 @@ mod tests {
         f
     }
 
-    fn stream() -> (Vec<u8>, Vec<FrameHeader>) {
+    fn stream() -> (Vec<u8>, Vec<FrameEvent>) {
         let mut bytes = H2_PREFACE.to_vec();
         let frames = [
             (6, kind::SETTINGS, 0, 0),
@@ -183,12 +247,12 @@ mod tests {
         let mut expected = Vec::new();
         for (len, k, f, s) in frames {
             bytes.extend(frame(len, k, f, s));
-            expected.push(FrameHeader {
+            expected.push(FrameEvent::Header(FrameHeader {
                 len,
                 kind: k,
                 flags: f,
                 stream: s & 0x7fff_ffff,
-            });
+            }));
         }
         (bytes, expected)
     }
@@ -197,7 +261,7 @@ mod tests {
     fn parses_whole_stream_at_once() {
         let (bytes, expected) = stream();
         let mut got = Vec::new();
-        FrameParser::new().feed(&bytes, |h| got.push(h));
+        FrameParser::new().feed(&bytes, |e| got.push(e));
         assert_eq!(got, expected);
     }
 
@@ -208,7 +272,7 @@ mod tests {
             let mut p = FrameParser::new();
             let mut got = Vec::new();
             for chunk in bytes.chunks(piece) {
-                p.feed(chunk, |h| got.push(h));
+                p.feed(chunk, |e| got.push(e));
             }
             assert_eq!(got, expected, "pieces of {piece}");
         }
@@ -218,10 +282,47 @@ mod tests {
     fn a_header_is_reported_before_its_payload_arrives() {
         let mut p = FrameParser::new();
         let mut got = Vec::new();
-        p.feed(H2_PREFACE, |h| got.push(h));
+        p.feed(H2_PREFACE, |e| got.push(e));
         let f = frame(1000, kind::DATA, 0, 1);
-        p.feed(&f[..9], |h| got.push(h));
+        p.feed(&f[..9], |e| got.push(e));
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].len, 1000);
+        assert!(matches!(got[0], FrameEvent::Header(h) if h.len == 1000));
+    }
+
+    #[test]
+    fn server_stream_goaway_reports_its_error_code_in_any_split() {
+        let mut bytes = frame(0, kind::SETTINGS, 0, 0);
+        let mut goaway = frame(0, kind::GOAWAY, 0, 0);
+        let payload = [0, 0, 0, 7, 0, 0, 0, 0xb, b'd', b'e', b'b', b'u', b'g'];
+        goaway[2] = payload.len() as u8;
+        goaway.extend_from_slice(&payload);
+        bytes.extend(goaway);
+        bytes.extend(frame(4, kind::RST_STREAM, 0, 9));
+        for piece in [1, 2, 5, 9, 12, 100] {
+            let mut p = FrameParser::server();
+            let mut got = Vec::new();
+            for chunk in bytes.chunks(piece) {
+                p.feed(chunk, |e| got.push(e));
+            }
+            let kinds: Vec<_> = got
+                .iter()
+                .map(|e| match e {
+                    FrameEvent::Header(h) => h.kind,
+                    FrameEvent::GoAway { .. } => 0xff,
+                })
+                .collect();
+            assert_eq!(
+                kinds,
+                [kind::SETTINGS, kind::GOAWAY, 0xff, kind::RST_STREAM],
+                "pieces of {piece}"
+            );
+            assert_eq!(
+                got[2],
+                FrameEvent::GoAway {
+                    last_stream: 7,
+                    error: ENHANCE_YOUR_CALM
+                }
+            );
+        }
     }
 }

@@ -3,7 +3,9 @@
 //! The read tap turns what arrives into limiter events: for HTTP/1, one chunk of the current
 //! message per socket read (metric F); for HTTP/2, the frame headers: DATA and CONTINUATION
 //! payload sizes per message (F), inbound body bytes held (M), and the control frames the
-//! static guards count. Bytes pass through untouched.
+//! static guards count. The write tap (HTTP/2 only) sees the server's own RST_STREAMs and a
+//! GOAWAY with which its HTTP/2 stack gives up on an abusive client. Bytes pass through
+//! untouched.
 
 pub mod h2frames;
 
@@ -12,7 +14,7 @@ use std::collections::HashMap;
 use zgate_limiter::{Fragments, H2Frame};
 
 use crate::meter::Meter;
-use h2frames::{flag, kind, FrameHeader, FrameParser};
+use h2frames::{flag, kind, FrameEvent, FrameParser, ENHANCE_YOUR_CALM};
 
 /// Streams whose body fragmentation is tracked at once per connection; more are not scored
 /// (hyper refuses streams beyond `http.h2_max_concurrent_streams` anyway).
@@ -83,7 +85,8 @@ impl Http2Tap {
             block,
             bodies,
         } = self;
-        parser.feed(data, |h: FrameHeader| {
+        parser.feed(data, |e| {
+            let FrameEvent::Header(h) = e else { return };
             let conn = meter.conn();
             let len = h.len as usize;
             match h.kind {
@@ -135,5 +138,40 @@ impl Http2Tap {
                 _ => {}
             }
         });
+    }
+}
+
+/// The write tap of an HTTP/2 connection: frames the server sends.
+#[derive(Debug)]
+pub struct Http2WriteTap {
+    parser: FrameParser,
+}
+
+impl Http2WriteTap {
+    /// A tap for the server side of an HTTP/2 connection.
+    pub fn new() -> Self {
+        Http2WriteTap {
+            parser: FrameParser::server(),
+        }
+    }
+
+    /// Observes bytes just written to the client.
+    pub fn on_write(&mut self, data: &[u8], meter: &Meter) {
+        self.parser.feed(data, |e| {
+            let frame = match e {
+                FrameEvent::Header(h) if h.kind == kind::RST_STREAM => H2Frame::ServerRstStream,
+                FrameEvent::GoAway { error, .. } if error == ENHANCE_YOUR_CALM => {
+                    H2Frame::EnhanceYourCalm
+                }
+                _ => return,
+            };
+            meter.verdict(meter.conn().h2_frame(frame, meter.now()));
+        });
+    }
+}
+
+impl Default for Http2WriteTap {
+    fn default() -> Self {
+        Self::new()
     }
 }
