@@ -1,5 +1,5 @@
 //! The command line: `zgate --config FILE`, `zgate check-config FILE`, `zgate demo`,
-//! `zgate backend`.
+//! `zgate backend`, `zgate ctl ...` (the admin client, see `ctl.rs`).
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -17,14 +17,21 @@ USAGE:
         --listen ADDR              proxy address (default 127.0.0.1:8080)
         --backend ADDR             demo backend address (default 127.0.0.1:8081)
     zgate backend [--listen ADDR]  run only the embedded demo backend (default 127.0.0.1:8081)
+    zgate ctl [--admin URL] [--token T] COMMAND
+                                   talk to a running zgate's admin API, sysctl-like:
+                                   `zgate ctl -a`, `zgate ctl mode=defence`; `zgate ctl --help`
     zgate --help | --version
 
 SIGNALS:
     SIGTERM, SIGINT   stop accepting, let in-flight requests finish within
                       timeouts.shutdown_grace, then exit 0
+    SIGHUP            reload the config file; an invalid one is refused (logged) and
+                      the config in force stays
 
 ENVIRONMENT:
     RUST_LOG          overrides [log] level, e.g. RUST_LOG=debug
+    ZGATE_ADMIN       zgate ctl's admin URL (default http://127.0.0.1:9090)
+    ZGATE_ADMIN_TOKEN zgate ctl's bearer token
 ";
 
 /// What the command line asks for.
@@ -46,6 +53,8 @@ pub enum Command {
         /// Its address.
         listen: SocketAddr,
     },
+    /// `zgate ctl ARGS`: the admin client, with the arguments after `ctl`.
+    Ctl(Vec<String>),
     /// Print the usage.
     Help,
     /// Print the version.
@@ -84,6 +93,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             no_more(it)?;
             Ok(Command::Run(path.into()))
         }
+        "ctl" => Ok(Command::Ctl(it.map(str::to_owned).collect())),
         "check-config" => {
             let path = it.next().ok_or("check-config needs a FILE")?;
             no_more(it)?;
@@ -153,6 +163,14 @@ mod tests {
             Ok(Command::CheckConfig("z.toml".into()))
         );
         assert_eq!(p(&["--help"]), Ok(Command::Help));
+        assert_eq!(
+            p(&["ctl", "--admin", "http://x:1", "mode=defence"]),
+            Ok(Command::Ctl(vec![
+                "--admin".into(),
+                "http://x:1".into(),
+                "mode=defence".into()
+            ]))
+        );
         assert_eq!(
             p(&["demo", "--listen", "127.0.0.1:9000"]),
             Ok(Command::Demo {

@@ -163,6 +163,10 @@ async fn run<S>(
             drive(conn, &link, t, false, phase).await;
         }
     }
+    let activity = &link.activity;
+    link.shared
+        .stats
+        .connection_bytes(activity.bytes_in(), activity.bytes_out());
 }
 
 /// A hyper server connection that can be asked to finish gracefully.

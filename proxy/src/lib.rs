@@ -5,10 +5,12 @@
 //! sans-IO `limiter` and `training` crates, which the proxy feeds with observations.
 
 pub mod activity;
+pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod conn;
+pub mod ctl;
 pub mod demo;
 pub mod detect;
 pub mod headers;
@@ -16,11 +18,15 @@ pub mod io;
 pub mod limits;
 pub mod logging;
 pub mod meter;
+pub mod metrics;
+pub mod persist;
+pub mod reload;
 pub mod server;
 pub mod service;
+pub mod stats;
 pub mod tap;
 pub mod timed;
 pub mod tls;
 pub mod upstream;
 
-pub use server::{Server, StartError};
+pub use server::{ReloadReport, Server, StartError};

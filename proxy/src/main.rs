@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use zgate_config::{Backend, Config, DEFAULT_CONFIG};
 use zgate_proxy::cli::{self, Command};
-use zgate_proxy::{demo, logging, Server};
+use zgate_proxy::{ctl, demo, logging, Server};
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
@@ -19,6 +19,7 @@ fn main() -> ExitCode {
             print!("{}", cli::USAGE);
             ExitCode::SUCCESS
         }
+        Command::Ctl(args) => ExitCode::from(ctl::main(&args)),
         Command::Version => {
             println!("zgate {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(path) => match Config::load(&path) {
-            Ok(config) => run(config, None),
+            Ok(config) => run(config, None, Some(path)),
             Err(e) => {
                 eprintln!("zgate: {e}");
                 ExitCode::FAILURE
@@ -55,7 +56,7 @@ fn main() -> ExitCode {
             };
             config.listeners.truncate(1);
             config.listeners[0].addr = listen;
-            run(config, Some(backend))
+            run(config, Some(backend), None)
         }
         Command::Backend { listen } => {
             logging::init("info");
@@ -93,9 +94,13 @@ fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
     }
 }
 
-/// Runs the proxy until SIGTERM or SIGINT, then drains; with `demo_backend`, also runs the
-/// embedded backend there and makes it the only backend.
-fn run(mut config: Config, demo_backend: Option<std::net::SocketAddr>) -> ExitCode {
+/// Runs the proxy until SIGTERM or SIGINT, then drains; reloads `path` on SIGHUP. With
+/// `demo_backend`, also runs the embedded backend there and makes it the only backend.
+fn run(
+    mut config: Config,
+    demo_backend: Option<std::net::SocketAddr>,
+    path: Option<std::path::PathBuf>,
+) -> ExitCode {
     logging::init(&config.log.level);
     let Some(rt) = runtime(config.runtime.workers) else {
         return ExitCode::FAILURE;
@@ -124,7 +129,7 @@ fn run(mut config: Config, demo_backend: Option<std::net::SocketAddr>) -> ExitCo
             backends = config.backends.len(),
             "zgate starting"
         );
-        let server = match Server::start(config).await {
+        let server = match Server::start_with_path(config, path).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("zgate: {e}");
@@ -134,7 +139,7 @@ fn run(mut config: Config, demo_backend: Option<std::net::SocketAddr>) -> ExitCo
         if let (Some(backend), Some(addr)) = (&_backend, server.local_addrs().first()) {
             print_demo_help(*addr, backend.addr());
         }
-        wait_for_signal().await;
+        wait_for_stop_reloading(&server).await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         match server.shutdown().await {
             zgate_proxy::server::Shutdown::Drained => tracing::info!("all connections finished"),
@@ -144,6 +149,26 @@ fn run(mut config: Config, demo_backend: Option<std::net::SocketAddr>) -> ExitCo
         }
         ExitCode::SUCCESS
     })
+}
+
+/// Waits for SIGTERM or SIGINT; on each SIGHUP, reloads the config (the server logs the result).
+async fn wait_for_stop_reloading(server: &Server) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: reload through the admin API only");
+        return wait_for_signal().await;
+    };
+    let stop = wait_for_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = server.reload();
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -1,23 +1,29 @@
-//! The server: binds the listeners, accepts connections, and drains them on shutdown.
+//! The server: binds the listeners, accepts connections, drains them on shutdown, and owns what
+//! changes at run time (the config behind a reload, the admin API, the state file).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use zgate_config::Config;
+use zgate_limiter::{Limiter, LimiterConfig};
 
-use zgate_limiter::Limiter;
-
+use crate::admin::{self, AdminHandle};
 use crate::clock::Clock;
 use crate::conn::{reset_on_close, serve, ConnSettings, Phase};
 use crate::limits;
 use crate::meter::Meter;
+use crate::metrics::Exporter;
+use crate::persist::{self, LoadError, Persist};
 use crate::service::Shared;
+use crate::stats::Stats;
 use crate::timed::Timed;
 use crate::tls;
 use crate::upstream::Upstream;
@@ -43,138 +49,439 @@ pub enum Shutdown {
     GraceExpired(usize),
 }
 
-/// A running zgate: its listeners, connections and limiter.
+/// A running zgate: its listeners, connections, limiter and admin API.
 pub struct Server {
-    addrs: Vec<SocketAddr>,
+    core: Arc<Core>,
+    ticker: JoinHandle<()>,
+    admin: Option<AdminHandle>,
+}
+
+/// What the server, the reload and the admin API share.
+pub(crate) struct Core {
+    /// What every connection shares (backends, limiter, stats).
+    pub(crate) shared: Arc<Shared>,
+    /// Timeouts and protocol limits; new connections take the current ones.
+    settings: ArcSwap<ConnSettings>,
+    /// The config in force (the last one applied).
+    pub(crate) config: ArcSwap<Config>,
+    /// `[limits]` mapped onto the limiter's config, as in force.
+    pub(crate) limiter_config: ArcSwap<LimiterConfig>,
+    /// The file the config came from, re-read by a reload; `None` for an in-memory config.
+    config_path: Option<PathBuf>,
+    /// The bound listeners, by config address; `None` once shut down.
+    listeners: Mutex<Option<Vec<Bound>>>,
+    /// Serialises reloads.
+    reloading: Mutex<()>,
     phase: watch::Sender<Phase>,
     conns: Arc<ConnCount>,
-    accept_loops: Vec<JoinHandle<()>>,
-    ticker: JoinHandle<()>,
-    grace: Duration,
-    shared: Arc<Shared>,
+    /// The state file.
+    pub(crate) persist: Persist,
+    /// The Prometheus exporter of `/metrics`.
+    pub(crate) exporter: Exporter,
+}
+
+/// One bound listener.
+struct Bound {
+    /// The address as written in the config (port 0 stays 0): the identity across reloads.
+    config_addr: SocketAddr,
+    /// The address actually bound.
+    local: SocketAddr,
+    /// TLS, swappable by a reload (certificate rotation).
+    tls: Arc<ArcSwapOption<TlsAcceptor>>,
+    task: JoinHandle<()>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Listeners bound by this reload (their bound addresses).
+    pub listeners_added: Vec<SocketAddr>,
+    /// Listeners closed by this reload (their connections finish on their own).
+    pub listeners_removed: Vec<SocketAddr>,
+    /// Backends now in force.
+    pub backends: usize,
 }
 
 /// How often the limiter is ticked (training ends on time, blocks expire) when no event does it.
 const TICK: Duration = Duration::from_millis(250);
 
 impl Server {
-    /// Binds every listener of `config` and starts serving. Must run inside a tokio runtime.
+    /// Binds every listener of `config` and the admin API and starts serving. Must run inside a
+    /// tokio runtime. Without a config file, [`Server::reload`] has nothing to re-read: see
+    /// [`Server::start_with_path`].
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        Self::start_with_path(config, None).await
+    }
+
+    /// Like [`Server::start`], remembering that `config` was loaded from `path`, which a reload
+    /// (SIGHUP, `POST /api/v1/reload`) re-reads.
+    pub async fn start_with_path(
+        config: Config,
+        path: Option<PathBuf>,
+    ) -> Result<Server, StartError> {
         let upstream = Upstream::new(&config).map_err(StartError)?;
         let (limiter_config, proxy_limits) =
             limits::from_config(&config.limits).map_err(StartError)?;
         let clock = Clock::new();
-        let limiter = Limiter::new(limiter_config, None, clock.now())
-            .map_err(|e| StartError(format!("`limits`: {e}")))?;
+        let saved = load_state(config.limits.state_file.as_deref());
+        let limiter = start_limiter(&config, &limiter_config, saved.as_ref(), clock)?;
         let limiter = Arc::new(limiter);
+        let persist = Persist::new(
+            config.limits.state_file.clone(),
+            &limiter,
+            saved.and_then(|s| s.trained_at),
+        );
         let shared = Arc::new(Shared {
-            upstream,
-            access_log: config.log.access,
+            upstream: ArcSwap::from_pointee(upstream),
+            access_log: config.log.access.into(),
             limiter: limiter.clone(),
             clock,
-            limits: proxy_limits,
-        });
-        let ticker = tokio::spawn(async move {
-            let mut every = tokio::time::interval(TICK);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                limiter.tick(clock.now());
-            }
-        });
-        let settings = Arc::new(ConnSettings {
-            timeouts: config.timeouts.clone(),
-            http: config.http.clone(),
+            limits: ArcSwap::from_pointee(proxy_limits),
+            stats: Stats::default(),
         });
         let (phase, _) = watch::channel(Phase::Running);
-        let conns = Arc::new(ConnCount::default());
-        let mut addrs = Vec::new();
+        let core = Arc::new(Core {
+            shared,
+            settings: ArcSwap::from_pointee(ConnSettings {
+                timeouts: config.timeouts.clone(),
+                http: config.http.clone(),
+            }),
+            config: ArcSwap::from_pointee(config.clone()),
+            limiter_config: ArcSwap::from_pointee(limiter_config),
+            config_path: path,
+            listeners: Mutex::new(Some(Vec::new())),
+            reloading: Mutex::new(()),
+            phase,
+            conns: Arc::new(ConnCount::default()),
+            persist,
+            exporter: Exporter::new(),
+        });
         let mut bound = Vec::new();
         for (i, l) in config.listeners.iter().enumerate() {
-            let acceptor = match &l.tls {
-                Some(files) => Some(TlsAcceptor::from(
-                    tls::server_config(&files.cert, &files.key, &format!("listener[{i}].tls"))
-                        .map_err(StartError)?,
-                )),
-                None => None,
-            };
-            let listener = bind(l.addr).map_err(|e| {
-                StartError(format!(
-                    "`listener[{i}].addr`: cannot listen on {}: {e}",
-                    l.addr
-                ))
-            })?;
-            let local = listener
-                .local_addr()
-                .map_err(|e| StartError(format!("`listener[{i}].addr`: {e}")))?;
+            let acceptor = tls_acceptor(l, i).map_err(StartError)?;
+            let (listener, local) = bind_listener(l.addr, i).map_err(StartError)?;
             tracing::info!(addr = %local, tls = acceptor.is_some(), "listening");
-            addrs.push(local);
-            bound.push((listener, acceptor));
+            bound.push(core.spawn_listener(l.addr, listener, local, acceptor));
         }
-        let accept_loops = bound
-            .into_iter()
-            .map(|(listener, acceptor)| {
-                tokio::spawn(accept_loop(
-                    listener,
-                    acceptor,
-                    shared.clone(),
-                    settings.clone(),
-                    phase.subscribe(),
-                    conns.clone(),
-                ))
-            })
-            .collect();
+        *core.lock_listeners() = Some(bound);
+        let admin = match admin::start(core.clone(), &config.admin).await {
+            Ok(a) => a,
+            Err(e) => {
+                core.stop_listeners();
+                return Err(StartError(e));
+            }
+        };
+        let ticker = tokio::spawn(tick_loop(core.clone()));
         Ok(Server {
-            addrs,
-            phase,
-            conns,
-            accept_loops,
+            core,
             ticker,
-            grace: config.timeouts.shutdown_grace,
-            shared,
+            admin,
         })
     }
 
     /// The limiter: mode, model, thresholds, block list, client table.
     pub fn limiter(&self) -> &Arc<Limiter> {
-        &self.shared.limiter
+        &self.core.shared.limiter
     }
 
     /// The clock the limiter runs on.
     pub fn clock(&self) -> Clock {
-        self.shared.clock
+        self.core.shared.clock
     }
 
-    /// The bound addresses, in the order of the config's listeners (port 0 resolved).
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.addrs
+    /// The bound addresses, in the order of the config's listeners (port 0 resolved). After a
+    /// reload, the listeners of the config in force.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.core
+            .lock_listeners()
+            .as_ref()
+            .map(|ls| ls.iter().map(|b| b.local).collect())
+            .unwrap_or_default()
+    }
+
+    /// The admin API's bound address, `None` when it is not running (`admin.enabled = false`,
+    /// or the default address was taken).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr)
+    }
+
+    /// The proxy's traffic counters.
+    pub fn stats(&self) -> &Stats {
+        &self.core.shared.stats
     }
 
     /// Open client connections.
     pub fn connections(&self) -> usize {
-        self.conns.open.load(Ordering::Acquire)
+        self.core.conns.open.load(Ordering::Acquire)
+    }
+
+    /// Re-reads the config file and applies it without dropping connections, or refuses it
+    /// (and keeps the config in force) with the reason. See [`crate::reload`].
+    pub fn reload(&self) -> Result<ReloadReport, String> {
+        self.core.reload()
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `timeouts.shutdown_grace`,
     /// then cuts what is left.
     pub async fn shutdown(self) -> Shutdown {
-        let _ = self.phase.send(Phase::Draining);
-        for h in &self.accept_loops {
-            h.abort();
+        let core = &self.core;
+        let _ = core.phase.send(Phase::Draining);
+        core.stop_listeners();
+        if let Some(admin) = &self.admin {
+            admin.stop();
         }
-        let drained = tokio::time::timeout(self.grace, self.conns.wait_zero()).await;
+        let grace = core.config.load().timeouts.shutdown_grace;
+        let drained = tokio::time::timeout(grace, core.conns.wait_zero()).await;
         let outcome = match drained {
             Ok(()) => Shutdown::Drained,
             Err(_) => Shutdown::GraceExpired(self.connections()),
         };
-        let _ = self.phase.send(Phase::Abort);
+        let _ = core.phase.send(Phase::Abort);
         self.ticker.abort();
+        let _ = core.persist.sync(&core.shared.limiter);
         outcome
     }
 }
 
+impl Core {
+    /// Re-reads the config file, validates all of it (limits mapping, backends, TLS files, new
+    /// listeners bound), then applies it. See `reload.rs` for what applies how.
+    pub(crate) fn reload(self: &Arc<Self>) -> Result<ReloadReport, String> {
+        let result = self.reload_inner();
+        match &result {
+            Ok(r) => {
+                Stats::add(&self.shared.stats.reloads, 1);
+                tracing::info!(
+                    added = r.listeners_added.len(),
+                    removed = r.listeners_removed.len(),
+                    backends = r.backends,
+                    "config reloaded"
+                );
+            }
+            Err(e) => {
+                Stats::add(&self.shared.stats.reload_failures, 1);
+                tracing::warn!(error = %e, "config reload refused; the config in force stays");
+            }
+        }
+        result
+    }
+
+    fn reload_inner(self: &Arc<Self>) -> Result<ReloadReport, String> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(path) = &self.config_path else {
+            return Err("zgate was started without a config file: nothing to reload".into());
+        };
+        let config = Config::load(path).map_err(|e| e.to_string())?;
+        let bound: Vec<SocketAddr> = self
+            .lock_listeners()
+            .as_ref()
+            .map(|ls| ls.iter().map(|b| b.config_addr).collect())
+            .unwrap_or_default();
+        let plan = crate::reload::Plan::prepare(&config, &self.config.load(), &bound)?;
+        self.apply(config, plan)
+    }
+
+    fn apply(
+        self: &Arc<Self>,
+        config: Config,
+        plan: crate::reload::Plan,
+    ) -> Result<ReloadReport, String> {
+        let crate::reload::Plan {
+            upstream,
+            limiter_config,
+            proxy_limits,
+            tls,
+            new,
+        } = plan;
+        // The limiter first: it is the only step that could refuse, and nothing has changed yet.
+        self.shared
+            .limiter
+            .reconfigure(&limiter_config)
+            .map_err(|e| format!("`limits`: {e}"))?;
+        let mut guard = self.lock_listeners();
+        let Some(listeners) = guard.as_mut() else {
+            return Err("zgate is shutting down".into());
+        };
+        self.shared.upstream.store(Arc::new(upstream));
+        self.shared.limits.store(Arc::new(proxy_limits));
+        self.shared
+            .access_log
+            .store(config.log.access, Ordering::Relaxed);
+        self.settings.store(Arc::new(ConnSettings {
+            timeouts: config.timeouts.clone(),
+            http: config.http.clone(),
+        }));
+        let mut removed = Vec::new();
+        listeners.retain(|b| {
+            let keep = config.listeners.iter().any(|l| l.addr == b.config_addr);
+            if !keep {
+                // Closing the socket stops accepting; its connections run on their own tasks.
+                b.task.abort();
+                removed.push(b.local);
+                tracing::info!(addr = %b.local, "listener closed by reload");
+            }
+            keep
+        });
+        for b in listeners.iter() {
+            if let Some((_, acceptor)) = tls.iter().find(|(a, _)| *a == b.config_addr) {
+                b.tls.store(acceptor.clone().map(Arc::new));
+            }
+        }
+        let mut added = Vec::new();
+        for (config_addr, listener, local, acceptor) in new {
+            tracing::info!(addr = %local, tls = acceptor.is_some(), "listening");
+            added.push(local);
+            listeners.push(self.spawn_listener(config_addr, listener, local, acceptor));
+        }
+        // Keep the config's listener order.
+        listeners.sort_by_key(|b| {
+            config
+                .listeners
+                .iter()
+                .position(|l| l.addr == b.config_addr)
+        });
+        drop(guard);
+        let backends = config.backends.len();
+        self.limiter_config.store(Arc::new(limiter_config));
+        self.config.store(Arc::new(config));
+        Ok(ReloadReport {
+            listeners_added: added,
+            listeners_removed: removed,
+            backends,
+        })
+    }
+
+    fn spawn_listener(
+        self: &Arc<Self>,
+        config_addr: SocketAddr,
+        listener: TcpListener,
+        local: SocketAddr,
+        acceptor: Option<TlsAcceptor>,
+    ) -> Bound {
+        let tls = Arc::new(ArcSwapOption::from(acceptor.map(Arc::new)));
+        let task = tokio::spawn(accept_loop(listener, tls.clone(), self.clone()));
+        Bound {
+            config_addr,
+            local,
+            tls,
+            task,
+        }
+    }
+
+    fn stop_listeners(&self) {
+        if let Some(ls) = self.lock_listeners().take() {
+            for b in ls {
+                b.task.abort();
+            }
+        }
+    }
+
+    /// Open client connections.
+    pub(crate) fn open_connections(&self) -> usize {
+        self.conns.open.load(Ordering::Acquire)
+    }
+
+    fn lock_listeners(&self) -> MutexGuard<'_, Option<Vec<Bound>>> {
+        // The list is consistent after every statement: a poisoned lock is usable.
+        self.listeners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Ticks the limiter and saves the state file when training has ended (or the mode changed).
+async fn tick_loop(core: Arc<Core>) {
+    let mut every = tokio::time::interval(TICK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let limiter = core.shared.limiter.clone();
+    let clock = core.shared.clock;
+    loop {
+        every.tick().await;
+        limiter.tick(clock.now());
+        let _ = core.persist.sync(&limiter);
+    }
+}
+
+/// Reads the state file, if configured. A missing file is normal; a bad one is reported and
+/// ignored (zgate starts without a model rather than not at all).
+fn load_state(path: Option<&Path>) -> Option<persist::SavedState> {
+    let path = path?;
+    match persist::load(path) {
+        Ok(s) => {
+            tracing::info!(
+                file = %path.display(),
+                mode = %s.mode,
+                model = s.model.is_some(),
+                "state loaded"
+            );
+            Some(s)
+        }
+        Err(LoadError::Missing) => {
+            tracing::info!(file = %path.display(), "no saved state yet; starting without a model");
+            None
+        }
+        Err(LoadError::Invalid(e)) => {
+            tracing::warn!("state file unusable, starting without a saved model: {e}");
+            None
+        }
+    }
+}
+
+/// The limiter at start: the saved model, and the saved mode unless `[limits] mode` is set
+/// (the config wins; without it a restarted zgate resumes in the mode it had, e.g. defence).
+fn start_limiter(
+    config: &Config,
+    limiter_config: &LimiterConfig,
+    saved: Option<&persist::SavedState>,
+    clock: Clock,
+) -> Result<Limiter, StartError> {
+    let now = clock.now();
+    let model = saved.and_then(|s| s.model.clone());
+    let limiter = Limiter::new(limiter_config.clone(), model, now)
+        .map_err(|e| StartError(format!("`limits`: {e}")))?;
+    if config.limits.mode.is_none() {
+        if let Some(mode) = saved.and_then(|s| s.mode().ok()) {
+            if let Err(e) = limiter.set_mode(mode, now) {
+                tracing::warn!(error = %e, "saved mode not resumed");
+            }
+        }
+    }
+    tracing::info!(
+        mode = %limiter.mode(),
+        model = limiter.model().is_some(),
+        "limiter ready"
+    );
+    Ok(limiter)
+}
+
+/// The TLS acceptor of listener `i`, if it has TLS (reads and checks the PEM files).
+pub(crate) fn tls_acceptor(
+    l: &zgate_config::Listener,
+    i: usize,
+) -> Result<Option<TlsAcceptor>, String> {
+    match &l.tls {
+        Some(files) => Ok(Some(TlsAcceptor::from(tls::server_config(
+            &files.cert,
+            &files.key,
+            &format!("listener[{i}].tls"),
+        )?))),
+        None => Ok(None),
+    }
+}
+
+/// Binds listener `i` at `addr`; returns it with its bound address.
+pub(crate) fn bind_listener(
+    addr: SocketAddr,
+    i: usize,
+) -> Result<(TcpListener, SocketAddr), String> {
+    let listener =
+        bind(addr).map_err(|e| format!("`listener[{i}].addr`: cannot listen on {addr}: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("`listener[{i}].addr`: {e}"))?;
+    Ok((listener, local))
+}
+
 /// Binds with a deep accept backlog and address reuse.
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -185,14 +492,8 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
-    settings: Arc<ConnSettings>,
-    phase: watch::Receiver<Phase>,
-    conns: Arc<ConnCount>,
-) {
+async fn accept_loop(listener: TcpListener, tls: Arc<ArcSwapOption<TlsAcceptor>>, core: Arc<Core>) {
+    let shared = &core.shared;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -203,18 +504,21 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Some(meter) = admit(&shared, &stream, peer) else {
+        Stats::add(&shared.stats.connections_accepted, 1);
+        let Some(meter) = admit(shared, &stream, peer) else {
+            Stats::add(&shared.stats.connections_refused, 1);
             continue;
         };
-        let guard = ConnGuard::new(conns.clone());
+        let guard = ConnGuard::new(core.conns.clone());
+        let acceptor = tls.load_full().map(|a| TlsAcceptor::clone(&a));
         let task = serve(
             shared.clone(),
-            settings.clone(),
+            core.settings.load_full(),
             stream,
             peer,
-            tls.clone(),
+            acceptor,
             meter.clone(),
-            phase.clone(),
+            core.phase.subscribe(),
         );
         tokio::spawn(async move {
             Timed::new(task, meter).await;
@@ -238,7 +542,7 @@ fn admit(shared: &Shared, stream: &tokio::net::TcpStream, peer: SocketAddr) -> O
         reset_on_close(stream.as_raw_fd());
         return None;
     };
-    let meter = Meter::new(conn, shared.clock, peer, shared.limits);
+    let meter = Meter::new(conn, shared.clock, peer, **shared.limits.load());
     if !meter.verdict(verdict) || meter.is_killed() {
         reset_on_close(stream.as_raw_fd());
         return None;

@@ -2,6 +2,7 @@
 //! failure) into the client's response.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,16 +19,19 @@ use crate::upstream::{Upstream, UpstreamError};
 
 /// What every connection shares: the backends, the limiter and the settings requests need.
 pub struct Shared {
-    /// The backend pool.
-    pub upstream: Upstream,
-    /// Log one line per request.
-    pub access_log: bool,
+    /// The backend pool, swapped whole by a config reload (a request in flight keeps the pool
+    /// it started with).
+    pub upstream: arc_swap::ArcSwap<Upstream>,
+    /// Log one line per request (`log.access`, reloadable).
+    pub access_log: std::sync::atomic::AtomicBool,
     /// The limiter every connection reports to.
     pub limiter: Arc<zgate_limiter::Limiter>,
     /// The limiter's clock.
     pub clock: crate::clock::Clock,
-    /// What a block does, memory costs.
-    pub limits: crate::limits::ProxyLimits,
+    /// What a block does, memory costs (reloadable: new connections get the new values).
+    pub limits: arc_swap::ArcSwap<crate::limits::ProxyLimits>,
+    /// Traffic counters for `/metrics`.
+    pub stats: crate::stats::Stats,
 }
 
 /// The connection a request arrived on.
@@ -52,9 +56,11 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let _in_flight = conn.activity.request_started();
-    let started = shared.access_log.then(Instant::now);
+    shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let access_log = shared.access_log.load(Ordering::Relaxed);
+    let started = access_log.then(Instant::now);
     let method = req.method().clone();
-    let log_target = shared.access_log.then(|| {
+    let log_target = access_log.then(|| {
         req.uri()
             .path_and_query()
             .map_or("/", |p| p.as_str())
@@ -77,15 +83,20 @@ pub async fn handle(
         error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n")
     } else {
         let upstream_req = rewrite_request(req, conn);
+        let upstream = shared.upstream.load_full();
         let sent = tokio::select! {
             biased;
             _ = meter.killed() => None,
-            r = shared.upstream.send(upstream_req) => Some(r),
+            r = upstream.send(upstream_req) => Some(r),
         };
         match sent {
             None => blocked_response(meter, client_version),
             Some(Ok(resp)) => rewrite_response(resp, client_version, meter, in_flight),
             Some(Err(UpstreamError::Unreachable)) => {
+                shared
+                    .stats
+                    .backend_unreachable
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(client = %conn.peer, "no backend reachable");
                 error_response(
                     StatusCode::BAD_GATEWAY,
@@ -93,15 +104,18 @@ pub async fn handle(
                 )
             }
             Some(Err(UpstreamError::Timeout)) => {
+                shared.stats.backend_timeout.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(client = %conn.peer, "backend response timed out");
                 error_response(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n")
             }
             Some(Err(UpstreamError::Failed(e))) => {
+                shared.stats.backend_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(client = %conn.peer, error = %e, "backend request failed");
                 error_response(StatusCode::BAD_GATEWAY, "bad gateway\n")
             }
         }
     };
+    shared.stats.response(response.status());
 
     if let (Some(started), Some(target)) = (started, log_target) {
         tracing::info!(

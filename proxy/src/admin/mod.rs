@@ -1,0 +1,125 @@
+//! The admin HTTP API: its own HTTP/1.1 listener (`[admin] addr`, default `127.0.0.1:9090`),
+//! JSON in and out, for operators and `zgate ctl`.
+//!
+//! - `auth.rs`: the bearer token, compared in constant time;
+//! - `json.rs`: responses, errors (`{"error": "..."}`) and size-limited request bodies;
+//! - `router.rs`: paths and methods to endpoints (404 unknown path, 405 wrong method);
+//! - `api.rs`: the endpoints.
+//!
+//! Every request is authenticated when a token is configured; a non-loopback address without
+//! one is refused by the config. The admin listener is separate from the client listeners: it is
+//! not metered by the limiter and its requests are not counted in the proxy's traffic stats.
+
+mod api;
+mod auth;
+mod json;
+mod router;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use zgate_config::Admin;
+
+use crate::server::{bind, Core};
+
+pub use auth::constant_time_eq;
+pub use json::MAX_BODY_BYTES;
+
+/// The running admin listener.
+pub(crate) struct AdminHandle {
+    /// Its bound address.
+    pub(crate) addr: SocketAddr,
+    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl AdminHandle {
+    /// Stops accepting and closes the admin connections.
+    pub(crate) fn stop(&self) {
+        let _ = self.stop.send(true);
+        self.task.abort();
+    }
+}
+
+impl Drop for AdminHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// How long an admin client may take to send a request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts the admin API per `config`. `Ok(None)` when it is disabled, or when the default
+/// address is taken (warned); an explicitly configured address that cannot be bound is an
+/// error naming `admin.addr`.
+pub(crate) async fn start(core: Arc<Core>, config: &Admin) -> Result<Option<AdminHandle>, String> {
+    if !config.enabled {
+        tracing::info!("admin API disabled (admin.enabled = false)");
+        return Ok(None);
+    }
+    let addr = config.listen_addr();
+    let listener = match bind(addr) {
+        Ok(l) => l,
+        Err(e) if config.addr.is_none() => {
+            tracing::warn!(
+                error = %e,
+                "admin API not started: default address {addr} unavailable (set admin.addr)"
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(format!("`admin.addr`: cannot listen on {addr}: {e}")),
+    };
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("`admin.addr`: {e}"))?;
+    tracing::info!(addr = %local, token = config.token.is_some(), "admin API ready");
+    let token: Option<Arc<str>> = config.token.as_deref().map(Arc::from);
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let core = core.clone();
+            let token = token.clone();
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let core = core.clone();
+                    let token = token.clone();
+                    async move {
+                        Ok::<_, Infallible>(
+                            router::handle(&core, token.as_deref(), peer, req).await,
+                        )
+                    }
+                });
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = stopped.wait_for(|s| *s) => {}
+                }
+            });
+        }
+    });
+    Ok(Some(AdminHandle {
+        addr: local,
+        task,
+        stop,
+    }))
+}

@@ -1,0 +1,336 @@
+//! Model persistence: the learned model and the mode, saved atomically to `[limits] state_file`
+//! and loaded at start, so a restarted zgate resumes defence at once.
+//!
+//! The file is JSON: `{"version": 1, "mode": "defence", "model": {...}, "saved_at": 1763779200,
+//! "trained_at": 1763779100}` (times in seconds since the Unix epoch; `model` may be `null`).
+//! It is written to a temporary file in the same directory, fsynced, then renamed over the old
+//! one (and the directory fsynced), so a crash leaves either the old file or the new one, never
+//! a torn one. A missing file is normal (first start); a truncated or corrupted one is reported
+//! with its path and the parse error, and zgate starts without a model.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use zgate_limiter::{Limiter, Mode, Model};
+
+/// The state file format version this zgate writes and reads.
+pub const STATE_VERSION: u32 = 1;
+
+/// The contents of a state file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SavedState {
+    /// Always [`STATE_VERSION`].
+    pub version: u32,
+    /// The limiter's mode when saved (`"defence"`, ...).
+    pub mode: String,
+    /// The model in use when saved, if any.
+    pub model: Option<Model>,
+    /// When the file was written, seconds since the Unix epoch.
+    pub saved_at: u64,
+    /// When the model was learned (training ended) or imported, seconds since the Unix epoch;
+    /// `None` if unknown.
+    #[serde(default)]
+    pub trained_at: Option<u64>,
+}
+
+impl SavedState {
+    /// The saved mode, parsed.
+    pub fn mode(&self) -> Result<Mode, String> {
+        self.mode.parse::<Mode>().map_err(|e| e.to_string())
+    }
+}
+
+/// Why a state file could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// There is no file (first start): not an error worth a warning.
+    Missing,
+    /// The file exists but cannot be read or is not a valid state (truncated, corrupted, wrong
+    /// version); the message says which and names the file.
+    Invalid(String),
+}
+
+/// Reads and validates the state file at `path`.
+pub fn load(path: &Path) -> Result<SavedState, LoadError> {
+    let text = match std::fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadError::Missing),
+        Err(e) => {
+            return Err(LoadError::Invalid(format!(
+                "{}: cannot read: {e}",
+                path.display()
+            )))
+        }
+    };
+    let state: SavedState = serde_json::from_slice(&text).map_err(|e| {
+        LoadError::Invalid(format!("{}: not a valid state file: {e}", path.display()))
+    })?;
+    if state.version != STATE_VERSION {
+        return Err(LoadError::Invalid(format!(
+            "{}: version {} is not supported (expected {STATE_VERSION})",
+            path.display(),
+            state.version
+        )));
+    }
+    state
+        .mode()
+        .map_err(|e| LoadError::Invalid(format!("{}: `mode`: {e}", path.display())))?;
+    if let Some(model) = &state.model {
+        validate_model(model)
+            .map_err(|e| LoadError::Invalid(format!("{}: `model`: {e}", path.display())))?;
+    }
+    Ok(state)
+}
+
+/// Checks that every statistic of `model` is usable: finite, non-negative std and min_std.
+pub fn validate_model(model: &Model) -> Result<(), String> {
+    for m in zgate_limiter::Metric::ALL {
+        let s = model.get(m);
+        if !s.mean.is_finite() || s.mean < 0.0 {
+            return Err(format!("{}.mean must be finite and >= 0", m.name()));
+        }
+        if !s.std.is_finite() || s.std < 0.0 {
+            return Err(format!("{}.std must be finite and >= 0", m.name()));
+        }
+        let floor = model.params.min_std(m);
+        if !floor.is_finite() || floor < 0.0 {
+            return Err(format!(
+                "params.min_std.{} must be finite and >= 0",
+                m.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `state` to `path` atomically: temporary file in the same directory, fsync, rename,
+/// fsync of the directory.
+pub fn save(path: &Path, state: &SavedState) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "state".into());
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&json)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return written;
+    }
+    if let Ok(d) = std::fs::File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Keeps the state file in step with the limiter: [`Persist::sync`] saves when the model or the
+/// mode changed since the last save. Called by the ticker (training ending by itself) and by
+/// the admin API right after a change (so the file is written when the API answers).
+pub struct Persist {
+    path: Option<PathBuf>,
+    last: Mutex<Seen>,
+}
+
+/// What was last saved (or seen), to notice a change.
+struct Seen {
+    model: Option<Arc<Model>>,
+    mode: Mode,
+    /// Epoch of the model last seen, to tell a newly trained model from a re-parameterised one.
+    model_epoch: Option<u64>,
+    trained_at: Option<u64>,
+}
+
+impl Persist {
+    /// Tracks `limiter` (its state now counts as saved) and saves to `path`, if any.
+    /// `trained_at` is when the current model was learned, if known (from the loaded file).
+    pub fn new(path: Option<PathBuf>, limiter: &Limiter, trained_at: Option<u64>) -> Persist {
+        let model = limiter.model();
+        Persist {
+            path,
+            last: Mutex::new(Seen {
+                model_epoch: model.as_ref().map(|m| m.epoch),
+                model,
+                mode: limiter.mode(),
+                trained_at,
+            }),
+        }
+    }
+
+    /// The state file, if persistence is on.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// When the model in use was learned or imported, seconds since the Unix epoch.
+    pub fn trained_at(&self, limiter: &Limiter) -> Option<u64> {
+        self.observe(limiter);
+        self.lock().trained_at
+    }
+
+    /// Marks the model in use as new now (an import).
+    pub fn model_imported(&self) {
+        let mut seen = self.lock();
+        seen.trained_at = Some(unix_now());
+        seen.model_epoch = None;
+    }
+
+    /// Saves if the model or the mode changed since the last save. Returns the error of a
+    /// failed write (also logged); `Ok(false)` when there was nothing to save.
+    pub fn sync(&self, limiter: &Limiter) -> Result<bool, String> {
+        let mut seen = self.lock();
+        let model = limiter.model();
+        let mode = limiter.mode();
+        let same_model = match (&seen.model, &model) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        Self::note_epoch(&mut seen, &model);
+        if same_model && seen.mode == mode {
+            return Ok(false);
+        }
+        seen.model = model.clone();
+        seen.mode = mode;
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
+        let state = SavedState {
+            version: STATE_VERSION,
+            mode: mode.name().to_owned(),
+            model: model.map(|m| Model::clone(&m)),
+            saved_at: unix_now(),
+            trained_at: seen.trained_at,
+        };
+        match save(path, &state) {
+            Ok(()) => {
+                tracing::info!(file = %path.display(), mode = %mode, "state saved");
+                Ok(true)
+            }
+            Err(e) => {
+                let msg = format!("{}: cannot save state: {e}", path.display());
+                tracing::warn!("{msg}");
+                Err(msg)
+            }
+        }
+    }
+
+    fn observe(&self, limiter: &Limiter) {
+        let model = limiter.model();
+        Self::note_epoch(&mut self.lock(), &model);
+    }
+
+    fn note_epoch(seen: &mut Seen, model: &Option<Arc<Model>>) {
+        let epoch = model.as_ref().map(|m| m.epoch);
+        if epoch.is_some() && epoch != seen.model_epoch {
+            if seen.model_epoch.is_some() || seen.trained_at.is_none() {
+                seen.trained_at = Some(unix_now());
+            }
+            seen.model_epoch = epoch;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
+        // `Seen` is plain data, consistent after every statement: a poisoned lock is usable.
+        self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("zgate-persist-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn model() -> Model {
+        let json = r#"{"epoch":3,"metrics":{
+            "connections":{"n":20,"mean":2.0,"std":1.0},
+            "requests_nonidempotent":{"n":20,"mean":0.0,"std":0.0},
+            "requests":{"n":20,"mean":1.5,"std":0.5},
+            "memory":{"n":20,"mean":20000.0,"std":100.0},
+            "cpu":{"n":20,"mean":500.0,"std":50.0},
+            "fragmentation":{"n":0,"mean":0.0,"std":0.0}}}"#;
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn saves_atomically_and_loads_back() {
+        let d = dir("roundtrip");
+        let path = d.join("state.json");
+        let state = SavedState {
+            version: 1,
+            mode: "defence".into(),
+            model: Some(model()),
+            saved_at: 10,
+            trained_at: Some(5),
+        };
+        save(&path, &state).unwrap();
+        assert_eq!(load(&path).unwrap(), state);
+        // No temporary file left behind.
+        let names: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
+        assert_eq!(names.len(), 1);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn missing_truncated_and_corrupted_files_are_told_apart() {
+        let d = dir("bad");
+        let path = d.join("state.json");
+        assert!(matches!(load(&path), Err(LoadError::Missing)));
+        let state = SavedState {
+            version: 1,
+            mode: "defence".into(),
+            model: Some(model()),
+            saved_at: 10,
+            trained_at: None,
+        };
+        let json = serde_json::to_string(&state).unwrap();
+        std::fs::write(&path, &json[..json.len() / 2]).unwrap();
+        match load(&path) {
+            Err(LoadError::Invalid(e)) => {
+                assert!(e.contains("state.json") && e.contains("EOF"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(&path, json.replace("\"defence\"", "\"offence\"")).unwrap();
+        assert!(matches!(load(&path), Err(LoadError::Invalid(e)) if e.contains("mode")));
+        std::fs::write(&path, json.replace("\"version\":1", "\"version\":9")).unwrap();
+        assert!(matches!(load(&path), Err(LoadError::Invalid(e)) if e.contains("version 9")));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn bad_model_values_are_refused() {
+        let mut m = model();
+        m.metrics[0].std = -1.0;
+        assert!(validate_model(&m).unwrap_err().contains("connections.std"));
+        let mut m = model();
+        m.metrics[4].mean = f64::NAN;
+        assert!(validate_model(&m).unwrap_err().contains("cpu.mean"));
+    }
+}
