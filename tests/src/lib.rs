@@ -434,3 +434,130 @@ impl Drop for ZgateProcess {
         let _ = self.child.wait();
     }
 }
+
+// ---- Admin API helpers (issue 6) ----
+
+/// A response of the admin API.
+#[derive(Debug)]
+pub struct AdminResponse {
+    /// The status code.
+    pub status: u16,
+    /// The body, as text.
+    pub body: String,
+}
+
+impl AdminResponse {
+    /// The body as JSON, panicking with the body when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("admin answer is not JSON ({e}): {}", self.body))
+    }
+
+    /// The `error` message of a refusal.
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// One admin API request over a fresh HTTP/1.1 connection; `token` goes in
+/// `Authorization: Bearer`.
+pub async fn admin_request(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> AdminResponse {
+    let mut c = Client::connect(admin, Proto::Http1).await;
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{admin}{path}"))
+        .header("host", admin.to_string());
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
+        .expect("valid admin request");
+    let resp = c.send(req).await;
+    AdminResponse {
+        status: resp.status(),
+        body: String::from_utf8_lossy(&resp.body).into_owned(),
+    }
+}
+
+/// `GET path` on the admin API without a token.
+pub async fn admin_get(admin: SocketAddr, path: &str) -> AdminResponse {
+    admin_request(admin, "GET", path, None, None).await
+}
+
+/// The result of running `zgate ctl`.
+#[derive(Debug)]
+pub struct CtlOutput {
+    /// The exit code.
+    pub code: i32,
+    /// What it printed on stdout.
+    pub stdout: String,
+    /// What it printed on stderr.
+    pub stderr: String,
+}
+
+/// Runs `zgate ctl --admin http://<admin> ARGS` (with `ZGATE_ADMIN_TOKEN` set to `token` if
+/// given) and waits for it.
+pub async fn ctl(admin: SocketAddr, token: Option<&str>, args: &[&str]) -> CtlOutput {
+    let mut cmd = tokio::process::Command::new(zgate_bin());
+    cmd.arg("ctl")
+        .arg("--admin")
+        .arg(format!("http://{admin}"))
+        .args(args)
+        .env_remove("ZGATE_ADMIN")
+        .env_remove("ZGATE_ADMIN_TOKEN");
+    if let Some(t) = token {
+        cmd.env("ZGATE_ADMIN_TOKEN", t);
+    }
+    let out = tokio::time::timeout(STEP, cmd.output())
+        .await
+        .expect("zgate ctl finishes in time")
+        .expect("run zgate ctl");
+    CtlOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+impl ZgateProcess {
+    /// Waits (up to `STEP`) for a log line containing `needle` and returns it.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + STEP;
+        loop {
+            if let Some(l) = self
+                .log
+                .lock()
+                .ok()
+                .and_then(|l| l.iter().find(|l| l.contains(needle)).cloned())
+            {
+                return l;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {needle:?}: {:?}",
+                self.log.lock().map(|l| l.join("\n"))
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The admin API's address, from its `admin API ready addr=...` log line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        let line = self.wait_log("admin API ready");
+        line.split("addr=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+}
