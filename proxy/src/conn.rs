@@ -65,6 +65,8 @@ pub async fn serve(
     let activity = Arc::new(Activity::new());
     let t = &settings.timeouts;
     let info = ConnInfo {
+        shared: shared.clone(),
+        forwarded_for: crate::headers::forwarded_for(peer.ip()),
         peer,
         tls: tls.is_some(),
         activity: activity.clone(),
@@ -135,10 +137,11 @@ async fn run<S>(
         shared: shared.clone(),
     };
     let exec = MeteredExec::new(info.meter.clone());
+    // One reference count per request: everything a request needs hangs off `info`.
+    let info = Arc::new(info);
     let service = service_fn(move |req| {
-        let shared = shared.clone();
         let info = info.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, &info, req).await) }
+        async move { Ok::<_, Infallible>(handle(&info, req).await) }
     });
     let io = TokioIo::new(io);
     let t = &settings.timeouts;

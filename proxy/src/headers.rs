@@ -6,7 +6,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, and the legacy ones).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// A `static`, not a `const`: a const array would be built and dropped on every use.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -15,29 +16,31 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names. `Upgrade` goes
 /// too: zgate does not tunnel protocol upgrades.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Names listed in Connection are hop-by-hop for this message.
-    let mut named: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        if let Ok(text) = value.to_str() {
-            for token in text.split(',') {
-                if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
-                    named.push(name);
+    if headers.contains_key(header::CONNECTION) {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            if let Ok(text) = value.to_str() {
+                for token in text.split(',') {
+                    if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
+                        named.push(name);
+                    }
                 }
             }
         }
-    }
-    for name in named {
-        headers.remove(name);
+        for name in named {
+            headers.remove(name);
+        }
     }
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
 }
 
 /// The `Via` protocol token for a client's HTTP version (RFC 9110 §7.6.3).
@@ -52,16 +55,36 @@ pub fn via_token(version: Version) -> &'static str {
 
 /// Appends `token` to the `Via` header (creating it when absent).
 pub fn append_via(headers: &mut HeaderMap, token: &'static str) {
-    append_list(headers, header::VIA, token);
+    if headers.contains_key(header::VIA) {
+        append_list(headers, header::VIA, token);
+    } else {
+        headers.insert(header::VIA, HeaderValue::from_static(token));
+    }
 }
 
-/// Sets the forwarding headers of a request sent to a backend: the client's address appended
-/// to `X-Forwarded-For`, `X-Forwarded-Proto` replaced by the scheme the client used.
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    append_list(headers, xff, &client.to_string());
+/// The `X-Forwarded-For` element of a client: its address as a header value, made once per
+/// connection.
+pub fn forwarded_for(client: IpAddr) -> HeaderValue {
+    // An IP address is always a valid header value.
+    HeaderValue::from_str(&client.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Sets the forwarding headers of a request sent to a backend: the client's address (from
+/// [`forwarded_for`]) appended to `X-Forwarded-For`, `X-Forwarded-Proto` replaced by the scheme
+/// the client used.
+pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, tls: bool) {
+    if headers.contains_key(&X_FORWARDED_FOR) {
+        if let Ok(text) = client.to_str() {
+            append_list(headers, X_FORWARDED_FOR.clone(), text);
+        }
+    } else {
+        headers.insert(X_FORWARDED_FOR.clone(), client.clone());
+    }
     headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
+        X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
 }
@@ -140,11 +163,11 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("x-forwarded-proto", "ftp"),
         ]);
-        set_forwarded(&mut h, "192.0.2.7".parse().unwrap(), true);
+        set_forwarded(&mut h, &forwarded_for("192.0.2.7".parse().unwrap()), true);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "https");
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, "::1".parse().unwrap(), false);
+        set_forwarded(&mut h, &forwarded_for("::1".parse().unwrap()), false);
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(h["x-forwarded-proto"], "http");
     }
@@ -154,6 +177,9 @@ mod tests {
         let mut h = map(&[("via", "1.0 fred")]);
         append_via(&mut h, via_token(Version::HTTP_2));
         assert_eq!(h["via"], "1.0 fred, 2 zgate");
+        let mut h = HeaderMap::new();
+        append_via(&mut h, via_token(Version::HTTP_11));
+        assert_eq!(h["via"], "1.1 zgate");
     }
 
     #[test]

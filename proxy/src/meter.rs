@@ -33,7 +33,18 @@ pub struct Meter {
     message_done: AtomicBool,
     /// Requests in flight; when none is, nothing inbound can still be held.
     requests: AtomicU64,
+    /// CPU time measured but not yet charged to the limiter, ns.
+    cpu_pending: AtomicU64,
+    /// When CPU time was last charged, on the limiter's clock, ns.
+    cpu_charged_at: AtomicU64,
 }
+
+/// CPU time is charged to the limiter in batches: when this much has accumulated...
+const CPU_BATCH_NS: u64 = 50_000;
+/// ...or this long after the last charge, whichever comes first. The EMA's half-life is of
+/// the order of a second, so batching changes its value by a negligible amount, and a verdict
+/// comes at most this late; the EMA's `exp` is not paid on every poll.
+const CPU_BATCH_INTERVAL_NS: u64 = 1_000_000;
 
 impl Meter {
     /// The meter of a connection the limiter admitted; charges its fixed memory cost.
@@ -55,6 +66,8 @@ impl Meter {
             held_in: AtomicU64::new(0),
             message_done: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            cpu_pending: AtomicU64::new(0),
+            cpu_charged_at: AtomicU64::new(0),
         });
         let v = meter
             .conn
@@ -168,11 +181,20 @@ impl Meter {
         (self.verdict(v) && self.verdict(mem)).then_some(guard)
     }
 
-    /// CPU time spent on this client's work.
+    /// CPU time spent on this client's work (one poll), charged in batches.
     #[inline]
     pub fn cpu(&self, ns: u64, now: Nanos) {
-        let v = self.conn.cpu_spent(ns, now);
-        self.verdict(v);
+        let pending = self.cpu_pending.fetch_add(ns, Ordering::Relaxed) + ns;
+        let last = self.cpu_charged_at.load(Ordering::Relaxed);
+        if pending < CPU_BATCH_NS && now.0.saturating_sub(last) < CPU_BATCH_INTERVAL_NS {
+            return;
+        }
+        let batch = self.cpu_pending.swap(0, Ordering::Relaxed);
+        self.cpu_charged_at.store(now.0, Ordering::Relaxed);
+        if batch > 0 {
+            let v = self.conn.cpu_spent(batch, now);
+            self.verdict(v);
+        }
     }
 
     /// `n` response bytes arrived from the backend for this client.

@@ -34,9 +34,12 @@ pub struct Shared {
     pub stats: crate::stats::Stats,
 }
 
-/// The connection a request arrived on.
-#[derive(Clone)]
+/// The connection a request arrived on, shared by its requests.
 pub struct ConnInfo {
+    /// What every connection shares.
+    pub shared: Arc<Shared>,
+    /// The client's address as an `X-Forwarded-For` element, made once.
+    pub forwarded_for: HeaderValue,
     /// The client's address.
     pub peer: SocketAddr,
     /// Whether the client connected over TLS.
@@ -50,16 +53,13 @@ pub struct ConnInfo {
 }
 
 /// Proxies `req` to a backend and returns what the client gets.
-pub async fn handle(
-    shared: &Shared,
-    conn: &ConnInfo,
-    req: Request<Incoming>,
-) -> Response<ProxyBody> {
+pub async fn handle(conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+    let shared = &*conn.shared;
     let _in_flight = conn.activity.request_started();
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
     let access_log = shared.access_log.load(Ordering::Relaxed);
     let started = access_log.then(Instant::now);
-    let method = req.method().clone();
+    let log_method = access_log.then(|| req.method().clone());
     let log_target = access_log.then(|| {
         req.uri()
             .path_and_query()
@@ -69,8 +69,9 @@ pub async fn handle(
     let client_version = req.version();
 
     let meter = &conn.meter;
+    let method = req.method();
     let idempotent = matches!(
-        method,
+        *method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
     );
     let in_flight = meter.request_started(idempotent);
@@ -117,7 +118,7 @@ pub async fn handle(
     };
     shared.stats.response(response.status());
 
-    if let (Some(started), Some(target)) = (started, log_target) {
+    if let (Some(started), Some(target), Some(method)) = (started, log_target, log_method) {
         tracing::info!(
             target: "zgate::access",
             client = %conn.peer,
@@ -147,7 +148,7 @@ fn rewrite_request(req: Request<Incoming>, conn: &ConnInfo) -> Request<ProxyBody
     if parts.version == Version::HTTP_2 {
         headers::join_cookies(h);
     }
-    headers::set_forwarded(h, conn.peer.ip(), conn.tls);
+    headers::set_forwarded(h, &conn.forwarded_for, conn.tls);
     headers::append_via(h, headers::via_token(parts.version));
     parts.version = Version::HTTP_11;
     let body = ProxyBody::Request {
