@@ -29,6 +29,13 @@
 #   H2_STREAMS=10, BASE_PORT=18080 (uses BASE_PORT..BASE_PORT+3), CARGO_TARGET_DIR=target,
 #   ZGATE_BIN=path (skip the build), OUT=bench/results/latest.md.
 # Output: a markdown table on stdout, also written to $OUT with the run's parameters.
+#
+# COMPARE=defence: the same measurement, but the baseline is zgate itself with its limiter in
+#   defence mode instead of nginx (the limiter overhead: defence against disabled, same run).
+#   The "defence" zgate trains on the warm-up load (training_period 4s, then defence; every
+#   metric scored on every event; thresholds set so the benchmark client is never blocked),
+#   and the script checks through `zgate ctl` that it is in defence before measuring.
+#     COMPARE=defence bash bench/proxy-vs-nginx.sh   (default OUT=bench/results/limiter-overhead.md)
 # Everything listens on 127.0.0.1 only; every load run is time-bounded; all processes the
 # script starts are stopped on exit.
 
@@ -41,9 +48,16 @@ CONNS=${CONNS:-64}
 H2_STREAMS=${H2_STREAMS:-10}
 BASE_PORT=${BASE_PORT:-18080}
 WARMUP=${WARMUP:-3}
+COMPARE=${COMPARE:-nginx}
+case "$COMPARE" in nginx | defence) ;; *) echo "COMPARE must be nginx or defence" >&2; exit 2 ;; esac
+OTHER=$COMPARE
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-OUT=${OUT:-$REPO/bench/results/latest.md}
+if [ "$COMPARE" = defence ]; then
+  OUT=${OUT:-$REPO/bench/results/limiter-overhead.md}
+else
+  OUT=${OUT:-$REPO/bench/results/latest.md}
+fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR=$REPO/$TARGET_DIR ;; esac
 
@@ -152,6 +166,43 @@ ZGATE_PID=$!
 PIDS+=("$ZGATE_PID")
 wait_port "$ZGATE_PORT" zgate "$ZGATE_PID"
 
+if [ "$COMPARE" = defence ]; then
+  # The baseline is zgate with its limiter in defence: one port serves h1 and h2c.
+  NGINX_H2_PORT=$NGINX_H1_PORT
+  ADMIN_PORT=$((BASE_PORT + 3))
+  cat >"$TMP/defence.toml" <<EOF
+[[listener]]
+addr = "127.0.0.1:$NGINX_H1_PORT"
+[[backend]]
+addr = "127.0.0.1:$BACKEND_PORT"
+[runtime]
+workers = $WORKERS
+[log]
+level = "warn"
+access = false
+[admin]
+addr = "127.0.0.1:$ADMIN_PORT"
+[limits]
+mode = "training"
+training_period = "4s"
+after_training = "defence"
+# One benchmark client: let a population of one be scored, so every event runs the full
+# defence path (z computed and compared); thresholds far away so it is never blocked.
+min_clients = 1
+[limits.z]
+connections = 1000000.0
+requests_nonidempotent = 1000000.0
+requests = 1000000.0
+memory = 1000000.0
+cpu = 1000000.0
+fragmentation = 1000000.0
+EOF
+  log "starting zgate (limiter: training for 4s, then defence) on :$NGINX_H1_PORT"
+  "$ZGATE" --config "$TMP/defence.toml" >"$TMP/defence.log" 2>&1 &
+  NGINX_PID=$!
+  PIDS+=("$NGINX_PID")
+  wait_port "$NGINX_H1_PORT" defence "$NGINX_PID"
+else
 # nginx: `http2 on;` exists from 1.25.1; before it the listen parameter `http2` does the same.
 version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]; }
 if version_ge "$NGINX_VERSION" 1.25.1; then
@@ -212,6 +263,7 @@ NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 wait_port "$NGINX_H1_PORT" nginx "$NGINX_PID"
 wait_port "$NGINX_H2_PORT" nginx "$NGINX_PID"
+fi
 
 # ---------------------------------------------------------------- sanity: same bytes through both
 check() { # url curl-args... ; expects 1024 bytes and 200
@@ -229,7 +281,7 @@ check "http://127.0.0.1:$NGINX_H2_PORT/bytes?n=1024" --http2-prior-knowledge
 
 # ---------------------------------------------------------------- measurement helpers
 proxy_pids() { # name -> pids whose CPU counts as the proxy's
-  if [ "$1" = zgate ]; then echo "$ZGATE_PID"; else
+  if [ "$1" = zgate ]; then echo "$ZGATE_PID"; elif [ "$1" = defence ]; then echo "$NGINX_PID"; else
     echo "$NGINX_PID"; pgrep -P "$NGINX_PID" || true
   fi
 }
@@ -299,10 +351,21 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 
 # ---------------------------------------------------------------- warm up
 log "warming up (${WARMUP}s per proxy and protocol)"
-for name in nginx zgate; do
+for name in $OTHER zgate; do
   run_load "$name" h1 1024 "$WARMUP" >/dev/null
   run_load "$name" h2c 1024 "$WARMUP" >/dev/null
 done
+if [ "$COMPARE" = defence ]; then
+  # Training ends 4s after start; make sure it has, with load seen.
+  mode=""
+  for _ in $(seq 50); do
+    mode=$("$ZGATE" ctl --admin "http://127.0.0.1:$ADMIN_PORT" mode 2>/dev/null || true)
+    [ "$mode" = "mode = defence" ] && break
+    run_load defence h1 1024 1 >/dev/null
+  done
+  [ "$mode" = "mode = defence" ] || die "the defence zgate is not in defence: $mode"
+  log "defence zgate: $mode"
+fi
 
 # ---------------------------------------------------------------- measure
 ROWS=("h1 0" "h1 1024" "h2c 0" "h2c 1024")
@@ -310,7 +373,7 @@ declare -A RES
 for row in "${ROWS[@]}"; do
   read -r proto size <<<"$row"
   for r in $(seq "$ROUNDS"); do
-    if [ $((r % 2)) -eq 1 ]; then order="nginx zgate"; else order="zgate nginx"; fi
+    if [ $((r % 2)) -eq 1 ]; then order="$OTHER zgate"; else order="zgate $OTHER"; fi
     for name in $order; do
       res=$(run_load "$name" "$proto" "$size" "$DURATION")
       log "$proto ${size}B round $r $name: $res (req/s, p99 ms, CPU us/req)"
@@ -322,45 +385,68 @@ done
 vmhwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 ZGATE_HWM=$(vmhwm_kib "$ZGATE_PID")
 NGINX_HWM=0
-for p in $(pgrep -P "$NGINX_PID"); do NGINX_HWM=$((NGINX_HWM + $(vmhwm_kib "$p"))); done
+if [ "$COMPARE" = defence ]; then
+  NGINX_HWM=$(vmhwm_kib "$NGINX_PID")
+else
+  for p in $(pgrep -P "$NGINX_PID"); do NGINX_HWM=$((NGINX_HWM + $(vmhwm_kib "$p"))); done
+fi
 
 # ---------------------------------------------------------------- report
 col() { printf '%s' "${RES[$1]}" | awk -v c="$2" 'NF { print $c }' | median; }
 label() { if [ "$2" = 0 ]; then echo "$1 0 B"; else echo "$1 1 KiB"; fi; }
 TABLE=$(
-  echo "| row | nginx req/s | zgate req/s | zgate/nginx | nginx p99 (ms) | zgate p99 (ms) | nginx CPU µs/req | zgate CPU µs/req |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  if [ "$COMPARE" = defence ]; then
+    echo "| row | disabled req/s | defence req/s | defence/disabled req/s | disabled p99 (ms) | defence p99 (ms) | defence/disabled p99 | disabled CPU µs/req | defence CPU µs/req |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  else
+    echo "| row | nginx req/s | zgate req/s | zgate/nginx | nginx p99 (ms) | zgate p99 (ms) | nginx CPU µs/req | zgate CPU µs/req |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+  fi
   for row in "${ROWS[@]}"; do
     read -r proto size <<<"$row"
-    n_rps=$(col "$proto.$size.nginx" 1); z_rps=$(col "$proto.$size.zgate" 1)
-    n_p99=$(col "$proto.$size.nginx" 2); z_p99=$(col "$proto.$size.zgate" 2)
-    n_cpu=$(col "$proto.$size.nginx" 3); z_cpu=$(col "$proto.$size.zgate" 3)
-    ratio=$(awk -v a="$z_rps" -v b="$n_rps" 'BEGIN { printf "%.2fx", a / b }')
-    printf '| %s | %.0f | %.0f | %s | %s | %s | %s | %s |\n' "$(label "$proto" "$size")" \
-      "$n_rps" "$z_rps" "$ratio" "$n_p99" "$z_p99" "$n_cpu" "$z_cpu"
+    n_rps=$(col "$proto.$size.$OTHER" 1); z_rps=$(col "$proto.$size.zgate" 1)
+    n_p99=$(col "$proto.$size.$OTHER" 2); z_p99=$(col "$proto.$size.zgate" 2)
+    n_cpu=$(col "$proto.$size.$OTHER" 3); z_cpu=$(col "$proto.$size.zgate" 3)
+    if [ "$COMPARE" = defence ]; then
+      ratio=$(awk -v a="$n_rps" -v b="$z_rps" 'BEGIN { printf "%.3f", a / b }')
+      p99r=$(awk -v a="$n_p99" -v b="$z_p99" 'BEGIN { printf "%.3f", a / b }')
+      printf '| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s |\n' "$(label "$proto" "$size")" \
+        "$z_rps" "$n_rps" "$ratio" "$z_p99" "$n_p99" "$p99r" "$z_cpu" "$n_cpu"
+    else
+      ratio=$(awk -v a="$z_rps" -v b="$n_rps" 'BEGIN { printf "%.2fx", a / b }')
+      printf '| %s | %.0f | %.0f | %s | %s | %s | %s | %s |\n' "$(label "$proto" "$size")" \
+        "$n_rps" "$z_rps" "$ratio" "$n_p99" "$z_p99" "$n_cpu" "$z_cpu"
+    fi
   done
 )
 RAW=$(
   for row in "${ROWS[@]}"; do
     read -r proto size <<<"$row"
-    for name in nginx zgate; do
+    for name in $OTHER zgate; do
       printf '%s %s %s: %s\n' "$proto" "$size" "$name" "$(printf '%s' "${RES[$proto.$size.$name]}" | awk 'NF' | paste -sd ';' -)"
     done
   done
 )
+if [ "$COMPARE" = defence ]; then
+  TITLE="zgate limiter overhead: defence mode against disabled, same run"
+  MEM="zgate peak RSS (VmHWM): disabled $((ZGATE_HWM / 1024)) MiB, defence $((NGINX_HWM / 1024)) MiB. In the raw runs below, \"zgate\" is the disabled instance."
+else
+  TITLE="zgate vs nginx, reverse proxy in front of the same backend"
+  MEM="zgate peak RSS (VmHWM): $((ZGATE_HWM / 1024)) MiB ($ZGATE_HWM KiB); nginx workers' summed VmHWM: $((NGINX_HWM / 1024)) MiB."
+fi
 REPORT=$(cat <<EOF
-# zgate vs nginx, reverse proxy in front of the same backend
+# $TITLE
 
 $TABLE
 
-zgate peak RSS (VmHWM): $((ZGATE_HWM / 1024)) MiB ($ZGATE_HWM KiB); nginx workers' summed VmHWM: $((NGINX_HWM / 1024)) MiB.
+$MEM
 
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC'); zgate commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'); nginx $NGINX_VERSION; wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}'); $(h2load --version | head -1).
 - Machine: $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); kernel $(uname -r).
 - Workers: $WORKERS (zgate tokio worker threads = nginx worker_processes). Backend: \`zgate backend\` (hyper HTTP/1.1), shared by both proxies; nginx upstream keepalive, HTTP/1.1.
 - Load: h1 = \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`; h2c = \`h2load -t1 -c$CONNS -m$H2_STREAMS -D $DURATION\` (prior knowledge). One client thread: 2 cores are shared by client, proxy and backend. No CPU pinning.
-- Each cell is the median of $ROUNDS runs; nginx and zgate alternate (ABBA) within a row. p99: wrk's 99% for h1; from h2load's per-request log for h2c. CPU µs/req = proxy utime+stime during the run / requests completed (all nginx workers summed; all zgate threads).
-- Command: \`bash bench/proxy-vs-nginx.sh\` (env: DURATION=$DURATION ROUNDS=$ROUNDS WORKERS=$WORKERS CONNS=$CONNS H2_STREAMS=$H2_STREAMS).
+- Each cell is the median of $ROUNDS runs; the two proxies alternate (ABBA) within a row. p99: wrk's 99% for h1; from h2load's per-request log for h2c. CPU µs/req = proxy utime+stime during the run / requests completed (all nginx workers summed; all zgate threads).
+- Command: \`COMPARE=$COMPARE bash bench/proxy-vs-nginx.sh\` (env: DURATION=$DURATION ROUNDS=$ROUNDS WORKERS=$WORKERS CONNS=$CONNS H2_STREAMS=$H2_STREAMS).
 
 Raw runs (req/s p99_ms cpu_us_per_req):
 \`\`\`
