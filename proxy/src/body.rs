@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::meter::{InFlightRequest, Meter};
+use crate::upstream::PoolReturn;
 
 /// A request or response body passing through zgate.
 pub enum ProxyBody {
@@ -35,6 +36,9 @@ pub enum ProxyBody {
         meter: Arc<Meter>,
         /// The request, counted in flight until this is dropped.
         request: Option<InFlightRequest>,
+        /// The backend connection, given back to its pool when the body ends (dropped, and
+        /// the connection with it, if the body is dropped before its end).
+        pool: Option<PoolReturn>,
     },
     /// Complete in memory; `None` once sent.
     Full(Option<Bytes>),
@@ -96,8 +100,9 @@ impl Body for ProxyBody {
                 inner,
                 meter,
                 request,
+                pool,
             } => {
-                let frame = std::task::ready!(Pin::new(inner).poll_frame(cx));
+                let frame = std::task::ready!(Pin::new(&mut *inner).poll_frame(cx));
                 let n = data_len(&frame);
                 if n > 0 {
                     meter.response_received(n);
@@ -105,6 +110,22 @@ impl Body for ProxyBody {
                 if frame.is_none() {
                     // The response is complete: the request is no longer in flight.
                     request.take();
+                }
+                // hyper stops polling a body once `is_end_stream` is true after a data frame,
+                // so the end is noticed there as well as at `None`.
+                let ended = match &frame {
+                    None => true,
+                    Some(Ok(_)) => inner.is_end_stream(),
+                    // A failed body closes its connection.
+                    Some(Err(_)) => {
+                        pool.take();
+                        false
+                    }
+                };
+                if ended {
+                    if let Some(pool) = pool.take() {
+                        pool.release();
+                    }
                 }
                 Poll::Ready(frame)
             }

@@ -13,6 +13,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -45,6 +47,7 @@ fn pattern() -> &'static Bytes {
 pub struct Backend {
     addr: SocketAddr,
     task: JoinHandle<()>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Backend {
@@ -52,12 +55,15 @@ impl Backend {
     pub async fn start(addr: SocketAddr) -> std::io::Result<Backend> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
+                counter.fetch_add(1, Ordering::Relaxed);
                 let _ = stream.set_nodelay(true);
                 tokio::spawn(async move {
                     let _ = http1::Builder::new()
@@ -67,7 +73,16 @@ impl Backend {
                 });
             }
         });
-        Ok(Backend { addr, task })
+        Ok(Backend {
+            addr,
+            task,
+            accepted,
+        })
+    }
+
+    /// How many connections it has accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// Where it listens.

@@ -88,11 +88,13 @@ pub async fn handle(conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBo
         let sent = tokio::select! {
             biased;
             _ = meter.killed() => None,
-            r = upstream.send(upstream_req) => Some(r),
+            r = upstream.send_pooled(upstream_req) => Some(r),
         };
         match sent {
             None => blocked_response(meter, client_version),
-            Some(Ok(resp)) => rewrite_response(resp, client_version, meter, in_flight),
+            Some(Ok((resp, pool))) => {
+                rewrite_response(resp, pool, client_version, meter, in_flight)
+            }
             Some(Err(UpstreamError::Unreachable)) => {
                 shared
                     .stats
@@ -161,6 +163,7 @@ fn rewrite_request(req: Request<Incoming>, conn: &ConnInfo) -> Request<ProxyBody
 
 fn rewrite_response(
     resp: Response<Incoming>,
+    pool: Option<crate::upstream::PoolReturn>,
     client_version: Version,
     meter: &Arc<Meter>,
     request: Option<InFlightRequest>,
@@ -173,6 +176,7 @@ fn rewrite_response(
         inner: body,
         meter: meter.clone(),
         request,
+        pool,
     };
     Response::from_parts(parts, body)
 }

@@ -1,18 +1,57 @@
-//! The backends: a pooled HTTP/1.1 client, round-robin choice, and skipping of backends that
-//! refuse connections.
+//! The backends: round-robin choice, skipping of backends that refuse connections, and a small
+//! pool of HTTP/1.1 connections per backend built directly on `hyper::client::conn::http1`.
+//!
+//! # Design
+//!
+//! Each backend has an [`IdlePool`]: a `Mutex<VecDeque>` of idle `SendRequest`s with the
+//! instant each became idle, newest at the back. The lock is held only to push or pop.
+//!
+//! - **Checkout**: pop the newest idle sender (LIFO keeps few connections warm and lets old
+//!   ones age out at the front). One idle longer than `upstream.pool_idle_timeout` means all
+//!   older ones are too: the whole list is dropped (closing them). A closed sender is dropped
+//!   and the next one tried. A sender that is open but not ready yet (its connection task has
+//!   not looped back to idle after the previous response) is awaited for at most
+//!   [`READY_WAIT`], then dropped.
+//! - **Connect** when no idle sender is usable: `TcpStream::connect` (resolution included)
+//!   under `timeouts.backend_connect`, `TCP_NODELAY`, an HTTP/1 handshake, and the connection
+//!   future spawned as its own task (it ends when the connection closes or its sender is
+//!   dropped while idle). A failed connect marks the backend down for `upstream.down_for`;
+//!   since nothing of the request was sent, it is retried on the next backend that is up
+//!   (whatever its body), until every backend was tried.
+//! - **Send** with `try_send_request` and the origin-form URI (absolute URIs of HTTP/2
+//!   clients are cut to their path and query). A pooled connection can have been closed by
+//!   the backend while idle: when hyper hands the request back unsent, it is retried once on
+//!   a fresh connection, so requests with bodies are safe too.
+//! - **Return**: an HTTP/1 sender is reusable only after its response body was read to the
+//!   end. A response whose body is already complete with its head gives its sender back at
+//!   once; otherwise [`Upstream::send_pooled`] returns a [`PoolReturn`] guard that the response
+//!   body ([`crate::body::ProxyBody::Response`]) calls [`PoolReturn::release`] on when the
+//!   body reaches its end. A body dropped before its end drops the guard instead, and with it
+//!   the connection (hyper cannot reuse a half-read response).
+//! - `timeouts.backend_response` bounds checkout, connect and the wait for the response head.
+//!
+//! No per-request allocation beyond hyper's own (its request channel and response body).
 
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::uri::{Authority, PathAndQuery};
+use http::{Request, Response, Uri};
+use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use zgate_config::Config;
 
 use crate::body::ProxyBody;
+
+/// How long a checkout waits for an idle connection that is open but not ready yet (it was
+/// given back at the end of its response body and its task is finishing the exchange).
+pub const READY_WAIT: Duration = Duration::from_millis(100);
 
 /// Why a request got no response from any backend.
 #[derive(Debug)]
@@ -22,26 +61,161 @@ pub enum UpstreamError {
     /// The backend did not answer within `timeouts.backend_response`: 504.
     Timeout,
     /// The backend connection failed mid-request (reset, malformed response): 502.
-    Failed(hyper_util::client::legacy::Error),
+    Failed(hyper::Error),
 }
 
 /// The pool of backends, shared by every connection.
 #[derive(Debug)]
 pub struct Upstream {
-    client: Client<HttpConnector, ProxyBody>,
     backends: Box<[BackendState]>,
     next: AtomicUsize,
     clock: Instant,
     down_for: Duration,
+    connect_timeout: Duration,
     response_timeout: Duration,
 }
 
 #[derive(Debug)]
 struct BackendState {
     authority: Authority,
+    target: Target,
     /// Nanoseconds since `Upstream::clock` until which the backend is skipped; 0 when up.
     down_until: AtomicU64,
+    idle: Arc<IdlePool>,
 }
+
+/// Where to connect: an address, or a name resolved at each connect.
+#[derive(Debug)]
+enum Target {
+    Addr(SocketAddr),
+    Name(String, u16),
+}
+
+impl Target {
+    fn of(authority: &Authority) -> Self {
+        let port = authority.port_u16().unwrap_or(80);
+        let host = authority.host();
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => Target::Addr(SocketAddr::new(ip, port)),
+            Err(_) => Target::Name(host.to_owned(), port),
+        }
+    }
+
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        match self {
+            Target::Addr(addr) => TcpStream::connect(*addr).await,
+            Target::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await,
+        }
+    }
+}
+
+/// One backend's idle connections, newest at the back.
+#[derive(Debug)]
+struct IdlePool {
+    conns: Mutex<VecDeque<Idle>>,
+    max: usize,
+    idle_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+impl IdlePool {
+    /// Gives `sender` back, unless its connection is closed or the pool is full.
+    fn put(&self, sender: SendRequest<ProxyBody>) {
+        if self.max == 0 || sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut expired = None;
+        let rejected;
+        {
+            let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(oldest) = conns.front() {
+                if now.saturating_duration_since(oldest.since) >= self.idle_timeout {
+                    expired = conns.pop_front();
+                }
+            }
+            if conns.len() < self.max {
+                conns.push_back(Idle { sender, since: now });
+                rejected = None;
+            } else {
+                rejected = Some(sender);
+            }
+        }
+        // Closing connections happens outside the lock.
+        drop((expired, rejected));
+    }
+
+    /// The newest idle sender that is open and not past the idle timeout.
+    fn pop(&self) -> Option<SendRequest<ProxyBody>> {
+        loop {
+            let (idle, stale) = {
+                let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+                let idle = conns.pop_back()?;
+                if idle.since.elapsed() >= self.idle_timeout {
+                    // Every older one is expired too.
+                    (None, Some(std::mem::take(&mut *conns)))
+                } else {
+                    (Some(idle), None)
+                }
+            };
+            drop(stale);
+            match idle {
+                Some(idle) if !idle.sender.is_closed() => return Some(idle.sender),
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    }
+
+    /// An idle sender ready for a request, waiting briefly for one that is finishing its
+    /// previous exchange.
+    async fn checkout(&self) -> Option<SendRequest<ProxyBody>> {
+        loop {
+            let mut sender = self.pop()?;
+            if sender.is_ready() {
+                return Some(sender);
+            }
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, sender.ready()).await {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// How many idle connections are kept (closed ones not yet noticed included).
+    fn len(&self) -> usize {
+        self.conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// A backend connection lent to a response whose body is still being read: give it back with
+/// [`PoolReturn::release`] when the body has ended; dropping it closes the connection.
+#[derive(Debug)]
+pub struct PoolReturn {
+    sender: SendRequest<ProxyBody>,
+    pool: Arc<IdlePool>,
+}
+
+impl PoolReturn {
+    /// The response body ended: the connection goes back to its backend's idle pool.
+    pub fn release(self) {
+        self.pool.put(self.sender);
+    }
+}
+
+/// A connect failure (refused, unreachable, resolution failed, timed out).
+struct ConnectFailed;
 
 impl Upstream {
     /// Builds the pool for `config`'s backends. Backend addresses were validated by the config;
@@ -54,81 +228,138 @@ impl Upstream {
                 .parse()
                 .map_err(|e| format!("`backend[{i}].addr`: {:?}: {e}", b.addr))?;
             backends.push(BackendState {
+                target: Target::of(&authority),
                 authority,
                 down_until: AtomicU64::new(0),
+                idle: Arc::new(IdlePool {
+                    conns: Mutex::new(VecDeque::new()),
+                    max: config.upstream.max_idle_per_backend,
+                    idle_timeout: config.upstream.pool_idle_timeout,
+                }),
             });
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.timeouts.backend_connect));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.upstream.pool_idle_timeout)
-            .pool_max_idle_per_host(config.upstream.max_idle_per_backend)
-            .set_host(false)
-            .build(connector);
+        if backends.is_empty() {
+            return Err("no backend configured".to_owned());
+        }
         Ok(Self {
-            client,
             backends: backends.into_boxed_slice(),
             next: AtomicUsize::new(0),
             clock: Instant::now(),
             down_for: config.upstream.down_for,
+            connect_timeout: config.timeouts.backend_connect,
             response_timeout: config.timeouts.backend_response,
         })
     }
 
-    /// Sends `req` (origin-form URI, headers already rewritten) to the next backend that is up
-    /// and returns its response head. A request with no body is retried on the next backend
-    /// when a backend refuses the connection; one with a body is not (it may be half sent).
+    /// Sends `req` (headers already rewritten, `Host` set) to the next backend that is up and
+    /// returns its response head. The backend connection is not reused: use
+    /// [`Upstream::send_pooled`] to give it back when the body has been read.
     pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
-        let (mut parts, body) = req.into_parts();
+        self.send_pooled(req).await.map(|(resp, _)| resp)
+    }
+
+    /// Sends `req` (headers already rewritten, `Host` set) to the next backend that is up and
+    /// returns its response head, with the guard that gives the connection back to the pool
+    /// when the body has been read to its end (`None` when it was given back already).
+    ///
+    /// A backend that cannot be connected to is marked down and the request goes to the next
+    /// one (nothing of it was sent). A pooled connection found closed when the request is
+    /// handed to it gets the request back unsent: it is retried once on a fresh connection.
+    pub async fn send_pooled(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Option<PoolReturn>), UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.send_inner(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::Timeout),
+        }
+    }
+
+    async fn send_inner(
+        &self,
+        mut req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Option<PoolReturn>), UpstreamError> {
+        origin_form(req.uri_mut());
         let n = self.backends.len();
-        let retryable = n > 1 && http_body::Body::is_end_stream(&body);
-        let mut body = Some(body);
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut tried = 0;
         let mut index = self.pick(start);
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut tried = 0;
+        let mut fresh_only = false;
         loop {
             let backend = &self.backends[index];
-            let uri = Uri::builder()
-                .scheme(Scheme::HTTP)
-                .authority(backend.authority.clone())
-                .path_and_query(path.clone())
-                .build()
-                .map_err(|_| UpstreamError::Unreachable)?;
-            let mut builder = Request::builder()
-                .method(parts.method.clone())
-                .uri(uri)
-                .version(Version::HTTP_11);
-            if retryable && tried + 1 < n {
-                if let Some(h) = builder.headers_mut() {
-                    *h = parts.headers.clone();
-                }
-            } else if let Some(h) = builder.headers_mut() {
-                *h = std::mem::take(&mut parts.headers);
-            }
-            let body = body.take().unwrap_or_else(ProxyBody::empty);
-            let req = builder.body(body).map_err(|_| UpstreamError::Unreachable)?;
-            match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-                Ok(Ok(resp)) => return Ok(resp),
-                Err(_) => return Err(UpstreamError::Timeout),
-                Ok(Err(e)) if e.is_connect() => {
-                    self.mark_down(index);
-                    tried += 1;
-                    if !retryable || tried >= n {
-                        return Err(UpstreamError::Unreachable);
+            let pooled = if fresh_only {
+                None
+            } else {
+                backend.idle.checkout().await
+            };
+            let reused = pooled.is_some();
+            let mut sender = match pooled {
+                Some(s) => s,
+                None => match self.connect(backend).await {
+                    Ok(s) => s,
+                    Err(ConnectFailed) => {
+                        self.mark_down(index);
+                        tried += 1;
+                        if tried >= n {
+                            return Err(UpstreamError::Unreachable);
+                        }
+                        index = self.pick(index + 1);
+                        fresh_only = false;
+                        continue;
                     }
-                    index = self.pick(index + 1);
+                },
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    if resp.body().is_end_stream() {
+                        backend.idle.put(sender);
+                        return Ok((resp, None));
+                    }
+                    let guard = PoolReturn {
+                        sender,
+                        pool: backend.idle.clone(),
+                    };
+                    return Ok((resp, Some(guard)));
                 }
-                Ok(Err(e)) => return Err(UpstreamError::Failed(e)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => {
+                        // The pooled connection was closed before the request was written.
+                        req = unsent;
+                        fresh_only = true;
+                    }
+                    _ => return Err(UpstreamError::Failed(e.into_error())),
+                },
             }
         }
+    }
+
+    async fn connect(
+        &self,
+        backend: &BackendState,
+    ) -> Result<SendRequest<ProxyBody>, ConnectFailed> {
+        let stream = match tokio::time::timeout(self.connect_timeout, backend.target.connect())
+            .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(backend = %backend.authority, error = %e, "backend connect failed");
+                return Err(ConnectFailed);
+            }
+            Err(_) => {
+                tracing::debug!(backend = %backend.authority, "backend connect timed out");
+                return Err(ConnectFailed);
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| ConnectFailed)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "backend connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 
     /// The first backend from `start` (round-robin) that is up, or `start`'s own when all are
@@ -165,5 +396,156 @@ impl Upstream {
             let until = b.down_until.load(Ordering::Relaxed);
             (&b.authority, until != 0 && now < until)
         })
+    }
+
+    /// Idle pooled connections per backend, in config order (closed ones not yet noticed
+    /// included).
+    pub fn idle_connections(&self) -> impl Iterator<Item = usize> + '_ {
+        self.backends.iter().map(|b| b.idle.len())
+    }
+}
+
+/// Cuts an absolute URI (HTTP/2 clients, absolute-form HTTP/1.1 requests) to origin-form.
+fn origin_form(uri: &mut Uri) {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return;
+    }
+    let pq = match uri.path_and_query() {
+        Some(pq) if !pq.as_str().is_empty() => pq.clone(),
+        _ => PathAndQuery::from_static("/"),
+    };
+    *uri = Uri::from(pq);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo;
+    use http_body_util::BodyExt;
+
+    async fn setup(upstream: &str) -> (demo::Backend, Upstream) {
+        let b = demo::Backend::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("backend");
+        let text = format!(
+            "[[listener]]\naddr = \"127.0.0.1:0\"\n[[backend]]\naddr = \"{}\"\n[upstream]\n{upstream}\n",
+            b.addr()
+        );
+        let config = Config::parse(&text, std::path::Path::new(".")).expect("config");
+        let up = Upstream::new(&config).expect("upstream");
+        (b, up)
+    }
+
+    fn get(path: &str) -> Request<ProxyBody> {
+        Request::builder()
+            .uri(path)
+            .header("host", "test")
+            .body(ProxyBody::empty())
+            .expect("request")
+    }
+
+    /// Sends, reads the whole body through `ProxyBody::Response`-like handling: the guard is
+    /// released at the end, as the body does it.
+    async fn fetch(up: &Upstream, path: &str) -> usize {
+        let (resp, guard) = up.send_pooled(get(path)).await.expect("response");
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        if let Some(g) = guard {
+            g.release();
+        }
+        body.len()
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_reuse_one_connection() {
+        let (b, up) = setup("").await;
+        for i in 0..20 {
+            let n = [0, 1, 1024, 100_000][i % 4];
+            assert_eq!(fetch(&up, &format!("/bytes?n={n}")).await, n);
+        }
+        assert_eq!(b.connections(), 1);
+        assert_eq!(up.idle_connections().collect::<Vec<_>>(), [1]);
+    }
+
+    #[tokio::test]
+    async fn idle_pool_is_bounded() {
+        let (b, up) = setup("max_idle_per_backend = 2").await;
+        // Five requests at once need five connections; only two stay idle.
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            held.push(up.send_pooled(get("/bytes?n=10")).await.expect("response"));
+        }
+        for (resp, guard) in held {
+            resp.into_body().collect().await.expect("body");
+            if let Some(g) = guard {
+                g.release();
+            }
+        }
+        assert_eq!(b.connections(), 5);
+        assert_eq!(up.idle_connections().collect::<Vec<_>>(), [2]);
+        for _ in 0..10 {
+            fetch(&up, "/").await;
+        }
+        assert_eq!(b.connections(), 5, "later requests use the idle ones");
+    }
+
+    #[tokio::test]
+    async fn no_pool_when_max_idle_is_zero() {
+        let (b, up) = setup("max_idle_per_backend = 0").await;
+        for _ in 0..4 {
+            fetch(&up, "/").await;
+        }
+        assert_eq!(b.connections(), 4);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_expire() {
+        let (b, up) = setup("pool_idle_timeout = \"50ms\"").await;
+        fetch(&up, "/").await;
+        fetch(&up, "/").await;
+        assert_eq!(b.connections(), 1);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        fetch(&up, "/").await;
+        assert_eq!(b.connections(), 2, "the expired connection was not reused");
+    }
+
+    #[tokio::test]
+    async fn unreleased_connection_is_not_reused() {
+        let (b, up) = setup("").await;
+        let (resp, guard) = up
+            .send_pooled(get("/bytes?n=10000000"))
+            .await
+            .expect("response");
+        assert!(guard.is_some());
+        let mut body = resp.into_body();
+        body.frame().await.expect("a frame").expect("data");
+        drop((body, guard));
+        fetch(&up, "/").await;
+        assert_eq!(b.connections(), 2);
+        fetch(&up, "/").await;
+        assert_eq!(b.connections(), 2);
+    }
+
+    #[test]
+    fn absolute_uris_become_origin_form() {
+        for (from, to) in [
+            ("http://example.com/a/b?c=d", "/a/b?c=d"),
+            ("https://example.com", "/"),
+            ("/already?x", "/already?x"),
+            ("*", "*"),
+        ] {
+            let mut uri: Uri = from.parse().expect("valid uri");
+            origin_form(&mut uri);
+            assert_eq!(uri.to_string(), to, "{from}");
+        }
+    }
+
+    #[test]
+    fn targets_parse_addresses_and_names() {
+        let t = |s: &str| Target::of(&s.parse::<Authority>().expect("authority"));
+        assert!(matches!(t("127.0.0.1:81"), Target::Addr(a) if a.port() == 81));
+        assert!(matches!(t("[::1]:82"), Target::Addr(a) if a.is_ipv6() && a.port() == 82));
+        assert!(matches!(t("localhost:83"), Target::Name(h, 83) if h == "localhost"));
+        assert!(matches!(t("10.0.0.1"), Target::Addr(a) if a.port() == 80));
     }
 }

@@ -1,0 +1,148 @@
+//! zgate's backend connection pool: idle connections are reused, a connection the backend
+//! closed while idle is replaced without failing a request, and a response dropped before its
+//! end does not give its connection back.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use zgate_tests::*;
+
+#[tokio::test]
+async fn idle_connections_are_reused() {
+    let b = backend().await;
+    let dir = TempDir::new("pool");
+    let text = config_text(&[b.addr()], "[upstream]\nmax_idle_per_backend = 2\n");
+    let z = proxy(config(&text, dir.path())).await;
+    for proto in [Proto::Http1, Proto::H2c] {
+        let mut c = Client::connect(addr(&z), proto).await;
+        for i in 0..30u64 {
+            let n = [0, 1, 1024, 200_000][i as usize % 4];
+            let resp = c.send(get(addr(&z), &format!("/bytes?n={n}"))).await;
+            assert_eq!(resp.status(), 200, "{proto:?}");
+            assert!(resp.body == pattern(n), "{proto:?} body of {n}");
+            let sent = noise(3000, i);
+            let resp = c
+                .send(request("POST", addr(&z), "/echo", sent.clone()))
+                .await;
+            assert!(resp.body == sent, "{proto:?} echo");
+        }
+    }
+    assert!(
+        b.connections() <= 2,
+        "{} backend connections for sequential requests",
+        b.connections()
+    );
+}
+
+/// A backend that answers one request per connection with keep-alive, then closes the
+/// connection `close_after` later (as a backend with a short keep-alive timeout does).
+async fn closing_backend(close_after: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind(loopback0()).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                if read_request(&mut s).await.is_some() {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    tokio::time::sleep(close_after).await;
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// Reads one request head and its `content-length` body.
+async fn read_request(s: &mut TcpStream) -> Option<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(())
+}
+
+#[tokio::test]
+async fn connection_closed_by_backend_while_idle_is_replaced() {
+    let (backend_addr, accepted) = closing_backend(Duration::from_millis(30)).await;
+    let dir = TempDir::new("pool");
+    let z = proxy(config(&config_text(&[backend_addr], ""), dir.path())).await;
+    let mut c = Client::connect(addr(&z), Proto::Http1).await;
+    for i in 0..8u64 {
+        let req = if i % 2 == 0 {
+            get(addr(&z), "/")
+        } else {
+            request("POST", addr(&z), "/", noise(5000, i))
+        };
+        let resp = c.send(req).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(resp.body, Bytes::from_static(b"ok"));
+        // The backend closes the pooled connection meanwhile.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(accepted.load(Ordering::Relaxed), 8);
+    assert_eq!(z.stats().backend_failed.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn response_dropped_midway_does_not_return_its_connection() {
+    let b = backend().await;
+    let dir = TempDir::new("pool");
+    let z = proxy(config(&config_text(&[b.addr()], ""), dir.path())).await;
+    // A client reads part of a large response and goes away.
+    let mut raw = TcpStream::connect(addr(&z)).await.expect("connect");
+    raw.write_all(b"GET /bytes?n=100000000 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = 0;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while got < 256 * 1024 {
+        let n = tokio::time::timeout(STEP, raw.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(n > 0, "response ended early");
+        got += n;
+    }
+    drop(raw);
+    // The next requests succeed on a new connection, which is then reused.
+    let mut c = Client::connect(addr(&z), Proto::Http1).await;
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let resp = c.send(get(addr(&z), "/bytes?n=1000")).await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.body == pattern(1000));
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+    assert_eq!(b.connections(), 2);
+}
