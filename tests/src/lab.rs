@@ -119,6 +119,24 @@ impl Lab {
     pub fn blocks(&self) -> Vec<BlockEntry> {
         self.server.limiter().blocks(self.server.clock().now())
     }
+
+    /// Asserts that no legitimate request failed; on failure the message also shows the block
+    /// list and what the limiter knows of each population client, so a failure explains itself.
+    pub fn assert_legit(&self, out: &Outcome, phase: &str) {
+        if out.failed.is_empty() && out.ok > 0 {
+            return;
+        }
+        let now = self.server.clock().now();
+        let clients: Vec<_> = population_ips()
+            .into_iter()
+            .filter_map(|ip| self.server.limiter().client(ip, now))
+            .collect();
+        eprintln!(
+            "{phase}: blocks {:#?}\npopulation as the limiter sees it: {clients:#?}",
+            self.blocks()
+        );
+        out.assert_clean(phase);
+    }
 }
 
 /// `127.0.a.b`.
@@ -453,6 +471,24 @@ pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&stream.to_be_bytes());
     f.extend_from_slice(payload);
     f
+}
+
+/// One write of a Rapid Reset attack: for `streams` new streams from `first_id` (odd), a GET
+/// HEADERS with END_STREAM immediately followed by RST_STREAM(CANCEL).
+pub fn rapid_reset_batch(first_id: u32, streams: u32, authority: &str) -> Vec<u8> {
+    let block = hpack_request(false, authority, true);
+    let mut out = Vec::with_capacity(streams as usize * (block.len() + 31));
+    for k in 0..streams {
+        let id = first_id + 2 * k;
+        out.extend(frame(
+            h2::HEADERS,
+            h2::END_HEADERS | h2::END_STREAM,
+            id,
+            &block,
+        ));
+        out.extend(frame(h2::RST_STREAM, 0, id, &8u32.to_be_bytes()));
+    }
+    out
 }
 
 impl RawH2 {

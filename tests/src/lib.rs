@@ -228,6 +228,34 @@ pub fn request(method: &str, addr: SocketAddr, path: &str, body: Bytes) -> Reque
         .expect("valid request")
 }
 
+/// A request body of unknown length (so HTTP/1.1 sends it chunked), produced chunk by chunk
+/// from an iterator: nothing of it is held beyond the chunk being sent.
+pub struct StreamedBody(Box<dyn Iterator<Item = Bytes> + Send>);
+
+impl StreamedBody {
+    /// A body of `chunks`, in order.
+    pub fn new(chunks: impl Iterator<Item = Bytes> + Send + 'static) -> Self {
+        StreamedBody(Box::new(chunks))
+    }
+}
+
+impl hyper::body::Body for StreamedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(
+            self.get_mut()
+                .0
+                .next()
+                .map(|b| Ok(hyper::body::Frame::data(b))),
+        )
+    }
+}
+
 /// `len` bytes of the demo backend's pattern.
 pub fn pattern(len: usize) -> Bytes {
     (0..len as u64).map(pattern_byte).collect()

@@ -91,7 +91,7 @@ async fn connection_flood_from_one_address_is_blocked() {
         seen
     })
     .await;
-    legit.assert_clean("during the connection flood");
+    lab.assert_legit(&legit, "during the connection flood");
     assert!(
         seen.cut + seen.refused > 0,
         "the attacker was never cut off: {seen:?}"
@@ -163,7 +163,7 @@ async fn post_flood_against_a_slow_endpoint_is_blocked() {
     let (legit, seen) =
         under_attack(lab.addr, 30, h2_concurrent(attacker, lab.addr, 100, true)).await;
     report(&lab, attacker, "post flood");
-    legit.assert_clean("during the POST flood");
+    lab.assert_legit(&legit, "during the POST flood");
     assert!(seen.cut > 0, "{seen:?}");
     assert_blocked_for(
         &lab,
@@ -183,7 +183,7 @@ async fn h2_concurrent_get_streams_against_a_slow_endpoint_are_blocked() {
     let (legit, seen) =
         under_attack(lab.addr, 30, h2_concurrent(attacker, lab.addr, 120, false)).await;
     report(&lab, attacker, "get streams");
-    legit.assert_clean("during the GET stream flood");
+    lab.assert_legit(&legit, "during the GET stream flood");
     assert!(seen.cut > 0, "{seen:?}");
     assert_blocked_for(&lab, attacker, &[Reason::Metric(Metric::Requests)]);
 }
@@ -243,19 +243,7 @@ async fn rapid_reset_is_blocked() {
         for _ in 0..30 {
             let authority = authority.clone();
             let seen = raw_h2_attack(attacker, to, 400, move |i| {
-                let mut out = Vec::new();
-                for k in 0..50u32 {
-                    let id = 2 * (i as u32 * 50 + k) + 1;
-                    let block = hpack_request(false, &authority, true);
-                    out.extend(frame(
-                        h2::HEADERS,
-                        h2::END_HEADERS | h2::END_STREAM,
-                        id,
-                        &block,
-                    ));
-                    out.extend(frame(h2::RST_STREAM, 0, id, &8u32.to_be_bytes()));
-                }
-                out
+                rapid_reset_batch(2 * (i as u32 * 50) + 1, 50, &authority)
             })
             .await;
             total.cut += seen.cut;
@@ -269,7 +257,7 @@ async fn rapid_reset_is_blocked() {
     };
     let (legit, seen) = under_attack(to, 30, attack).await;
     report(&lab, attacker, "rapid reset");
-    legit.assert_clean("during Rapid Reset");
+    lab.assert_legit(&legit, "during Rapid Reset");
     assert!(seen.cut > 0, "the connection was never closed: {seen:?}");
     assert_blocked_for(
         &lab,
@@ -326,7 +314,7 @@ async fn continuation_flood_is_cut_by_its_guard() {
     });
     let (legit, seen) = under_attack(to, 30, attack).await;
     report(&lab, attacker, "continuation");
-    legit.assert_clean("during the CONTINUATION flood");
+    lab.assert_legit(&legit, "during the CONTINUATION flood");
     assert!(seen.cut > 0, "{seen:?}");
     let entry = lab.block_of(attacker).expect("attacker blocked");
     assert_eq!(entry.reason, Some(Reason::Guard(Guard::Continuation)));
@@ -355,7 +343,7 @@ async fn tiny_data_frames_are_blocked_for_fragmentation() {
     });
     let (legit, seen) = under_attack(to, 30, attack).await;
     report(&lab, attacker, "tiny data");
-    legit.assert_clean("during the tiny DATA attack");
+    lab.assert_legit(&legit, "during the tiny DATA attack");
     assert!(seen.cut > 0, "{seen:?}");
     assert_blocked_for(&lab, attacker, &[Reason::Metric(Metric::Fragmentation)]);
 }
@@ -401,7 +389,7 @@ async fn http1_data_dribble_is_blocked_for_fragmentation() {
     };
     let (legit, seen) = under_attack(to, 30, attack).await;
     report(&lab, attacker, "dribble");
-    legit.assert_clean("during the HTTP/1 dribble");
+    lab.assert_legit(&legit, "during the HTTP/1 dribble");
     assert!(seen.cut > 0, "{seen:?}");
     assert_blocked_for(&lab, attacker, &[Reason::Metric(Metric::Fragmentation)]);
 }
@@ -415,7 +403,7 @@ async fn slow_readers_are_blocked_for_memory() {
     let attack = async move {
         let mut seen = Seen::default();
         let mut held = Vec::new();
-        for _ in 0..16 {
+        for _ in 0..24 {
             let Ok(mut s) = connect_from(attacker, to).await else {
                 seen.refused += 1;
                 continue;
@@ -448,7 +436,7 @@ async fn slow_readers_are_blocked_for_memory() {
     };
     let (legit, seen) = under_attack(to, 30, attack).await;
     report(&lab, attacker, "slow read");
-    legit.assert_clean("during the slow read");
+    lab.assert_legit(&legit, "during the slow read");
     assert!(seen.cut > 0, "{seen:?}");
     assert_blocked_for(&lab, attacker, &[Reason::Metric(Metric::Memory)]);
 }
@@ -475,7 +463,7 @@ async fn ping_flood_is_blocked() {
     let attacker = ip(9, 9);
     let (legit, seen) = control_flood(h2::PING, attacker, &lab).await;
     report(&lab, attacker, "ping");
-    legit.assert_clean("during the PING flood");
+    lab.assert_legit(&legit, "during the PING flood");
     assert!(seen.cut > 0, "{seen:?}");
     assert_blocked_for(
         &lab,
@@ -491,7 +479,7 @@ async fn settings_flood_is_blocked() {
     let attacker = ip(9, 10);
     let (legit, seen) = control_flood(h2::SETTINGS, attacker, &lab).await;
     report(&lab, attacker, "settings");
-    legit.assert_clean("during the SETTINGS flood");
+    lab.assert_legit(&legit, "during the SETTINGS flood");
     assert!(seen.cut > 0, "{seen:?}");
     assert_blocked_for(
         &lab,
@@ -546,14 +534,14 @@ async fn slowloris_is_cut_by_the_header_deadline_and_blocked_from_one_address() 
     // One trickling connection: too little to block anyone; the header deadline cuts it.
     let lone = ip(9, 11);
     let (legit, seen) = under_attack(lab.addr, 30, slowloris(lone, lab.addr, 1)).await;
-    legit.assert_clean("during a lone slowloris");
+    lab.assert_legit(&legit, "during a lone slowloris");
     assert_eq!(seen.cut, 1, "the header deadline cut the trickle: {seen:?}");
     assert!(!lab.is_blocked(lone), "{:?}", lab.block_of(lone));
     // Many from one address: blocked for connections.
     let attacker = ip(9, 12);
     let (legit, seen) = under_attack(lab.addr, 30, slowloris(attacker, lab.addr, 80)).await;
     report(&lab, attacker, "slowloris");
-    legit.assert_clean("during slowloris");
+    lab.assert_legit(&legit, "during slowloris");
     assert!(
         seen.cut + seen.refused >= 80,
         "every trickle was cut: {seen:?}"
@@ -568,7 +556,7 @@ async fn a_trickled_head_is_blocked_for_fragmentation() {
     let attacker = ip(9, 14);
     let (legit, seen) = under_attack(lab.addr, 30, slowloris(attacker, lab.addr, 1)).await;
     report(&lab, attacker, "trickled head");
-    legit.assert_clean("during a trickled head");
+    lab.assert_legit(&legit, "during a trickled head");
     assert_eq!(seen.cut, 1, "{seen:?}");
     assert_blocked_for(&lab, attacker, &[Reason::Metric(Metric::Fragmentation)]);
 }
@@ -606,7 +594,7 @@ async fn monitor_mode_records_would_block_and_enforces_nothing() {
         (opened, alive)
     })
     .await;
-    legit.assert_clean("monitor mode");
+    lab.assert_legit(&legit, "monitor mode");
     assert_eq!(opened, 100);
     assert_eq!(alive, 100, "monitor mode cut connections");
     assert!(

@@ -108,8 +108,8 @@ async fn a_gibibyte_streams_each_way_without_sitting_in_memory() {
     // Upload: 1 GiB generated on the fly, in 256 KiB frames, to a backend that discards it.
     let chunk = noise(256 * 1024, 3);
     let frames = (0..GIB / chunk.len() as u64).map(move |_| chunk.clone());
-    let body = ChunkBody(Box::new(frames));
-    let mut up: Client<ChunkBody> = Client::connect(a, Proto::Http1).await;
+    let body = StreamedBody::new(frames);
+    let mut up: Client<StreamedBody> = Client::connect(a, Proto::Http1).await;
     let req = http::Request::builder()
         .method("POST")
         .uri(format!("http://{a}/discard"))
@@ -129,23 +129,4 @@ async fn a_gibibyte_streams_each_way_without_sitting_in_memory() {
         "zgate peaked at {} MiB while streaming",
         peak >> 20
     );
-}
-
-/// A body of unknown length produced frame by frame.
-struct ChunkBody(Box<dyn Iterator<Item = Bytes> + Send>);
-
-impl hyper::body::Body for ChunkBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(
-            self.get_mut()
-                .0
-                .next()
-                .map(|b| Ok(hyper::body::Frame::data(b))),
-        )
-    }
 }

@@ -81,11 +81,8 @@ async fn chunked_request_bodies_are_forwarded_whole() {
     // A body of unknown length: hyper sends it chunked.
     let parts: Vec<Bytes> = (0..50).map(|i| noise(997 + i * 13, i as u64)).collect();
     let whole: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
-    let frames = parts
-        .into_iter()
-        .map(|p| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(p)));
-    // Yields frames one by one with no length: hyper sends the body chunked.
-    let body = IterBody(frames);
+    // Yields chunks one by one with no length: hyper sends the body chunked.
+    let body = StreamedBody::new(parts.into_iter());
     let mut c: Client<_> = Client::connect(a, Proto::Http1).await;
     let req = http::Request::builder()
         .method("POST")
@@ -98,23 +95,6 @@ async fn chunked_request_bodies_are_forwarded_whole() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.body.len(), whole.len());
     assert!(resp.body == whole);
-}
-
-/// A body made of an iterator's frames, with no known length.
-struct IterBody<I>(I);
-
-impl<I: Iterator + Unpin> hyper::body::Body for IterBody<I>
-where
-    I::Item: Into<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>,
-{
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(self.get_mut().0.next().map(Into::into))
-    }
 }
 
 #[tokio::test]
