@@ -7,8 +7,10 @@
 //! instant each became idle, newest at the back. The lock is held only to push or pop.
 //!
 //! - **Checkout**: pop the newest idle sender (LIFO keeps few connections warm and lets old
-//!   ones age out at the front). One idle longer than `upstream.pool_idle_timeout` means all
-//!   older ones are too: the whole list is dropped (closing them). A closed sender is dropped
+//!   ones age out at the front), preferring a ready one among the newest four (the newest may
+//!   still be finishing its previous exchange on another thread). One idle longer than
+//!   `upstream.pool_idle_timeout` means all older ones are too: they are dropped (closing
+//!   them). A closed sender is dropped
 //!   and the next one tried. A sender that is open but not ready yet (its connection task has
 //!   not looped back to idle after the previous response) is awaited for at most
 //!   [`READY_WAIT`], then dropped.
@@ -52,6 +54,9 @@ use crate::body::ProxyBody;
 /// How long a checkout waits for an idle connection that is open but not ready yet (it was
 /// given back at the end of its response body and its task is finishing the exchange).
 pub const READY_WAIT: Duration = Duration::from_millis(100);
+
+/// How many of the newest idle connections a checkout looks at for one that is ready.
+const READY_SCAN: usize = 4;
 
 /// Why a request got no response from any backend.
 #[derive(Debug)]
@@ -159,10 +164,18 @@ impl IdlePool {
         loop {
             let (idle, stale) = {
                 let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-                let idle = conns.pop_back()?;
+                // Prefer a ready one among the newest few: the very newest may still be
+                // finishing its previous exchange on another thread.
+                let len = conns.len();
+                let ready = (len.saturating_sub(READY_SCAN)..len)
+                    .rev()
+                    .find(|&i| conns[i].sender.is_ready());
+                let i = ready.unwrap_or(len.checked_sub(1)?);
+                let idle = conns.remove(i)?;
                 if idle.since.elapsed() >= self.idle_timeout {
-                    // Every older one is expired too.
-                    (None, Some(std::mem::take(&mut *conns)))
+                    // Every older one is expired too (a rare path: allocating is fine).
+                    let newer = conns.split_off(i);
+                    (None, Some(std::mem::replace(&mut *conns, newer)))
                 } else {
                     (Some(idle), None)
                 }
