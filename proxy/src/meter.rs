@@ -7,7 +7,7 @@
 //! changes nothing.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -37,7 +37,16 @@ pub struct Meter {
     cpu_pending: AtomicU64,
     /// When CPU time was last charged, on the limiter's clock, ns.
     cpu_charged_at: AtomicU64,
+    /// Memory changes of this connection not yet reported to the limiter, net bytes.
+    mem_unreported: AtomicI64,
 }
+
+/// Memory changes are reported to the limiter once they add up to this many bytes either way.
+/// The client's counters are shared by all its connections (and, for a NAT or a load
+/// generator, by many of them on every core): a small request's per-stream cost and response
+/// bytes come and go without touching them. A client's memory is thus seen to within this much
+/// per connection, on top of the exact per-connection cost.
+const MEM_GRANULARITY: i64 = 16 * 1024;
 
 /// CPU time is charged to the limiter in batches: when this much has accumulated...
 const CPU_BATCH_NS: u64 = 50_000;
@@ -68,6 +77,7 @@ impl Meter {
             requests: AtomicU64::new(0),
             cpu_pending: AtomicU64::new(0),
             cpu_charged_at: AtomicU64::new(0),
+            mem_unreported: AtomicI64::new(0),
         });
         let v = meter
             .conn
@@ -171,7 +181,7 @@ impl Meter {
         let now = self.now();
         let (request, v) = self.conn.request_started(idempotent, now);
         let stream_cost = self.limits.memory_per_stream;
-        let mem = self.conn.memory_grew(stream_cost, now);
+        let mem = self.memory_changed(stream_cost as i64);
         self.requests.fetch_add(1, Ordering::Relaxed);
         let guard = InFlightRequest {
             _request: request,
@@ -200,8 +210,24 @@ impl Meter {
     /// `n` response bytes arrived from the backend for this client.
     pub fn response_received(&self, n: usize) {
         self.held_out.fetch_add(n as u64, Ordering::Relaxed);
-        let v = self.conn.memory_grew(n as u64, self.now());
+        let v = self.memory_changed(n as i64);
         self.verdict(v);
+    }
+
+    /// Records a change of the bytes held for this connection, reporting it to the limiter
+    /// when the unreported total reaches [`MEM_GRANULARITY`] either way.
+    fn memory_changed(&self, delta: i64) -> Verdict {
+        let net = self.mem_unreported.fetch_add(delta, Ordering::Relaxed) + delta;
+        if net.abs() < MEM_GRANULARITY {
+            return Verdict::Allow;
+        }
+        match self.mem_unreported.swap(0, Ordering::Relaxed) {
+            n if n > 0 => self.conn.memory_grew(n as u64, self.now()),
+            n => {
+                self.conn.memory_shrank(n.unsigned_abs());
+                Verdict::Allow
+            }
+        }
     }
 
     /// `n` bytes were written to the client: what was held for it is released (response heads
@@ -213,14 +239,14 @@ impl Meter {
         }
         let released = take(&self.held_out, n as u64);
         if released > 0 {
-            self.conn.memory_shrank(released);
+            self.memory_changed(-(released as i64));
         }
     }
 
     /// `n` request body bytes were read from the client (HTTP/2 DATA payload).
     pub fn request_received(&self, n: usize) {
         self.held_in.fetch_add(n as u64, Ordering::Relaxed);
-        let v = self.conn.memory_grew(n as u64, self.now());
+        let v = self.memory_changed(n as i64);
         self.verdict(v);
     }
 
@@ -228,7 +254,7 @@ impl Meter {
     pub fn request_forwarded(&self, n: usize) {
         let released = take(&self.held_in, n as u64);
         if released > 0 {
-            self.conn.memory_shrank(released);
+            self.memory_changed(-(released as i64));
         }
     }
 
@@ -265,13 +291,13 @@ pub struct InFlightRequest {
 impl Drop for InFlightRequest {
     fn drop(&mut self) {
         let m = &self.meter;
-        m.conn.memory_shrank(self.stream_cost);
+        m.memory_changed(-(self.stream_cost as i64));
         if m.requests.fetch_sub(1, Ordering::Relaxed) == 1 {
             // No request left: request bytes still counted as held belonged to streams that
             // were reset or refused, and hyper has dropped them.
             let stale = m.held_in.swap(0, Ordering::Relaxed);
             if stale > 0 {
-                m.conn.memory_shrank(stale);
+                m.memory_changed(-(stale as i64));
             }
         }
     }
