@@ -40,9 +40,9 @@ fn publish(core: &Core) {
     let c = |name: &'static str, v: &std::sync::atomic::AtomicU64| {
         counter!(name).absolute(Stats::get(v));
     };
-    c("zgate_requests_total", &s.requests);
-    for (class, v) in STATUS_CLASSES.iter().zip(&s.responses) {
-        counter!("zgate_responses_total", "class" => *class).absolute(Stats::get(v));
+    counter!("zgate_requests_total").absolute(s.requests());
+    for (i, class) in STATUS_CLASSES.iter().enumerate() {
+        counter!("zgate_responses_total", "class" => *class).absolute(s.responses(i));
     }
     c("zgate_connections_accepted_total", &s.connections_accepted);
     c("zgate_connections_refused_total", &s.connections_refused);

@@ -56,7 +56,7 @@ pub struct ConnInfo {
 pub async fn handle(conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
     let shared = &*conn.shared;
     let _in_flight = conn.activity.request_started();
-    shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+    shared.stats.request();
     let access_log = shared.access_log.load(Ordering::Relaxed);
     let started = access_log.then(Instant::now);
     let log_method = access_log.then(|| req.method().clone());

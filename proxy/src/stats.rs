@@ -1,17 +1,22 @@
 //! The proxy's own traffic counters: plain relaxed atomics, one `fetch_add` per event, read at
 //! scrape time by the `/metrics` endpoint (see `metrics.rs`). Never labelled by client.
+//!
+//! The two counted on every request (requests, responses by class) are sharded per thread, each
+//! shard on its own cache line: workers on different cores never write the same line, and a
+//! scrape sums the shards. The rest are rare events and stay single atomics.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam_utils::CachePadded;
 
 use http::StatusCode;
 
 /// Counters of everything the proxy served since it started. All counts only grow.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Stats {
-    /// Requests received from clients (every request handled, blocked ones included).
-    pub requests: AtomicU64,
-    /// Responses sent to clients by status class: index 0 = 1xx ... 4 = 5xx.
-    pub responses: [AtomicU64; 5],
+    /// Requests received and responses sent, per thread: see [`Stats::requests`] and
+    /// [`Stats::responses`].
+    hot: Box<[CachePadded<HotShard>]>,
     /// Client connections accepted (before the limiter's word).
     pub connections_accepted: AtomicU64,
     /// Client connections refused at accept (blocked client, guard, full table).
@@ -32,10 +37,77 @@ pub struct Stats {
     pub reload_failures: AtomicU64,
 }
 
+/// The per-request counters of one thread.
+#[derive(Debug, Default)]
+struct HotShard {
+    requests: AtomicU64,
+    responses: [AtomicU64; 5],
+}
+
+/// Shards of the per-request counters; threads beyond this share them (still correct).
+const HOT_SHARDS: usize = 16;
+
+thread_local! {
+    /// This thread's shard, assigned round-robin on first use.
+    static SHARD: usize = {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) % HOT_SHARDS
+    };
+}
+
 /// The status class names, in [`Stats::responses`] order.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            hot: (0..HOT_SHARDS).map(|_| CachePadded::default()).collect(),
+            connections_accepted: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            backend_unreachable: AtomicU64::new(0),
+            backend_timeout: AtomicU64::new(0),
+            backend_failed: AtomicU64::new(0),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+        }
+    }
+}
+
 impl Stats {
+    fn shard(&self) -> &HotShard {
+        let i = SHARD.with(|i| *i);
+        &self.hot[i % self.hot.len()]
+    }
+
+    /// Counts a request received from a client (every request handled, blocked ones
+    /// included).
+    #[inline]
+    pub fn request(&self) {
+        self.shard().requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> u64 {
+        self.hot
+            .iter()
+            .map(|s| s.requests.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Responses sent so far in status class `class` (index into [`STATUS_CLASSES`]).
+    pub fn responses(&self, class: usize) -> u64 {
+        self.hot
+            .iter()
+            .map(|s| {
+                s.responses
+                    .get(class)
+                    .map_or(0, |c| c.load(Ordering::Relaxed))
+            })
+            .sum()
+    }
+
     /// Counts one event on `counter`.
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
@@ -46,7 +118,7 @@ impl Stats {
     #[inline]
     pub fn response(&self, status: StatusCode) {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        self.responses[class].fetch_add(1, Ordering::Relaxed);
+        self.shard().responses[class].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts the bytes of a connection that ended.
@@ -73,8 +145,29 @@ mod tests {
         s.response(StatusCode::NO_CONTENT);
         s.response(StatusCode::BAD_GATEWAY);
         s.response(StatusCode::CONTINUE);
-        assert_eq!(Stats::get(&s.responses[1]), 2);
-        assert_eq!(Stats::get(&s.responses[4]), 1);
-        assert_eq!(Stats::get(&s.responses[0]), 1);
+        assert_eq!(s.responses(1), 2);
+        assert_eq!(s.responses(4), 1);
+        assert_eq!(s.responses(0), 1);
+    }
+
+    #[test]
+    fn shards_of_all_threads_add_up() {
+        let s = std::sync::Arc::new(Stats::default());
+        let threads: Vec<_> = (0..20)
+            .map(|_| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        s.request();
+                        s.response(StatusCode::OK);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(s.requests(), 20_000);
+        assert_eq!(s.responses(1), 20_000);
     }
 }
