@@ -294,7 +294,12 @@ impl Upstream {
     ) -> Result<(Response<Incoming>, Option<PoolReturn>), UpstreamError> {
         origin_form(req.uri_mut());
         let n = self.backends.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // One backend needs no turn-taking: skip the counter every core would write.
+        let start = if n == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        };
         let mut index = self.pick(start);
         let mut tried = 0;
         let mut fresh_only = false;
