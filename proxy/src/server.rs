@@ -54,6 +54,8 @@ pub struct Server {
     core: Arc<Core>,
     ticker: JoinHandle<()>,
     admin: Option<AdminHandle>,
+    /// The thread the listeners accept on; dropped with the server.
+    _accept_thread: AcceptThread,
 }
 
 /// What the server, the reload and the admin API share.
@@ -78,6 +80,50 @@ pub(crate) struct Core {
     pub(crate) persist: Persist,
     /// The Prometheus exporter of `/metrics`.
     pub(crate) exporter: Exporter,
+    /// The runtime the accept loops run on: a thread of their own (see [`AcceptThread`]).
+    accept_rt: tokio::runtime::Handle,
+    /// The runtime connections are served on (the one `Server::start` was called in).
+    workers: tokio::runtime::Handle,
+}
+
+/// A thread of its own for the accept loops, with a single-threaded runtime.
+///
+/// On the workers' runtime an accept loop waits its turn behind the connection tasks; under
+/// load, a blocked client's new connections then sit in the accept queue while the kernel
+/// takes its data, and an attacker reconnecting in a loop costs the proxy far more than the
+/// RST it gets. Here a new connection is accepted as soon as epoll reports it: a blocked
+/// client is reset at once on this thread, and an admitted connection moves to the workers'
+/// runtime (its socket re-registered there).
+struct AcceptThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl AcceptThread {
+    fn start() -> Result<(AcceptThread, tokio::runtime::Handle), StartError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StartError(format!("cannot start the accept thread: {e}")))?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("zgate-accept".into())
+            .spawn(move || {
+                // Returns when the server is dropped; dropping the runtime then drops the
+                // accept loops and closes their listeners.
+                let _ = rt.block_on(stopped);
+            })
+            .map_err(|e| StartError(format!("cannot start the accept thread: {e}")))?;
+        Ok((AcceptThread { stop: Some(stop) }, handle))
+    }
+}
+
+impl Drop for AcceptThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }
 
 /// One bound listener.
@@ -140,7 +186,10 @@ impl Server {
             stats: Stats::default(),
         });
         let (phase, _) = watch::channel(Phase::Running);
+        let (accept_thread, accept_rt) = AcceptThread::start()?;
         let core = Arc::new(Core {
+            accept_rt,
+            workers: tokio::runtime::Handle::current(),
             shared,
             settings: ArcSwap::from_pointee(ConnSettings {
                 timeouts: config.timeouts.clone(),
@@ -176,6 +225,7 @@ impl Server {
             core,
             ticker,
             admin,
+            _accept_thread: accept_thread,
         })
     }
 
@@ -359,7 +409,19 @@ impl Core {
         acceptor: Option<TlsAcceptor>,
     ) -> Bound {
         let tls = Arc::new(ArcSwapOption::from(acceptor.map(Arc::new)));
-        let task = tokio::spawn(accept_loop(listener, tls.clone(), self.clone()));
+        // The listener was registered with this runtime's reactor: hand it to the accept
+        // thread's (epoll registration follows the runtime that polls it).
+        let core = self.clone();
+        let loop_tls = tls.clone();
+        let task = self.accept_rt.spawn(async move {
+            let listener = listener.into_std().and_then(TcpListener::from_std);
+            match listener {
+                Ok(l) => accept_loop(l, loop_tls, core).await,
+                Err(e) => {
+                    tracing::error!(addr = %local, error = %e, "cannot accept on the listener")
+                }
+            }
+        });
         Bound {
             config_addr,
             local,
@@ -509,18 +571,36 @@ async fn accept_loop(listener: TcpListener, tls: Arc<ArcSwapOption<TlsAcceptor>>
             Stats::add(&shared.stats.connections_refused, 1);
             continue;
         };
+        // Serve it on the workers' runtime: move the socket's registration there.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(client = %peer, error = %e, "cannot hand the connection over");
+                continue;
+            }
+        };
         let guard = ConnGuard::new(core.conns.clone());
         let acceptor = tls.load_full().map(|a| TlsAcceptor::clone(&a));
-        let task = serve(
-            shared.clone(),
-            core.settings.load_full(),
-            stream,
-            peer,
-            acceptor,
-            meter.clone(),
-            core.phase.subscribe(),
-        );
-        tokio::spawn(async move {
+        let settings = core.settings.load_full();
+        let phase = core.phase.subscribe();
+        let shared = shared.clone();
+        core.workers.spawn(async move {
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(client = %peer, error = %e, "cannot register the connection");
+                    return;
+                }
+            };
+            let task = serve(
+                shared,
+                settings,
+                stream,
+                peer,
+                acceptor,
+                meter.clone(),
+                phase,
+            );
             Timed::new(task, meter).await;
             drop(guard);
         });
