@@ -27,6 +27,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+use crate::body::ProxyBody;
 use tokio::task::JoinHandle;
 
 /// The pattern `/bytes` streams: byte `i` of the body is `i % 251`.
@@ -102,7 +104,7 @@ async fn route(req: Request<Incoming>) -> Result<Response<DemoBody>, Infallible>
     let query = req.uri().query().unwrap_or("");
     let resp = match path {
         "/" => text(StatusCode::OK, "hello from the zgate demo backend\n".into()),
-        "/echo" => Response::new(DemoBody::Incoming(req.into_body())),
+        "/echo" => Response::new(DemoBody::Proxy(ProxyBody::Incoming(req.into_body()))),
         "/discard" => {
             let mut body = req.into_body();
             let mut total = 0u64;
@@ -149,7 +151,7 @@ async fn route(req: Request<Incoming>) -> Result<Response<DemoBody>, Infallible>
 }
 
 fn text(status: StatusCode, body: String) -> Response<DemoBody> {
-    let mut resp = Response::new(DemoBody::Full(Some(Bytes::from(body))));
+    let mut resp = Response::new(DemoBody::Proxy(ProxyBody::full(body)));
     *resp.status_mut() = status;
     resp
 }
@@ -163,12 +165,9 @@ fn param(query: &str, name: &str) -> Option<u64> {
 }
 
 /// The demo backend's response bodies.
-#[derive(Debug)]
 pub enum DemoBody {
-    /// Echoed request body.
-    Incoming(Incoming),
-    /// A fixed body.
-    Full(Option<Bytes>),
+    /// An echoed request body, or a fixed one: the proxy's own body type serves.
+    Proxy(ProxyBody),
     /// `len` bytes of the pattern, `sent` so far.
     Pattern {
         /// Bytes produced so far.
@@ -187,8 +186,7 @@ impl Body for DemoBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            DemoBody::Incoming(b) => Pin::new(b).poll_frame(cx),
-            DemoBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            DemoBody::Proxy(b) => Pin::new(b).poll_frame(cx),
             DemoBody::Pattern { sent, len } => {
                 if *sent >= *len {
                     return Poll::Ready(None);
@@ -204,16 +202,14 @@ impl Body for DemoBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            DemoBody::Incoming(b) => b.is_end_stream(),
-            DemoBody::Full(b) => b.is_none(),
+            DemoBody::Proxy(b) => b.is_end_stream(),
             DemoBody::Pattern { sent, len } => sent >= len,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            DemoBody::Incoming(b) => b.size_hint(),
-            DemoBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            DemoBody::Proxy(b) => b.size_hint(),
             DemoBody::Pattern { sent, len } => SizeHint::with_exact(len - sent),
         }
     }
