@@ -154,13 +154,10 @@ impl Connection {
     /// Updates the client's CPU EMA and scores it as metric `cpu`.
     pub fn cpu_spent(&self, cpu_ns: u64, now: Nanos) -> Verdict {
         let now = now.0;
-        if self.client.is_blocked(now) {
-            return self.blocked();
-        }
-        let st = self.shared.state();
-        if st.mode == Mode::Disabled {
-            return Verdict::Allow;
-        }
+        let st = match self.scoring(now) {
+            Ok(st) => st,
+            Err(v) => return v,
+        };
         let half_life = self.shared.cpu_half_life_ns.load(Ordering::Relaxed);
         let ppm = self.client.charge_cpu(cpu_ns, now, half_life);
         self.observe(Metric::Cpu, ppm, st, now)
@@ -173,13 +170,10 @@ impl Connection {
     /// disabled mode.
     pub fn chunk(&self, message: &mut Fragments, len: usize, now: Nanos) -> Verdict {
         let now = now.0;
-        if self.client.is_blocked(now) {
-            return self.blocked();
-        }
-        let st = self.shared.state();
-        if st.mode == Mode::Disabled {
-            return Verdict::Allow;
-        }
+        let st = match self.scoring(now) {
+            Ok(st) => st,
+            Err(v) => return v,
+        };
         let Some(score) = message.chunk(len) else {
             return Verdict::Allow;
         };
@@ -205,6 +199,20 @@ impl Connection {
     /// expiry).
     pub fn close(self, now: Nanos) {
         self.client.touch(now.0);
+    }
+
+    /// The state to score an event in, or the verdict without scoring: `Block` for a blocked
+    /// client, `Allow` in disabled mode.
+    #[inline]
+    fn scoring(&self, now: u64) -> Result<State, Verdict> {
+        if self.client.is_blocked(now) {
+            return Err(self.blocked());
+        }
+        let st = self.shared.state();
+        if st.mode == Mode::Disabled {
+            return Err(Verdict::Allow);
+        }
+        Ok(st)
     }
 
     /// Records `x` as an observation of `m` and, in defence or monitor, scores it.
