@@ -6,7 +6,8 @@
 //! - `POST /echo` (any method): the request body, streamed back as it arrives.
 //! - `POST /discard`: reads the whole body and answers with its length in bytes.
 //! - `GET /bytes?n=N`: N bytes of a fixed pattern (byte `i` is `i % 251`), streamed.
-//! - `GET /slow?ms=N`: waits N milliseconds, then answers.
+//! - `GET /slow?ms=N` (any method): reads the request body, waits N milliseconds, then
+//!   answers `slept N ms`.
 //! - `GET /headers`: the request headers as text, one `name: value` per line.
 //! - `GET /status/NNN`: an empty response with that status.
 
@@ -122,6 +123,10 @@ async fn route(req: Request<Incoming>) -> Result<Response<DemoBody>, Infallible>
         },
         "/slow" => {
             let ms = param(query, "ms").unwrap_or(1000);
+            // Read the request body first (a POST here keeps its connection reusable).
+            if req.into_body().collect().await.is_err() {
+                return Ok(text(StatusCode::BAD_REQUEST, "body failed\n".into()));
+            }
             tokio::time::sleep(Duration::from_millis(ms)).await;
             text(StatusCode::OK, format!("slept {ms} ms\n"))
         }

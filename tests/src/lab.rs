@@ -6,7 +6,8 @@
 //!   POST and a 64 KiB upload;
 //! - 6 HTTP/2 browsers (`127.0.1.7-12`), one connection, 4 concurrent GETs, a POST, an upload;
 //! - 7 API clients (`127.0.2.1-7`), 3 concurrent connections of JSON-sized POSTs, an upload;
-//! - 1 NAT-like client (`127.0.3.1`) with 24 concurrent connections.
+//! - 1 NAT-like client (`127.0.3.1`) with 24 concurrent connections, ending each round with
+//!   24 simultaneous POSTs to a 100 ms endpoint.
 //!
 //! Attackers use `127.0.9.N`.
 
@@ -343,20 +344,31 @@ async fn api(who: IpAddr, to: SocketAddr, t: &Tally) {
 }
 
 async fn nat(who: IpAddr, to: SocketAddr, t: &Tally) {
+    // Its 24 POSTs start together and take 100 ms each, so every round (training included)
+    // reaches the same maxima of in-flight requests: a legitimate client whose training
+    // maximum fell short of what it can do would look new in defence.
+    let barrier = tokio::sync::Barrier::new(24);
+    let barrier = &barrier;
     let mut tasks = Vec::new();
     for k in 0..24u64 {
         tasks.push(async move {
             let mut c = match client_from(who, to, false).await {
                 Ok(c) => c,
-                Err(e) => return t.fail(who, "connect", e),
+                Err(e) => {
+                    t.fail(who, "connect", e);
+                    // Still meet the others, or they would wait forever.
+                    barrier.wait().await;
+                    return;
+                }
             };
             for _ in 0..2 {
                 let r = send(&mut c, get(to, "/bytes?n=1024")).await;
                 t.check(who, "GET", r, &crate::pattern(1024));
             }
+            barrier.wait().await;
             let form = noise(200, k);
-            let r = send(&mut c, request("POST", to, "/echo", form.clone())).await;
-            t.check(who, "POST", r, &form);
+            let r = send(&mut c, request("POST", to, "/slow?ms=100", form)).await;
+            t.check(who, "POST", r, b"slept 100 ms\n");
             if k == 0 {
                 upload(&mut c, who, to, t).await;
             }
