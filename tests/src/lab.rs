@@ -27,7 +27,9 @@ use crate::{backend, config, config_text, get, noise, request, Client, TempDir};
 /// The `[limits]` the lab runs with: z = 6 for every metric (a population of 20 can put no
 /// client above z = 19/sqrt(20) = 4.25 in training, so the margin is 1.75 standard deviations
 /// for a legitimate client that grows a little in defence), a CPU floor of 5% of a core (the
-/// machine is shared: poll times include preemption), and defaults otherwise.
+/// machine is shared: poll times include preemption), a memory floor of 128 KiB (memory reaches
+/// the limiter in 16 KiB steps per connection, so the NAT-like client with 24 connections moves
+/// by several steps from round to round), and defaults otherwise.
 pub const LAB_LIMITS: &str = "\
 [limits]
 mode = \"disabled\"
@@ -43,6 +45,7 @@ cpu = 6.0
 fragmentation = 6.0
 [limits.min_std]
 cpu = 50000.0
+memory = 131072.0
 ";
 
 /// A proxy in front of a demo backend, with its limiter at hand.
@@ -83,7 +86,7 @@ impl Lab {
     /// Trains on `rounds` of the population (all must succeed), then switches to `then`.
     pub async fn train(&self, rounds: usize, then: Mode) {
         self.set_mode(Mode::Training);
-        let out = population(self.addr, rounds).await;
+        let out = self.rounds(rounds).await;
         out.assert_clean("training");
         self.set_mode(then);
         let model = self
@@ -114,6 +117,41 @@ impl Lab {
     pub fn is_blocked(&self, ip: IpAddr) -> bool {
         let now = self.server.clock().now();
         self.server.limiter().is_blocked(ip, now)
+    }
+
+    /// Waits (at most 10 s; nothing is asserted on time) until the proxy has closed every
+    /// connection of the population. A client's connections from one round would otherwise
+    /// still be closing on a busy server when it opens the next round's, and its connection
+    /// count would depend on the server's load: training and defence must see the same
+    /// rounds.
+    pub async fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let limiter = self.server.limiter();
+        while Instant::now() < deadline {
+            let now = self.server.clock().now();
+            let open = population_ips().into_iter().any(|ip| {
+                limiter
+                    .client(ip, now)
+                    .is_some_and(|c| c.current[zgate_limiter::Metric::Connections.index()] > 0)
+            });
+            if !open {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// `n` rounds of the population, each starting once the previous one's connections are
+    /// closed.
+    pub async fn rounds(&self, n: usize) -> Outcome {
+        let mut total = Outcome::default();
+        for _ in 0..n {
+            let out = population(self.addr, 1).await;
+            total.ok += out.ok;
+            total.failed.extend(out.failed);
+            self.settle().await;
+        }
+        total
     }
 
     /// Every block entry now.
@@ -393,7 +431,7 @@ pub async fn futures_join<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
 
 /// Runs the population concurrently with `attack`, repeating population rounds until the
 /// attack is over (at most `max_rounds`), and returns both results.
-pub async fn under_attack<A, T>(to: SocketAddr, max_rounds: usize, attack: A) -> (Outcome, T)
+pub async fn under_attack<A, T>(lab: &Lab, max_rounds: usize, attack: A) -> (Outcome, T)
 where
     A: std::future::Future<Output = T> + Send + 'static,
     T: Send + 'static,
@@ -401,7 +439,7 @@ where
     let attack = tokio::spawn(attack);
     let mut total = Outcome::default();
     for _ in 0..max_rounds {
-        let out = population(to, 1).await;
+        let out = lab.rounds(1).await;
         total.ok += out.ok;
         total.failed.extend(out.failed);
         if attack.is_finished() {
@@ -409,7 +447,7 @@ where
         }
     }
     // One more round after the attack, so the population is seen working after the block.
-    let out = population(to, 1).await;
+    let out = lab.rounds(1).await;
     total.ok += out.ok;
     total.failed.extend(out.failed);
     let result = attack.await.expect("attack task");

@@ -48,7 +48,7 @@ async fn population_in_defence_is_never_blocked() {
     let _s = SERIAL.lock().await;
     let lab = trained("").await;
     for round in 0..5 {
-        population(lab.addr, 1)
+        lab.rounds(1)
             .await
             .assert_clean(&format!("defence round {round}"));
     }
@@ -67,7 +67,7 @@ async fn connection_flood_from_one_address_is_blocked() {
     let lab = trained("").await;
     let attacker = ip(9, 1);
     let to = lab.addr;
-    let (legit, seen) = under_attack(to, 30, async move {
+    let (legit, seen) = under_attack(&lab, 30, async move {
         let mut seen = Seen::default();
         let mut open = Vec::new();
         let deadline = attack_deadline();
@@ -169,8 +169,7 @@ async fn post_flood_against_a_slow_endpoint_is_blocked() {
     let _s = SERIAL.lock().await;
     let lab = trained("").await;
     let attacker = ip(9, 2);
-    let (legit, seen) =
-        under_attack(lab.addr, 30, h2_concurrent(attacker, lab.addr, 100, true)).await;
+    let (legit, seen) = under_attack(&lab, 30, h2_concurrent(attacker, lab.addr, 100, true)).await;
     report(&lab, attacker, "post flood");
     lab.assert_legit(&legit, "during the POST flood");
     assert!(seen.cut > 0, "{seen:?}");
@@ -189,8 +188,7 @@ async fn h2_concurrent_get_streams_against_a_slow_endpoint_are_blocked() {
     let _s = SERIAL.lock().await;
     let lab = trained("").await;
     let attacker = ip(9, 3);
-    let (legit, seen) =
-        under_attack(lab.addr, 30, h2_concurrent(attacker, lab.addr, 120, false)).await;
+    let (legit, seen) = under_attack(&lab, 30, h2_concurrent(attacker, lab.addr, 120, false)).await;
     report(&lab, attacker, "get streams");
     lab.assert_legit(&legit, "during the GET stream flood");
     assert!(seen.cut > 0, "{seen:?}");
@@ -264,7 +262,7 @@ async fn rapid_reset_is_blocked() {
         }
         total
     };
-    let (legit, seen) = under_attack(to, 30, attack).await;
+    let (legit, seen) = under_attack(&lab, 30, attack).await;
     report(&lab, attacker, "rapid reset");
     lab.assert_legit(&legit, "during Rapid Reset");
     assert!(seen.cut > 0, "the connection was never closed: {seen:?}");
@@ -321,7 +319,7 @@ async fn continuation_flood_is_cut_by_its_guard() {
             frame(h2::CONTINUATION, 0, 1, &lit)
         }
     });
-    let (legit, seen) = under_attack(to, 30, attack).await;
+    let (legit, seen) = under_attack(&lab, 30, attack).await;
     report(&lab, attacker, "continuation");
     lab.assert_legit(&legit, "during the CONTINUATION flood");
     assert!(seen.cut > 0, "{seen:?}");
@@ -350,7 +348,7 @@ async fn tiny_data_frames_are_blocked_for_fragmentation() {
             frame(h2::DATA, 0, 1, b"x")
         }
     });
-    let (legit, seen) = under_attack(to, 30, attack).await;
+    let (legit, seen) = under_attack(&lab, 30, attack).await;
     report(&lab, attacker, "tiny data");
     lab.assert_legit(&legit, "during the tiny DATA attack");
     assert!(seen.cut > 0, "{seen:?}");
@@ -396,7 +394,7 @@ async fn http1_data_dribble_is_blocked_for_fragmentation() {
         }
         seen
     };
-    let (legit, seen) = under_attack(to, 30, attack).await;
+    let (legit, seen) = under_attack(&lab, 30, attack).await;
     report(&lab, attacker, "dribble");
     lab.assert_legit(&legit, "during the HTTP/1 dribble");
     assert!(seen.cut > 0, "{seen:?}");
@@ -443,7 +441,7 @@ async fn slow_readers_are_blocked_for_memory() {
         }
         seen
     };
-    let (legit, seen) = under_attack(to, 30, attack).await;
+    let (legit, seen) = under_attack(&lab, 30, attack).await;
     report(&lab, attacker, "slow read");
     lab.assert_legit(&legit, "during the slow read");
     assert!(seen.cut > 0, "{seen:?}");
@@ -462,7 +460,7 @@ async fn control_flood(kind: u8, attacker: IpAddr, lab: &Lab) -> (Outcome, Seen)
         }
         out
     });
-    under_attack(to, 30, attack).await
+    under_attack(&lab, 30, attack).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -542,13 +540,13 @@ async fn slowloris_is_cut_by_the_header_deadline_and_blocked_from_one_address() 
             .await;
     // One trickling connection: too little to block anyone; the header deadline cuts it.
     let lone = ip(9, 11);
-    let (legit, seen) = under_attack(lab.addr, 30, slowloris(lone, lab.addr, 1)).await;
+    let (legit, seen) = under_attack(&lab, 30, slowloris(lone, lab.addr, 1)).await;
     lab.assert_legit(&legit, "during a lone slowloris");
     assert_eq!(seen.cut, 1, "the header deadline cut the trickle: {seen:?}");
     assert!(!lab.is_blocked(lone), "{:?}", lab.block_of(lone));
     // Many from one address: blocked for connections.
     let attacker = ip(9, 12);
-    let (legit, seen) = under_attack(lab.addr, 30, slowloris(attacker, lab.addr, 80)).await;
+    let (legit, seen) = under_attack(&lab, 30, slowloris(attacker, lab.addr, 80)).await;
     report(&lab, attacker, "slowloris");
     lab.assert_legit(&legit, "during slowloris");
     assert!(
@@ -565,7 +563,7 @@ async fn a_trickled_head_is_blocked_for_fragmentation() {
     let _s = SERIAL.lock().await;
     let lab = trained("").await;
     let attacker = ip(9, 14);
-    let (legit, seen) = under_attack(lab.addr, 30, slowloris(attacker, lab.addr, 1)).await;
+    let (legit, seen) = under_attack(&lab, 30, slowloris(attacker, lab.addr, 1)).await;
     report(&lab, attacker, "trickled head");
     lab.assert_legit(&legit, "during a trickled head");
     assert_eq!(seen.cut, 1, "{seen:?}");
@@ -579,7 +577,7 @@ async fn monitor_mode_records_would_block_and_enforces_nothing() {
     lab.train(TRAIN_ROUNDS, Mode::Monitor).await;
     let attacker = ip(9, 13);
     let to = lab.addr;
-    let (legit, (opened, alive)) = under_attack(to, 30, async move {
+    let (legit, (opened, alive)) = under_attack(&lab, 30, async move {
         let mut socks = Vec::new();
         for _ in 0..100 {
             if let Ok(mut s) = connect_from(attacker, to).await {
@@ -639,9 +637,8 @@ async fn training_restarts_under_load() {
         .assert_clean("training restarted under load");
     assert_eq!(lab.server.limiter().epoch(), first_epoch + 2);
     // The last epoch learns from what follows, and defence then works.
-    population(to, TRAIN_ROUNDS)
-        .await
-        .assert_clean("last epoch");
+    lab.settle().await;
+    lab.rounds(TRAIN_ROUNDS).await.assert_clean("last epoch");
     lab.set_mode(Mode::Defence);
     let model = lab.server.limiter().model().expect("model");
     assert_eq!(
@@ -649,8 +646,6 @@ async fn training_restarts_under_load() {
         20,
         "one sample per population client"
     );
-    population(to, 2)
-        .await
-        .assert_clean("defence after restarts");
+    lab.rounds(2).await.assert_clean("defence after restarts");
     assert!(lab.blocks().is_empty(), "{:?}", lab.blocks());
 }
