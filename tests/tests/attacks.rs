@@ -460,7 +460,7 @@ async fn control_flood(kind: u8, attacker: IpAddr, lab: &Lab) -> (Outcome, Seen)
         }
         out
     });
-    under_attack(&lab, 30, attack).await
+    under_attack(lab, 30, attack).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
