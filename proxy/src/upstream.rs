@@ -265,13 +265,6 @@ impl Upstream {
     }
 
     /// Sends `req` (headers already rewritten, `Host` set) to the next backend that is up and
-    /// returns its response head. The backend connection is not reused: use
-    /// [`Upstream::send_pooled`] to give it back when the body has been read.
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
-        self.send_pooled(req).await.map(|(resp, _)| resp)
-    }
-
-    /// Sends `req` (headers already rewritten, `Host` set) to the next backend that is up and
     /// returns its response head, with the guard that gives the connection back to the pool
     /// when the body has been read to its end (`None` when it was given back already).
     ///
