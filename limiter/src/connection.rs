@@ -3,7 +3,9 @@
 //! A [`Connection`] holds its client's state, so events do no table lookup. It is RAII: it
 //! counts one open connection and the bytes it reported, and dropping it gives them back, so
 //! counters cannot leak or underflow, whatever modes and epochs pass meanwhile. A [`Request`]
-//! does the same for one request in flight.
+//! does the same for one request in flight, through whatever holds its connection (a borrow,
+//! an `Arc`, the caller's own per-connection state): it takes no reference count of its own,
+//! so starting and finishing a request touch only the client's two counters.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -73,32 +75,22 @@ impl Connection {
 
     /// A request starts on this connection (`idempotent`: GET, HEAD, PUT, DELETE, OPTIONS,
     /// TRACE). Counts it in metric `requests` and, if not idempotent, `requests_nonidempotent`
-    /// (not counted in disabled mode). The returned [`Request`] counts it until dropped.
-    pub fn request_started(&self, idempotent: bool, now: Nanos) -> (Request, Verdict) {
-        let now = now.0;
+    /// (not counted in disabled mode). The returned [`Request`] counts it until dropped; it
+    /// borrows the connection (see [`Request::start`] for one that owns its way to it).
+    pub fn request_started(&self, idempotent: bool, now: Nanos) -> (Request<&Self>, Verdict) {
+        Request::start(self, idempotent, now)
+    }
+
+    /// Counts a request starting; returns whether it was counted (and as non-idempotent) and
+    /// the verdict.
+    fn count_request(&self, idempotent: bool, now: u64) -> (Counted, Verdict) {
         if self.client.is_blocked(now) {
-            return (
-                Request {
-                    client: None,
-                    nonidempotent: false,
-                },
-                self.blocked(),
-            );
+            return (Counted::No, self.blocked());
         }
         let st = self.shared.state();
         if st.mode == Mode::Disabled {
-            return (
-                Request {
-                    client: None,
-                    nonidempotent: false,
-                },
-                Verdict::Allow,
-            );
+            return (Counted::No, Verdict::Allow);
         }
-        let req = Request {
-            client: Some(Arc::clone(&self.client)),
-            nonidempotent: !idempotent,
-        };
         let mut verdict = Verdict::Allow;
         if !idempotent {
             let n = self.client.add(Metric::RequestsNonidempotent, 1);
@@ -109,7 +101,24 @@ impl Connection {
         if verdict.is_allow() {
             verdict = any;
         }
-        (req, verdict)
+        let counted = if idempotent {
+            Counted::Idempotent
+        } else {
+            Counted::NonIdempotent
+        };
+        (counted, verdict)
+    }
+
+    /// Gives back what [`Connection::count_request`] counted.
+    fn uncount_request(&self, counted: Counted) {
+        match counted {
+            Counted::No => {}
+            Counted::Idempotent => self.client.sub(Metric::Requests, 1),
+            Counted::NonIdempotent => {
+                self.client.sub(Metric::Requests, 1);
+                self.client.sub(Metric::RequestsNonidempotent, 1);
+            }
+        }
     }
 
     /// The proxy now holds `bytes` more for this client (buffers, per-stream cost). Checked
@@ -270,36 +279,78 @@ impl Drop for Connection {
     }
 }
 
-/// One request in flight, counted in metric `requests` (and `requests_nonidempotent`) until
-/// dropped or [`Request::finish`]ed. `Send + Sync`; may outlive its connection.
-pub struct Request {
-    /// `None` when the request was not counted (disabled mode, blocked client).
-    client: Option<Arc<ClientState>>,
-    nonidempotent: bool,
+/// What reaches a [`Connection`]: `&Connection`, `Arc<Connection>`, or the caller's own
+/// per-connection state that holds one. A [`Request`] keeps one to give its count back.
+pub trait AsConnection {
+    /// The connection.
+    fn connection(&self) -> &Connection;
 }
 
-impl Request {
+impl AsConnection for Connection {
+    fn connection(&self) -> &Connection {
+        self
+    }
+}
+
+impl<T: AsConnection + ?Sized> AsConnection for &T {
+    fn connection(&self) -> &Connection {
+        (**self).connection()
+    }
+}
+
+impl<T: AsConnection + ?Sized> AsConnection for Arc<T> {
+    fn connection(&self) -> &Connection {
+        (**self).connection()
+    }
+}
+
+/// How a request was counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Counted {
+    /// Not at all (disabled mode, or its client is blocked).
+    No,
+    Idempotent,
+    NonIdempotent,
+}
+
+/// One request in flight, counted in metric `requests` (and `requests_nonidempotent`) until
+/// dropped or [`Request::finish`]ed. It reaches its connection through `C`: a borrow, or an
+/// owning handle (`Arc<Connection>`, or the caller's per-connection state), with which it may
+/// outlive whoever started it. It adds no reference count of its own.
+pub struct Request<C: AsConnection> {
+    conn: C,
+    counted: Counted,
+}
+
+impl<C: AsConnection> Request<C> {
+    /// A request starts on `conn`'s connection (`idempotent`: GET, HEAD, PUT, DELETE, OPTIONS,
+    /// TRACE): see [`Connection::request_started`]. The returned `Request` keeps `conn`.
+    pub fn start(conn: C, idempotent: bool, now: Nanos) -> (Request<C>, Verdict) {
+        let (counted, verdict) = conn.connection().count_request(idempotent, now.0);
+        (Request { conn, counted }, verdict)
+    }
+
+    /// What the request reaches its connection through.
+    pub fn owner(&self) -> &C {
+        &self.conn
+    }
+
     /// The request finished (same as dropping it).
     pub fn finish(self) {}
 
     /// Whether the request was counted as non-idempotent.
     pub fn nonidempotent(&self) -> bool {
-        self.client.is_some() && self.nonidempotent
+        self.counted == Counted::NonIdempotent
     }
 
     /// Whether the request is counted (false in disabled mode or for a blocked client).
     pub fn is_counted(&self) -> bool {
-        self.client.is_some()
+        self.counted != Counted::No
     }
 }
 
-impl Drop for Request {
+impl<C: AsConnection> Drop for Request<C> {
     fn drop(&mut self) {
-        if let Some(c) = &self.client {
-            c.sub(Metric::Requests, 1);
-            if self.nonidempotent {
-                c.sub(Metric::RequestsNonidempotent, 1);
-            }
-        }
+        self.conn.connection().uncount_request(self.counted);
     }
 }

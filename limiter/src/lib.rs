@@ -71,7 +71,7 @@ mod verdict;
 
 pub use blocklist::{BlockEntry, BlockListFull};
 pub use config::{ConfigError, GuardConfig, LimiterConfig};
-pub use connection::{Connection, Request};
+pub use connection::{AsConnection, Connection, Request};
 pub use counters::CountersSnapshot;
 pub use error::Error;
 pub use guards::H2Frame;

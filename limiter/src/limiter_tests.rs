@@ -67,7 +67,8 @@ fn handles_are_shareable_between_workers() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Limiter>();
     send_sync::<Connection>();
-    send_sync::<Request>();
+    send_sync::<Request<std::sync::Arc<Connection>>>();
+    send_sync::<Request<&Connection>>();
 }
 
 #[test]
@@ -337,7 +338,7 @@ fn objects_from_an_older_epoch_never_underflow() {
     });
     l.set_mode(Mode::Training, t(0)).unwrap();
     let a: Vec<_> = (0..3).map(|_| open(&l, 1, t(1))).collect();
-    let reqs: Vec<Request> = (0..2)
+    let reqs: Vec<Request<&Connection>> = (0..2)
         .map(|_| a[0].request_started(false, t(1)).0)
         .collect();
     a[1].memory_grew(1000, t(1));
@@ -607,7 +608,7 @@ fn hammering_one_client_from_several_threads_gives_exact_counts() {
     let threads = 4u64;
     let rounds = 20_000u64;
     let conns: Vec<_> = (0..threads).map(|_| open(&l, 1, t(0))).collect();
-    let kept: Vec<Vec<Request>> = std::thread::scope(|s| {
+    let kept: Vec<Vec<Request<&Connection>>> = std::thread::scope(|s| {
         let handles: Vec<_> = conns
             .iter()
             .map(|c| {
@@ -772,4 +773,22 @@ fn ipv6_clients_are_aggregated_to_the_configured_prefix() {
     assert_eq!(snap.current[Metric::Connections.index()], 2);
     assert_eq!(snap.prefix.to_string(), "2001:db8:1::/48");
     assert_eq!(l.counters().clients, 2);
+}
+
+#[test]
+fn a_request_owning_its_connection_outlives_the_starter_and_counts_until_dropped() {
+    let l = limiter(LimiterConfig {
+        training_period: Duration::ZERO,
+        ..config()
+    });
+    l.set_mode(Mode::Training, t(0)).unwrap();
+    let c = std::sync::Arc::new(open(&l, 1, t(1)));
+    let (r, v) = Request::start(c.clone(), false, t(1));
+    assert!(v.is_allow() && r.is_counted() && r.nonidempotent());
+    drop(c);
+    let current = |now| l.client(ip(1), now).unwrap().current;
+    // The request keeps its connection open, and both stay counted.
+    assert_eq!(current(t(2))[..3], [1, 1, 1]);
+    drop(r);
+    assert_eq!(current(t(3))[..3], [0, 0, 0]);
 }

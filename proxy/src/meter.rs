@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
-use zgate_limiter::{Connection, Guard, Nanos, Reason, Request, Verdict};
+use zgate_limiter::{AsConnection, Connection, Guard, Nanos, Reason, Request, Verdict};
 
 use crate::clock::Clock;
 use crate::limits::ProxyLimits;
@@ -179,13 +179,14 @@ impl Meter {
     /// A request starts; `None` when it must not be served (its client is now blocked).
     pub fn request_started(self: &Arc<Self>, idempotent: bool) -> Option<InFlightRequest> {
         let now = self.now();
-        let (request, v) = self.conn.request_started(idempotent, now);
+        // The request reaches the limiter through this meter: one reference count, on the
+        // connection's meter, not on the client's state shared by all its connections.
+        let (request, v) = Request::start(self.clone(), idempotent, now);
         let stream_cost = self.limits.memory_per_stream;
         let mem = self.memory_changed(stream_cost as i64);
         self.requests.fetch_add(1, Ordering::Relaxed);
         let guard = InFlightRequest {
-            _request: request,
-            meter: self.clone(),
+            request,
             stream_cost,
         };
         (self.verdict(v) && self.verdict(mem)).then_some(guard)
@@ -270,6 +271,12 @@ impl Meter {
     }
 }
 
+impl AsConnection for Meter {
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
 /// Subtracts up to `n` from `cell`, never below zero; returns what was subtracted.
 fn take(cell: &AtomicU64, n: u64) -> u64 {
     match cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
@@ -283,14 +290,13 @@ fn take(cell: &AtomicU64, n: u64) -> u64 {
 /// A request in flight: counted by the limiter until dropped (when its response body ends or
 /// the stream is reset), with its per-stream memory.
 pub struct InFlightRequest {
-    _request: Request,
-    meter: Arc<Meter>,
+    request: Request<Arc<Meter>>,
     stream_cost: u64,
 }
 
 impl Drop for InFlightRequest {
     fn drop(&mut self) {
-        let m = &self.meter;
+        let m = self.request.owner();
         m.memory_changed(-(self.stream_cost as i64));
         if m.requests.fetch_sub(1, Ordering::Relaxed) == 1 {
             // No request left: request bytes still counted as held belonged to streams that
