@@ -19,13 +19,21 @@
 #
 # Why one client thread: the reference machine has 2 cores, shared by the load generator,
 #   the proxy and the backend; one load-generator thread leaves the rest to the systems under
-#   test. Nothing is pinned to cores: on 2 shared cores pinning only moves the contention
-#   around, and both proxies see the same scheduler conditions.
+#   test. By default nothing is pinned to cores and both proxies see the same scheduler
+#   conditions.
+# PIN=1: the proxies run on CPU 0 only, the backend and the load generator on CPU 1 only
+#   (taskset), and WORKERS defaults to 1. The proxy under test then has a core to itself and
+#   is the bottleneck, so its throughput is not mixed with the load generator's own CPU use:
+#   the steadiest comparison a 2-core machine allows (it cannot show contention between
+#   proxy workers, which the default layout does).
+# Ratios: in every round the two proxies run back to back, so each round gives one ratio; the
+#   ratio columns are the medians of these per-round ratios, which cancels the slow drift of a
+#   shared machine that medians of the absolute values keep.
 #
 # How to run (from the repository root; installs nginx-light, wrk, nghttp2-client with apt
 # when missing, builds zgate in release mode, takes ~5 minutes with the defaults):
 #     bash bench/proxy-vs-nginx.sh
-# Knobs (environment): DURATION=10 (seconds per load run), ROUNDS=3, WORKERS=2, CONNS=64,
+# Knobs (environment): DURATION=10 (seconds per load run), ROUNDS=3, WORKERS=2, PIN=0, CONNS=64,
 #   H2_STREAMS=10, BASE_PORT=18080 (uses BASE_PORT..BASE_PORT+3), CARGO_TARGET_DIR=target,
 #   ZGATE_BIN=path (skip the build), OUT=bench/results/latest.md.
 # Output: a markdown table on stdout, also written to $OUT with the run's parameters.
@@ -43,7 +51,18 @@ set -euo pipefail
 
 DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-3}
-WORKERS=${WORKERS:-2}
+PIN=${PIN:-0}
+case "$PIN" in 0 | 1) ;; *) echo "PIN must be 0 or 1" >&2; exit 2 ;; esac
+if [ "$PIN" = 1 ]; then
+  [ "$(nproc)" -ge 2 ] || { echo "PIN=1 needs 2 CPUs" >&2; exit 2; }
+  WORKERS=${WORKERS:-1}
+  ON_PROXY_CPU=(taskset -c 0)
+  ON_LOAD_CPU=(taskset -c 1)
+else
+  WORKERS=${WORKERS:-2}
+  ON_PROXY_CPU=()
+  ON_LOAD_CPU=()
+fi
 CONNS=${CONNS:-64}
 H2_STREAMS=${H2_STREAMS:-10}
 BASE_PORT=${BASE_PORT:-18080}
@@ -144,7 +163,7 @@ wait_port() { # port name pid
 }
 
 log "starting the backend on :$BACKEND_PORT"
-"$ZGATE" backend --listen "127.0.0.1:$BACKEND_PORT" >"$TMP/backend.log" 2>&1 &
+"${ON_LOAD_CPU[@]}" "$ZGATE" backend --listen "127.0.0.1:$BACKEND_PORT" >"$TMP/backend.log" 2>&1 &
 BACKEND_PID=$!
 PIDS+=("$BACKEND_PID")
 wait_port "$BACKEND_PORT" backend "$BACKEND_PID"
@@ -161,7 +180,7 @@ level = "warn"
 access = false
 EOF
 log "starting zgate on :$ZGATE_PORT (workers = $WORKERS)"
-"$ZGATE" --config "$TMP/zgate.toml" >"$TMP/zgate.log" 2>&1 &
+"${ON_PROXY_CPU[@]}" "$ZGATE" --config "$TMP/zgate.toml" >"$TMP/zgate.log" 2>&1 &
 ZGATE_PID=$!
 PIDS+=("$ZGATE_PID")
 wait_port "$ZGATE_PORT" zgate "$ZGATE_PID"
@@ -198,7 +217,7 @@ cpu = 1000000.0
 fragmentation = 1000000.0
 EOF
   log "starting zgate (limiter: training for 4s, then defence) on :$NGINX_H1_PORT"
-  "$ZGATE" --config "$TMP/defence.toml" >"$TMP/defence.log" 2>&1 &
+  "${ON_PROXY_CPU[@]}" "$ZGATE" --config "$TMP/defence.toml" >"$TMP/defence.log" 2>&1 &
   NGINX_PID=$!
   PIDS+=("$NGINX_PID")
   wait_port "$NGINX_H1_PORT" defence "$NGINX_PID"
@@ -258,7 +277,7 @@ EOF
 "$NGINX" -t -q -e "$TMP/nginx-error.log" -p "$TMP" -c "$TMP/nginx.conf" ||
   die "nginx rejected its config: $(cat "$TMP/nginx-error.log")"
 log "starting nginx $NGINX_VERSION on :$NGINX_H1_PORT (h1) and :$NGINX_H2_PORT (h2c), worker_processes = $WORKERS"
-"$NGINX" -e "$TMP/nginx-error.log" -p "$TMP" -c "$TMP/nginx.conf" >"$TMP/nginx.log" 2>&1 &
+"${ON_PROXY_CPU[@]}" "$NGINX" -e "$TMP/nginx-error.log" -p "$TMP" -c "$TMP/nginx.conf" >"$TMP/nginx.log" 2>&1 &
 NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 wait_port "$NGINX_H1_PORT" nginx "$NGINX_PID"
@@ -318,7 +337,7 @@ run_load() { # name proto size duration
   out=$TMP/run.out
   t0=$(cpu_ticks "$name")
   if [ "$proto" = h1 ]; then
-    timeout $((dur + 30)) wrk -t1 -c"$CONNS" -d"${dur}s" --latency "$url" >"$out" 2>&1 ||
+    timeout $((dur + 30)) "${ON_LOAD_CPU[@]}" wrk -t1 -c"$CONNS" -d"${dur}s" --latency "$url" >"$out" 2>&1 ||
       die "wrk failed: $(cat "$out")"
     t1=$(cpu_ticks "$name")
     if grep -qE 'Non-2xx|Socket errors' "$out"; then
@@ -328,7 +347,7 @@ run_load() { # name proto size duration
     p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
     reqs=$(awk '/requests in/ {print $1}' "$out")
   else
-    timeout $((dur + 30)) h2load -t1 -c"$CONNS" -m"$H2_STREAMS" -D "$dur" \
+    timeout $((dur + 30)) "${ON_LOAD_CPU[@]}" h2load -t1 -c"$CONNS" -m"$H2_STREAMS" -D "$dur" \
       --log-file="$TMP/h2load.log" "$url" >"$out" 2>&1 || die "h2load failed: $(cat "$out")"
     t1=$(cpu_ticks "$name")
     local failed
@@ -393,6 +412,12 @@ fi
 
 # ---------------------------------------------------------------- report
 col() { printf '%s' "${RES[$1]}" | awk -v c="$2" 'NF { print $c }' | median; }
+# Median over rounds of (column c of $1) / (column c of $2): the runs of a round are adjacent.
+pratio() {
+  paste -d' ' <(printf '%s' "${RES[$1]}" | awk -v c="$3" 'NF { print $c }') \
+    <(printf '%s' "${RES[$2]}" | awk -v c="$3" 'NF { print $c }') |
+    awk '$2 > 0 { print $1 / $2 }' | median
+}
 label() { if [ "$2" = 0 ]; then echo "$1 0 B"; else echo "$1 1 KiB"; fi; }
 TABLE=$(
   if [ "$COMPARE" = defence ]; then
@@ -408,12 +433,12 @@ TABLE=$(
     n_p99=$(col "$proto.$size.$OTHER" 2); z_p99=$(col "$proto.$size.zgate" 2)
     n_cpu=$(col "$proto.$size.$OTHER" 3); z_cpu=$(col "$proto.$size.zgate" 3)
     if [ "$COMPARE" = defence ]; then
-      ratio=$(awk -v a="$n_rps" -v b="$z_rps" 'BEGIN { printf "%.3f", a / b }')
-      p99r=$(awk -v a="$n_p99" -v b="$z_p99" 'BEGIN { printf "%.3f", a / b }')
+      ratio=$(printf '%.3f' "$(pratio "$proto.$size.$OTHER" "$proto.$size.zgate" 1)")
+      p99r=$(printf '%.3f' "$(pratio "$proto.$size.$OTHER" "$proto.$size.zgate" 2)")
       printf '| %s | %.0f | %.0f | %s | %s | %s | %s | %s | %s |\n' "$(label "$proto" "$size")" \
         "$z_rps" "$n_rps" "$ratio" "$z_p99" "$n_p99" "$p99r" "$z_cpu" "$n_cpu"
     else
-      ratio=$(awk -v a="$z_rps" -v b="$n_rps" 'BEGIN { printf "%.2fx", a / b }')
+      ratio=$(printf '%.2fx' "$(pratio "$proto.$size.zgate" "$proto.$size.$OTHER" 1)")
       printf '| %s | %.0f | %.0f | %s | %s | %s | %s | %s |\n' "$(label "$proto" "$size")" \
         "$n_rps" "$z_rps" "$ratio" "$n_p99" "$z_p99" "$n_cpu" "$z_cpu"
     fi
@@ -434,6 +459,11 @@ else
   TITLE="zgate vs nginx, reverse proxy in front of the same backend"
   MEM="zgate peak RSS (VmHWM): $((ZGATE_HWM / 1024)) MiB ($ZGATE_HWM KiB); nginx workers' summed VmHWM: $((NGINX_HWM / 1024)) MiB."
 fi
+if [ "$PIN" = 1 ]; then
+  PLACEMENT="Pinned (PIN=1): the proxies on CPU 0, the backend and the load generator on CPU 1."
+else
+  PLACEMENT="2 cores shared by client, proxy and backend; no CPU pinning."
+fi
 REPORT=$(cat <<EOF
 # $TITLE
 
@@ -444,9 +474,9 @@ $MEM
 - Date: $(date -u '+%Y-%m-%d %H:%M UTC'); zgate commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'); nginx $NGINX_VERSION; wrk $(wrk -v 2>&1 | awk 'NR==1 {print $2}'); $(h2load --version | head -1).
 - Machine: $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); kernel $(uname -r).
 - Workers: $WORKERS (zgate tokio worker threads = nginx worker_processes). Backend: \`zgate backend\` (hyper HTTP/1.1), shared by both proxies; nginx upstream keepalive, HTTP/1.1.
-- Load: h1 = \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`; h2c = \`h2load -t1 -c$CONNS -m$H2_STREAMS -D $DURATION\` (prior knowledge). One client thread: 2 cores are shared by client, proxy and backend. No CPU pinning.
-- Each cell is the median of $ROUNDS runs; the two proxies alternate (ABBA) within a row. p99: wrk's 99% for h1; from h2load's per-request log for h2c. CPU µs/req = proxy utime+stime during the run / requests completed (all nginx workers summed; all zgate threads).
-- Command: \`COMPARE=$COMPARE bash bench/proxy-vs-nginx.sh\` (env: DURATION=$DURATION ROUNDS=$ROUNDS WORKERS=$WORKERS CONNS=$CONNS H2_STREAMS=$H2_STREAMS).
+- Load: h1 = \`wrk -t1 -c$CONNS -d${DURATION}s --latency\`; h2c = \`h2load -t1 -c$CONNS -m$H2_STREAMS -D $DURATION\` (prior knowledge). One client thread. $PLACEMENT
+- Each absolute cell is the median of $ROUNDS runs; the two proxies alternate (ABBA) within a row; each ratio is the median of the $ROUNDS per-round ratios (the two runs of a round are back to back). p99: wrk's 99% for h1; from h2load's per-request log for h2c. CPU µs/req = proxy utime+stime during the run / requests completed (all nginx workers summed; all zgate threads).
+- Command: \`COMPARE=$COMPARE PIN=$PIN bash bench/proxy-vs-nginx.sh\` (env: DURATION=$DURATION ROUNDS=$ROUNDS WORKERS=$WORKERS CONNS=$CONNS H2_STREAMS=$H2_STREAMS).
 
 Raw runs (req/s p99_ms cpu_us_per_req):
 \`\`\`
