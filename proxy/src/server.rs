@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
@@ -556,8 +558,19 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 async fn accept_loop(listener: TcpListener, tls: Arc<ArcSwapOption<TlsAcceptor>>, core: Arc<Core>) {
     let shared = &core.shared;
+    // Accepted sockets are plain ones (see `accept_raw`); the listener itself stays registered.
+    let listener = match listener.into_std().and_then(|l| {
+        // SAFETY: the std listener owns its socket, open until the `AsyncFd` drops it.
+        unsafe { AsyncFd::register_with_interest(l, Interest::READABLE) }.map_err(Into::into)
+    }) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot poll the listener");
+            return;
+        }
+    };
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (stream, peer) = match listener.async_io(Interest::READABLE, accept_raw).await {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -571,14 +584,10 @@ async fn accept_loop(listener: TcpListener, tls: Arc<ArcSwapOption<TlsAcceptor>>
             Stats::add(&shared.stats.connections_refused, 1);
             continue;
         };
-        // Serve it on the workers' runtime: move the socket's registration there.
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(client = %peer, error = %e, "cannot hand the connection over");
-                continue;
-            }
-        };
+        if let Err(e) = stream.set_nonblocking(true) {
+            tracing::debug!(client = %peer, error = %e, "cannot hand the connection over");
+            continue;
+        }
         let guard = ConnGuard::new(core.conns.clone());
         let acceptor = tls.load_full().map(|a| TlsAcceptor::clone(&a));
         let settings = core.settings.load_full();
@@ -607,9 +616,23 @@ async fn accept_loop(listener: TcpListener, tls: Arc<ArcSwapOption<TlsAcceptor>>
     }
 }
 
+/// Accepts one connection as a plain socket: it is registered with a runtime only once
+/// admitted, and then with the worker that serves it, so a refused connection (a blocked
+/// client reconnecting at full speed) costs accept, one setsockopt and close, and no epoll
+/// registration on the accept thread.
+fn accept_raw(
+    listener: &std::net::TcpListener,
+) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    let (sock, addr) = socket2::SockRef::from(listener).accept()?;
+    let peer = addr.as_socket().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "accepted a non-IP socket")
+    })?;
+    Ok((sock.into(), peer))
+}
+
 /// The limiter's word on a new connection, before any byte of it is read (so a blocked client
 /// costs no TLS handshake). A refused connection is reset (SO_LINGER 0) when `stream` drops.
-fn admit(shared: &Shared, stream: &tokio::net::TcpStream, peer: SocketAddr) -> Option<Arc<Meter>> {
+fn admit(shared: &Shared, stream: &std::net::TcpStream, peer: SocketAddr) -> Option<Arc<Meter>> {
     use std::os::fd::AsRawFd;
     let now = shared.clock.now();
     if shared.limiter.is_blocked(peer.ip(), now) {
