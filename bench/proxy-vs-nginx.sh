@@ -40,9 +40,13 @@
 #
 # COMPARE=defence: the same measurement, but the baseline is zgate itself with its limiter in
 #   defence mode instead of nginx (the limiter overhead: defence against disabled, same run).
-#   The "defence" zgate trains on the warm-up load (training_period 4s, then defence; every
-#   metric scored on every event; thresholds set so the benchmark client is never blocked),
-#   and the script checks through `zgate ctl` that it is in defence before measuring.
+#   ONE zgate process serves both: it trains on the warm-up load (training_period 4s, then
+#   defence; min_clients 1 and far thresholds, so every event runs the full scoring path and
+#   the benchmark client is never blocked), and before every measured run the script sets its
+#   mode through `zgate ctl mode=disabled` or `mode=defence`, as an operator would. Same
+#   process, port, memory layout and warm caches: the mode is the only difference. (Two
+#   separate instances pinned to one CPU differed by a steady 6%, more than the limiter
+#   costs, which is why the script no longer compares two.)
 #     COMPARE=defence bash bench/proxy-vs-nginx.sh   (default OUT=bench/results/limiter-overhead.md)
 # Everything listens on 127.0.0.1 only; every load run is time-bounded; all processes the
 # script starts are stopped on exit.
@@ -179,26 +183,10 @@ workers = $WORKERS
 level = "warn"
 access = false
 EOF
-log "starting zgate on :$ZGATE_PORT (workers = $WORKERS)"
-"${ON_PROXY_CPU[@]}" "$ZGATE" --config "$TMP/zgate.toml" >"$TMP/zgate.log" 2>&1 &
-ZGATE_PID=$!
-PIDS+=("$ZGATE_PID")
-wait_port "$ZGATE_PORT" zgate "$ZGATE_PID"
-
 if [ "$COMPARE" = defence ]; then
-  # The baseline is zgate with its limiter in defence: one port serves h1 and h2c.
-  NGINX_H2_PORT=$NGINX_H1_PORT
+  # One zgate, both modes: "defence" and "zgate" (disabled) are the same process and port.
   ADMIN_PORT=$((BASE_PORT + 3))
-  cat >"$TMP/defence.toml" <<EOF
-[[listener]]
-addr = "127.0.0.1:$NGINX_H1_PORT"
-[[backend]]
-addr = "127.0.0.1:$BACKEND_PORT"
-[runtime]
-workers = $WORKERS
-[log]
-level = "warn"
-access = false
+  cat >>"$TMP/zgate.toml" <<EOF
 [admin]
 addr = "127.0.0.1:$ADMIN_PORT"
 [limits]
@@ -216,11 +204,17 @@ memory = 1000000.0
 cpu = 1000000.0
 fragmentation = 1000000.0
 EOF
-  log "starting zgate (limiter: training for 4s, then defence) on :$NGINX_H1_PORT"
-  "${ON_PROXY_CPU[@]}" "$ZGATE" --config "$TMP/defence.toml" >"$TMP/defence.log" 2>&1 &
-  NGINX_PID=$!
-  PIDS+=("$NGINX_PID")
-  wait_port "$NGINX_H1_PORT" defence "$NGINX_PID"
+fi
+log "starting zgate on :$ZGATE_PORT (workers = $WORKERS)"
+"${ON_PROXY_CPU[@]}" "$ZGATE" --config "$TMP/zgate.toml" >"$TMP/zgate.log" 2>&1 &
+ZGATE_PID=$!
+PIDS+=("$ZGATE_PID")
+wait_port "$ZGATE_PORT" zgate "$ZGATE_PID"
+
+if [ "$COMPARE" = defence ]; then
+  NGINX_PID=$ZGATE_PID
+  NGINX_H1_PORT=$ZGATE_PORT
+  NGINX_H2_PORT=$ZGATE_PORT
 else
 # nginx: `http2 on;` exists from 1.25.1; before it the listen parameter `http2` does the same.
 version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]; }
@@ -300,7 +294,7 @@ check "http://127.0.0.1:$NGINX_H2_PORT/bytes?n=1024" --http2-prior-knowledge
 
 # ---------------------------------------------------------------- measurement helpers
 proxy_pids() { # name -> pids whose CPU counts as the proxy's
-  if [ "$1" = zgate ]; then echo "$ZGATE_PID"; elif [ "$1" = defence ]; then echo "$NGINX_PID"; else
+  if [ "$1" = zgate ] || [ "$1" = defence ]; then echo "$ZGATE_PID"; else
     echo "$NGINX_PID"; pgrep -P "$NGINX_PID" || true
   fi
 }
@@ -330,9 +324,21 @@ to_ms() { # "2.34ms" / "812.00us" / "1.02s" -> ms
     else print "?" }'
 }
 
+# COMPARE=defence, once training is over: the mode each run is measured in.
+SWITCH_MODES=0
+set_mode() { # name
+  local want=disabled got
+  [ "$1" = defence ] && want=defence
+  "$ZGATE" ctl --admin "http://127.0.0.1:$ADMIN_PORT" "mode=$want" >/dev/null ||
+    die "zgate refused mode=$want"
+  got=$("$ZGATE" ctl --admin "http://127.0.0.1:$ADMIN_PORT" mode)
+  [ "$got" = "mode = $want" ] || die "zgate is in '$got', not $want"
+}
+
 # One load run; prints "rps p99_ms cpu_us_per_req".
 run_load() { # name proto size duration
   local name=$1 proto=$2 size=$3 dur=$4 url out rps p99 reqs t0 t1
+  if [ "$COMPARE" = defence ] && [ "$SWITCH_MODES" = 1 ]; then set_mode "$name"; fi
   url=$(url_for "$name" "$proto" "$size")
   out=$TMP/run.out
   t0=$(cpu_ticks "$name")
@@ -382,8 +388,9 @@ if [ "$COMPARE" = defence ]; then
     [ "$mode" = "mode = defence" ] && break
     run_load defence h1 1024 1 >/dev/null
   done
-  [ "$mode" = "mode = defence" ] || die "the defence zgate is not in defence: $mode"
-  log "defence zgate: $mode"
+  [ "$mode" = "mode = defence" ] || die "zgate did not end training: $mode"
+  log "training over, zgate: $mode; from now on each run sets its mode"
+  SWITCH_MODES=1
 fi
 
 # ---------------------------------------------------------------- measure
@@ -405,7 +412,7 @@ vmhwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 ZGATE_HWM=$(vmhwm_kib "$ZGATE_PID")
 NGINX_HWM=0
 if [ "$COMPARE" = defence ]; then
-  NGINX_HWM=$(vmhwm_kib "$NGINX_PID")
+  NGINX_HWM=$ZGATE_HWM
 else
   for p in $(pgrep -P "$NGINX_PID"); do NGINX_HWM=$((NGINX_HWM + $(vmhwm_kib "$p"))); done
 fi
@@ -454,7 +461,7 @@ RAW=$(
 )
 if [ "$COMPARE" = defence ]; then
   TITLE="zgate limiter overhead: defence mode against disabled, same run"
-  MEM="zgate peak RSS (VmHWM): disabled $((ZGATE_HWM / 1024)) MiB, defence $((NGINX_HWM / 1024)) MiB. In the raw runs below, \"zgate\" is the disabled instance."
+  MEM="zgate peak RSS (VmHWM), both modes in one process: $((ZGATE_HWM / 1024)) MiB. In the raw runs below, \"zgate\" is the runs in disabled mode."
 else
   TITLE="zgate vs nginx, reverse proxy in front of the same backend"
   MEM="zgate peak RSS (VmHWM): $((ZGATE_HWM / 1024)) MiB ($ZGATE_HWM KiB); nginx workers' summed VmHWM: $((NGINX_HWM / 1024)) MiB."
