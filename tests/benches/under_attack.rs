@@ -10,13 +10,21 @@
 //! responses per second.
 //!
 //! The proxy, the legitimate load and the attacker each run on their own threads (the proxy on
-//! a 2-worker runtime, the others on single-threaded runtimes), but all share the machine's
-//! cores: on a 2-core machine the attacker's own CPU use takes from the proxy whatever the
-//! proxy does. So a control row runs the same attacker against a listener that resets every
-//! connection at once (no zgate work at all): zgate's cost of an attacker it has blocked is
-//! the difference between the "defence" row and the control row.
+//! a 2-worker runtime, the others on single-threaded runtimes).
 //!
-//! Run: `cargo bench -p zgate-tests --bench under_attack` (env SECS=5 per phase).
+//! Where they run (env `PIN`):
+//! - `PIN=1` (the default on a machine with 2 CPUs or more): the attacker's thread runs on
+//!   CPU 1 only and everything else (proxy, backend, legitimate clients) on CPU 0 only, with or
+//!   without the attack. This is the layout of a real attack, whose sender's CPU is not the
+//!   proxy's: the ratio then measures what the attacker's traffic costs the defended side.
+//! - `PIN=0`: nothing is pinned; the attacker's own CPU use takes from the proxy whatever the
+//!   proxy does (on a 2-core machine, most of the drop).
+//!
+//! In both, a control row runs the same attacker against a listener that resets every
+//! connection at once (no zgate work at all), on the defended side's CPU: zgate's cost of an
+//! attacker it has blocked is the difference between the "defence" row and the control row.
+//!
+//! Run: `cargo bench -p zgate-tests --bench under_attack` (env SECS=5 per phase, PIN).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +35,40 @@ use zgate_limiter::Mode;
 use zgate_tests::lab::*;
 use zgate_tests::{get, Client};
 
+/// Whether the attacker gets a CPU of its own (see the module docs); decided once, before
+/// any pinning narrows what `available_parallelism` sees.
+fn pinned() -> bool {
+    static PINNED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PINNED.get_or_init(|| match std::env::var("PIN").as_deref() {
+        Ok("0") => false,
+        Ok("1") => true,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2,
+    })
+}
+
+/// Restricts the calling thread (and the threads it spawns afterwards) to `cpu`.
+#[cfg(target_os = "linux")]
+fn pin_current_thread(cpu: usize) {
+    // SAFETY: `cpu_set_t` is a plain bit set, valid when zeroed; `CPU_SET` writes inside it
+    // (cpu < CPU_SETSIZE), and `sched_setaffinity(0, ..)` only reads it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        panic!(
+            "cannot pin a thread to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pin_current_thread(_cpu: usize) {
+    panic!("PIN=1 is implemented on Linux only; run with PIN=0");
+}
+
 fn secs() -> u64 {
     std::env::var("SECS")
         .ok()
@@ -34,13 +76,17 @@ fn secs() -> u64 {
         .unwrap_or(5)
 }
 
-/// Runs `f` to completion on a new thread with its own single-threaded runtime.
-fn on_own_thread<F, T>(f: F) -> std::thread::JoinHandle<T>
+/// Runs `f` to completion on a new thread with its own single-threaded runtime, on `cpu` only
+/// if given.
+fn on_own_thread<F, T>(cpu: Option<usize>, f: F) -> std::thread::JoinHandle<T>
 where
     F: std::future::Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
     std::thread::spawn(move || {
+        if let Some(cpu) = cpu {
+            pin_current_thread(cpu);
+        }
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -53,7 +99,7 @@ where
 /// failures.
 async fn legit_load(to: SocketAddr, dur: Duration) -> (f64, u64) {
     tokio::task::spawn_blocking(move || {
-        on_own_thread(legit_load_here(to, dur))
+        on_own_thread(None, legit_load_here(to, dur))
             .join()
             .unwrap_or((0.0, u64::MAX))
     })
@@ -135,7 +181,10 @@ async fn scenario(label: &str, lab: &Lab, attacker: IpAddr, target: SocketAddr) 
     let (base, f0) = legit_load(lab.addr, dur).await;
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    let attack = on_own_thread(rapid_reset(attacker, target, stop.clone()));
+    let attack = on_own_thread(
+        pinned().then_some(1),
+        rapid_reset(attacker, target, stop.clone()),
+    );
     let watch = {
         let limiter = lab.server.limiter().clone();
         let clock = lab.server.clock();
@@ -168,6 +217,19 @@ async fn scenario(label: &str, lab: &Lab, attacker: IpAddr, target: SocketAddr) 
 }
 
 fn main() {
+    let pinned = pinned();
+    if pinned {
+        // Before any thread exists: every thread but the attacker's inherits CPU 0.
+        pin_current_thread(0);
+    }
+    println!(
+        "layout: {}\n",
+        if pinned {
+            "PIN=1: the attacker on CPU 1; proxy, backend and legitimate clients on CPU 0"
+        } else {
+            "PIN=0: nothing pinned; attacker, proxy, backend and clients share every CPU"
+        }
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
