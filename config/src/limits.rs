@@ -37,6 +37,9 @@ pub struct Limits {
     pub block_action: Option<String>,
     /// The status of the `"reply"` response. Default `403`.
     pub block_status: Option<u16>,
+    /// After this many refusals at accept of a blocked client, its SYNs are dropped in the
+    /// kernel until its block ends (Linux). Default `0`: never, every attempt gets a RST.
+    pub syn_drop_after: Option<u32>,
     /// Clients a metric's population needs before it can block. Default `10`.
     pub min_clients: Option<u64>,
     /// Clients tracked at most; idle ones are evicted first. Default `4000000` (~1 GiB).

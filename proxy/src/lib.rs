@@ -24,6 +24,8 @@ pub mod reload;
 pub mod server;
 pub mod service;
 pub mod stats;
+#[cfg(target_os = "linux")]
+pub mod syndrop;
 pub mod tap;
 pub mod timed;
 pub mod tls;

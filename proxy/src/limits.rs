@@ -23,6 +23,9 @@ pub struct ProxyLimits {
     pub memory_per_connection: u64,
     /// `limits.memory_per_stream`, bytes.
     pub memory_per_stream: u64,
+    /// `limits.syn_drop_after`: refusals at accept before a blocked client's SYNs are dropped
+    /// in the kernel; 0 = never.
+    pub syn_drop_after: u32,
 }
 
 /// Default `limits.memory_per_connection`: hyper's read and write buffers and our state.
@@ -99,6 +102,7 @@ pub fn from_config(l: &Limits) -> Result<(LimiterConfig, ProxyLimits), String> {
                 .memory_per_connection
                 .unwrap_or(DEFAULT_MEMORY_PER_CONNECTION),
             memory_per_stream: l.memory_per_stream.unwrap_or(DEFAULT_MEMORY_PER_STREAM),
+            syn_drop_after: l.syn_drop_after.unwrap_or(0),
         },
     ))
 }
@@ -119,6 +123,7 @@ mod tests {
         assert_eq!(c, LimiterConfig::default());
         assert_eq!(p.block_action, BlockAction::Reset);
         assert_eq!(p.memory_per_connection, DEFAULT_MEMORY_PER_CONNECTION);
+        assert_eq!(p.syn_drop_after, 0);
     }
 
     #[test]

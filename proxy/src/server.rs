@@ -569,8 +569,30 @@ async fn accept_loop(listener: TcpListener, tls: Arc<ArcSwapOption<TlsAcceptor>>
             return;
         }
     };
+    #[cfg(target_os = "linux")]
+    let mut syn_drop = crate::syndrop::SynDrop::default();
+    let mut prune = tokio::time::interval(Duration::from_secs(1));
+    prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let (stream, peer) = match listener.async_io(Interest::READABLE, accept_raw).await {
+        #[cfg(target_os = "linux")]
+        let pruning = !syn_drop.is_empty();
+        #[cfg(not(target_os = "linux"))]
+        let pruning = false;
+        let accepted = tokio::select! {
+            accepted = listener.async_io(Interest::READABLE, accept_raw) => accepted,
+            _ = prune.tick(), if pruning => {
+                #[cfg(target_os = "linux")]
+                {
+                    let now = shared.clock.now();
+                    let blocked = |ip| shared.limiter.is_blocked(ip, now);
+                    if let Err(e) = syn_drop.prune(listener.get_ref(), blocked) {
+                        tracing::warn!(error = %e, "cannot update the listener's SYN filter");
+                    }
+                }
+                continue;
+            }
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -582,8 +604,32 @@ async fn accept_loop(listener: TcpListener, tls: Arc<ArcSwapOption<TlsAcceptor>>
         Stats::add(&shared.stats.connections_accepted, 1);
         let Some(meter) = admit(shared, &stream, peer) else {
             Stats::add(&shared.stats.connections_refused, 1);
+            #[cfg(target_os = "linux")]
+            {
+                let after = shared.limits.load().syn_drop_after;
+                if after > 0 && shared.limiter.is_blocked(peer.ip(), shared.clock.now()) {
+                    match syn_drop.refused(listener.get_ref(), peer.ip(), after) {
+                        Ok(true) => tracing::warn!(
+                            client = %peer.ip(),
+                            refusals = after,
+                            "blocked client keeps reconnecting: its SYNs are now dropped"
+                        ),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot set the listener's SYN filter")
+                        }
+                    }
+                }
+            }
             continue;
         };
+        #[cfg(target_os = "linux")]
+        if syn_drop.is_active() {
+            // Accepted sockets inherit the listener's filter; this one has no use for it.
+            if let Err(e) = crate::syndrop::detach(&stream) {
+                tracing::debug!(client = %peer, error = %e, "cannot remove the SYN filter");
+            }
+        }
         if let Err(e) = stream.set_nonblocking(true) {
             tracing::debug!(client = %peer, error = %e, "cannot hand the connection over");
             continue;

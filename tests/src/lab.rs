@@ -62,9 +62,15 @@ impl Lab {
     /// Starts a lab proxy with [`LAB_LIMITS`] plus `extra` TOML (more `[limits.*]` keys must
     /// come as their own sections) and `[timeouts]`.
     pub async fn start(extra: &str) -> Lab {
+        Lab::start_with("", extra).await
+    }
+
+    /// [`Lab::start`], with `limits_keys` added to the `[limits]` table.
+    pub async fn start_with(limits_keys: &str, extra: &str) -> Lab {
         let b = backend().await;
         let dir = TempDir::new("lab");
-        let text = config_text(&[b.addr()], &format!("{LAB_LIMITS}\n{extra}"));
+        let limits = LAB_LIMITS.replacen("[limits]\n", &format!("[limits]\n{limits_keys}\n"), 1);
+        let text = config_text(&[b.addr()], &format!("{limits}\n{extra}"));
         let server = crate::proxy(config(&text, dir.path())).await;
         let addr = crate::addr(&server);
         Lab {
