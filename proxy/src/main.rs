@@ -62,10 +62,11 @@ fn main() -> ExitCode {
             logging::init("info");
             runtime(0).map_or(ExitCode::FAILURE, |rt| {
                 rt.block_on(async {
+                    let Signals { term, int, .. } = Signals::install();
                     match demo::Backend::start(listen).await {
                         Ok(b) => {
                             tracing::info!(addr = %b.addr(), "demo backend listening");
-                            wait_for_signal().await;
+                            wait_for_signal(term, int).await;
                             ExitCode::SUCCESS
                         }
                         Err(e) => {
@@ -129,6 +130,9 @@ fn run(
             backends = config.backends.len(),
             "zgate starting"
         );
+        // Handlers before the first `listening` line: a signal sent as soon as zgate is seen up
+        // must not meet the default action (terminate) still in place.
+        let signals = Signals::install();
         let server = match Server::start_with_path(config, path).await {
             Ok(s) => s,
             Err(e) => {
@@ -139,7 +143,7 @@ fn run(
         if let (Some(backend), Some(addr)) = (&_backend, server.local_addrs().first()) {
             print_demo_help(*addr, backend.addr());
         }
-        wait_for_stop_reloading(&server).await;
+        wait_for_stop_reloading(&server, signals).await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         match server.shutdown().await {
             zgate_proxy::server::Shutdown::Drained => tracing::info!("all connections finished"),
@@ -151,15 +155,36 @@ fn run(
     })
 }
 
+/// The signals zgate handles; tokio keeps a handler installed once its stream is created.
+struct Signals {
+    hup: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let hup = signal(SignalKind::hangup()).ok();
+        if hup.is_none() {
+            tracing::warn!("no SIGHUP handler: reload through the admin API only");
+        }
+        Signals {
+            hup,
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+}
+
 /// Waits for SIGTERM or SIGINT; on each SIGHUP, reloads the config (the server logs the result).
-async fn wait_for_stop_reloading(server: &Server) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("no SIGHUP handler: reload through the admin API only");
-        return wait_for_signal().await;
-    };
-    let stop = wait_for_signal();
+async fn wait_for_stop_reloading(server: &Server, signals: Signals) {
+    let Signals { hup, term, int } = signals;
+    let stop = wait_for_signal(term, int);
     tokio::pin!(stop);
+    let Some(mut hup) = hup else {
+        return stop.await;
+    };
     loop {
         tokio::select! {
             _ = &mut stop => return,
@@ -171,12 +196,12 @@ async fn wait_for_stop_reloading(server: &Server) {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
+async fn wait_for_signal(
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+) {
     match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
+        (Some(mut term), Some(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
