@@ -79,6 +79,12 @@ pub struct Timeouts {
     /// (HTTP/1.1). Default `"10s"`.
     #[serde(with = "serde_human")]
     pub header_read: Duration,
+    /// The longest a client may pause while sending a request body (from when zgate first
+    /// waits for body bytes, and between two pieces of it; time the backend makes zgate wait
+    /// does not count). The request then gets 408 and, on HTTP/1, its connection is closed.
+    /// `"0"` disables it. Default `"60s"`.
+    #[serde(with = "serde_human")]
+    pub body_read: Duration,
     /// A connection with no request in flight and no bytes moving for this long is closed
     /// (gracefully: HTTP/2 gets a GOAWAY). `"0"` disables it. Default `"60s"`.
     #[serde(with = "serde_human")]
@@ -107,6 +113,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Self {
             header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(60),
             idle: Duration::from_secs(60),
             protocol_detect: Duration::from_secs(5),
             tls_handshake: Duration::from_secs(10),
@@ -377,6 +384,7 @@ mod tests {
         assert_eq!(c.backends[0].addr, "127.0.0.1:3000");
         assert_eq!(c.timeouts, Timeouts::default());
         assert_eq!(c.timeouts.header_read, Duration::from_secs(10));
+        assert_eq!(c.timeouts.body_read, Duration::from_secs(60));
         assert_eq!(c.timeouts.idle, Duration::from_secs(60));
         assert_eq!(c.timeouts.backend_connect, Duration::from_secs(3));
         assert_eq!(c.timeouts.backend_response, Duration::from_secs(30));
@@ -399,6 +407,12 @@ mod tests {
         assert_eq!(c.timeouts.header_read, Duration::from_millis(500));
         assert_eq!(c.timeouts.idle, Duration::from_secs(300));
         assert_eq!(c.timeouts.shutdown_grace, Duration::from_secs(90));
+        let c = parse(&format!("{MINIMAL}\n[timeouts]\nbody_read = \"0\"")).unwrap();
+        assert_eq!(
+            c.timeouts.body_read,
+            Duration::ZERO,
+            "0 disables the body timeout"
+        );
     }
 
     #[test]

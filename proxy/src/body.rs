@@ -2,13 +2,16 @@
 //! client it belongs to, or a small one of its own (error pages). An enum rather than a boxed
 //! trait object, so a proxied request costs no body allocation.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 use crate::meter::{InFlightRequest, Meter};
 use crate::upstream::PoolReturn;
@@ -26,6 +29,8 @@ pub enum ProxyBody {
         meter: Arc<Meter>,
         /// Whether the end was reported.
         done: bool,
+        /// How long the client has kept zgate waiting for the next piece.
+        pause: PauseTimer,
     },
     /// A backend's response on its way to the client: received bytes count as held for the
     /// client until written; the request stays in flight until the body ends or is dropped.
@@ -61,6 +66,78 @@ impl ProxyBody {
     }
 }
 
+/// The error of a body: the peer's (hyper's), or zgate's own [`BodyTimeout`].
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A client paused its request body longer than `timeouts.body_read`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTimeout;
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the client paused its request body longer than timeouts.body_read")
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
+/// Whether `e`, or an error it was caused by, is a [`BodyTimeout`].
+pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<BodyTimeout>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Times the pauses of a request body: armed when the body has nothing to give, disarmed by
+/// the next piece. Only time spent waiting on the client counts: while the backend keeps zgate
+/// from reading (backpressure), the body is not polled and a piece that arrived meanwhile
+/// disarms the timer when it finally is. The timer is allocated on the first pause only.
+pub struct PauseTimer {
+    limit: Duration,
+    armed: bool,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl PauseTimer {
+    /// Pauses up to `limit` are allowed; zero allows any.
+    pub fn new(limit: Duration) -> Self {
+        PauseTimer {
+            limit,
+            armed: false,
+            sleep: None,
+        }
+    }
+
+    /// The body had nothing to give: starts timing the pause if it is a new one; ready once
+    /// the pause has lasted `limit`.
+    fn poll_paused(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.limit.is_zero() {
+            return Poll::Pending;
+        }
+        let sleep = match &mut self.sleep {
+            Some(sleep) => {
+                if !self.armed {
+                    sleep.as_mut().reset(Instant::now() + self.limit);
+                }
+                sleep
+            }
+            None => self.sleep.insert(Box::pin(tokio::time::sleep(self.limit))),
+        };
+        self.armed = true;
+        sleep.as_mut().poll(cx)
+    }
+
+    /// The body gave something (a piece, its end or an error): the pause is over.
+    fn progressed(&mut self) {
+        self.armed = false;
+    }
+}
+
 impl From<Incoming> for ProxyBody {
     fn from(body: Incoming) -> Self {
         ProxyBody::Incoming(body)
@@ -74,18 +151,39 @@ fn data_len(frame: &Option<Result<Frame<Bytes>, hyper::Error>>) -> usize {
     }
 }
 
+/// A peer's frame as zgate's body passes it on.
+fn boxed(
+    frame: Option<Result<Frame<Bytes>, hyper::Error>>,
+) -> Option<Result<Frame<Bytes>, BodyError>> {
+    frame.map(|r| r.map_err(BodyError::from))
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            ProxyBody::Incoming(body) => Pin::new(body).poll_frame(cx),
-            ProxyBody::Request { inner, meter, done } => {
-                let frame = std::task::ready!(Pin::new(inner).poll_frame(cx));
+            ProxyBody::Incoming(body) => Pin::new(body).poll_frame(cx).map(boxed),
+            ProxyBody::Request {
+                inner,
+                meter,
+                done,
+                pause,
+            } => {
+                let frame = match Pin::new(inner).poll_frame(cx) {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => {
+                        if pause.poll_paused(cx).is_ready() {
+                            return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+                        }
+                        return Poll::Pending;
+                    }
+                };
+                pause.progressed();
                 let n = data_len(&frame);
                 if n > 0 {
                     meter.request_forwarded(n);
@@ -94,7 +192,7 @@ impl Body for ProxyBody {
                     *done = true;
                     meter.message_done();
                 }
-                Poll::Ready(frame)
+                Poll::Ready(boxed(frame))
             }
             ProxyBody::Response {
                 inner,
@@ -127,7 +225,7 @@ impl Body for ProxyBody {
                         pool.release();
                     }
                 }
-                Poll::Ready(frame)
+                Poll::Ready(boxed(frame))
             }
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
@@ -151,5 +249,69 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn poll_paused(t: &mut PauseTimer) -> Poll<()> {
+        std::future::poll_fn(|cx| Poll::Ready(t.poll_paused(cx))).await
+    }
+
+    async fn advance_ms(ms: u64) {
+        tokio::time::advance(Duration::from_millis(ms)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_is_timed_from_its_start_and_a_piece_ends_it() {
+        let mut t = PauseTimer::new(Duration::from_millis(100));
+        assert!(poll_paused(&mut t).await.is_pending(), "t=0: pause starts");
+        advance_ms(60).await;
+        assert!(poll_paused(&mut t).await.is_pending(), "t=60: same pause");
+        t.progressed();
+        advance_ms(60).await;
+        // A new pause from t=120: the first one's 100 ms have passed, this one's have not.
+        assert!(poll_paused(&mut t).await.is_pending(), "t=120: new pause");
+        advance_ms(90).await;
+        assert!(
+            poll_paused(&mut t).await.is_pending(),
+            "t=210: 90 ms into it"
+        );
+        advance_ms(20).await;
+        assert!(
+            poll_paused(&mut t).await.is_ready(),
+            "t=230: 110 ms into it"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_limit_allows_any_pause() {
+        let mut t = PauseTimer::new(Duration::ZERO);
+        assert!(poll_paused(&mut t).await.is_pending());
+        advance_ms(3_600_000).await;
+        assert!(poll_paused(&mut t).await.is_pending());
+    }
+
+    #[test]
+    fn a_body_timeout_is_found_behind_the_errors_it_caused() {
+        #[derive(Debug)]
+        struct Outer(BodyError);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("outer")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&*self.0)
+            }
+        }
+        let wrapped = Outer(Box::new(BodyTimeout));
+        assert!(is_body_timeout(&wrapped));
+        assert!(is_body_timeout(&BodyTimeout));
+        let other = Outer(Box::new(std::io::Error::other("reset")));
+        assert!(!is_body_timeout(&other));
     }
 }

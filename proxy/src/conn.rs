@@ -72,6 +72,7 @@ pub async fn serve(
         activity: activity.clone(),
         meter: meter.clone(),
         fd,
+        body_read: t.body_read,
     };
     match tls {
         Some(acceptor) => {

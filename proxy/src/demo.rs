@@ -29,7 +29,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::body::ProxyBody;
+use crate::body::{BodyError, ProxyBody};
 use tokio::task::JoinHandle;
 
 /// The pattern `/bytes` streams: byte `i` of the body is `i % 251`.
@@ -184,12 +184,12 @@ pub enum DemoBody {
 
 impl Body for DemoBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             DemoBody::Proxy(b) => Pin::new(b).poll_frame(cx),
             DemoBody::Pattern { sent, len } => {

@@ -55,6 +55,7 @@ fn publish(core: &Core) {
     ] {
         counter!("zgate_backend_errors_total", "kind" => kind).absolute(Stats::get(v));
     }
+    c("zgate_client_body_timeouts_total", &s.client_body_timeout);
     c("zgate_reloads_total", &s.reloads);
     c("zgate_reload_failures_total", &s.reload_failures);
     gauge!("zgate_connections_open").set(core.open_connections() as f64);

@@ -11,7 +11,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::activity::Activity;
-use crate::body::ProxyBody;
+use crate::body::{self, PauseTimer, ProxyBody};
 use crate::headers;
 use crate::limits::BlockAction;
 use crate::meter::{InFlightRequest, Meter};
@@ -50,6 +50,8 @@ pub struct ConnInfo {
     pub meter: Arc<Meter>,
     /// The client socket, to reset it on a block.
     pub fd: std::os::fd::RawFd,
+    /// `timeouts.body_read`: the longest pause allowed within a request body.
+    pub body_read: std::time::Duration,
 }
 
 /// Proxies `req` to a backend and returns what the client gets.
@@ -111,6 +113,14 @@ pub async fn handle(conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBo
                 tracing::warn!(client = %conn.peer, "backend response timed out");
                 error_response(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n")
             }
+            Some(Err(UpstreamError::Failed(e))) if body::is_body_timeout(&e) => {
+                shared
+                    .stats
+                    .client_body_timeout
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(client = %conn.peer, "request body timed out");
+                body_timeout_response(client_version)
+            }
             Some(Err(UpstreamError::Failed(e))) => {
                 shared.stats.backend_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(client = %conn.peer, error = %e, "backend request failed");
@@ -157,6 +167,7 @@ fn rewrite_request(req: Request<Incoming>, conn: &ConnInfo) -> Request<ProxyBody
         inner: body,
         meter: conn.meter.clone(),
         done: false,
+        pause: PauseTimer::new(conn.body_read),
     };
     Request::from_parts(parts, body)
 }
@@ -194,6 +205,17 @@ fn blocked_response(meter: &Meter, version: Version) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if version != Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// The answer to a request whose body paused longer than `timeouts.body_read`. Its body was
+/// not read to the end, so an HTTP/1 connection cannot carry another request: say so.
+fn body_timeout_response(version: Version) -> Response<ProxyBody> {
+    let mut resp = error_response(StatusCode::REQUEST_TIMEOUT, "request body timed out\n");
     if version != Version::HTTP_2 {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

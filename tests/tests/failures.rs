@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zgate_tests::*;
@@ -240,4 +241,130 @@ async fn connect_method_is_refused() {
         .unwrap()
         .unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 405"));
+}
+
+/// A request body: `first`, then either its end or, with `stall`, nothing ever again (the
+/// stream stays open, as a client that stopped sending would leave it).
+struct Piece {
+    first: Option<Bytes>,
+    stall: bool,
+}
+
+impl hyper::body::Body for Piece {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match this.first.take() {
+            Some(b) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b)))),
+            None if this.stall => std::task::Poll::Pending,
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
+
+fn post_piece(addr: std::net::SocketAddr, stall: bool) -> http::Request<Piece> {
+    http::Request::post(format!("http://{addr}/discard"))
+        .body(Piece {
+            first: Some(Bytes::from_static(b"0123456789")),
+            stall,
+        })
+        .expect("valid request")
+}
+
+#[tokio::test]
+async fn an_http1_body_that_stops_gets_408_and_its_connection_closed() {
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    let text = config_text(&[b.addr()], "[timeouts]\nbody_read = \"300ms\"\n");
+    let z = proxy(config(&text, dir.path())).await;
+    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
+    // 10 of the 100 bytes announced, then silence.
+    s.write_all(b"POST /discard HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(STEP, s.read_to_end(&mut out)).await;
+    assert!(
+        read.is_ok(),
+        "the stalled request was never answered and closed"
+    );
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408"), "got: {out}");
+    assert!(out.contains("request body timed out"), "got: {out}");
+}
+
+#[tokio::test]
+async fn an_http1_body_with_short_pauses_is_forwarded_whole() {
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    // Pauses of 50 ms against a 2 s limit: a body slower in total than the limit is fine as
+    // long as it keeps coming.
+    let text = config_text(&[b.addr()], "[timeouts]\nbody_read = \"2s\"\n");
+    let z = proxy(config(&text, dir.path())).await;
+    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
+    s.write_all(
+        b"POST /discard HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.write_all(b"x").await.unwrap();
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(STEP, s.read_to_end(&mut out))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "got: {out}");
+    assert!(
+        out.ends_with("\r\n\r\n60\n"),
+        "the backend got all 60 bytes: {out}"
+    );
+}
+
+#[tokio::test]
+async fn an_http2_stream_whose_body_stops_gets_408_and_the_connection_carries_on() {
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    let text = config_text(&[b.addr()], "[timeouts]\nbody_read = \"300ms\"\n");
+    let z = proxy(config(&text, dir.path())).await;
+    let mut c: Client<Piece> = Client::connect(addr(&z), Proto::H2c).await;
+    let resp = c.send(post_piece(addr(&z), true)).await;
+    assert_eq!(resp.status(), 408);
+    let resp = c.send(post_piece(addr(&z), false)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(&resp.body[..], b"10\n");
+}
+
+#[tokio::test]
+async fn a_zero_body_read_allows_any_pause() {
+    // body_read = "0": no body deadline (not a deadline of zero). The body pauses 1.5 s, then
+    // completes.
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    let text = config_text(&[b.addr()], "[timeouts]\nbody_read = \"0\"\n");
+    let z = proxy(config(&text, dir.path())).await;
+    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
+    s.write_all(
+        b"POST /discard HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nab",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(b"cd").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(STEP, s.read_to_end(&mut out))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "got: {out}");
+    assert!(out.ends_with("\r\n\r\n4\n"), "got: {out}");
 }
