@@ -27,7 +27,8 @@ pub struct Meter {
     monitor_logged: AtomicBool,
     /// Response bytes received from the backend and not yet written to the client.
     held_out: AtomicU64,
-    /// Request bytes read from the client (HTTP/2 DATA payloads) and not yet forwarded.
+    /// Request bytes read from the client and not yet forwarded (HTTP/2: DATA payloads;
+    /// HTTP/1: every byte read, the head included, until its request ends).
     held_in: AtomicU64,
     /// HTTP/1: the message being read is complete; the next read starts a new one.
     message_done: AtomicBool,
@@ -244,7 +245,9 @@ impl Meter {
         }
     }
 
-    /// `n` request body bytes were read from the client (HTTP/2 DATA payload).
+    /// `n` request bytes were read from the client (HTTP/2: a DATA payload; HTTP/1: one read).
+    /// They are held until forwarded as body ([`Meter::request_forwarded`]) or, for what is
+    /// never forwarded (an HTTP/1 head), until no request is in flight any more.
     pub fn request_received(&self, n: usize) {
         self.held_in.fetch_add(n as u64, Ordering::Relaxed);
         let v = self.memory_changed(n as i64);
@@ -300,7 +303,7 @@ impl Drop for InFlightRequest {
         m.memory_changed(-(self.stream_cost as i64));
         if m.requests.fetch_sub(1, Ordering::Relaxed) == 1 {
             // No request left: request bytes still counted as held belonged to streams that
-            // were reset or refused, and hyper has dropped them.
+            // were reset or refused, or to HTTP/1 heads, and hyper has dropped them.
             let stale = m.held_in.swap(0, Ordering::Relaxed);
             if stale > 0 {
                 m.memory_changed(-(stale as i64));

@@ -368,3 +368,57 @@ async fn a_zero_body_read_allows_any_pause() {
     assert!(out.starts_with("HTTP/1.1 200"), "got: {out}");
     assert!(out.ends_with("\r\n\r\n4\n"), "got: {out}");
 }
+
+/// The client's memory held in the proxy (metric M, bytes), as the limiter sees it now.
+fn memory_held(z: &zgate_proxy::Server, ip: std::net::IpAddr) -> Option<u64> {
+    let now = z.clock().now();
+    let c = z.limiter().client(ip, now)?;
+    Some(c.current[zgate_limiter::Metric::Memory.index()])
+}
+
+/// Polls `f` every 20 ms until it holds (bounded by STEP); returns whether it did.
+async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + STEP;
+    while tokio::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn an_http1_head_being_received_counts_as_memory_until_its_request_ends() {
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    // Training: events are recorded (disabled mode records none); far from its end.
+    let text = config_text(
+        &[b.addr()],
+        "[limits]\nmode = \"training\"\ntraining_period = \"1h\"\n",
+    );
+    let z = proxy(config(&text, dir.path())).await;
+    let ip = loopback0().ip();
+    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    assert!(eventually(|| memory_held(&z, ip).is_some()).await);
+    let base = memory_held(&z, ip).unwrap_or(0);
+    // 40 KiB more of an unfinished head (hyper buffers it: under http.max_header_bytes).
+    let line = format!("X-Pad: {}\r\n", "a".repeat(1016));
+    for _ in 0..40 {
+        s.write_all(line.as_bytes()).await.unwrap();
+    }
+    // Memory is reported in steps of 16 KiB per connection: at least 24 of the 40 show.
+    let grew = eventually(|| memory_held(&z, ip).is_some_and(|m| m >= base + (24 << 10))).await;
+    assert!(grew, "held {:?}, base {base}", memory_held(&z, ip));
+    // The head completes, the request is served: what it held is released.
+    s.write_all(b"\r\n").await.unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(STEP, s.read(&mut buf))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let released = eventually(|| memory_held(&z, ip).is_some_and(|m| m < base + (16 << 10))).await;
+    assert!(released, "held {:?}, base {base}", memory_held(&z, ip));
+}

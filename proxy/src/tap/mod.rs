@@ -1,7 +1,7 @@
 //! IO taps: observers of the client's byte stream between TLS and hyper (DESIGN.md §5).
 //!
 //! The read tap turns what arrives into limiter events: for HTTP/1, one chunk of the current
-//! message per socket read (metric F); for HTTP/2, the frame headers: DATA and CONTINUATION
+//! message per socket read (metric F) and the bytes read, held (M); for HTTP/2, the frame headers: DATA and CONTINUATION
 //! payload sizes per message (F), inbound body bytes held (M), and the control frames the
 //! static guards count. The write tap (HTTP/2 only) sees the server's own RST_STREAMs and a
 //! GOAWAY with which its HTTP/2 stack gives up on an abusive client. Bytes pass through
@@ -50,7 +50,9 @@ impl ReadTap {
     }
 }
 
-/// HTTP/1: each socket read is one chunk of the message being received.
+/// HTTP/1: each socket read is one chunk of the message being received, and its bytes are
+/// held for the client (in hyper's read buffer, then as the parsed head) until forwarded as
+/// body or until their request ends.
 #[derive(Debug, Default)]
 pub struct Http1Tap {
     message: Fragments,
@@ -58,6 +60,7 @@ pub struct Http1Tap {
 
 impl Http1Tap {
     fn on_read(&mut self, n: usize, meter: &Meter) {
+        meter.request_received(n);
         if meter.take_message_done() {
             self.message.reset();
         }
