@@ -99,8 +99,10 @@ pub struct Timeouts {
     /// Deadline for a TCP connection to a backend. Default `"3s"`.
     #[serde(with = "serde_human")]
     pub backend_connect: Duration,
-    /// Deadline for a backend to answer with its response head, from when the request was
-    /// sent; the client then gets 504. Default `"30s"`.
+    /// How long a backend may keep zgate waiting: for its response head once the request is
+    /// sent, and, while a request body is sent, without taking a piece of it that the client
+    /// has sent (the client's own pauses are `body_read`'s). The client then gets 504.
+    /// Default `"30s"`.
     #[serde(with = "serde_human")]
     pub backend_response: Duration,
     /// On SIGTERM or SIGINT, how long in-flight requests may still run before zgate exits.

@@ -31,13 +31,17 @@ impl Activity {
         }
     }
 
-    /// Records `n` bytes read from the client. Called only by the connection's IO.
-    pub(crate) fn read(&self, n: usize) {
+    /// Records `n` bytes read from the client. Called only by the connection's IO;
+    /// `exchanging`: a request of the connection is still in progress, its response not yet
+    /// sent to the end (its handler may have returned: the body still streams, and the bytes
+    /// read may be the rest of its request body).
+    pub(crate) fn read(&self, n: usize, exchanging: bool) {
         let total = self.bytes_in.load(Ordering::Relaxed);
         self.bytes_in.store(total + n as u64, Ordering::Relaxed);
-        // A byte with no request in flight and no head in progress starts a request head: the
-        // header-read deadline runs from here.
-        if self.in_flight.load(Ordering::Relaxed) == 0
+        // A byte with no request in progress and no head in progress starts a request head:
+        // the header-read deadline runs from here.
+        if !exchanging
+            && self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_started.load(Ordering::Relaxed) == 0
         {
             let since = self.started.elapsed().as_nanos() as u64;
@@ -111,9 +115,9 @@ mod tests {
     fn a_head_starts_only_between_requests() {
         let a = Activity::new();
         assert!(a.head_started_at().is_none());
-        a.read(10);
+        a.read(10, false);
         let first = a.head_started_at().expect("head started");
-        a.read(5);
+        a.read(5, false);
         assert_eq!(
             a.head_started_at(),
             Some(first),
@@ -122,14 +126,17 @@ mod tests {
         {
             let _req = a.request_started();
             assert!(a.head_started_at().is_none());
-            a.read(100); // body bytes
+            a.read(100, true); // body bytes
             assert!(a.head_started_at().is_none());
             assert_eq!(a.in_flight(), 1);
         }
         assert_eq!(a.in_flight(), 0);
-        a.read(1);
+        // The handler returned, its response still streams: bytes read belong to its body.
+        a.read(1, true);
+        assert!(a.head_started_at().is_none());
+        a.read(1, false);
         assert!(a.head_started_at().is_some());
         a.wrote(7);
-        assert_eq!(a.bytes_moved(), 123);
+        assert_eq!(a.bytes_moved(), 124);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -31,6 +32,9 @@ pub enum ProxyBody {
         done: bool,
         /// How long the client has kept zgate waiting for the next piece.
         pause: PauseTimer,
+        /// Who the upload is waiting on, for the backend's deadline; `None` for a body that
+        /// was complete with its head.
+        upload: Option<Arc<Upload>>,
     },
     /// A backend's response on its way to the client: received bytes count as held for the
     /// client until written; the request stays in flight until the body ends or is dropped.
@@ -50,6 +54,14 @@ pub enum ProxyBody {
 }
 
 impl ProxyBody {
+    /// The upload of a request body on its way to the backend, if it has one.
+    pub fn upload(&self) -> Option<&Arc<Upload>> {
+        match self {
+            ProxyBody::Request { upload, .. } => upload.as_ref(),
+            _ => None,
+        }
+    }
+
     /// An empty body.
     pub fn empty() -> Self {
         ProxyBody::Full(None)
@@ -138,6 +150,47 @@ impl PauseTimer {
     }
 }
 
+/// A request body's upload to the backend as the wait for the backend's answer sees it:
+/// `timeouts.backend_response` counts only the time the backend keeps zgate waiting, not the
+/// pauses of the client (those are `timeouts.body_read`'s), so a slow but steady upload is not
+/// cut, and a backend that stops taking the body is. Allocated only for requests with a body.
+#[derive(Debug)]
+pub struct Upload {
+    base: std::time::Instant,
+    /// When the body was last polled (and gave something or had nothing), ns since `base`.
+    last: AtomicU64,
+    /// The body had nothing to give when last polled: the upload waits on the client.
+    on_client: AtomicBool,
+}
+
+impl Upload {
+    /// The upload of a body that starts now.
+    pub fn new() -> Arc<Upload> {
+        Arc::new(Upload {
+            base: std::time::Instant::now(),
+            last: AtomicU64::new(0),
+            on_client: AtomicBool::new(false),
+        })
+    }
+
+    fn polled(&self, on_client: bool) {
+        let ns = self.base.elapsed().as_nanos() as u64;
+        self.last.store(ns, Ordering::Relaxed);
+        self.on_client.store(on_client, Ordering::Relaxed);
+    }
+
+    /// Until when the backend may still keep zgate waiting, `limit` after it last had to: now
+    /// plus `limit` while the upload waits on the client, else `limit` after the body was last
+    /// polled (its last piece taken, or its end).
+    pub fn backend_deadline(&self, limit: Duration) -> Instant {
+        if self.on_client.load(Ordering::Relaxed) {
+            return Instant::now() + limit;
+        }
+        let last = Duration::from_nanos(self.last.load(Ordering::Relaxed));
+        Instant::from_std(self.base + last) + limit
+    }
+}
+
 impl From<Incoming> for ProxyBody {
     fn from(body: Incoming) -> Self {
         ProxyBody::Incoming(body)
@@ -173,16 +226,23 @@ impl Body for ProxyBody {
                 meter,
                 done,
                 pause,
+                upload,
             } => {
                 let frame = match Pin::new(inner).poll_frame(cx) {
                     Poll::Ready(frame) => frame,
                     Poll::Pending => {
+                        if let Some(u) = upload {
+                            u.polled(true);
+                        }
                         if pause.poll_paused(cx).is_ready() {
                             return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
                         }
                         return Poll::Pending;
                     }
                 };
+                if let Some(u) = upload {
+                    u.polled(false);
+                }
                 pause.progressed();
                 let n = data_len(&frame);
                 if n > 0 {

@@ -90,7 +90,8 @@ pub async fn serve(
             };
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let protocol = if h2 { Protocol::H2c } else { Protocol::Http1 };
-            let io = ClientIo::new(tls_stream, Bytes::new(), activity, meter, tap(protocol));
+            let tap = tap(protocol, &settings);
+            let io = ClientIo::new(tls_stream, Bytes::new(), activity, meter, tap);
             run(shared, settings, io, protocol, info, &mut phase).await;
         }
         None => {
@@ -107,17 +108,23 @@ pub async fn serve(
                     return;
                 }
             };
-            let io = ClientIo::new(stream, prefix, activity, meter, tap(protocol));
+            let tap = tap(protocol, &settings);
+            let io = ClientIo::new(stream, prefix, activity, meter, tap);
             run(shared, settings, io, protocol, info, &mut phase).await;
         }
     }
 }
 
-fn tap(protocol: Protocol) -> ReadTap {
+fn tap(protocol: Protocol, settings: &ConnSettings) -> ReadTap {
     match protocol {
-        Protocol::Http1 => ReadTap::http1(),
+        Protocol::Http1 => ReadTap::http1(http1_max_buf(settings)),
         Protocol::H2c => ReadTap::http2(),
     }
+}
+
+/// hyper's HTTP/1 read buffer limit: a whole request head must fit.
+fn http1_max_buf(settings: &ConnSettings) -> usize {
+    settings.http.max_header_bytes.max(8192)
 }
 
 async fn run<S>(
@@ -154,7 +161,7 @@ async fn run<S>(
                 // connections at the same deadline.
                 .header_read_timeout(None)
                 .keep_alive(true)
-                .max_buf_size(settings.http.max_header_bytes.max(8192))
+                .max_buf_size(http1_max_buf(&settings))
                 .serve_connection(io, service);
             drive(conn, &link, t, true, phase).await;
         }

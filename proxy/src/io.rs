@@ -75,7 +75,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
         }
         let new = &buf.filled()[before..];
         if !new.is_empty() {
-            this.activity.read(new.len());
+            this.activity
+                .read(new.len(), this.meter.requests_in_progress() > 0);
             this.tap.on_read(new, &this.meter);
         }
         Poll::Ready(Ok(()))
@@ -161,7 +162,7 @@ mod tests {
             Bytes::from_static(b"PRE"),
             activity.clone(),
             meter,
-            ReadTap::http1(),
+            ReadTap::http1(8192),
         );
         let mut client = client;
         client.write_all(b"rest").await.unwrap();

@@ -193,6 +193,12 @@ impl Meter {
         (self.verdict(v) && self.verdict(mem)).then_some(guard)
     }
 
+    /// Requests of this connection in progress: from their start until their response is
+    /// sent to the end (or the stream reset).
+    pub fn requests_in_progress(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     /// CPU time spent on this client's work (one poll), charged in batches.
     #[inline]
     pub fn cpu(&self, ns: u64, now: Nanos) {
@@ -251,6 +257,21 @@ impl Meter {
     pub fn request_received(&self, n: usize) {
         self.held_in.fetch_add(n as u64, Ordering::Relaxed);
         let v = self.memory_changed(n as i64);
+        self.verdict(v);
+    }
+
+    /// HTTP/1: `n` bytes were read from the client. Held like [`Meter::request_received`]'s,
+    /// but never more than `max_held` in all: hyper cannot hold more, and bytes that are read
+    /// but never forwarded as body (chunk sizes, trailers) would otherwise count until the
+    /// request ends.
+    pub fn request_read(&self, n: usize, max_held: u64) {
+        let held = self.held_in.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        let dropped = if held > max_held {
+            take(&self.held_in, held - max_held)
+        } else {
+            0
+        };
+        let v = self.memory_changed(n as i64 - dropped as i64);
         self.verdict(v);
     }
 

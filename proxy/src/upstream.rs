@@ -30,9 +30,13 @@
 //!   body ([`crate::body::ProxyBody::Response`]) calls [`PoolReturn::release`] on when the
 //!   body reaches its end. A body dropped before its end drops the guard instead, and with it
 //!   the connection (hyper cannot reuse a half-read response).
-//! - `timeouts.backend_response` bounds checkout, connect and the wait for the response head.
+//! - `timeouts.backend_response` bounds checkout, connect and the wait for the response head,
+//!   and, while a request body is sent, each time the backend keeps zgate waiting (it takes no
+//!   piece of the body for that long while the client has one ready); the client's pauses are
+//!   `timeouts.body_read`'s.
 //!
-//! No per-request allocation beyond hyper's own (its request channel and response body).
+//! No per-request allocation beyond hyper's own (its request channel and response body), and
+//! a request with a body's [`crate::body::Upload`].
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -275,9 +279,25 @@ impl Upstream {
         &self,
         req: Request<ProxyBody>,
     ) -> Result<(Response<Incoming>, Option<PoolReturn>), UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.send_inner(req)).await {
-            Ok(r) => r,
-            Err(_) => Err(UpstreamError::Timeout),
+        let upload = req.body().upload().cloned();
+        let limit = self.response_timeout;
+        let mut send = std::pin::pin!(self.send_inner(req));
+        let mut deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, send.as_mut()).await {
+                Ok(r) => return r,
+                Err(_) => {
+                    // Time is up unless a request body is being sent and the backend has not
+                    // kept zgate waiting for `limit` (the client has, or it took a piece since).
+                    let Some(next) = upload.as_ref().map(|u| u.backend_deadline(limit)) else {
+                        return Err(UpstreamError::Timeout);
+                    };
+                    if next <= tokio::time::Instant::now() {
+                        return Err(UpstreamError::Timeout);
+                    }
+                    deadline = next;
+                }
+            }
         }
     }
 

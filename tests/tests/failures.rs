@@ -422,3 +422,168 @@ async fn an_http1_head_being_received_counts_as_memory_until_its_request_ends() 
     let released = eventually(|| memory_held(&z, ip).is_some_and(|m| m < base + (16 << 10))).await;
     assert!(released, "held {:?}, base {base}", memory_held(&z, ip));
 }
+
+#[tokio::test]
+async fn a_slow_but_steady_upload_outlasts_backend_response() {
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    // The upload takes ~3 s in pieces 50 ms apart: longer than backend_response, but the
+    // backend takes every piece as it comes, so it never keeps zgate waiting.
+    let text = config_text(
+        &[b.addr()],
+        "[timeouts]\nbackend_response = \"1s\"\nbody_read = \"2s\"\n",
+    );
+    let z = proxy(config(&text, dir.path())).await;
+    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
+    s.write_all(
+        b"POST /discard HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.write_all(b"x").await.unwrap();
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(STEP, s.read_to_end(&mut out))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "got: {out}");
+    assert!(out.ends_with("\r\n\r\n60\n"), "got: {out}");
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_the_clients_fault_even_past_backend_response() {
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    // The client stops for good; backend_response is the shorter deadline, but the backend
+    // is not what zgate waits on: 408, not 504.
+    let text = config_text(
+        &[b.addr()],
+        "[timeouts]\nbackend_response = \"200ms\"\nbody_read = \"1s\"\n",
+    );
+    let z = proxy(config(&text, dir.path())).await;
+    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
+    s.write_all(b"POST /discard HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(STEP, s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "never answered");
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408"), "got: {out}");
+}
+
+#[tokio::test]
+async fn a_backend_that_stops_taking_the_body_gets_504() {
+    // A backend that accepts and never reads: once the socket buffers are full, zgate's
+    // upload waits on the backend, not on the client.
+    let listener = tokio::net::TcpListener::bind(loopback0()).await.unwrap();
+    let backend_addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            conns.push(s);
+        }
+    });
+    let dir = TempDir::new("f");
+    let text = config_text(
+        &[backend_addr],
+        "[timeouts]\nbackend_response = \"500ms\"\n",
+    );
+    let z = proxy(config(&text, dir.path())).await;
+    // HTTP/2, so the 504 arrives on its stream while the body is still being offered.
+    let mut c: Client<StreamedBody> = Client::connect(addr(&z), Proto::H2c).await;
+    let chunk = noise(64 * 1024, 5);
+    let body = StreamedBody::new((0..4096).map(move |_| chunk.clone())); // 256 MiB at most
+    let req = http::Request::post(format!("http://{}/discard", addr(&z)))
+        .body(body)
+        .unwrap();
+    let resp = c.send(req).await;
+    assert_eq!(resp.status(), 504);
+    held.abort();
+}
+
+#[tokio::test]
+async fn chunked_framing_does_not_pile_up_as_memory() {
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    let text = config_text(
+        &[b.addr()],
+        "[limits]\nmode = \"training\"\ntraining_period = \"1h\"\n",
+    );
+    let z = proxy(config(&text, dir.path())).await;
+    let ip = loopback0().ip();
+    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
+    // Echoed back as it arrives: once all of the body has come back, zgate has read all
+    // that was sent, and the request is still in flight (its last chunk is not sent yet).
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    // 100 000 one-byte chunks: 600 KB read, 100 KB of body, 500 KB of framing that is
+    // never forwarded as body.
+    let body_len = 100_000;
+    let (mut rd, mut wr) = s.into_split();
+    // Written while the echo is read: the echo's backpressure would stall a writer alone.
+    let writer = tokio::spawn(async move {
+        wr.write_all(&b"1\r\nx\r\n".repeat(body_len)).await.unwrap();
+        wr
+    });
+    let mut got = Vec::new();
+    let mut echoed = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while echoed < body_len {
+        let n = tokio::time::timeout(STEP, rd.read(&mut buf))
+            .await
+            .expect("echo in time")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n");
+        echoed = head_end.map_or(0, |h| got[h + 4..].iter().filter(|&&c| c == b'x').count());
+    }
+    // What stays counted is bounded by what hyper can hold of the input (2 x 64 KiB by
+    // default), plus the connection's cost and one 16 KiB reporting step, not the framing.
+    let bound = (16 + 128 + 16) << 10;
+    let bounded = eventually(|| memory_held(&z, ip).is_some_and(|m| m <= bound)).await;
+    assert!(bounded, "held {:?}", memory_held(&z, ip));
+    let _wr = writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_body_still_streaming_after_its_response_head_outlives_the_header_deadline() {
+    // /echo answers at once and streams the body back as it comes: the request body keeps
+    // arriving after the response head. Those bytes are body, not a new head: the header
+    // deadline must not cut the connection.
+    let b = backend().await;
+    let dir = TempDir::new("f");
+    let text = config_text(&[b.addr()], "[timeouts]\nheader_read = \"300ms\"\n");
+    let z = proxy(config(&text, dir.path())).await;
+    let s = TcpStream::connect(addr(&z)).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    wr.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 30\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let writer = tokio::spawn(async move {
+        // 30 bytes over ~1.5 s: five times the header deadline.
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            wr.write_all(b"z").await.unwrap();
+        }
+        wr
+    });
+    let mut out = Vec::new();
+    tokio::time::timeout(STEP, rd.read_to_end(&mut out))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "got: {out}");
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert_eq!(body, "z".repeat(30), "the whole body came back: {out}");
+    let _wr = writer.await.unwrap();
+}

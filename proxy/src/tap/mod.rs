@@ -30,9 +30,13 @@ pub enum ReadTap {
 }
 
 impl ReadTap {
-    /// A tap for an HTTP/1 connection.
-    pub fn http1() -> Self {
-        ReadTap::Http1(Http1Tap::default())
+    /// A tap for an HTTP/1 connection whose server buffers at most `max_buf` bytes read.
+    pub fn http1(max_buf: usize) -> Self {
+        ReadTap::Http1(Http1Tap {
+            message: Fragments::default(),
+            // What hyper can hold of what was read: its read buffer, plus the parsed head.
+            max_held: 2 * max_buf as u64,
+        })
     }
 
     /// A tap for an HTTP/2 connection (which starts with the client preface).
@@ -52,15 +56,17 @@ impl ReadTap {
 
 /// HTTP/1: each socket read is one chunk of the message being received, and its bytes are
 /// held for the client (in hyper's read buffer, then as the parsed head) until forwarded as
-/// body or until their request ends.
-#[derive(Debug, Default)]
+/// body or until their request ends; never more than hyper can hold, so bytes read but never
+/// forwarded as body (chunked framing) do not pile up over a long upload.
+#[derive(Debug)]
 pub struct Http1Tap {
     message: Fragments,
+    max_held: u64,
 }
 
 impl Http1Tap {
     fn on_read(&mut self, n: usize, meter: &Meter) {
-        meter.request_received(n);
+        meter.request_read(n, self.max_held);
         if meter.take_message_done() {
             self.message.reset();
         }
