@@ -14,13 +14,18 @@ What it measures
     h2c 0 B    h2load -c64 -m10       GET /bytes?n=0      (HTTP/2 prior knowledge)
     h2c 1 KiB  h2load -c64 -m10       GET /bytes?n=1024
   Per window: req/s (requests started in its measured part / that part's length), p99 of
-  those requests' durations, and zgate's CPU per request (the sum over its threads of
+  the durations of those of them that also ended before the next switch (a request that ran
+  partly in the next window's mode would pull both modes' p99 together; leaving out the
+  crossing ones cuts the long tail near a window's end in both modes alike, so absolute
+  p99s read somewhat low, for h2c most), and zgate's CPU per request (the sum over its threads of
   /proc/PID/task/*/schedstat run time across the window / requests started in it).
   Ratios defence/disabled are taken per pair of adjacent windows; a row reports their median
   and a distribution-free 95% confidence interval of that median. Why medians of pairs: the
   noise of a shared machine comes in bursts (a neighbour halves the throughput for a few
   seconds, CPU per request doubling with it, in both modes alike); between bursts adjacent
-  windows agree within ~1%. A burst spoils the few pairs it overlaps, not the median.
+  windows agree within ~1%. A burst spoils the few pairs it overlaps, not the median. The
+  interval assumes independent pairs; a burst spans several, so it is somewhat optimistic:
+  the --control run shows the method's actual spread.
 
 Why interleaved: on a shared machine the throughput of back-to-back runs of several seconds
   drifts by more than the limiter costs (earlier runs of bench/proxy-vs-nginx.sh moved rows by
@@ -200,7 +205,8 @@ def measure_row(args, zgate_pid, admin, proto, size, tmp):
 
     starts = [b[0] for b in bounds]
     guard_us = int(args.guard_ms * 1000)
-    durations = [[] for _ in range(n)]  # requests in the measured part of each window
+    counted = [0] * n  # requests started in the measured part of each window
+    durations = [[] for _ in range(n)]  # of those, the durations of the ones that also ended in it
     started = [0] * n  # all requests started in each window (for CPU per request)
     failed = 0
     with open(logfile) as f:
@@ -218,7 +224,10 @@ def measure_row(args, zgate_pid, admin, proto, size, tmp):
                 continue
             # Measured part: from GUARD after this window's switch to the next switch's start.
             if starts[k] + guard_us <= start_us < switch_started[k + 1]:
-                durations[k].append(dur_us)
+                counted[k] += 1
+                # Latency only of requests that ran wholly in this window's mode.
+                if start_us + dur_us < switch_started[k + 1]:
+                    durations[k].append(dur_us)
     os.unlink(logfile)
 
     windows = []
@@ -227,8 +236,8 @@ def measure_row(args, zgate_pid, admin, proto, size, tmp):
         cpu = bounds[k + 1][1] - bounds[k][1]
         windows.append({
             "mode": modes[k],
-            "n": len(durations[k]),
-            "rps": len(durations[k]) / span_s if span_s > 0 else float("nan"),
+            "n": counted[k],
+            "rps": counted[k] / span_s if span_s > 0 else float("nan"),
             "span_s": span_s,
             "durations": durations[k],
             "cpu_ns": cpu,
@@ -258,7 +267,7 @@ def row_stats(windows):
     """Per-mode figures (medians over the mode's windows) and per-pair ratios defence/disabled."""
     res = {}
     for mode in ("disabled", "defence"):
-        ws = [w for w in windows if w["mode"] == mode and w["n"] > 0]
+        ws = [w for w in windows if w["mode"] == mode and w["durations"]]
         res[mode] = {
             "rps": statistics.median(w["rps"] for w in ws),
             "p99_ms": statistics.median(percentile(sorted(w["durations"]), 0.99) for w in ws) / 1000,
@@ -269,7 +278,7 @@ def row_stats(windows):
     for k in range(0, len(windows) - 1, 2):
         a, b = windows[k], windows[k + 1]
         dis, dfc = (a, b) if a["mode"] == "disabled" else (b, a)
-        if dis["n"] == 0 or dfc["n"] == 0:
+        if not dis["durations"] or not dfc["durations"]:
             continue
         pairs["rps"].append(dfc["rps"] / dis["rps"])
         pairs["p99"].append(percentile(sorted(dfc["durations"]), 0.99) /
@@ -486,7 +495,8 @@ def render(args, results):
         f"(h1: `--h1 -c{args.conns} -m1`; h2c: `-c{args.conns} -m{args.h2_streams}`), the mode switched "
         f"through the admin API every {args.window}s in ABBA pairs, {args.windows} windows per row; "
         f"requests are attributed to windows by their start time, the first {args.guard_ms:.0f} ms "
-        "after each switch left out.",
+        "after each switch left out; p99 only over requests that also ended before the next "
+        "switch.",
         "- Ratios: defence/disabled per pair of adjacent windows (one per mode); each cell is the "
         f"median over the row's {args.windows // 2} pairs and, in brackets, a distribution-free 95% "
         "confidence interval of that median (order statistics, binomial ranks). Absolute cells: "
