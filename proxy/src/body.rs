@@ -30,11 +30,8 @@ pub enum ProxyBody {
         meter: Arc<Meter>,
         /// Whether the end was reported.
         done: bool,
-        /// How long the client has kept zgate waiting for the next piece.
-        pause: PauseTimer,
-        /// Who the upload is waiting on, for the backend's deadline; `None` for a body that
-        /// was complete with its head.
-        upload: Option<Arc<Upload>>,
+        /// The upload's pauses; `None` for a body that was complete with its head.
+        upload: Option<Upload>,
     },
     /// A backend's response on its way to the client: received bytes count as held for the
     /// client until written; the request stays in flight until the body ends or is dropped.
@@ -54,10 +51,12 @@ pub enum ProxyBody {
 }
 
 impl ProxyBody {
-    /// The upload of a request body on its way to the backend, if it has one.
-    pub fn upload(&self) -> Option<&Arc<Upload>> {
+    /// Who the upload of a request body on its way to the backend waits on, if it has one.
+    pub fn upload(&self) -> Option<&Arc<UploadProgress>> {
         match self {
-            ProxyBody::Request { upload, .. } => upload.as_ref(),
+            ProxyBody::Request {
+                upload: Some(u), ..
+            } => Some(&u.progress),
             _ => None,
         }
     }
@@ -105,89 +104,88 @@ pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Times the pauses of a request body: armed when the body has nothing to give, disarmed by
-/// the next piece. Only time spent waiting on the client counts: while the backend keeps zgate
-/// from reading (backpressure), the body is not polled and a piece that arrived meanwhile
-/// disarms the timer when it finally is. The timer is allocated on the first pause only.
-pub struct PauseTimer {
-    limit: Duration,
-    armed: bool,
+/// A request body with more than its head, on its way to the backend. The client's pauses are
+/// timed here against `timeouts.body_read`: a pause starts when the body has nothing to give
+/// and ends with the next piece. Only time spent waiting on the client counts: while the
+/// backend keeps zgate from reading (backpressure), the body is not polled, and a piece that
+/// arrived meanwhile ends the pause when it finally is. The backend's waits are
+/// `timeouts.backend_response`'s, through the [`UploadProgress`] shared with the wait for the
+/// answer.
+pub struct Upload {
+    progress: Arc<UploadProgress>,
+    body_read: Duration,
+    /// The pause timer, allocated on the first pause.
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
-impl PauseTimer {
-    /// Pauses up to `limit` are allowed; zero allows any.
-    pub fn new(limit: Duration) -> Self {
-        PauseTimer {
-            limit,
-            armed: false,
+impl Upload {
+    /// The upload of a body that starts now; its pauses may last up to `body_read` (zero:
+    /// any).
+    pub fn new(body_read: Duration) -> Upload {
+        Upload {
+            progress: Arc::new(UploadProgress {
+                base: Instant::now(),
+                last: AtomicU64::new(0),
+                on_client: AtomicBool::new(false),
+            }),
+            body_read,
             sleep: None,
         }
     }
 
-    /// The body had nothing to give: starts timing the pause if it is a new one; ready once
-    /// the pause has lasted `limit`.
+    /// The body had nothing to give: the upload waits on the client. Ready once this pause
+    /// has lasted `body_read`.
     fn poll_paused(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.limit.is_zero() {
+        let new_pause = !self.progress.on_client.swap(true, Ordering::Relaxed);
+        if self.body_read.is_zero() {
             return Poll::Pending;
         }
         let sleep = match &mut self.sleep {
             Some(sleep) => {
-                if !self.armed {
-                    sleep.as_mut().reset(Instant::now() + self.limit);
+                if new_pause {
+                    sleep.as_mut().reset(Instant::now() + self.body_read);
                 }
                 sleep
             }
-            None => self.sleep.insert(Box::pin(tokio::time::sleep(self.limit))),
+            None => self
+                .sleep
+                .insert(Box::pin(tokio::time::sleep(self.body_read))),
         };
-        self.armed = true;
         sleep.as_mut().poll(cx)
     }
 
-    /// The body gave something (a piece, its end or an error): the pause is over.
-    fn progressed(&mut self) {
-        self.armed = false;
+    /// The body gave something (a piece, its end or an error): the pause, if any, is over.
+    fn progressed(&self) {
+        let p = &self.progress;
+        p.last
+            .store(p.base.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        p.on_client.store(false, Ordering::Relaxed);
     }
 }
 
-/// A request body's upload to the backend as the wait for the backend's answer sees it:
+/// Who a request body's upload waits on, as the wait for the backend's answer sees it:
 /// `timeouts.backend_response` counts only the time the backend keeps zgate waiting, not the
-/// pauses of the client (those are `timeouts.body_read`'s), so a slow but steady upload is not
-/// cut, and a backend that stops taking the body is. Allocated only for requests with a body.
+/// client's pauses, so a slow but steady upload is not cut, and a backend that stops taking
+/// the body is.
 #[derive(Debug)]
-pub struct Upload {
-    base: std::time::Instant,
-    /// When the body was last polled (and gave something or had nothing), ns since `base`.
+pub struct UploadProgress {
+    base: Instant,
+    /// When the body last gave something, ns since `base`.
     last: AtomicU64,
     /// The body had nothing to give when last polled: the upload waits on the client.
     on_client: AtomicBool,
 }
 
-impl Upload {
-    /// The upload of a body that starts now.
-    pub fn new() -> Arc<Upload> {
-        Arc::new(Upload {
-            base: std::time::Instant::now(),
-            last: AtomicU64::new(0),
-            on_client: AtomicBool::new(false),
-        })
-    }
-
-    fn polled(&self, on_client: bool) {
-        let ns = self.base.elapsed().as_nanos() as u64;
-        self.last.store(ns, Ordering::Relaxed);
-        self.on_client.store(on_client, Ordering::Relaxed);
-    }
-
+impl UploadProgress {
     /// Until when the backend may still keep zgate waiting, `limit` after it last had to: now
-    /// plus `limit` while the upload waits on the client, else `limit` after the body was last
-    /// polled (its last piece taken, or its end).
+    /// plus `limit` while the upload waits on the client, else `limit` after the body last
+    /// gave something (its last piece taken, or its end).
     pub fn backend_deadline(&self, limit: Duration) -> Instant {
         if self.on_client.load(Ordering::Relaxed) {
             return Instant::now() + limit;
         }
         let last = Duration::from_nanos(self.last.load(Ordering::Relaxed));
-        Instant::from_std(self.base + last) + limit
+        self.base + last + limit
     }
 }
 
@@ -225,25 +223,22 @@ impl Body for ProxyBody {
                 inner,
                 meter,
                 done,
-                pause,
                 upload,
             } => {
                 let frame = match Pin::new(inner).poll_frame(cx) {
                     Poll::Ready(frame) => frame,
                     Poll::Pending => {
                         if let Some(u) = upload {
-                            u.polled(true);
-                        }
-                        if pause.poll_paused(cx).is_ready() {
-                            return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+                            if u.poll_paused(cx).is_ready() {
+                                return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+                            }
                         }
                         return Poll::Pending;
                     }
                 };
                 if let Some(u) = upload {
-                    u.polled(false);
+                    u.progressed();
                 }
-                pause.progressed();
                 let n = data_len(&frame);
                 if n > 0 {
                     meter.request_forwarded(n);
@@ -316,8 +311,8 @@ impl Body for ProxyBody {
 mod tests {
     use super::*;
 
-    async fn poll_paused(t: &mut PauseTimer) -> Poll<()> {
-        std::future::poll_fn(|cx| Poll::Ready(t.poll_paused(cx))).await
+    async fn poll_paused(u: &mut Upload) -> Poll<()> {
+        std::future::poll_fn(|cx| Poll::Ready(u.poll_paused(cx))).await
     }
 
     async fn advance_ms(ms: u64) {
@@ -326,32 +321,48 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_pause_is_timed_from_its_start_and_a_piece_ends_it() {
-        let mut t = PauseTimer::new(Duration::from_millis(100));
-        assert!(poll_paused(&mut t).await.is_pending(), "t=0: pause starts");
+        let mut u = Upload::new(Duration::from_millis(100));
+        assert!(poll_paused(&mut u).await.is_pending(), "t=0: pause starts");
         advance_ms(60).await;
-        assert!(poll_paused(&mut t).await.is_pending(), "t=60: same pause");
-        t.progressed();
+        assert!(poll_paused(&mut u).await.is_pending(), "t=60: same pause");
+        u.progressed();
         advance_ms(60).await;
         // A new pause from t=120: the first one's 100 ms have passed, this one's have not.
-        assert!(poll_paused(&mut t).await.is_pending(), "t=120: new pause");
+        assert!(poll_paused(&mut u).await.is_pending(), "t=120: new pause");
         advance_ms(90).await;
         assert!(
-            poll_paused(&mut t).await.is_pending(),
+            poll_paused(&mut u).await.is_pending(),
             "t=210: 90 ms into it"
         );
         advance_ms(20).await;
         assert!(
-            poll_paused(&mut t).await.is_ready(),
+            poll_paused(&mut u).await.is_ready(),
             "t=230: 110 ms into it"
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_zero_limit_allows_any_pause() {
-        let mut t = PauseTimer::new(Duration::ZERO);
-        assert!(poll_paused(&mut t).await.is_pending());
+        let mut u = Upload::new(Duration::ZERO);
+        assert!(poll_paused(&mut u).await.is_pending());
         advance_ms(3_600_000).await;
-        assert!(poll_paused(&mut t).await.is_pending());
+        assert!(poll_paused(&mut u).await.is_pending());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_backend_deadline_waits_while_the_client_pauses() {
+        let limit = Duration::from_millis(100);
+        let mut u = Upload::new(Duration::ZERO);
+        u.progressed();
+        let from_piece = Instant::now() + limit;
+        assert_eq!(u.progress.backend_deadline(limit), from_piece);
+        advance_ms(500).await;
+        // Nothing polled since the piece: the backend's time runs from it.
+        assert_eq!(u.progress.backend_deadline(limit), from_piece);
+        // The body waits on the client: the backend's time does not run.
+        assert!(poll_paused(&mut u).await.is_pending());
+        advance_ms(500).await;
+        assert_eq!(u.progress.backend_deadline(limit), Instant::now() + limit);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::activity::Activity;
-use crate::body::{self, PauseTimer, ProxyBody, Upload};
+use crate::body::{self, ProxyBody, Upload};
 use crate::headers;
 use crate::limits::BlockAction;
 use crate::meter::{InFlightRequest, Meter};
@@ -163,12 +163,11 @@ fn rewrite_request(req: Request<Incoming>, conn: &ConnInfo) -> Request<ProxyBody
     headers::set_forwarded(h, &conn.forwarded_for, conn.tls);
     headers::append_via(h, headers::via_token(parts.version));
     parts.version = Version::HTTP_11;
-    let upload = (!http_body::Body::is_end_stream(&body)).then(Upload::new);
+    let upload = (!http_body::Body::is_end_stream(&body)).then(|| Upload::new(conn.body_read));
     let body = ProxyBody::Request {
         inner: body,
         meter: conn.meter.clone(),
         done: false,
-        pause: PauseTimer::new(conn.body_read),
         upload,
     };
     Request::from_parts(parts, body)
