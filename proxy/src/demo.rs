@@ -28,9 +28,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use crate::body::{BodyError, ProxyBody};
-use tokio::task::JoinHandle;
 
 /// The pattern `/bytes` streams: byte `i` of the body is `i % 251`.
 pub fn pattern_byte(i: u64) -> u8 {

@@ -255,15 +255,13 @@ impl Meter {
     /// They are held until forwarded as body ([`Meter::request_forwarded`]) or, for what is
     /// never forwarded (an HTTP/1 head), until no request is in flight any more.
     pub fn request_received(&self, n: usize) {
-        self.held_in.fetch_add(n as u64, Ordering::Relaxed);
-        let v = self.memory_changed(n as i64);
-        self.verdict(v);
+        self.request_read(n, u64::MAX);
     }
 
-    /// HTTP/1: `n` bytes were read from the client. Held like [`Meter::request_received`]'s,
-    /// but never more than `max_held` in all: hyper cannot hold more, and bytes that are read
-    /// but never forwarded as body (chunk sizes, trailers) would otherwise count until the
-    /// request ends.
+    /// `n` request bytes were read from the client, held as by [`Meter::request_received`] but
+    /// never more than `max_held` in all. HTTP/1: hyper cannot hold more, and bytes that are
+    /// read but never forwarded as body (chunk sizes, trailers) would otherwise count until
+    /// the request ends.
     pub fn request_read(&self, n: usize, max_held: u64) {
         let held = self.held_in.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
         let dropped = if held > max_held {

@@ -1,11 +1,11 @@
 //! IO taps: observers of the client's byte stream between TLS and hyper (DESIGN.md §5).
 //!
 //! The read tap turns what arrives into limiter events: for HTTP/1, one chunk of the current
-//! message per socket read (metric F) and the bytes read, held (M); for HTTP/2, the frame headers: DATA and CONTINUATION
-//! payload sizes per message (F), inbound body bytes held (M), and the control frames the
-//! static guards count. The write tap (HTTP/2 only) sees the server's own RST_STREAMs and a
-//! GOAWAY with which its HTTP/2 stack gives up on an abusive client. Bytes pass through
-//! untouched.
+//! message per socket read (metric F) and the bytes read, held (M); for HTTP/2, the frame
+//! headers: DATA and CONTINUATION payload sizes per message (F), inbound body bytes held (M),
+//! and the control frames the static guards count. The write tap (HTTP/2 only) sees the
+//! server's own RST_STREAMs and a GOAWAY with which its HTTP/2 stack gives up on an abusive
+//! client. Bytes pass through untouched.
 
 pub mod h2frames;
 
