@@ -230,12 +230,28 @@ pub fn request(method: &str, addr: SocketAddr, path: &str, body: Bytes) -> Reque
 
 /// A request body of unknown length (so HTTP/1.1 sends it chunked), produced chunk by chunk
 /// from an iterator: nothing of it is held beyond the chunk being sent.
-pub struct StreamedBody(Box<dyn Iterator<Item = Bytes> + Send>);
+pub struct StreamedBody {
+    chunks: Box<dyn Iterator<Item = Bytes> + Send>,
+    /// After the last chunk, never end (see [`StreamedBody::stalling`]).
+    stall: bool,
+}
 
 impl StreamedBody {
     /// A body of `chunks`, in order.
     pub fn new(chunks: impl Iterator<Item = Bytes> + Send + 'static) -> Self {
-        StreamedBody(Box::new(chunks))
+        StreamedBody {
+            chunks: Box::new(chunks),
+            stall: false,
+        }
+    }
+
+    /// A body of `chunks` that then sends nothing ever again: the stream stays open, as a
+    /// client that stopped sending would leave it.
+    pub fn stalling(chunks: impl Iterator<Item = Bytes> + Send + 'static) -> Self {
+        StreamedBody {
+            stall: true,
+            ..Self::new(chunks)
+        }
     }
 }
 
@@ -247,12 +263,12 @@ impl hyper::body::Body for StreamedBody {
         self: std::pin::Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        std::task::Poll::Ready(
-            self.get_mut()
-                .0
-                .next()
-                .map(|b| Ok(hyper::body::Frame::data(b))),
-        )
+        let this = self.get_mut();
+        match this.chunks.next() {
+            Some(b) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b)))),
+            None if this.stall => std::task::Poll::Pending,
+            None => std::task::Poll::Ready(None),
+        }
     }
 }
 

@@ -243,37 +243,37 @@ async fn connect_method_is_refused() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 405"));
 }
 
-/// A request body: `first`, then either its end or, with `stall`, nothing ever again (the
-/// stream stays open, as a client that stopped sending would leave it).
-struct Piece {
-    first: Option<Bytes>,
-    stall: bool,
-}
-
-impl hyper::body::Body for Piece {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        match this.first.take() {
-            Some(b) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b)))),
-            None if this.stall => std::task::Poll::Pending,
-            None => std::task::Poll::Ready(None),
-        }
-    }
-}
-
-fn post_piece(addr: std::net::SocketAddr, stall: bool) -> http::Request<Piece> {
+/// A POST of 10 bytes to `/discard` that ends, or, with `stall`, then never does.
+fn post_ten_bytes(addr: std::net::SocketAddr, stall: bool) -> http::Request<StreamedBody> {
+    let ten = std::iter::once(Bytes::from_static(b"0123456789"));
+    let body = if stall {
+        StreamedBody::stalling(ten)
+    } else {
+        StreamedBody::new(ten)
+    };
     http::Request::post(format!("http://{addr}/discard"))
-        .body(Piece {
-            first: Some(Bytes::from_static(b"0123456789")),
-            stall,
-        })
+        .body(body)
         .expect("valid request")
+}
+
+/// POSTs `n` bytes to `/discard` (`Connection: close`), one every 50 ms, and returns the whole
+/// answer.
+async fn post_trickled(to: std::net::SocketAddr, n: usize) -> String {
+    let mut s = TcpStream::connect(to).await.unwrap();
+    let head = format!(
+        "POST /discard HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..n {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.write_all(b"x").await.unwrap();
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(STEP, s.read_to_end(&mut out))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test]
@@ -306,22 +306,7 @@ async fn an_http1_body_with_short_pauses_is_forwarded_whole() {
     // long as it keeps coming.
     let text = config_text(&[b.addr()], "[timeouts]\nbody_read = \"2s\"\n");
     let z = proxy(config(&text, dir.path())).await;
-    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
-    s.write_all(
-        b"POST /discard HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\nConnection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        s.write_all(b"x").await.unwrap();
-    }
-    let mut out = Vec::new();
-    tokio::time::timeout(STEP, s.read_to_end(&mut out))
-        .await
-        .expect("answered in time")
-        .unwrap();
-    let out = String::from_utf8_lossy(&out);
+    let out = post_trickled(addr(&z), 60).await;
     assert!(out.starts_with("HTTP/1.1 200"), "got: {out}");
     assert!(
         out.ends_with("\r\n\r\n60\n"),
@@ -335,10 +320,10 @@ async fn an_http2_stream_whose_body_stops_gets_408_and_the_connection_carries_on
     let dir = TempDir::new("f");
     let text = config_text(&[b.addr()], "[timeouts]\nbody_read = \"300ms\"\n");
     let z = proxy(config(&text, dir.path())).await;
-    let mut c: Client<Piece> = Client::connect(addr(&z), Proto::H2c).await;
-    let resp = c.send(post_piece(addr(&z), true)).await;
+    let mut c: Client<StreamedBody> = Client::connect(addr(&z), Proto::H2c).await;
+    let resp = c.send(post_ten_bytes(addr(&z), true)).await;
     assert_eq!(resp.status(), 408);
-    let resp = c.send(post_piece(addr(&z), false)).await;
+    let resp = c.send(post_ten_bytes(addr(&z), false)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(&resp.body[..], b"10\n");
 }
@@ -434,22 +419,7 @@ async fn a_slow_but_steady_upload_outlasts_backend_response() {
         "[timeouts]\nbackend_response = \"1s\"\nbody_read = \"2s\"\n",
     );
     let z = proxy(config(&text, dir.path())).await;
-    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
-    s.write_all(
-        b"POST /discard HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\nConnection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        s.write_all(b"x").await.unwrap();
-    }
-    let mut out = Vec::new();
-    tokio::time::timeout(STEP, s.read_to_end(&mut out))
-        .await
-        .expect("answered in time")
-        .unwrap();
-    let out = String::from_utf8_lossy(&out);
+    let out = post_trickled(addr(&z), 60).await;
     assert!(out.starts_with("HTTP/1.1 200"), "got: {out}");
     assert!(out.ends_with("\r\n\r\n60\n"), "got: {out}");
 }
