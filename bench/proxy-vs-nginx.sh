@@ -189,21 +189,8 @@ if [ "$COMPARE" = defence ]; then
   cat >>"$TMP/zgate.toml" <<EOF
 [admin]
 addr = "127.0.0.1:$ADMIN_PORT"
-[limits]
-mode = "training"
-training_period = "4s"
-after_training = "defence"
-# One benchmark client: let a population of one be scored, so every event runs the full
-# defence path (z computed and compared); thresholds far away so it is never blocked.
-min_clients = 1
-[limits.z]
-connections = 1000000.0
-requests_nonidempotent = 1000000.0
-requests = 1000000.0
-memory = 1000000.0
-cpu = 1000000.0
-fragmentation = 1000000.0
 EOF
+  cat "$REPO/bench/limits-scored-never-blocked.toml" >>"$TMP/zgate.toml"
 fi
 log "starting zgate on :$ZGATE_PORT (workers = $WORKERS)"
 "${ON_PROXY_CPU[@]}" "$ZGATE" --config "$TMP/zgate.toml" >"$TMP/zgate.log" 2>&1 &
