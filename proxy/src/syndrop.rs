@@ -94,26 +94,13 @@ impl SynDrop {
 
 /// Removes an accepted socket's copy of its listener's filter.
 pub fn detach(sock: &impl AsFd) -> io::Result<()> {
-    let fd = sock.as_fd().as_raw_fd();
     // The kernel ignores the value but wants an int's worth of it.
     let unused: libc::c_int = 0;
-    // SAFETY: `fd` is open (borrowed from `sock`); the option value is a live int.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_DETACH_FILTER,
-            std::ptr::from_ref(&unused).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    match rc {
-        0 => Ok(()),
-        _ => match io::Error::last_os_error() {
-            // No filter: nothing to remove.
-            e if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            e => Err(e),
-        },
+    // SAFETY: a plain int, no pointers in it.
+    match unsafe { set_socket_option(sock, libc::SO_DETACH_FILTER, &unused) } {
+        // No filter: nothing to remove.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        r => r,
     }
 }
 
@@ -123,16 +110,25 @@ fn attach(listener: &impl AsFd, dropped: &[IpAddr]) -> io::Result<()> {
         len: u16::try_from(prog.len()).map_err(|_| io::Error::other("filter too long"))?,
         filter: prog.as_mut_ptr(),
     };
-    let fd = listener.as_fd().as_raw_fd();
-    // SAFETY: `fd` is open (borrowed from `listener`); `fprog` points to `prog.len()`
-    // instructions that outlive the call, which copies them into the kernel.
+    // SAFETY: `fprog` points to `prog.len()` instructions that outlive the call, which copies
+    // them into the kernel.
+    unsafe { set_socket_option(listener, libc::SO_ATTACH_FILTER, &fprog) }
+}
+
+/// `setsockopt(SOL_SOCKET, name, value)` on `sock`.
+///
+/// # Safety
+/// Any pointer inside `value` must be valid for what the kernel reads through it for `name`.
+unsafe fn set_socket_option<T>(sock: &impl AsFd, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: the fd is open (borrowed from `sock`); `value` is a live `T` of the size passed;
+    // the caller vouches for the pointers inside it.
     let rc = unsafe {
         libc::setsockopt(
-            fd,
+            sock.as_fd().as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            std::ptr::from_ref(&fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            name,
+            std::ptr::from_ref(value).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {
