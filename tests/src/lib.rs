@@ -16,12 +16,12 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use zgate_config::Config;
-pub use zgate_proxy::demo;
+pub use zgate_proxy::cli::demo;
 use zgate_proxy::Server;
 
 pub mod lab;
 
-pub use zgate_proxy::demo::pattern_byte;
+pub use zgate_proxy::cli::demo::pattern_byte;
 
 /// How long any single client operation may take before the test fails.
 pub const STEP: Duration = Duration::from_secs(30);

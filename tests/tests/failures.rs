@@ -141,7 +141,7 @@ async fn malformed_http2_gets_goaway_protocol_error() {
     let dir = TempDir::new("f");
     let z = proxy(config(&config_text(&[b.addr()], ""), dir.path())).await;
     let mut s = TcpStream::connect(addr(&z)).await.unwrap();
-    s.write_all(zgate_proxy::detect::H2_PREFACE).await.unwrap();
+    s.write_all(zgate_proxy::H2_PREFACE).await.unwrap();
     s.write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]).await.unwrap(); // empty SETTINGS
                                                                 // HEADERS on stream 0 is a connection error of type PROTOCOL_ERROR (RFC 9113 §6.2).
     s.write_all(&[0, 0, 1, 0x1, 0x4, 0, 0, 0, 0, 0x82])
