@@ -70,6 +70,39 @@ pub fn addr(server: &Server) -> SocketAddr {
     server.local_addrs()[0]
 }
 
+/// zgate in-process in front of one demo backend: the config of [`config_text`] with that
+/// backend, then `extra`, its relative paths against a temporary directory. It owns all three,
+/// so the backend and the directory live as long as the proxy, and it derefs to the [`Server`].
+pub struct Fronted {
+    /// The proxy.
+    pub server: Server,
+    /// The demo backend behind it.
+    pub backend: demo::Backend,
+    _dir: TempDir,
+}
+
+impl Fronted {
+    /// Starts a demo backend, then zgate in front of it with `extra` config (TOML sections).
+    pub async fn start(extra: &str) -> Self {
+        let backend = backend().await;
+        let dir = TempDir::new("fronted");
+        let server = proxy(config(&config_text(&[backend.addr()], extra), dir.path())).await;
+        Fronted {
+            server,
+            backend,
+            _dir: dir,
+        }
+    }
+}
+
+impl std::ops::Deref for Fronted {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
 /// A response with its body collected.
 #[derive(Debug)]
 pub struct Collected {
