@@ -103,6 +103,16 @@ impl std::ops::Deref for Fronted {
     }
 }
 
+/// A model in the admin API's format (`PUT /api/v1/model`; the state file's `model` too): epoch
+/// 7, every metric learned from 20 clients (`memory`: mean 40000, std 5000).
+pub const MODEL_JSON: &str = r#"{"epoch": 7, "metrics": {
+    "connections": {"n": 20, "mean": 2.0, "std": 1.0},
+    "requests_nonidempotent": {"n": 20, "mean": 1.0, "std": 0.5},
+    "requests": {"n": 20, "mean": 3.0, "std": 1.0},
+    "memory": {"n": 20, "mean": 40000.0, "std": 5000.0},
+    "cpu": {"n": 20, "mean": 2000.0, "std": 500.0},
+    "fragmentation": {"n": 20, "mean": 4.0, "std": 2.0}}}"#;
+
 /// A response with its body collected.
 #[derive(Debug)]
 pub struct Collected {
