@@ -76,7 +76,7 @@ pub use counters::CountersSnapshot;
 pub use error::Error;
 pub use guards::H2Frame;
 pub use key::{ClientKey, IpPrefix};
-pub use limiter::Limiter;
+pub use limiter::{Limiter, MAX_EPOCH};
 pub use mode::{Mode, ModeError, UnknownMode};
 pub use snapshot::{ClientSnapshot, Status};
 pub use time::Nanos;

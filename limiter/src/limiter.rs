@@ -83,7 +83,7 @@ impl Limiter {
         });
         let limiter = Limiter { shared };
         if let Some(model) = model {
-            limiter.import_model(model);
+            limiter.import_model(model)?;
         }
         limiter.set_mode(config.mode, now)?;
         Ok(limiter)
@@ -165,9 +165,20 @@ impl Limiter {
     /// - `Defence` / `Monitor`: from training, the training set is finalized into the model
     ///   first. Refused with [`ModeError::NoModel`] if there is still no model.
     /// - `Disabled`: stops training (its samples are dropped) and scoring; keeps the model.
+    ///
+    /// Forced: a model with thin metrics is accepted (see [`Limiter::set_mode_checked`]).
     pub fn set_mode(&self, mode: Mode, now: Nanos) -> Result<(), ModeError> {
+        self.set_mode_checked(mode, now, true)
+    }
+
+    /// Like [`Limiter::set_mode`], for an operator's request: without `force`, defence or
+    /// monitor is refused with [`ModeError::ThinModel`] when any enabled metric of the model
+    /// (the one in use, or the one a running training yields) was learned from fewer than
+    /// `min_clients` clients, since such a metric never blocks. A refusal changes nothing (a
+    /// running training goes on).
+    pub fn set_mode_checked(&self, mode: Mode, now: Nanos, force: bool) -> Result<(), ModeError> {
         let ctl = self.shared.lock_control();
-        self.shared.switch(&ctl, mode, now.0)
+        self.shared.switch(&ctl, mode, now.0, force)
     }
 
     /// The current mode.
@@ -187,7 +198,12 @@ impl Limiter {
 
     /// Replaces the model (e.g. loaded from disk), scored with this limiter's `min_std` and
     /// `min_clients`. Does not change the mode. Later epochs are numbered after the model's.
-    pub fn import_model(&self, model: Model) {
+    /// Refused with [`ModeError::EpochOutOfRange`] (nothing changes) when the model's epoch is
+    /// above [`MAX_EPOCH`].
+    pub fn import_model(&self, model: Model) -> Result<(), ModeError> {
+        if model.epoch > MAX_EPOCH {
+            return Err(ModeError::EpochOutOfRange { epoch: model.epoch });
+        }
         let ctl = self.shared.lock_control();
         let s = &self.shared;
         let st = s.state();
@@ -196,6 +212,7 @@ impl Limiter {
         }
         s.model
             .store(Some(Arc::new(model.with_params(ctl.params.clone()))));
+        Ok(())
     }
 
     /// The live statistics of the running training epoch (approximate while workers write),
@@ -382,7 +399,13 @@ pub(crate) struct State {
     pub(crate) epoch: Epoch,
 }
 
+/// The largest epoch the limiter takes: from an imported model (the API, the state file) and
+/// as the count of trainings. `2^53 - 1`: exact as a JSON number in every consumer (a double),
+/// and far below the `2^56` that [`pack`] can hold, so `epoch + 1` and `epoch << 8` never wrap.
+pub const MAX_EPOCH: Epoch = (1 << 53) - 1;
+
 fn pack(epoch: Epoch, mode: Mode) -> u64 {
+    debug_assert!(epoch <= MAX_EPOCH + 1);
     epoch << 8 | u64::from(mode.to_u8())
 }
 
@@ -542,14 +565,17 @@ impl Shared {
         if st.mode != Mode::Training || now < self.training_deadline.load(Ordering::Relaxed) {
             return;
         }
-        // Training always yields a model, so this switch cannot be refused.
-        let _ = self.switch(&ctl, ctl.after_training, now);
+        // Training always yields a model and the switch is forced: it cannot be refused.
+        let _ = self.switch(&ctl, ctl.after_training, now, true);
     }
 
-    fn switch(&self, ctl: &Control, mode: Mode, now: u64) -> Result<(), ModeError> {
+    fn switch(&self, ctl: &Control, mode: Mode, now: u64, force: bool) -> Result<(), ModeError> {
         let st = self.state();
         match mode {
             Mode::Training => {
+                if st.epoch >= MAX_EPOCH {
+                    return Err(ModeError::EpochsExhausted);
+                }
                 let epoch = st.epoch + 1;
                 self.training
                     .store(Some(TrainingSet::new(epoch, self.shards)));
@@ -562,19 +588,47 @@ impl Shared {
                     .store(pack(epoch, Mode::Training), Ordering::Release);
             }
             Mode::Defence | Mode::Monitor => {
-                if st.mode == Mode::Training {
-                    if let Some(set) = self.training.load_full() {
-                        self.model.store(Some(Arc::new(set.finalize(&ctl.params))));
-                    }
-                }
-                if self.model.load().is_none() {
+                let trained = match (st.mode, self.training.load_full()) {
+                    (Mode::Training, Some(set)) => Some(Arc::new(set.finalize(&ctl.params))),
+                    _ => None,
+                };
+                let Some(model) = trained.clone().or_else(|| self.model.load_full()) else {
                     return Err(ModeError::NoModel { requested: mode });
+                };
+                if !force {
+                    self.refuse_thin(&model, &ctl.params, mode)?;
+                }
+                if trained.is_some() {
+                    self.model.store(Some(model));
                 }
                 self.leave_training(st.epoch, mode);
             }
             Mode::Disabled => self.leave_training(st.epoch, mode),
         }
         Ok(())
+    }
+
+    /// [`ModeError::ThinModel`] if an enabled metric of `model` has fewer than `min_clients`.
+    fn refuse_thin(
+        &self,
+        model: &Model,
+        params: &ModelParams,
+        mode: Mode,
+    ) -> Result<(), ModeError> {
+        let thin: Vec<(Metric, u64)> = Metric::ALL
+            .into_iter()
+            .filter(|&m| self.is_enabled(m))
+            .map(|m| (m, model.get(m).n))
+            .filter(|&(_, n)| n < params.min_clients)
+            .collect();
+        if thin.is_empty() {
+            return Ok(());
+        }
+        Err(ModeError::ThinModel {
+            requested: mode,
+            thin,
+            min_clients: params.min_clients,
+        })
     }
 
     fn leave_training(&self, epoch: Epoch, mode: Mode) {
