@@ -15,6 +15,7 @@ use zgate_limiter::{BlockEntry, ClientSnapshot, IpPrefix, Metric, Mode, ModeErro
 
 use super::json::{self as j, ApiError, Reply};
 use super::router::Route;
+use super::scope;
 use super::Control;
 use crate::state::persist;
 
@@ -81,6 +82,9 @@ fn mode_view(core: &dyn Control) -> Value {
 #[serde(deny_unknown_fields)]
 struct ModeBody {
     mode: String,
+    /// Defence or monitor even with a model whose metrics are thin (fewer than `min_clients`).
+    #[serde(default)]
+    force: bool,
 }
 
 fn put_mode(core: &dyn Control, body: ModeBody) -> Result<Reply, ApiError> {
@@ -90,13 +94,23 @@ fn put_mode(core: &dyn Control, body: ModeBody) -> Result<Reply, ApiError> {
         .map_err(|e: zgate_limiter::UnknownMode| ApiError::bad_request(e.to_string()))?;
     let limiter = &core.limiter();
     limiter
-        .set_mode(mode, core.now())
-        .map_err(|e @ ModeError::NoModel { .. }| {
-            ApiError::new(StatusCode::CONFLICT, e.to_string())
-        })?;
-    tracing::info!(mode = %mode, epoch = limiter.epoch(), "mode set through the admin API");
+        .set_mode_checked(mode, core.now(), body.force)
+        .map_err(mode_error)?;
+    tracing::info!(mode = %mode, epoch = limiter.epoch(), force = body.force, "mode set through the admin API");
     save(core);
     Ok(ok(mode_view(core)))
+}
+
+/// A refused mode switch or import: 409 when the limiter's state is in the way (no model, a
+/// thin one, epochs exhausted), 400 for a bad value.
+fn mode_error(e: ModeError) -> ApiError {
+    let status = match e {
+        ModeError::EpochOutOfRange { .. } => StatusCode::BAD_REQUEST,
+        ModeError::NoModel { .. } | ModeError::ThinModel { .. } | ModeError::EpochsExhausted => {
+            StatusCode::CONFLICT
+        }
+    };
+    ApiError::new(status, e.to_string())
 }
 
 /// Saves the state file after a change (errors are logged by `Persist`).
@@ -157,7 +171,9 @@ fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     persist::validate_model(&model)
         .map_err(|e| ApiError::bad_request(format!("not a valid model: {e}")))?;
     let epoch = model.epoch;
-    core.limiter().import_model(model);
+    core.limiter().import_model(model).map_err(|e| {
+        ApiError::bad_request(format!("not a valid model: {}", mode_error(e).message))
+    })?;
     core.persist().model_imported();
     tracing::info!(epoch, "model imported through the admin API");
     save(core);
@@ -452,10 +468,19 @@ pub(crate) fn parse_prefix(text: &str) -> Result<IpPrefix, ApiError> {
 struct BlockBody {
     ip: String,
     duration: Option<String>,
+    /// Takes a prefix wider than `scope.rs` allows.
+    #[serde(default)]
+    force: bool,
 }
 
 fn post_block(core: &dyn Control, body: BlockBody) -> Result<Reply, ApiError> {
     let prefix = parse_prefix(&body.ip)?;
+    if let Some(why) = scope::too_wide(prefix).filter(|_| !body.force) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{why}: send \"force\": true to block it anyway"),
+        ));
+    }
     let duration = match &body.duration {
         None => core.limiter_config().block_duration,
         Some(d) => {
@@ -491,6 +516,6 @@ fn delete_block(core: &dyn Control, ip: &str) -> Result<Reply, ApiError> {
             format!("{ip} is not on the block list"),
         ));
     }
-    tracing::info!(client = %ip, "unblocked through the admin API");
+    tracing::info!(client = %prefix, "unblocked through the admin API");
     Ok(ok(json!({ "unblocked": prefix.to_string() })))
 }

@@ -1,7 +1,9 @@
-//! The admin HTTP API: its own HTTP/1.1 listener (`[admin] addr`, default `127.0.0.1:9090`),
+//! The admin HTTP API: its own HTTP/1.1 listener (`[admin] addr`, default `127.0.0.1:7391`),
 //! JSON in and out, for operators and `zgate ctl`.
 //!
 //! - `auth.rs`: the bearer token, compared in constant time;
+//! - `guard.rs`: Host, Origin and Content-Type checks against other web pages on the host;
+//! - `scope.rs`: which manual blocks are too wide to take without `"force": true`;
 //! - `json.rs`: responses, errors (`{"error": "..."}`) and size-limited request bodies;
 //! - `router.rs`: paths and methods to endpoints (404 unknown path, 405 wrong method);
 //! - `api.rs`: the endpoints.
@@ -12,8 +14,10 @@
 
 mod api;
 mod auth;
+mod guard;
 mod json;
 mod router;
+mod scope;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -116,7 +120,11 @@ pub(crate) async fn start(
         source,
     })?;
     tracing::info!(addr = %local, token = config.token.is_some(), "admin API ready");
-    let token: Option<Arc<str>> = config.token.as_deref().map(Arc::from);
+    let site = Arc::new(guard::Site {
+        addr: local,
+        token: config.token.clone(),
+        public_healthz: config.public_healthz,
+    });
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
         loop {
@@ -129,17 +137,13 @@ pub(crate) async fn start(
                 }
             };
             let core = core.clone();
-            let token = token.clone();
+            let site = site.clone();
             let mut stopped = stopped.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let core = core.clone();
-                    let token = token.clone();
-                    async move {
-                        Ok::<_, Infallible>(
-                            router::handle(&*core, token.as_deref(), peer, req).await,
-                        )
-                    }
+                    let site = site.clone();
+                    async move { Ok::<_, Infallible>(router::handle(&*core, &site, peer, req).await) }
                 });
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())

@@ -114,11 +114,13 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), CtlError> {
         .ok()
         .filter(|t| !t.is_empty());
     let mut rest = Vec::new();
+    let mut force = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--admin" => url = it.next().ok_or(usage("--admin needs a URL"))?.clone(),
             "--token" => token = Some(it.next().ok_or(usage("--token needs a value"))?.clone()),
+            "--force" => force = true,
             "-h" | "--help" => {
                 let _ = out.write_all(USAGE.as_bytes());
                 return Ok(());
@@ -221,7 +223,7 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), CtlError> {
         }
         (kv, []) if kv.contains('=') => {
             let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
-            set(&api, key, value)?;
+            set(&api, key, value, force)?;
             let knobs = api.knobs()?;
             if let Some((k, v)) = knobs.iter().find(|(k, _)| k == key) {
                 w(out, format!("{k} = {v}"));
@@ -241,9 +243,10 @@ pub fn run(args: &[String], out: &mut dyn Write) -> Result<(), CtlError> {
 }
 
 /// `KEY=VALUE`: the knobs that can be set at run time.
-fn set(api: &Api, key: &str, value: &str) -> Result<(), CtlError> {
+fn set(api: &Api, key: &str, value: &str, force: bool) -> Result<(), CtlError> {
     if key == "mode" {
-        api.call("PUT", "/api/v1/mode", Some(json!({ "mode": value })))?;
+        let body = json!({ "mode": value, "force": force });
+        api.call("PUT", "/api/v1/mode", Some(body))?;
         return Ok(());
     }
     if let Some(metric) = key.strip_prefix("z.") {
@@ -420,7 +423,7 @@ impl Api {
             self.host,
             body.len()
         );
-        if !body.is_empty() {
+        if method != "GET" {
             head.push_str("Content-Type: application/json\r\n");
         }
         if let Some(t) = &self.token {
