@@ -15,8 +15,9 @@ use zgate_limiter::{BlockEntry, ClientSnapshot, IpPrefix, Metric, Mode, ModeErro
 
 use super::json::{self as j, ApiError, Reply};
 use super::router::Route;
-use super::scope;
 use super::Control;
+use super::{runtime, scope};
+use crate::state::overrides::{Knob, Setting, MAX_BLOCK_DURATION};
 use crate::state::persist;
 
 /// Most clients `GET /api/v1/clients?top=N` returns.
@@ -46,6 +47,9 @@ pub(crate) async fn call(
         Route::Blocks if write => post_block(core, j::body(req).await?),
         Route::Blocks => Ok(ok(blocks(core))),
         Route::Block(ip) => delete_block(core, &ip),
+        Route::Overrides if write => runtime::put(core, j::body(req).await?),
+        Route::Overrides => Ok(ok(runtime::view(core))),
+        Route::Override(key) => runtime::reset(core, &key),
         Route::Reload => match core.reload() {
             Ok(r) => Ok(ok(json!({
                 "reloaded": true,
@@ -246,23 +250,32 @@ fn put_thresholds(core: &dyn Control, body: Value) -> Result<Reply, ApiError> {
         };
         changes.push((m, z, enabled));
     }
-    let limiter = &core.limiter();
+    let mut o = core.overrides();
     for (m, z, enabled) in changes {
+        // Validated above: finite and >= 0; the override's own bound is checked here.
         if let Some(z) = z {
-            // Validated above: finite and >= 0, which is all `set_threshold` checks.
-            limiter
-                .set_threshold(m, z)
+            let knob = Knob::Z(m);
+            let z = knob
+                .value(&json!(z))
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            tracing::info!(metric = m.name(), z, "threshold set through the admin API");
+            o.set(knob, z);
         }
         if let Some(on) = enabled {
-            limiter.set_enabled(m, on);
-            tracing::info!(
-                metric = m.name(),
-                enabled = on,
-                "metric switched through the admin API"
-            );
+            o.set(Knob::Enabled(m), Setting::Bool(on));
         }
+    }
+    runtime::apply(core, o)?;
+    for m in Metric::ALL
+        .into_iter()
+        .filter(|m| map.contains_key(m.name()))
+    {
+        let (z, on) = (core.limiter().threshold(m), core.limiter().is_enabled(m));
+        tracing::info!(
+            metric = m.name(),
+            z,
+            enabled = on,
+            "threshold set through the admin API (a runtime override)"
+        );
     }
     Ok(ok(thresholds(core)))
 }
@@ -490,6 +503,9 @@ fn post_block(core: &dyn Control, body: BlockBody) -> Result<Reply, ApiError> {
     if duration.is_zero() {
         return Err(ApiError::bad_request("duration: must be greater than zero"));
     }
+    if duration > MAX_BLOCK_DURATION {
+        return Err(ApiError::bad_request("duration: at most 365d"));
+    }
     let now = core.now();
     core.limiter()
         .block(prefix, duration, now)
@@ -499,6 +515,7 @@ fn post_block(core: &dyn Control, body: BlockBody) -> Result<Reply, ApiError> {
         duration = %format_duration(duration),
         "blocked through the admin API"
     );
+    core.blocks_changed();
     let entry = core
         .limiter()
         .blocks(now)
@@ -517,5 +534,6 @@ fn delete_block(core: &dyn Control, ip: &str) -> Result<Reply, ApiError> {
         ));
     }
     tracing::info!(client = %prefix, "unblocked through the admin API");
+    core.blocks_changed();
     Ok(ok(json!({ "unblocked": prefix.to_string() })))
 }

@@ -6,7 +6,8 @@
 //! - `scope.rs`: which manual blocks are too wide to take without `"force": true`;
 //! - `json.rs`: responses, errors (`{"error": "..."}`) and size-limited request bodies;
 //! - `router.rs`: paths and methods to endpoints (404 unknown path, 405 wrong method);
-//! - `api.rs`: the endpoints.
+//! - `api.rs`: the endpoints;
+//! - `runtime.rs`: the runtime overrides' endpoints.
 //!
 //! Every request is authenticated when a token is configured; a non-loopback address without
 //! one is refused by the config. The admin listener is separate from the client listeners: it is
@@ -17,6 +18,7 @@ mod auth;
 mod guard;
 mod json;
 mod router;
+mod runtime;
 mod scope;
 
 use std::convert::Infallible;
@@ -32,6 +34,7 @@ use tokio::task::JoinHandle;
 use zgate_config::{Admin, Config};
 use zgate_limiter::{Limiter, LimiterConfig, Nanos};
 
+use crate::state::overrides::Overrides;
 use crate::state::persist::Persist;
 use crate::state::reload::{ReloadError, ReloadReport};
 
@@ -53,6 +56,15 @@ pub(crate) trait Control: Send + Sync + 'static {
     fn limiter_config(&self) -> Arc<LimiterConfig>;
     /// The state file.
     fn persist(&self) -> &Persist;
+    /// `[limits]` of the config file alone, before the runtime overrides.
+    fn file_limiter_config(&self) -> Arc<LimiterConfig>;
+    /// The runtime overrides in force.
+    fn overrides(&self) -> Overrides;
+    /// Replaces the runtime overrides: lays them over the file's `[limits]`, applies the result
+    /// to the limiter (or refuses it, changing nothing) and saves the state file.
+    fn set_overrides(&self, overrides: Overrides) -> Result<(), zgate_limiter::ConfigError>;
+    /// Saves the manual blocks to the state file (after one was added or removed).
+    fn blocks_changed(&self);
     /// `/metrics`: the Prometheus text of a scrape now.
     fn metrics(&self) -> String;
     /// Re-reads the config file and applies it, or refuses it.

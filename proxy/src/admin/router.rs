@@ -35,6 +35,10 @@ pub(crate) enum Route {
     Block(String),
     /// `/api/v1/reload`.
     Reload,
+    /// `/api/v1/overrides`: the runtime overrides.
+    Overrides,
+    /// `/api/v1/overrides/{key}`.
+    Override(String),
     /// `/metrics`.
     Metrics,
     /// `/healthz`.
@@ -52,6 +56,7 @@ impl Route {
             "/api/v1/clients" => Route::Clients,
             "/api/v1/blocks" => Route::Blocks,
             "/api/v1/reload" => Route::Reload,
+            "/api/v1/overrides" => Route::Overrides,
             "/metrics" => Route::Metrics,
             "/healthz" => Route::Health,
             _ => {
@@ -60,6 +65,9 @@ impl Route {
                 }
                 if let Some(ip) = path.strip_prefix("/api/v1/blocks/") {
                     return Some(Route::Block(percent_decode(ip)));
+                }
+                if let Some(key) = path.strip_prefix("/api/v1/overrides/") {
+                    return Some(Route::Override(percent_decode(key)));
                 }
                 return None;
             }
@@ -70,9 +78,11 @@ impl Route {
     /// The methods the route takes.
     pub(crate) fn allowed(&self) -> &'static [Method] {
         match self {
-            Route::Mode | Route::Model | Route::Thresholds => &[Method::GET, Method::PUT],
+            Route::Mode | Route::Model | Route::Thresholds | Route::Overrides => {
+                &[Method::GET, Method::PUT]
+            }
             Route::Blocks => &[Method::GET, Method::POST],
-            Route::Block(_) => &[Method::DELETE],
+            Route::Block(_) | Route::Override(_) => &[Method::DELETE],
             Route::Reload => &[Method::POST],
             Route::Knobs | Route::Clients | Route::Client(_) | Route::Metrics | Route::Health => {
                 &[Method::GET]
