@@ -9,8 +9,9 @@
 //! - `api.rs`: the endpoints;
 //! - `runtime.rs`: the runtime overrides' endpoints.
 //!
-//! Every request is authenticated when a token is configured; a non-loopback address without
-//! one is refused by the config. The admin listener is separate from the client listeners: it is
+//! Every request passes the checks of `guard.rs` (Host, Origin, Content-Type), and is
+//! authenticated when a token is configured (except `/healthz` with `admin.public_healthz`); a
+//! non-loopback address without a token is refused by the config. The admin listener is separate from the client listeners: it is
 //! not metered by the limiter and its requests are not counted in the proxy's traffic stats.
 
 mod api;

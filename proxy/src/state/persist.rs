@@ -162,7 +162,8 @@ pub fn unix_now() -> u64 {
 }
 
 /// Keeps the state file in step with the limiter: [`Persist::sync`] saves when the model or the
-/// mode changed since the last save. Called by the ticker (training ending by itself) and by
+/// mode changed since the last save, or when [`Persist::set_runtime`] gave new overrides or
+/// manual blocks. Called by the ticker (training ending by itself) and by
 /// the admin API right after a change (so the file is written when the API answers).
 pub struct Persist {
     path: Option<PathBuf>,
