@@ -285,3 +285,25 @@ async fn request_text_is_escaped_in_the_log() {
     let log = z.log.lock().unwrap().clone();
     assert!(!log.iter().any(|l| l.starts_with("FORGED")), "{log:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_takes_an_admin_address() {
+    use std::ffi::OsStr;
+    let z = ZgateProcess::spawn(&[
+        OsStr::new("demo"),
+        OsStr::new("--listen"),
+        OsStr::new("127.0.0.1:0"),
+        OsStr::new("--backend"),
+        OsStr::new("127.0.0.1:0"),
+        OsStr::new("--admin"),
+        OsStr::new("127.0.0.1:0"),
+    ]);
+    let a = z.admin_addr();
+    assert_ne!(a.port(), zgate_config::DEFAULT_ADMIN_PORT);
+    let out = ctl(a, None, &["mode"]).await;
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "mode = disabled\n"),
+        "{out:?}"
+    );
+}

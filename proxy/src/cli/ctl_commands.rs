@@ -33,7 +33,12 @@ impl Api {
             .into_iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v)
-            .ok_or_else(|| usage(format!("unknown key {key:?}: `zgate ctl -a` lists them")))
+            .ok_or_else(|| {
+                let url = &self.client.url;
+                usage(format!(
+                    "unknown key {key:?} at {url}: `zgate ctl -a` lists them"
+                ))
+            })
     }
 
     pub(crate) async fn call(
