@@ -10,14 +10,14 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use zgate_config::{format_duration, parse_duration};
-use zgate_limiter::{BlockEntry, ClientSnapshot, IpPrefix, Metric, Mode, ModeError, Model, Reason};
+use zgate_config::format_duration;
+use zgate_limiter::{ClientSnapshot, Metric, Mode, ModeError, Model};
 
 use super::json::{self as j, ApiError, Reply};
 use super::router::Route;
 use super::Control;
-use super::{runtime, scope};
-use crate::state::overrides::{Knob, Setting, MAX_BLOCK_DURATION};
+use super::{blocks, runtime};
+use crate::state::overrides::{Knob, Setting};
 use crate::state::persist;
 
 /// Most clients `GET /api/v1/clients?top=N` returns.
@@ -44,9 +44,9 @@ pub(crate) async fn call(
         Route::Knobs => Ok(ok(knobs(core))),
         Route::Clients => clients(core, req.uri().query().unwrap_or("")),
         Route::Client(ip) => client(core, &ip),
-        Route::Blocks if write => post_block(core, j::body(req).await?),
-        Route::Blocks => Ok(ok(blocks(core))),
-        Route::Block(ip) => delete_block(core, &ip),
+        Route::Blocks if write => blocks::post_block(core, j::body(req).await?),
+        Route::Blocks => Ok(ok(blocks::blocks(core))),
+        Route::Block(ip) => blocks::delete_block(core, &ip),
         Route::Overrides if write => runtime::put(core, j::body(req).await?),
         Route::Overrides => Ok(ok(runtime::view(core))),
         Route::Override(key) => runtime::reset(core, &key),
@@ -68,7 +68,7 @@ fn ok(v: Value) -> Reply {
     j::json(StatusCode::OK, &v)
 }
 
-fn secs(d: Duration) -> f64 {
+pub(crate) fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
@@ -424,7 +424,7 @@ fn clients(core: &dyn Control, query: &str) -> Result<Reply, ApiError> {
     Ok(ok(json!({ "by": by.name(), "top": top, "clients": list })))
 }
 
-fn parse_ip(text: &str) -> Result<IpAddr, ApiError> {
+pub(crate) fn parse_ip(text: &str) -> Result<IpAddr, ApiError> {
     text.parse::<IpAddr>().map_err(|_| {
         ApiError::bad_request(format!(
             "{text:?} is not an IP address like 192.0.2.1 or 2001:db8::1"
@@ -438,102 +438,4 @@ fn client(core: &dyn Control, ip: &str) -> Result<Reply, ApiError> {
         ApiError::new(StatusCode::NOT_FOUND, format!("client {ip} is not tracked"))
     })?;
     Ok(ok(client_json(core, &c)))
-}
-
-fn block_json(core: &dyn Control, b: &BlockEntry) -> Value {
-    let now = core.now();
-    json!({
-        "prefix": b.prefix.to_string(),
-        "expires_in_secs": secs(Duration::from_nanos(b.until.0.saturating_sub(now.0))),
-        "reason": b.reason.map_or("manual".to_owned(), |r: Reason| r.to_string()),
-        "value": b.value,
-        "z": if b.z.is_finite() { b.z } else { f64::MAX },
-    })
-}
-
-fn blocks(core: &dyn Control) -> Value {
-    let list = core.limiter().blocks(core.now());
-    let mut list: Vec<Value> = list.iter().map(|b| block_json(core, b)).collect();
-    list.sort_by(|a, b| a["prefix"].as_str().cmp(&b["prefix"].as_str()));
-    json!({ "blocks": list })
-}
-
-/// `1.2.3.4` (a host) or `2001:db8::/64` (a network).
-pub(crate) fn parse_prefix(text: &str) -> Result<IpPrefix, ApiError> {
-    match text.split_once('/') {
-        None => Ok(IpPrefix::host(parse_ip(text)?)),
-        Some((addr, len)) => {
-            let ip = parse_ip(addr)?;
-            let len: u8 = len.parse().map_err(|_| {
-                ApiError::bad_request(format!("{text:?}: {len:?} is not a prefix length"))
-            })?;
-            IpPrefix::new(ip, len).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "{text:?}: prefix length {len} is longer than the address"
-                ))
-            })
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BlockBody {
-    ip: String,
-    duration: Option<String>,
-    /// Takes a prefix wider than `scope.rs` allows.
-    #[serde(default)]
-    force: bool,
-}
-
-fn post_block(core: &dyn Control, body: BlockBody) -> Result<Reply, ApiError> {
-    let prefix = parse_prefix(&body.ip)?;
-    if let Some(why) = scope::too_wide(prefix).filter(|_| !body.force) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("{why}: send \"force\": true to block it anyway"),
-        ));
-    }
-    let duration = match &body.duration {
-        None => core.limiter_config().block_duration,
-        Some(d) => {
-            parse_duration(d).map_err(|e| ApiError::bad_request(format!("duration: {e}")))?
-        }
-    };
-    if duration.is_zero() {
-        return Err(ApiError::bad_request("duration: must be greater than zero"));
-    }
-    if duration > MAX_BLOCK_DURATION {
-        return Err(ApiError::bad_request("duration: at most 365d"));
-    }
-    let now = core.now();
-    core.limiter()
-        .block(prefix, duration, now)
-        .map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
-    tracing::warn!(
-        client = %prefix,
-        duration = %format_duration(duration),
-        "blocked through the admin API"
-    );
-    core.blocks_changed();
-    let entry = core
-        .limiter()
-        .blocks(now)
-        .into_iter()
-        .find(|b| b.prefix == prefix);
-    let entry = entry.map(|b| block_json(core, &b));
-    Ok(j::json(StatusCode::CREATED, &json!({ "blocked": entry })))
-}
-
-fn delete_block(core: &dyn Control, ip: &str) -> Result<Reply, ApiError> {
-    let prefix = parse_prefix(ip)?;
-    if !core.limiter().unblock(prefix) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("{ip} is not on the block list"),
-        ));
-    }
-    tracing::info!(client = %prefix, "unblocked through the admin API");
-    core.blocks_changed();
-    Ok(ok(json!({ "unblocked": prefix.to_string() })))
 }

@@ -6,7 +6,8 @@
 //! - `scope.rs`: which manual blocks are too wide to take without `"force": true`;
 //! - `json.rs`: responses, errors (`{"error": "..."}`) and size-limited request bodies;
 //! - `router.rs`: paths and methods to endpoints (404 unknown path, 405 wrong method);
-//! - `api.rs`: the endpoints;
+//! - `api.rs`: the endpoints (mode, model, thresholds, knobs, clients);
+//! - `blocks.rs`: the block list's endpoints;
 //! - `runtime.rs`: the runtime overrides' endpoints.
 //!
 //! Every request passes the checks of `guard.rs` (Host, Origin, Content-Type), and is
@@ -16,6 +17,7 @@
 
 mod api;
 mod auth;
+mod blocks;
 mod guard;
 mod json;
 mod router;
