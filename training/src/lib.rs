@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 mod ema;
+mod epoch;
 mod fragments;
 mod metric;
 mod model;
@@ -42,9 +43,10 @@ mod shard;
 mod wide;
 
 pub use ema::CpuEma;
+pub use epoch::Epoch;
 pub use fragments::{fragmentation_score, Fragments, FRAG_SCALE};
 pub use metric::{Metric, UnknownMetric};
 pub use model::{MetricModel, Model, ModelParams};
 pub use moments::{Moments, MAX_SAMPLE};
 pub use population::{Population, Populations};
-pub use set::{Epoch, ShardWriter, TrainingSet};
+pub use set::{ShardWriter, TrainingSet};

@@ -3,10 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::epoch::Epoch;
 use crate::metric::Metric;
 use crate::per_metric;
 use crate::population::Populations;
-use crate::set::Epoch;
 
 /// The learned statistics of one metric.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
