@@ -3,8 +3,10 @@
 //! This crate is for the pure math of DESIGN.md §3: per-worker sharded accumulators of the
 //! clients' per-metric maxima ([`TrainingSet`], [`ShardWriter`]), their exact merge into
 //! population statistics ([`Populations`]), the learned [`Model`] with its std floor and minimum
-//! population, z-scoring ([`Model::z`], [`Model::exceeds`]), the CPU EMA of metric P
-//! ([`CpuEma`]) and the fragmentation score of metric F ([`Fragments`]).
+//! population, z-scoring ([`Model::z`], [`Model::exceeds`]) and the one rule for a valid
+//! threshold ([`check_threshold`]), the checks of a model from outside ([`Model::validate`]),
+//! the CPU EMA of metric P ([`CpuEma`]) and the fragmentation score of metric F
+//! ([`Fragments`]).
 //!
 //! It is not for anything with IO or time of its own: it is sans-IO, with no clock (times are
 //! nanosecond arguments), no threads spawned, no sockets, no logging. It holds no per-client
@@ -35,11 +37,13 @@ mod epoch;
 mod fragments;
 mod metric;
 mod model;
+mod model_check;
 mod moments;
 mod per_metric;
 mod population;
 pub mod set;
 mod shard;
+mod threshold;
 mod wide;
 
 pub use ema::CpuEma;
@@ -47,6 +51,8 @@ pub use epoch::Epoch;
 pub use fragments::{fragmentation_score, Fragments, FRAG_SCALE};
 pub use metric::{Metric, UnknownMetric};
 pub use model::{MetricModel, Model, ModelParams};
+pub use model_check::InvalidModel;
 pub use moments::{Moments, MAX_SAMPLE};
 pub use population::{Population, Populations};
 pub use set::{ShardWriter, TrainingSet};
+pub use threshold::{check_threshold, InvalidThreshold};
