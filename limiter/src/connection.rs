@@ -15,8 +15,8 @@ use zgate_training::{Fragments, Metric};
 use crate::client::ClientState;
 use crate::guards::{FrameGuards, GuardLimits, H2Frame};
 use crate::key::ClientKey;
-use crate::limiter::{Shared, State};
 use crate::mode::Mode;
+use crate::shared::{Shared, State};
 use crate::time::Nanos;
 use crate::verdict::{Guard, Reason, Verdict};
 

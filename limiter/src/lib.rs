@@ -64,6 +64,7 @@ mod key;
 mod limiter;
 mod mode;
 mod sampler;
+mod shared;
 mod snapshot;
 mod table;
 mod time;

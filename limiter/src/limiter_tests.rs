@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::connection::{Connection, Request};
 use crate::guards::H2Frame;
+use crate::verdict::Reason;
 use zgate_training::Fragments;
 
 const SEC: u64 = 1_000_000_000;
