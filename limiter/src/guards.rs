@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::config::GuardConfig;
+use crate::config::GuardLimits;
 use crate::verdict::Guard;
 
 const SECOND_NS: u64 = 1_000_000_000;
@@ -52,17 +52,18 @@ const RATED: [Guard; 4] = [
     Guard::EmptyData,
 ];
 
-/// Guard limits, changeable at run time (0 = off).
-pub(crate) struct GuardLimits {
+/// The guard limits in force: a copy of [`GuardLimits`] in atomics, changeable at run time
+/// (0 = off).
+pub(crate) struct LiveGuardLimits {
     pub(crate) max_connections: AtomicU64,
     pub(crate) max_memory: AtomicU64,
     per_sec: [AtomicU32; 4],
     max_continuation: AtomicU32,
 }
 
-impl GuardLimits {
-    pub(crate) fn new(c: &GuardConfig) -> GuardLimits {
-        let g = GuardLimits {
+impl LiveGuardLimits {
+    pub(crate) fn new(c: &GuardLimits) -> LiveGuardLimits {
+        let g = LiveGuardLimits {
             max_connections: AtomicU64::new(0),
             max_memory: AtomicU64::new(0),
             per_sec: [const { AtomicU32::new(0) }; 4],
@@ -72,7 +73,7 @@ impl GuardLimits {
         g
     }
 
-    pub(crate) fn store(&self, c: &GuardConfig) {
+    pub(crate) fn store(&self, c: &GuardLimits) {
         let r = Ordering::Relaxed;
         self.max_connections.store(c.max_connections_per_client, r);
         self.max_memory.store(c.max_memory_per_client, r);
@@ -88,9 +89,9 @@ impl GuardLimits {
         self.max_continuation.store(c.max_continuation_per_block, r);
     }
 
-    pub(crate) fn load(&self) -> GuardConfig {
+    pub(crate) fn load(&self) -> GuardLimits {
         let r = Ordering::Relaxed;
-        GuardConfig {
+        GuardLimits {
             max_connections_per_client: self.max_connections.load(r),
             max_memory_per_client: self.max_memory.load(r),
             ping_per_sec: self.per_sec[0].load(r),
@@ -132,7 +133,7 @@ impl FrameGuards {
         &self,
         frame: H2Frame,
         now: u64,
-        limits: &GuardLimits,
+        limits: &LiveGuardLimits,
     ) -> Option<(Guard, u64)> {
         let r = Ordering::Relaxed;
         let i = match frame {
@@ -151,7 +152,7 @@ impl FrameGuards {
                     self.continuation.store(0, r);
                 }
                 let max = limits.max_continuation.load(r);
-                return GuardLimits::over(u64::from(max), u64::from(n), Guard::Continuation);
+                return LiveGuardLimits::over(u64::from(max), u64::from(n), Guard::Continuation);
             }
         };
         let limit = limits.per_sec[i].load(r);
@@ -165,7 +166,7 @@ impl FrameGuards {
             }
         }
         let n = self.counts[i].fetch_add(1, r).saturating_add(1);
-        GuardLimits::over(u64::from(limit), u64::from(n), RATED[i])
+        LiveGuardLimits::over(u64::from(limit), u64::from(n), RATED[i])
     }
 }
 
@@ -173,14 +174,14 @@ impl FrameGuards {
 mod tests {
     use super::*;
 
-    fn limits() -> GuardLimits {
-        GuardLimits::new(&GuardConfig {
+    fn limits() -> LiveGuardLimits {
+        LiveGuardLimits::new(&GuardLimits {
             ping_per_sec: 3,
             settings_per_sec: 2,
             rst_stream_per_sec: 5,
             empty_data_per_sec: 0,
             max_continuation_per_block: 2,
-            ..GuardConfig::default()
+            ..GuardLimits::default()
         })
     }
 
@@ -246,7 +247,7 @@ mod tests {
 
     #[test]
     fn limits_round_trip() {
-        let c = GuardConfig::default();
-        assert_eq!(GuardLimits::new(&c).load(), c);
+        let c = GuardLimits::default();
+        assert_eq!(LiveGuardLimits::new(&c).load(), c);
     }
 }

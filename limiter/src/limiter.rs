@@ -5,10 +5,10 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use zgate_training::{Epoch, Metric, Model, ModelParams, Populations};
+use zgate_training::{check_threshold, Epoch, InvalidThreshold, Metric, Model, Populations};
 
 use crate::blocklist::{BlockEntry, BlockListFull};
-use crate::config::{ConfigError, GuardConfig, LimiterConfig};
+use crate::config::{GuardLimits, LimiterConfig, LimiterConfigError};
 use crate::connection::Connection;
 use crate::counters::CountersSnapshot;
 use crate::error::Error;
@@ -171,15 +171,10 @@ impl Limiter {
         self.shared.training.load().as_ref().map(|set| set.merge())
     }
 
-    /// Sets the z-score threshold of `m` (standard deviations, finite, >= 0). Takes effect on the
-    /// next event.
-    pub fn set_threshold(&self, m: Metric, z: f64) -> Result<(), ConfigError> {
-        if !z.is_finite() || z < 0.0 {
-            return Err(ConfigError {
-                field: format!("thresholds.{}", m.name()),
-                reason: "must be finite and >= 0",
-            });
-        }
+    /// Sets the z-score threshold of `m` (standard deviations, finite, >= 0: see
+    /// [`check_threshold`]). Takes effect on the next event.
+    pub fn set_threshold(&self, m: Metric, z: f64) -> Result<(), InvalidThreshold> {
+        let z = check_threshold(z)?;
         self.shared.thresholds[m.index()].store(z.to_bits(), Ordering::Relaxed);
         Ok(())
     }
@@ -190,7 +185,7 @@ impl Limiter {
     }
 
     /// The static guards in force.
-    pub fn guards(&self) -> GuardConfig {
+    pub fn guards(&self) -> GuardLimits {
         self.shared.guards.load()
     }
 
@@ -215,7 +210,7 @@ impl Limiter {
     /// and `after_training`. `mode`, `max_clients`, `max_blocks`, `ipv6_prefix` and
     /// `training_shards` are fixed at construction and ignored here. Nothing changes if the
     /// config is invalid.
-    pub fn reconfigure(&self, config: &LimiterConfig) -> Result<(), ConfigError> {
+    pub fn reconfigure(&self, config: &LimiterConfig) -> Result<(), LimiterConfigError> {
         config.validate()?;
         let s = &self.shared;
         let mut ctl = s.lock_control();
@@ -231,10 +226,7 @@ impl Limiter {
             .store(duration_ns(config.cpu_half_life), r);
         ctl.training_period = config.training_period;
         ctl.after_training = config.after_training;
-        ctl.params = ModelParams {
-            min_std: config.min_std,
-            min_clients: config.min_clients,
-        };
+        ctl.params = config.model_params();
         if let Some(model) = s.model.load_full() {
             let model = Model::clone(&model).with_params(ctl.params.clone());
             s.model.store(Some(Arc::new(model)));

@@ -451,9 +451,9 @@ fn idle_clients_expire_on_tick() {
 fn blocks_expire_and_can_be_removed_by_hand() {
     let c = LimiterConfig {
         block_duration: Duration::from_secs(60),
-        guards: GuardConfig {
+        guards: GuardLimits {
             max_connections_per_client: 2,
-            ..GuardConfig::default()
+            ..GuardLimits::default()
         },
         ..config()
     };
@@ -501,7 +501,7 @@ fn blocks_expire_and_can_be_removed_by_hand() {
 
 #[test]
 fn static_guards_act_in_every_mode() {
-    let guards = GuardConfig {
+    let guards = GuardLimits {
         max_connections_per_client: 3,
         max_memory_per_client: 1000,
         ping_per_sec: 2,

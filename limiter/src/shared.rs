@@ -13,7 +13,7 @@ use crate::blocklist::{BlockEntry, BlockList};
 use crate::client::{ClientState, Sample};
 use crate::config::LimiterConfig;
 use crate::counters::Counters;
-use crate::guards::GuardLimits;
+use crate::guards::LiveGuardLimits;
 use crate::key::{ClientKey, IpPrefix};
 use crate::mode::{Mode, ModeError};
 use crate::sampler;
@@ -64,7 +64,7 @@ pub(crate) struct Shared {
     /// Latest `now` seen by `connection_opened` or `tick`: the time of a handle dropped without
     /// `close(now)`.
     clock: AtomicU64,
-    pub(crate) guards: GuardLimits,
+    pub(crate) guards: LiveGuardLimits,
     pub(crate) table: Table,
     pub(crate) blocks: BlockList,
     pub(crate) counters: Counters,
@@ -97,7 +97,7 @@ impl Shared {
             cpu_half_life_ns: AtomicU64::new(duration_ns(config.cpu_half_life)),
             idle_ns: AtomicU64::new(duration_ns(config.idle_expiry)),
             clock: AtomicU64::new(now.0),
-            guards: GuardLimits::new(&config.guards),
+            guards: LiveGuardLimits::new(&config.guards),
             table: Table::new(config.max_clients),
             blocks: BlockList::new(config.max_blocks),
             counters: Counters::new(),
@@ -106,10 +106,7 @@ impl Shared {
             control: Mutex::new(Control {
                 training_period: config.training_period,
                 after_training: config.after_training,
-                params: ModelParams {
-                    min_std: config.min_std,
-                    min_clients: config.min_clients,
-                },
+                params: config.model_params(),
             }),
         }
     }
