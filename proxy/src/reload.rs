@@ -52,7 +52,8 @@ impl Plan {
         current: &Config,
         bound: &[SocketAddr],
     ) -> Result<Plan, String> {
-        let (limiter_config, proxy_limits) = limits::from_config(&config.limits)?;
+        let (limiter_config, proxy_limits) =
+            limits::from_config(&config.limits).map_err(|e| e.to_string())?;
         let upstream = Upstream::new(config)?;
         let mut tls = Vec::new();
         let mut new = Vec::new();

@@ -169,7 +169,7 @@ impl Server {
     ) -> Result<Server, StartError> {
         let upstream = Upstream::new(&config).map_err(StartError)?;
         let (limiter_config, proxy_limits) =
-            limits::from_config(&config.limits).map_err(StartError)?;
+            limits::from_config(&config.limits).map_err(|e| StartError(e.to_string()))?;
         let clock = Clock::new();
         let saved = load_state(config.limits.state_file.as_deref());
         let limiter = start_limiter(&config, &limiter_config, saved.as_ref(), clock)?;
