@@ -2,7 +2,7 @@
 //! insert past the bound evicts one idle client), printed once; then criterion's steady-state
 //! time per new client at the bound.
 //!
-//! Run: `CARGO_TARGET_DIR=/work/target-limiter cargo bench -p zgate-limiter --bench eviction`
+//! Run: `cargo bench -p zgate-limiter --bench eviction`
 //! (about 10 s).
 
 use std::hint::black_box;

@@ -9,7 +9,7 @@
 //! An "event" here is one `request_started` + drop of the `Request`, one `memory_grew` + one
 //! `memory_shrank`, and one `cpu_spent`: the per-request mix the proxy reports.
 //!
-//! Run: `CARGO_TARGET_DIR=/work/target-limiter cargo bench -p zgate-limiter --bench hot_path`
+//! Run: `cargo bench -p zgate-limiter --bench hot_path`
 //! (about 20 s).
 
 use std::hint::black_box;

@@ -4,7 +4,7 @@
 //! does too). Includes the map's buckets, the shard locks, the `Arc<ClientState>` and the
 //! eviction queue. Target: <= 256 bytes.
 //!
-//! Run: `CARGO_TARGET_DIR=/work/target-limiter cargo bench -p zgate-limiter --bench memory`
+//! Run: `cargo bench -p zgate-limiter --bench memory`
 //! (a few seconds; prints, no criterion).
 
 use std::alloc::{GlobalAlloc, Layout, System};

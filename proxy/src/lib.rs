@@ -1,34 +1,35 @@
 //! zgate's proxy: listeners, TLS, protocol detection, the hyper glue, the upstream pool, the
-//! embedded demo backend and the command line.
+//! admin API, the embedded demo backend and the command line.
 //!
-//! This crate owns all IO. It is not where decisions about clients are made: those belong to the
-//! sans-IO `limiter` and `training` crates, which the proxy feeds with observations.
+//! This crate owns all IO. It is not where decisions about clients are made: those belong to
+//! the sans-IO `limiter` and `training` crates, which the proxy feeds with observations.
+//!
+//! The rooms, each a folder whose `mod.rs` lists its files, in the order a connection meets
+//! them; dependencies point down this list, never back up:
+//! - `server.rs`: the lifecycle (start, reload applied, shutdown) and what it shares;
+//! - `admin/`: the admin API;
+//! - `listen/`: bind, accept, admission, TLS, protocol detection, SYN drop;
+//! - `conn/`: one connection's driver, IO wrapper, taps, CPU timing;
+//! - `http/`: one request: rewriting, bodies, responses of zgate's own;
+//! - `upstream/`: the backends and their connection pools;
+//! - `account/`: what each connection costs, counted for the limiter; the kill switch;
+//! - `state/`: reload planning, the state file, the Prometheus exporter;
+//! - `cli/`: arguments, `zgate ctl`, the demo backend, logging;
+//! - `limits.rs` (`[limits]` mapped onto the limiter's and the proxy's settings), `clock.rs`
+//!   (the limiter's clock) and `stats.rs` (traffic counters) are small shared leaves.
 
-pub mod activity;
+pub mod account;
 pub mod admin;
-pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod conn;
-pub mod ctl;
-pub mod demo;
-pub mod detect;
-pub mod headers;
-pub mod io;
+pub mod http;
 pub mod limits;
-pub mod logging;
-pub mod meter;
-pub mod metrics;
-pub mod persist;
-pub mod reload;
+pub mod listen;
 pub mod server;
-pub mod service;
+pub mod state;
 pub mod stats;
-#[cfg(target_os = "linux")]
-pub mod syndrop;
-pub mod tap;
-pub mod timed;
-pub mod tls;
 pub mod upstream;
 
-pub use server::{ReloadReport, Server, StartError};
+pub use conn::H2_PREFACE;
+pub use server::{ReloadReport, Server, Shutdown, StartError};

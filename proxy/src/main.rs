@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use zgate_config::{Backend, Config, DEFAULT_CONFIG};
 use zgate_proxy::cli::{self, Command};
-use zgate_proxy::{ctl, demo, logging, Server};
+use zgate_proxy::cli::{ctl, demo, logging};
+use zgate_proxy::Server;
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {

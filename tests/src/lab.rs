@@ -551,7 +551,7 @@ impl RawH2 {
     /// Connects from `from`, sends the preface and an empty SETTINGS.
     pub async fn connect(from: IpAddr, to: SocketAddr) -> std::io::Result<RawH2> {
         let mut stream = connect_from(from, to).await?;
-        stream.write_all(zgate_proxy::detect::H2_PREFACE).await?;
+        stream.write_all(zgate_proxy::H2_PREFACE).await?;
         stream.write_all(&frame(h2::SETTINGS, 0, 0, &[])).await?;
         Ok(RawH2 { stream })
     }

@@ -16,12 +16,12 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use zgate_config::Config;
-pub use zgate_proxy::demo;
+pub use zgate_proxy::cli::demo;
 use zgate_proxy::Server;
 
 pub mod lab;
 
-pub use zgate_proxy::demo::pattern_byte;
+pub use zgate_proxy::cli::demo::pattern_byte;
 
 /// How long any single client operation may take before the test fails.
 pub const STEP: Duration = Duration::from_secs(30);
@@ -69,6 +69,49 @@ pub async fn proxy(config: Config) -> Server {
 pub fn addr(server: &Server) -> SocketAddr {
     server.local_addrs()[0]
 }
+
+/// zgate in-process in front of one demo backend: the config of [`config_text`] with that
+/// backend, then `extra`, its relative paths against a temporary directory. It owns all three,
+/// so the backend and the directory live as long as the proxy, and it derefs to the [`Server`].
+pub struct Fronted {
+    /// The proxy.
+    pub server: Server,
+    /// The demo backend behind it.
+    pub backend: demo::Backend,
+    _dir: TempDir,
+}
+
+impl Fronted {
+    /// Starts a demo backend, then zgate in front of it with `extra` config (TOML sections).
+    pub async fn start(extra: &str) -> Self {
+        let backend = backend().await;
+        let dir = TempDir::new("fronted");
+        let server = proxy(config(&config_text(&[backend.addr()], extra), dir.path())).await;
+        Fronted {
+            server,
+            backend,
+            _dir: dir,
+        }
+    }
+}
+
+impl std::ops::Deref for Fronted {
+    type Target = Server;
+
+    fn deref(&self) -> &Server {
+        &self.server
+    }
+}
+
+/// A model in the admin API's format (`PUT /api/v1/model`; the state file's `model` too): epoch
+/// 7, every metric learned from 20 clients (`memory`: mean 40000, std 5000).
+pub const MODEL_JSON: &str = r#"{"epoch": 7, "metrics": {
+    "connections": {"n": 20, "mean": 2.0, "std": 1.0},
+    "requests_nonidempotent": {"n": 20, "mean": 1.0, "std": 0.5},
+    "requests": {"n": 20, "mean": 3.0, "std": 1.0},
+    "memory": {"n": 20, "mean": 40000.0, "std": 5000.0},
+    "cpu": {"n": 20, "mean": 2000.0, "std": 500.0},
+    "fragmentation": {"n": 20, "mean": 4.0, "std": 2.0}}}"#;
 
 /// A response with its body collected.
 #[derive(Debug)]

@@ -12,15 +12,6 @@ use zgate_tests::*;
 
 const TOKEN: &str = "test-token-0123456789";
 
-/// A model every metric of which was learned from 20 clients.
-const MODEL: &str = r#"{"epoch": 7, "metrics": {
-    "connections": {"n": 20, "mean": 2.0, "std": 1.0},
-    "requests_nonidempotent": {"n": 20, "mean": 1.0, "std": 0.5},
-    "requests": {"n": 20, "mean": 3.0, "std": 1.0},
-    "memory": {"n": 20, "mean": 40000.0, "std": 5000.0},
-    "cpu": {"n": 20, "mean": 2000.0, "std": 500.0},
-    "fragmentation": {"n": 20, "mean": 4.0, "std": 2.0}}}"#;
-
 async fn server_with(backends: &[SocketAddr], extra: &str) -> zgate_proxy::Server {
     let dir = TempDir::new("admin");
     let text = config_text(
@@ -145,7 +136,7 @@ async fn model_is_imported_validated_and_shown() {
     assert_eq!(v["metrics"]["cpu"]["threshold"], 3.0);
 
     // Invalid models are refused and change nothing.
-    let mut missing: Value = serde_json::from_str(MODEL).unwrap();
+    let mut missing: Value = serde_json::from_str(MODEL_JSON).unwrap();
     missing["metrics"]
         .as_object_mut()
         .unwrap()
@@ -154,7 +145,7 @@ async fn model_is_imported_validated_and_shown() {
     for (body, needle) in [
         (missing.as_str(), "not a valid model"),
         (
-            &*MODEL.replace(r#""std": 500.0"#, r#""std": -5.0"#),
+            &*MODEL_JSON.replace(r#""std": 500.0"#, r#""std": -5.0"#),
             "cpu.std",
         ),
         ("{\"epoch\": 1", "bad JSON"),
@@ -166,7 +157,7 @@ async fn model_is_imported_validated_and_shown() {
     }
     assert!(s.limiter().model().is_none());
 
-    let r = put(a, "/api/v1/model", MODEL).await;
+    let r = put(a, "/api/v1/model", MODEL_JSON).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let model = s.limiter().model().expect("imported");
     assert_eq!(model.epoch, 7);
@@ -568,7 +559,7 @@ async fn ctl_commands() {
 
     let out = run(&["model"]).await;
     assert_eq!(out.stdout, "model = none\n", "{out:?}");
-    assert_eq!(put(a, "/api/v1/model", MODEL).await.status, 200);
+    assert_eq!(put(a, "/api/v1/model", MODEL_JSON).await.status, 200);
     let out = run(&["model"]).await;
     assert!(out.stdout.contains("model.epoch = 7\n"), "{out:?}");
     assert!(out.stdout.contains("model.cpu.mean = 2000.0\n"), "{out:?}");

@@ -280,7 +280,7 @@ async fn rapid_reset_is_blocked() {
     let refused = match connect_from(attacker, to).await {
         Err(_) => true,
         Ok(mut s) => {
-            let _ = s.write_all(zgate_proxy::detect::H2_PREFACE).await;
+            let _ = s.write_all(zgate_proxy::H2_PREFACE).await;
             let mut b = [0u8; 64];
             matches!(
                 tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await,

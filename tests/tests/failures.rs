@@ -1,5 +1,6 @@
 //! zgate fails well: unreachable and slow backends, malformed requests, and clients that stall.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,10 +28,7 @@ async fn unreachable_backend_gives_502_on_both_protocols() {
 
 #[tokio::test]
 async fn slow_backend_gives_504() {
-    let b = backend().await;
-    let dir = TempDir::new("f");
-    let text = config_text(&[b.addr()], "[timeouts]\nbackend_response = \"300ms\"\n");
-    let z = proxy(config(&text, dir.path())).await;
+    let z = Fronted::start("[timeouts]\nbackend_response = \"300ms\"\n").await;
     for proto in [Proto::Http1, Proto::H2c] {
         let mut c = Client::connect(addr(&z), proto).await;
         let resp = c.send(get(addr(&z), "/slow?ms=5000")).await;
@@ -71,31 +69,32 @@ async fn refused_backend_is_skipped_round_robin_continues() {
     );
 }
 
+/// Writes `bytes` on a new connection to `to` and reads until the connection ends: returns what
+/// came back, and whether it ended within STEP (a read error, such as a reset, ends it too).
+async fn exchange(to: SocketAddr, bytes: &[u8]) -> (String, bool) {
+    let mut s = TcpStream::connect(to).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let ended = tokio::time::timeout(STEP, s.read_to_end(&mut out)).await;
+    (String::from_utf8_lossy(&out).into_owned(), ended.is_ok())
+}
+
 #[tokio::test]
 async fn malformed_http1_request_gets_400() {
-    let b = backend().await;
-    let dir = TempDir::new("f");
-    let z = proxy(config(&config_text(&[b.addr()], ""), dir.path())).await;
+    let z = Fronted::start("").await;
     for garbage in [
         &b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"[..],
         b"GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\n",
         b"\x00\x01\x02garbage\r\n\r\n",
     ] {
-        let mut s = TcpStream::connect(addr(&z)).await.unwrap();
-        s.write_all(garbage).await.unwrap();
-        let mut out = Vec::new();
-        let _ = tokio::time::timeout(STEP, s.read_to_end(&mut out)).await;
-        let text = String::from_utf8_lossy(&out);
+        let (text, _) = exchange(addr(&z), garbage).await;
         assert!(text.starts_with("HTTP/1.1 400"), "{garbage:?} -> {text:?}");
     }
 }
 
 #[tokio::test]
 async fn oversized_header_gets_431() {
-    let b = backend().await;
-    let dir = TempDir::new("f");
-    let text = config_text(&[b.addr()], "[http]\nmax_header_bytes = 8192\n");
-    let z = proxy(config(&text, dir.path())).await;
+    let z = Fronted::start("[http]\nmax_header_bytes = 8192\n").await;
     let mut s = TcpStream::connect(addr(&z)).await.unwrap();
     let big = "a".repeat(20_000);
     let req = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
@@ -137,11 +136,9 @@ async fn read_goaway(s: &mut TcpStream) -> Option<u32> {
 
 #[tokio::test]
 async fn malformed_http2_gets_goaway_protocol_error() {
-    let b = backend().await;
-    let dir = TempDir::new("f");
-    let z = proxy(config(&config_text(&[b.addr()], ""), dir.path())).await;
+    let z = Fronted::start("").await;
     let mut s = TcpStream::connect(addr(&z)).await.unwrap();
-    s.write_all(zgate_proxy::detect::H2_PREFACE).await.unwrap();
+    s.write_all(zgate_proxy::H2_PREFACE).await.unwrap();
     s.write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]).await.unwrap(); // empty SETTINGS
                                                                 // HEADERS on stream 0 is a connection error of type PROTOCOL_ERROR (RFC 9113 §6.2).
     s.write_all(&[0, 0, 1, 0x1, 0x4, 0, 0, 0, 0, 0x82])
@@ -152,13 +149,7 @@ async fn malformed_http2_gets_goaway_protocol_error() {
 
 #[tokio::test]
 async fn a_trickled_request_head_is_cut_at_the_header_deadline() {
-    let b = backend().await;
-    let dir = TempDir::new("f");
-    let text = config_text(
-        &[b.addr()],
-        "[timeouts]\nheader_read = \"300ms\"\nidle = \"60s\"\n",
-    );
-    let z = proxy(config(&text, dir.path())).await;
+    let z = Fronted::start("[timeouts]\nheader_read = \"300ms\"\nidle = \"60s\"\n").await;
     let mut s = TcpStream::connect(addr(&z)).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
     // A slowloris: one header byte every 50 ms, bounded at 400 bytes (20 s). The proxy must
@@ -184,31 +175,20 @@ async fn a_trickled_request_head_is_cut_at_the_header_deadline() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_but_a_busy_one_is_not() {
-    let b = backend().await;
-    let dir = TempDir::new("f");
-    let text = config_text(&[b.addr()], "[timeouts]\nidle = \"300ms\"\n");
-    let z = proxy(config(&text, dir.path())).await;
+    let z = Fronted::start("[timeouts]\nidle = \"300ms\"\n").await;
     // A request slower than the idle timeout completes: in flight is not idle.
     let mut c = Client::connect(addr(&z), Proto::Http1).await;
     let resp = c.send(get(addr(&z), "/slow?ms=900")).await;
     assert_eq!(resp.status(), 200);
     // Then, silent, the connection is closed by the proxy.
-    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(STEP, s.read_to_end(&mut out)).await;
-    assert!(read.is_ok(), "idle connection was not closed");
-    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    let (out, ended) = exchange(addr(&z), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(ended, "idle connection was not closed");
+    assert!(out.starts_with("HTTP/1.1 200"));
 }
 
 #[tokio::test]
 async fn a_silent_connection_is_dropped_after_protocol_detection_deadline() {
-    let b = backend().await;
-    let dir = TempDir::new("f");
-    let text = config_text(&[b.addr()], "[timeouts]\nprotocol_detect = \"200ms\"\n");
-    let z = proxy(config(&text, dir.path())).await;
+    let z = Fronted::start("[timeouts]\nprotocol_detect = \"200ms\"\n").await;
     let mut s = TcpStream::connect(addr(&z)).await.unwrap();
     let mut out = Vec::new();
     let read = tokio::time::timeout(STEP, s.read_to_end(&mut out)).await;
@@ -228,9 +208,7 @@ async fn a_silent_connection_is_dropped_after_protocol_detection_deadline() {
 
 #[tokio::test]
 async fn connect_method_is_refused() {
-    let b = backend().await;
-    let dir = TempDir::new("f");
-    let z = proxy(config(&config_text(&[b.addr()], ""), dir.path())).await;
+    let z = Fronted::start("").await;
     let mut s = TcpStream::connect(addr(&z)).await.unwrap();
     s.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
         .await
@@ -244,7 +222,7 @@ async fn connect_method_is_refused() {
 }
 
 /// A POST of 10 bytes to `/discard` that ends, or, with `stall`, then never does.
-fn post_ten_bytes(addr: std::net::SocketAddr, stall: bool) -> http::Request<StreamedBody> {
+fn post_ten_bytes(addr: SocketAddr, stall: bool) -> http::Request<StreamedBody> {
     let ten = std::iter::once(Bytes::from_static(b"0123456789"));
     let body = if stall {
         StreamedBody::stalling(ten)
@@ -258,7 +236,7 @@ fn post_ten_bytes(addr: std::net::SocketAddr, stall: bool) -> http::Request<Stre
 
 /// POSTs `n` bytes to `/discard` (`Connection: close`), one every 50 ms, and returns the whole
 /// answer.
-async fn post_trickled(to: std::net::SocketAddr, n: usize) -> String {
+async fn post_trickled(to: SocketAddr, n: usize) -> String {
     let mut s = TcpStream::connect(to).await.unwrap();
     let head = format!(
         "POST /discard HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"
@@ -276,36 +254,25 @@ async fn post_trickled(to: std::net::SocketAddr, n: usize) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A POST that announces 100 bytes of body and sends 10.
+const STALLED_POST: &[u8] =
+    b"POST /discard HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789";
+
 #[tokio::test]
 async fn an_http1_body_that_stops_gets_408_and_its_connection_closed() {
-    let b = backend().await;
-    let dir = TempDir::new("f");
-    let text = config_text(&[b.addr()], "[timeouts]\nbody_read = \"300ms\"\n");
-    let z = proxy(config(&text, dir.path())).await;
-    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
+    let z = Fronted::start("[timeouts]\nbody_read = \"300ms\"\n").await;
     // 10 of the 100 bytes announced, then silence.
-    s.write_all(b"POST /discard HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(STEP, s.read_to_end(&mut out)).await;
-    assert!(
-        read.is_ok(),
-        "the stalled request was never answered and closed"
-    );
-    let out = String::from_utf8_lossy(&out);
+    let (out, ended) = exchange(addr(&z), STALLED_POST).await;
+    assert!(ended, "the stalled request was never answered and closed");
     assert!(out.starts_with("HTTP/1.1 408"), "got: {out}");
     assert!(out.contains("request body timed out"), "got: {out}");
 }
 
 #[tokio::test]
 async fn an_http1_body_with_short_pauses_is_forwarded_whole() {
-    let b = backend().await;
-    let dir = TempDir::new("f");
     // Pauses of 50 ms against a 2 s limit: a body slower in total than the limit is fine as
     // long as it keeps coming.
-    let text = config_text(&[b.addr()], "[timeouts]\nbody_read = \"2s\"\n");
-    let z = proxy(config(&text, dir.path())).await;
+    let z = Fronted::start("[timeouts]\nbody_read = \"2s\"\n").await;
     let out = post_trickled(addr(&z), 60).await;
     assert!(out.starts_with("HTTP/1.1 200"), "got: {out}");
     assert!(
@@ -316,10 +283,7 @@ async fn an_http1_body_with_short_pauses_is_forwarded_whole() {
 
 #[tokio::test]
 async fn an_http2_stream_whose_body_stops_gets_408_and_the_connection_carries_on() {
-    let b = backend().await;
-    let dir = TempDir::new("f");
-    let text = config_text(&[b.addr()], "[timeouts]\nbody_read = \"300ms\"\n");
-    let z = proxy(config(&text, dir.path())).await;
+    let z = Fronted::start("[timeouts]\nbody_read = \"300ms\"\n").await;
     let mut c: Client<StreamedBody> = Client::connect(addr(&z), Proto::H2c).await;
     let resp = c.send(post_ten_bytes(addr(&z), true)).await;
     assert_eq!(resp.status(), 408);
@@ -332,10 +296,7 @@ async fn an_http2_stream_whose_body_stops_gets_408_and_the_connection_carries_on
 async fn a_zero_body_read_allows_any_pause() {
     // body_read = "0": no body deadline (not a deadline of zero). The body pauses 1.5 s, then
     // completes.
-    let b = backend().await;
-    let dir = TempDir::new("f");
-    let text = config_text(&[b.addr()], "[timeouts]\nbody_read = \"0\"\n");
-    let z = proxy(config(&text, dir.path())).await;
+    let z = Fronted::start("[timeouts]\nbody_read = \"0\"\n").await;
     let mut s = TcpStream::connect(addr(&z)).await.unwrap();
     s.write_all(
         b"POST /discard HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nConnection: close\r\n\r\nab",
@@ -353,6 +314,9 @@ async fn a_zero_body_read_allows_any_pause() {
     assert!(out.starts_with("HTTP/1.1 200"), "got: {out}");
     assert!(out.ends_with("\r\n\r\n4\n"), "got: {out}");
 }
+
+/// Training: the limiter records events (disabled mode records none), far from the end.
+const TRAINING: &str = "[limits]\nmode = \"training\"\ntraining_period = \"1h\"\n";
 
 /// The client's memory held in the proxy (metric M, bytes), as the limiter sees it now.
 fn memory_held(z: &zgate_proxy::Server, ip: std::net::IpAddr) -> Option<u64> {
@@ -375,14 +339,7 @@ async fn eventually(mut f: impl FnMut() -> bool) -> bool {
 
 #[tokio::test]
 async fn an_http1_head_being_received_counts_as_memory_until_its_request_ends() {
-    let b = backend().await;
-    let dir = TempDir::new("f");
-    // Training: events are recorded (disabled mode records none); far from its end.
-    let text = config_text(
-        &[b.addr()],
-        "[limits]\nmode = \"training\"\ntraining_period = \"1h\"\n",
-    );
-    let z = proxy(config(&text, dir.path())).await;
+    let z = Fronted::start(TRAINING).await;
     let ip = loopback0().ip();
     let mut s = TcpStream::connect(addr(&z)).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
@@ -410,15 +367,9 @@ async fn an_http1_head_being_received_counts_as_memory_until_its_request_ends() 
 
 #[tokio::test]
 async fn a_slow_but_steady_upload_outlasts_backend_response() {
-    let b = backend().await;
-    let dir = TempDir::new("f");
     // The upload takes ~3 s in pieces 50 ms apart: longer than backend_response, but the
     // backend takes every piece as it comes, so it never keeps zgate waiting.
-    let text = config_text(
-        &[b.addr()],
-        "[timeouts]\nbackend_response = \"1s\"\nbody_read = \"2s\"\n",
-    );
-    let z = proxy(config(&text, dir.path())).await;
+    let z = Fronted::start("[timeouts]\nbackend_response = \"1s\"\nbody_read = \"2s\"\n").await;
     let out = post_trickled(addr(&z), 60).await;
     assert!(out.starts_with("HTTP/1.1 200"), "got: {out}");
     assert!(out.ends_with("\r\n\r\n60\n"), "got: {out}");
@@ -426,23 +377,11 @@ async fn a_slow_but_steady_upload_outlasts_backend_response() {
 
 #[tokio::test]
 async fn a_stalled_body_is_the_clients_fault_even_past_backend_response() {
-    let b = backend().await;
-    let dir = TempDir::new("f");
     // The client stops for good; backend_response is the shorter deadline, but the backend
     // is not what zgate waits on: 408, not 504.
-    let text = config_text(
-        &[b.addr()],
-        "[timeouts]\nbackend_response = \"200ms\"\nbody_read = \"1s\"\n",
-    );
-    let z = proxy(config(&text, dir.path())).await;
-    let mut s = TcpStream::connect(addr(&z)).await.unwrap();
-    s.write_all(b"POST /discard HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(STEP, s.read_to_end(&mut out)).await;
-    assert!(read.is_ok(), "never answered");
-    let out = String::from_utf8_lossy(&out);
+    let z = Fronted::start("[timeouts]\nbackend_response = \"200ms\"\nbody_read = \"1s\"\n").await;
+    let (out, ended) = exchange(addr(&z), STALLED_POST).await;
+    assert!(ended, "never answered");
     assert!(out.starts_with("HTTP/1.1 408"), "got: {out}");
 }
 
@@ -478,13 +417,7 @@ async fn a_backend_that_stops_taking_the_body_gets_504() {
 
 #[tokio::test]
 async fn chunked_framing_does_not_pile_up_as_memory() {
-    let b = backend().await;
-    let dir = TempDir::new("f");
-    let text = config_text(
-        &[b.addr()],
-        "[limits]\nmode = \"training\"\ntraining_period = \"1h\"\n",
-    );
-    let z = proxy(config(&text, dir.path())).await;
+    let z = Fronted::start(TRAINING).await;
     let ip = loopback0().ip();
     let mut s = TcpStream::connect(addr(&z)).await.unwrap();
     // Echoed back as it arrives: once all of the body has come back, zgate has read all
@@ -527,10 +460,7 @@ async fn a_request_body_still_streaming_after_its_response_head_outlives_the_hea
     // /echo answers at once and streams the body back as it comes: the request body keeps
     // arriving after the response head. Those bytes are body, not a new head: the header
     // deadline must not cut the connection.
-    let b = backend().await;
-    let dir = TempDir::new("f");
-    let text = config_text(&[b.addr()], "[timeouts]\nheader_read = \"300ms\"\n");
-    let z = proxy(config(&text, dir.path())).await;
+    let z = Fronted::start("[timeouts]\nheader_read = \"300ms\"\n").await;
     let s = TcpStream::connect(addr(&z)).await.unwrap();
     let (mut rd, mut wr) = s.into_split();
     wr.write_all(

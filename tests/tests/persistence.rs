@@ -99,14 +99,7 @@ async fn process_restart_resumes_defence_with_the_imported_model() {
     let z = ZgateProcess::start(&text, &dir);
     z.wait_log("no saved state yet");
     let admin = z.admin_addr();
-    let model = r#"{"epoch": 4, "metrics": {
-        "connections": {"n": 30, "mean": 2.0, "std": 1.0},
-        "requests_nonidempotent": {"n": 30, "mean": 1.0, "std": 0.5},
-        "requests": {"n": 30, "mean": 3.0, "std": 1.0},
-        "memory": {"n": 30, "mean": 40000.0, "std": 5000.0},
-        "cpu": {"n": 30, "mean": 2000.0, "std": 500.0},
-        "fragmentation": {"n": 30, "mean": 4.0, "std": 2.0}}}"#;
-    let r = admin_request(admin, "PUT", "/api/v1/model", None, Some(model)).await;
+    let r = admin_request(admin, "PUT", "/api/v1/model", None, Some(MODEL_JSON)).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let out = ctl(admin, None, &["mode=defence"]).await;
     assert_eq!(out.code, 0, "{out:?}");
@@ -119,13 +112,13 @@ async fn process_restart_resumes_defence_with_the_imported_model() {
     let out = ctl(admin, None, &["mode"]).await;
     assert_eq!(out.stdout, "mode = defence\n", "{out:?}");
     let after = admin_get(admin, "/api/v1/model").await.json();
-    assert_eq!(after["epoch"], 4);
+    assert_eq!(after["epoch"], 7, "the fixture's epoch");
     assert_eq!(after["metrics"], before["metrics"]);
     // Epochs go on after the model's.
     let out = ctl(admin, None, &["mode=training"]).await;
     assert_eq!(out.code, 0, "{out:?}");
     let out = ctl(admin, None, &["epoch"]).await;
-    assert_eq!(out.stdout, "epoch = 5\n", "{out:?}");
+    assert_eq!(out.stdout, "epoch = 8\n", "{out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -156,7 +156,7 @@ async fn invalid_reload_is_refused_and_the_old_config_stays() {
         ),
     ] {
         std::fs::write(&path, &bad).unwrap();
-        let e = s.reload().expect_err("invalid config refused");
+        let e = s.reload().expect_err("invalid config refused").to_string();
         assert!(e.contains(needle), "{needle}: {e}");
         // Through the API too: 400 with the error.
         let r = admin_request(admin, "POST", "/api/v1/reload", None, None).await;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+
 use std::time::Duration;
 
 use http::{Method, Request, StatusCode};
@@ -18,7 +18,7 @@ use zgate_limiter::{
 
 use super::json::{self as j, ApiError, Reply};
 use super::router::Route;
-use crate::server::Core;
+use super::Control;
 
 /// Most clients `GET /api/v1/clients?top=N` returns.
 pub(crate) const MAX_TOP: usize = 1000;
@@ -27,14 +27,14 @@ pub(crate) const DEFAULT_TOP: usize = 10;
 
 /// Serves `route` (method already checked).
 pub(crate) async fn call(
-    core: &Arc<Core>,
+    core: &dyn Control,
     route: Route,
     req: Request<Incoming>,
 ) -> Result<Reply, ApiError> {
     let write = matches!(*req.method(), Method::PUT | Method::POST | Method::DELETE);
     match route {
         Route::Health => Ok(j::json(StatusCode::OK, &json!({ "status": "ok" }))),
-        Route::Metrics => Ok(j::text(core.exporter.render(core))),
+        Route::Metrics => Ok(j::text(core.metrics())),
         Route::Mode if write => put_mode(core, j::body(req).await?),
         Route::Mode => Ok(ok(mode_view(core))),
         Route::Model if write => put_model(core, j::body(req).await?),
@@ -69,8 +69,8 @@ fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
-fn mode_view(core: &Core) -> Value {
-    let status = core.shared.limiter.status(core.shared.clock.now());
+fn mode_view(core: &dyn Control) -> Value {
+    let status = core.limiter().status(core.now());
     json!({
         "mode": status.mode.name(),
         "epoch": status.epoch,
@@ -85,27 +85,29 @@ struct ModeBody {
     mode: String,
 }
 
-fn put_mode(core: &Core, body: ModeBody) -> Result<Reply, ApiError> {
+fn put_mode(core: &dyn Control, body: ModeBody) -> Result<Reply, ApiError> {
     let mode: Mode = body
         .mode
         .parse()
         .map_err(|e: zgate_limiter::UnknownMode| ApiError::bad_request(e.to_string()))?;
-    let limiter = &core.shared.limiter;
-    limiter.set_mode(mode, core.shared.clock.now()).map_err(
-        |e @ ModeError::NoModel { .. }| ApiError::new(StatusCode::CONFLICT, e.to_string()),
-    )?;
+    let limiter = &core.limiter();
+    limiter
+        .set_mode(mode, core.now())
+        .map_err(|e @ ModeError::NoModel { .. }| {
+            ApiError::new(StatusCode::CONFLICT, e.to_string())
+        })?;
     tracing::info!(mode = %mode, epoch = limiter.epoch(), "mode set through the admin API");
     save(core);
     Ok(ok(mode_view(core)))
 }
 
 /// Saves the state file after a change (errors are logged by `Persist`).
-fn save(core: &Core) {
-    let _ = core.persist.sync(&core.shared.limiter);
+fn save(core: &dyn Control) {
+    let _ = core.persist().sync(core.limiter());
 }
 
-fn model_view(core: &Core) -> Value {
-    let limiter = &core.shared.limiter;
+fn model_view(core: &dyn Control) -> Value {
+    let limiter = &core.limiter();
     let model = limiter.model();
     let mut metrics = Map::new();
     for m in Metric::ALL {
@@ -124,7 +126,7 @@ fn model_view(core: &Core) -> Value {
     json!({
         "present": model.is_some(),
         "epoch": model.as_ref().map(|m| m.epoch),
-        "trained_at": core.persist.trained_at(limiter),
+        "trained_at": core.persist().trained_at(limiter),
         "params": model.as_ref().map(|m| json!(m.params)),
         "metrics": metrics,
     })
@@ -133,7 +135,7 @@ fn model_view(core: &Core) -> Value {
 /// `PUT /api/v1/model`: a model as `GET` shows it (or as the state file holds it). The fields
 /// only `GET` has (`present`, `trained_at`, and per metric `std_effective`, `threshold`,
 /// `enabled`) are ignored: thresholds are set with `/api/v1/thresholds`.
-fn put_model(core: &Core, mut body: Value) -> Result<Reply, ApiError> {
+fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     let Some(obj) = body.as_object_mut() else {
         return Err(ApiError::bad_request("the model must be a JSON object"));
     };
@@ -158,15 +160,15 @@ fn put_model(core: &Core, mut body: Value) -> Result<Reply, ApiError> {
         .validate()
         .map_err(|e| ApiError::bad_request(format!("not a valid model: {e}")))?;
     let epoch = model.epoch;
-    core.shared.limiter.import_model(model);
-    core.persist.model_imported();
+    core.limiter().import_model(model);
+    core.persist().model_imported();
     tracing::info!(epoch, "model imported through the admin API");
     save(core);
     Ok(ok(model_view(core)))
 }
 
-fn thresholds(core: &Core) -> Value {
-    let limiter = &core.shared.limiter;
+fn thresholds(core: &dyn Control) -> Value {
+    let limiter = &core.limiter();
     let mut out = Map::new();
     for m in Metric::ALL {
         out.insert(
@@ -179,7 +181,7 @@ fn thresholds(core: &Core) -> Value {
 
 /// `PUT /api/v1/thresholds`: `{"cpu": 4.0}` or `{"cpu": {"z": 4.0, "enabled": false}}`, any
 /// subset of metrics; all or nothing.
-fn put_thresholds(core: &Core, body: Value) -> Result<Reply, ApiError> {
+fn put_thresholds(core: &dyn Control, body: Value) -> Result<Reply, ApiError> {
     let Value::Object(map) = body else {
         return Err(ApiError::bad_request(
             "send an object of metric names, e.g. {\"cpu\": 4.0}",
@@ -228,7 +230,7 @@ fn put_thresholds(core: &Core, body: Value) -> Result<Reply, ApiError> {
         };
         changes.push((m, z, enabled));
     }
-    let limiter = &core.shared.limiter;
+    let limiter = &core.limiter();
     for (m, z, enabled) in changes {
         if let Some(z) = z {
             // Checked above by `check_threshold`, as `set_threshold` checks it.
@@ -250,11 +252,11 @@ fn put_thresholds(core: &Core, body: Value) -> Result<Reply, ApiError> {
 }
 
 /// Every runtime knob, in a stable order, as `[key, value]` pairs of strings.
-fn knobs(core: &Core) -> Value {
-    let limiter = &core.shared.limiter;
-    let status = limiter.status(core.shared.clock.now());
-    let lc = core.limiter_config.load();
-    let config = core.config.load();
+fn knobs(core: &dyn Control) -> Value {
+    let limiter = &core.limiter();
+    let status = limiter.status(core.now());
+    let lc = core.limiter_config();
+    let config = core.config();
     let mut k: Vec<(String, String)> = vec![
         ("mode".into(), status.mode.name().into()),
         ("epoch".into(), status.epoch.to_string()),
@@ -324,7 +326,7 @@ fn knobs(core: &Core) -> Value {
     k.push(("listeners".into(), listeners.join(",")));
     k.push((
         "state_file".into(),
-        core.persist
+        core.persist()
             .path()
             .map_or("-".into(), |p| p.display().to_string()),
     ));
@@ -339,8 +341,8 @@ fn per_metric<T: serde::Serialize + Copy>(values: &[T; Metric::COUNT]) -> Value 
     json!(map)
 }
 
-fn client_json(core: &Core, c: &ClientSnapshot) -> Value {
-    let now = core.shared.clock.now();
+fn client_json(core: &dyn Control, c: &ClientSnapshot) -> Value {
+    let now = core.now();
     let z = c.z.map(|z| {
         if z.is_finite() {
             (z * 1000.0).round() / 1000.0
@@ -359,7 +361,7 @@ fn client_json(core: &Core, c: &ClientSnapshot) -> Value {
     })
 }
 
-fn clients(core: &Core, query: &str) -> Result<Reply, ApiError> {
+fn clients(core: &dyn Control, query: &str) -> Result<Reply, ApiError> {
     let mut top = DEFAULT_TOP;
     let mut by = Metric::Connections;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -388,7 +390,7 @@ fn clients(core: &Core, query: &str) -> Result<Reply, ApiError> {
             }
         }
     }
-    let list = core.shared.limiter.top(by, top, core.shared.clock.now());
+    let list = core.limiter().top(by, top, core.now());
     let list: Vec<Value> = list.iter().map(|c| client_json(core, c)).collect();
     Ok(ok(json!({ "by": by.name(), "top": top, "clients": list })))
 }
@@ -401,20 +403,16 @@ fn parse_ip(text: &str) -> Result<IpAddr, ApiError> {
     })
 }
 
-fn client(core: &Core, ip: &str) -> Result<Reply, ApiError> {
+fn client(core: &dyn Control, ip: &str) -> Result<Reply, ApiError> {
     let ip = parse_ip(ip)?;
-    let c = core
-        .shared
-        .limiter
-        .client(ip, core.shared.clock.now())
-        .ok_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, format!("client {ip} is not tracked"))
-        })?;
+    let c = core.limiter().client(ip, core.now()).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, format!("client {ip} is not tracked"))
+    })?;
     Ok(ok(client_json(core, &c)))
 }
 
-fn block_json(core: &Core, b: &BlockEntry) -> Value {
-    let now = core.shared.clock.now();
+fn block_json(core: &dyn Control, b: &BlockEntry) -> Value {
+    let now = core.now();
     json!({
         "prefix": b.prefix.to_string(),
         "expires_in_secs": secs(Duration::from_nanos(b.until.0.saturating_sub(now.0))),
@@ -424,8 +422,8 @@ fn block_json(core: &Core, b: &BlockEntry) -> Value {
     })
 }
 
-fn blocks(core: &Core) -> Value {
-    let list = core.shared.limiter.blocks(core.shared.clock.now());
+fn blocks(core: &dyn Control) -> Value {
+    let list = core.limiter().blocks(core.now());
     let mut list: Vec<Value> = list.iter().map(|b| block_json(core, b)).collect();
     list.sort_by(|a, b| a["prefix"].as_str().cmp(&b["prefix"].as_str()));
     json!({ "blocks": list })
@@ -456,10 +454,10 @@ struct BlockBody {
     duration: Option<String>,
 }
 
-fn post_block(core: &Core, body: BlockBody) -> Result<Reply, ApiError> {
+fn post_block(core: &dyn Control, body: BlockBody) -> Result<Reply, ApiError> {
     let prefix = parse_prefix(&body.ip)?;
     let duration = match &body.duration {
-        None => core.limiter_config.load().block_duration,
+        None => core.limiter_config().block_duration,
         Some(d) => {
             parse_duration(d).map_err(|e| ApiError::bad_request(format!("duration: {e}")))?
         }
@@ -467,9 +465,8 @@ fn post_block(core: &Core, body: BlockBody) -> Result<Reply, ApiError> {
     if duration.is_zero() {
         return Err(ApiError::bad_request("duration: must be greater than zero"));
     }
-    let now = core.shared.clock.now();
-    core.shared
-        .limiter
+    let now = core.now();
+    core.limiter()
         .block(prefix, duration, now)
         .map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
     tracing::warn!(
@@ -478,8 +475,7 @@ fn post_block(core: &Core, body: BlockBody) -> Result<Reply, ApiError> {
         "blocked through the admin API"
     );
     let entry = core
-        .shared
-        .limiter
+        .limiter()
         .blocks(now)
         .into_iter()
         .find(|b| b.prefix == prefix);
@@ -487,9 +483,9 @@ fn post_block(core: &Core, body: BlockBody) -> Result<Reply, ApiError> {
     Ok(j::json(StatusCode::CREATED, &json!({ "blocked": entry })))
 }
 
-fn delete_block(core: &Core, ip: &str) -> Result<Reply, ApiError> {
+fn delete_block(core: &dyn Control, ip: &str) -> Result<Reply, ApiError> {
     let prefix = parse_prefix(ip)?;
-    if !core.shared.limiter.unblock(prefix) {
+    if !core.limiter().unblock(prefix) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("{ip} is not on the block list"),

@@ -25,11 +25,35 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use zgate_config::Admin;
+use zgate_config::{Admin, Config};
+use zgate_limiter::{Limiter, LimiterConfig, Nanos};
 
-use crate::server::{bind, Core};
+use crate::state::persist::Persist;
+use crate::state::reload::{ReloadError, ReloadReport};
+
+use crate::listen::bind;
+use crate::listen::bind::BindError;
 
 pub use auth::constant_time_eq;
+
+/// What the admin API operates on: the running server, seen only through what the endpoints
+/// need (the server implements it; this room never names the server).
+pub(crate) trait Control: Send + Sync + 'static {
+    /// The limiter: mode, model, thresholds, block list, client table.
+    fn limiter(&self) -> &Limiter;
+    /// Now, on the limiter's clock.
+    fn now(&self) -> Nanos;
+    /// The config in force.
+    fn config(&self) -> Arc<Config>;
+    /// `[limits]` as mapped onto the limiter's settings, in force.
+    fn limiter_config(&self) -> Arc<LimiterConfig>;
+    /// The state file.
+    fn persist(&self) -> &Persist;
+    /// `/metrics`: the Prometheus text of a scrape now.
+    fn metrics(&self) -> String;
+    /// Re-reads the config file and applies it, or refuses it.
+    fn reload(&self) -> Result<ReloadReport, ReloadError>;
+}
 pub use json::MAX_BODY_BYTES;
 
 /// The running admin listener.
@@ -60,7 +84,10 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Starts the admin API per `config`. `Ok(None)` when it is disabled, or when the default
 /// address is taken (warned); an explicitly configured address that cannot be bound is an
 /// error naming `admin.addr`.
-pub(crate) async fn start(core: Arc<Core>, config: &Admin) -> Result<Option<AdminHandle>, String> {
+pub(crate) async fn start(
+    core: Arc<dyn Control>,
+    config: &Admin,
+) -> Result<Option<AdminHandle>, BindError> {
     if !config.enabled {
         tracing::info!("admin API disabled (admin.enabled = false)");
         return Ok(None);
@@ -75,11 +102,19 @@ pub(crate) async fn start(core: Arc<Core>, config: &Admin) -> Result<Option<Admi
             );
             return Ok(None);
         }
-        Err(e) => return Err(format!("`admin.addr`: cannot listen on {addr}: {e}")),
+        Err(source) => {
+            return Err(BindError {
+                key: "admin.addr".into(),
+                addr,
+                source,
+            })
+        }
     };
-    let local = listener
-        .local_addr()
-        .map_err(|e| format!("`admin.addr`: {e}"))?;
+    let local = listener.local_addr().map_err(|source| BindError {
+        key: "admin.addr".into(),
+        addr,
+        source,
+    })?;
     tracing::info!(addr = %local, token = config.token.is_some(), "admin API ready");
     let token: Option<Arc<str>> = config.token.as_deref().map(Arc::from);
     let (stop, stopped) = watch::channel(false);
@@ -102,7 +137,7 @@ pub(crate) async fn start(core: Arc<Core>, config: &Admin) -> Result<Option<Admi
                     let token = token.clone();
                     async move {
                         Ok::<_, Infallible>(
-                            router::handle(&core, token.as_deref(), peer, req).await,
+                            router::handle(&*core, token.as_deref(), peer, req).await,
                         )
                     }
                 });

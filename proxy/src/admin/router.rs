@@ -2,7 +2,6 @@
 //! path, 405 (with `Allow`) for a method the path does not take.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use http::header::{HeaderValue, ALLOW, WWW_AUTHENTICATE};
 use http::{Method, Request, StatusCode};
@@ -11,7 +10,7 @@ use hyper::body::Incoming;
 use super::api;
 use super::auth::authorized;
 use super::json::{ApiError, Reply};
-use crate::server::Core;
+use super::Control;
 
 /// One admin endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +81,7 @@ impl Route {
 
 /// Serves one admin request.
 pub(crate) async fn handle(
-    core: &Arc<Core>,
+    core: &dyn Control,
     token: Option<&str>,
     peer: SocketAddr,
     req: Request<Incoming>,

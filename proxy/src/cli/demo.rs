@@ -30,7 +30,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::body::{BodyError, ProxyBody};
+use crate::http::body::{BodyError, ProxyBody};
 
 /// The pattern `/bytes` streams: byte `i` of the body is `i % 251`.
 pub fn pattern_byte(i: u64) -> u8 {

@@ -1,8 +1,8 @@
 //! The IO wrapper between the client's stream (TCP, or TLS plaintext) and hyper.
 //!
 //! It replays bytes already read during protocol detection, then passes every read and write
-//! through untouched while recording them in the connection's [`Activity`] (the linkerd
-//! "sensor" pattern).
+//! through untouched while forwarding them to the connection's [`Meter`] and taps (the
+//! linkerd "sensor" pattern).
 
 use std::io;
 use std::pin::Pin;
@@ -12,16 +12,14 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::activity::Activity;
-use crate::meter::Meter;
-use crate::tap::{Http2WriteTap, ReadTap};
+use crate::account::meter::Meter;
+use crate::conn::tap::{Http2WriteTap, ReadTap};
 
 /// A client stream as hyper sees it.
 pub struct ClientIo<S> {
     inner: S,
     /// Bytes read before hyper took over (protocol detection), replayed first.
     prefix: Bytes,
-    activity: Arc<Activity>,
     meter: Arc<Meter>,
     tap: ReadTap,
     /// HTTP/2 only: what the server sends.
@@ -31,18 +29,11 @@ pub struct ClientIo<S> {
 impl<S> ClientIo<S> {
     /// Wraps `inner`; `prefix` is replayed before anything else is read from it. Reads go
     /// through `tap` to `meter`.
-    pub fn new(
-        inner: S,
-        prefix: Bytes,
-        activity: Arc<Activity>,
-        meter: Arc<Meter>,
-        tap: ReadTap,
-    ) -> Self {
+    pub fn new(inner: S, prefix: Bytes, meter: Arc<Meter>, tap: ReadTap) -> Self {
         let wtap = matches!(tap, ReadTap::Http2(_)).then(Http2WriteTap::new);
         Self {
             inner,
             prefix,
-            activity,
             meter,
             tap,
             wtap,
@@ -75,8 +66,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
         }
         let new = &buf.filled()[before..];
         if !new.is_empty() {
-            this.activity
-                .read(new.len(), this.meter.requests_in_progress() > 0);
+            this.meter.bytes_read(new.len());
             this.tap.on_read(new, &this.meter);
         }
         Poll::Ready(Ok(()))
@@ -92,8 +82,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = res {
-            this.activity.wrote(n);
-            this.meter.wrote(n);
+            this.meter.bytes_written(n);
             if let Some(w) = &mut this.wtap {
                 w.on_write(&buf[..n], &this.meter);
             }
@@ -109,8 +98,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = res {
-            this.activity.wrote(n);
-            this.meter.wrote(n);
+            this.meter.bytes_written(n);
             if let Some(w) = &mut this.wtap {
                 let mut left = n;
                 for b in bufs {
@@ -156,12 +144,10 @@ mod tests {
         let (_, proxy_limits) = limits::from_config(&Default::default()).unwrap();
         let meter = Meter::new(conn.unwrap(), clock, peer, proxy_limits);
         let (client, server) = tokio::io::duplex(64);
-        let activity = Arc::new(Activity::new());
         let mut io = ClientIo::new(
             server,
             Bytes::from_static(b"PRE"),
-            activity.clone(),
-            meter,
+            meter.clone(),
             ReadTap::http1(8192),
         );
         let mut client = client;
@@ -173,7 +159,7 @@ mod tests {
         let mut back = [0u8; 5];
         client.read_exact(&mut back).await.unwrap();
         assert_eq!(&back, b"reply");
-        assert_eq!(activity.bytes_in(), 7);
-        assert_eq!(activity.bytes_out(), 5);
+        assert_eq!(meter.accounting().bytes_in(), 7);
+        assert_eq!(meter.accounting().bytes_out(), 5);
     }
 }

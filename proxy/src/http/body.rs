@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -14,8 +13,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::meter::{InFlightRequest, Meter};
-use crate::upstream::PoolReturn;
+use crate::account::meter::{InFlightRequest, Meter};
+use crate::upstream::{Outgoing, PoolReturn, UploadProgress};
 
 /// A request or response body passing through zgate.
 pub enum ProxyBody {
@@ -44,23 +43,13 @@ pub enum ProxyBody {
         request: Option<InFlightRequest>,
         /// The backend connection, given back to its pool when the body ends (dropped, and
         /// the connection with it, if the body is dropped before its end).
-        pool: Option<PoolReturn>,
+        pool: Option<PoolReturn<ProxyBody>>,
     },
     /// Complete in memory; `None` once sent.
     Full(Option<Bytes>),
 }
 
 impl ProxyBody {
-    /// Who the upload of a request body on its way to the backend waits on, if it has one.
-    pub fn upload(&self) -> Option<&Arc<UploadProgress>> {
-        match self {
-            ProxyBody::Request {
-                upload: Some(u), ..
-            } => Some(&u.progress),
-            _ => None,
-        }
-    }
-
     /// An empty body.
     pub fn empty() -> Self {
         ProxyBody::Full(None)
@@ -123,11 +112,7 @@ impl Upload {
     /// any).
     pub fn new(body_read: Duration) -> Upload {
         Upload {
-            progress: Arc::new(UploadProgress {
-                base: Instant::now(),
-                last: AtomicU64::new(0),
-                on_client: AtomicBool::new(false),
-            }),
+            progress: Arc::new(UploadProgress::new()),
             body_read,
             sleep: None,
         }
@@ -136,7 +121,7 @@ impl Upload {
     /// The body had nothing to give: the upload waits on the client. Ready once this pause
     /// has lasted `body_read`.
     fn poll_paused(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let new_pause = !self.progress.on_client.swap(true, Ordering::Relaxed);
+        let new_pause = self.progress.waits_on_client();
         if self.body_read.is_zero() {
             return Poll::Pending;
         }
@@ -156,36 +141,19 @@ impl Upload {
 
     /// The body gave something (a piece, its end or an error): the pause, if any, is over.
     fn progressed(&self) {
-        let p = &self.progress;
-        p.last
-            .store(p.base.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        p.on_client.store(false, Ordering::Relaxed);
+        self.progress.progressed();
     }
 }
 
-/// Who a request body's upload waits on, as the wait for the backend's answer sees it:
-/// `timeouts.backend_response` counts only the time the backend keeps zgate waiting, not the
-/// client's pauses, so a slow but steady upload is not cut, and a backend that stops taking
-/// the body is.
-#[derive(Debug)]
-pub struct UploadProgress {
-    base: Instant,
-    /// When the body last gave something, ns since `base`.
-    last: AtomicU64,
-    /// The body had nothing to give when last polled: the upload waits on the client.
-    on_client: AtomicBool,
-}
-
-impl UploadProgress {
-    /// Until when the backend may still keep zgate waiting, `limit` after it last had to: now
-    /// plus `limit` while the upload waits on the client, else `limit` after the body last
-    /// gave something (its last piece taken, or its end).
-    pub fn backend_deadline(&self, limit: Duration) -> Instant {
-        if self.on_client.load(Ordering::Relaxed) {
-            return Instant::now() + limit;
+impl Outgoing for ProxyBody {
+    /// Who the upload of a request body on its way to the backend waits on, if it has one.
+    fn progress(&self) -> Option<&Arc<UploadProgress>> {
+        match self {
+            ProxyBody::Request {
+                upload: Some(u), ..
+            } => Some(&u.progress),
+            _ => None,
         }
-        let last = Duration::from_nanos(self.last.load(Ordering::Relaxed));
-        self.base + last + limit
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use crate::meter::Meter;
+use crate::account::meter::Meter;
 
 pin_project_lite::pin_project! {
     /// A future whose polls are charged to a client.

@@ -9,9 +9,8 @@ use std::sync::Mutex;
 
 use metrics::{counter, gauge, with_local_recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
-use zgate_limiter::{Guard, Metric, Mode};
+use zgate_limiter::{Guard, Limiter, Metric, Mode, Nanos};
 
-use crate::server::Core;
 use crate::stats::{Stats, STATUS_CLASSES};
 
 /// The server's Prometheus recorder.
@@ -26,17 +25,29 @@ impl Exporter {
         }
     }
 
-    /// Publishes every counter and gauge of `core` and renders them as Prometheus text.
-    pub(crate) fn render(&self, core: &Core) -> String {
+    /// Publishes every counter and gauge of `scrape` and renders them as Prometheus text.
+    pub(crate) fn render(&self, scrape: &Scrape<'_>) -> String {
         // The recorder holds plain registries: a poisoned lock is still usable.
         let recorder = self.recorder.lock().unwrap_or_else(|p| p.into_inner());
-        with_local_recorder(&*recorder, || publish(core));
+        with_local_recorder(&*recorder, || publish(scrape));
         recorder.handle().render()
     }
 }
 
-fn publish(core: &Core) {
-    let s = &core.shared.stats;
+/// What a scrape renders.
+pub(crate) struct Scrape<'a> {
+    /// The proxy's traffic counters.
+    pub(crate) stats: &'a Stats,
+    /// Open client connections.
+    pub(crate) open_connections: usize,
+    /// The limiter: mode, model, its own counters.
+    pub(crate) limiter: &'a Limiter,
+    /// Now, on the limiter's clock.
+    pub(crate) now: Nanos,
+}
+
+fn publish(scrape: &Scrape<'_>) {
+    let s = scrape.stats;
     let c = |name: &'static str, v: &std::sync::atomic::AtomicU64| {
         counter!(name).absolute(Stats::get(v));
     };
@@ -58,10 +69,10 @@ fn publish(core: &Core) {
     c("zgate_client_body_timeouts_total", &s.client_body_timeout);
     c("zgate_reloads_total", &s.reloads);
     c("zgate_reload_failures_total", &s.reload_failures);
-    gauge!("zgate_connections_open").set(core.open_connections() as f64);
+    gauge!("zgate_connections_open").set(scrape.open_connections as f64);
 
-    let limiter = &core.shared.limiter;
-    let status = limiter.status(core.shared.clock.now());
+    let limiter = scrape.limiter;
+    let status = limiter.status(scrape.now);
     for mode in [Mode::Disabled, Mode::Training, Mode::Defence, Mode::Monitor] {
         let on = if status.mode == mode { 1.0 } else { 0.0 };
         gauge!("zgate_limiter_mode", "mode" => mode.name()).set(on);

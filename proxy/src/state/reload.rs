@@ -2,7 +2,7 @@
 //!
 //! [`Plan::prepare`] does every step that can fail (the file's own validation, the `[limits]`
 //! mapping, the backends, the TLS files of every listener, binding the new listeners) without
-//! touching the running server; `Core::apply` (server.rs) then swaps it in, and cannot fail
+//! touching the running server; the server (`server.rs`) then swaps it in, and cannot fail
 //! half-way. What applies how:
 //!
 //! - backends and `[upstream]`: a new pool is swapped in (`arc-swap`); requests in flight keep
@@ -19,14 +19,15 @@
 
 use std::net::SocketAddr;
 
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use zgate_config::Config;
 use zgate_limiter::LimiterConfig;
 
+use crate::http::Upstream;
 use crate::limits::{self, ProxyLimits};
-use crate::server::{bind_listener, tls_acceptor};
-use crate::upstream::Upstream;
+use crate::listen::tls::TlsError;
+use crate::listen::{bind_listener, tls_acceptor, NewListener};
+use crate::upstream::BackendsError;
 
 /// A new config, checked and ready to apply.
 pub(crate) struct Plan {
@@ -38,9 +39,8 @@ pub(crate) struct Plan {
     pub(crate) proxy_limits: ProxyLimits,
     /// TLS of the listeners that stay, by config address.
     pub(crate) tls: Vec<(SocketAddr, Option<TlsAcceptor>)>,
-    /// Listeners to add: config address, the bound socket, its address, TLS.
-    #[allow(clippy::type_complexity)]
-    pub(crate) new: Vec<(SocketAddr, TcpListener, SocketAddr, Option<TlsAcceptor>)>,
+    /// Listeners to add, bound.
+    pub(crate) new: Vec<NewListener>,
 }
 
 impl Plan {
@@ -51,9 +51,9 @@ impl Plan {
         config: &Config,
         current: &Config,
         bound: &[SocketAddr],
-    ) -> Result<Plan, String> {
+    ) -> Result<Plan, ReloadError> {
         let (limiter_config, proxy_limits) =
-            limits::from_config(&config.limits).map_err(|e| e.to_string())?;
+            limits::from_config(&config.limits).map_err(ReloadError::Limits)?;
         let upstream = Upstream::new(config)?;
         let mut tls = Vec::new();
         let mut new = Vec::new();
@@ -62,8 +62,13 @@ impl Plan {
             if bound.contains(&l.addr) {
                 tls.push((l.addr, acceptor));
             } else {
-                let (listener, local) = bind_listener(l.addr, i)?;
-                new.push((l.addr, listener, local, acceptor));
+                let (listener, local) = bind_listener(l.addr, &format!("listener[{i}].addr"))?;
+                new.push(NewListener {
+                    config_addr: l.addr,
+                    listener,
+                    local,
+                    tls: acceptor,
+                });
             }
         }
         warn_restart_only(config, current);
@@ -74,6 +79,75 @@ impl Plan {
             tls,
             new,
         })
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Listeners bound by this reload (their bound addresses).
+    pub listeners_added: Vec<SocketAddr>,
+    /// Listeners closed by this reload (their connections finish on their own).
+    pub listeners_removed: Vec<SocketAddr>,
+    /// Backends now in force.
+    pub backends: usize,
+}
+
+/// Why a reload was refused (the config in force stays). The message names the file's key.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// zgate was started without a config file: there is nothing to re-read.
+    NoConfigFile,
+    /// The file does not load (syntax, unknown key, a value out of range).
+    Config(zgate_config::ConfigError),
+    /// `[limits]` does not map onto the limiter's settings.
+    Limits(crate::limits::LimitsError),
+    /// The backends cannot be used.
+    Backends(BackendsError),
+    /// A listener's TLS files do not load.
+    Tls(TlsError),
+    /// A new listener cannot be bound.
+    Bind(crate::listen::bind::BindError),
+    /// The limiter refused the new `[limits]`.
+    Limiter(zgate_limiter::LimiterConfigError),
+    /// zgate is shutting down.
+    ShuttingDown,
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::NoConfigFile => {
+                f.write_str("zgate was started without a config file: nothing to reload")
+            }
+            ReloadError::Config(e) => e.fmt(f),
+            ReloadError::Limits(e) => e.fmt(f),
+            ReloadError::Backends(e) => e.fmt(f),
+            ReloadError::Tls(e) => e.fmt(f),
+            ReloadError::Bind(e) => e.fmt(f),
+            ReloadError::Limiter(e) => write!(f, "`limits`: {e}"),
+            ReloadError::ShuttingDown => f.write_str("zgate is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
+
+impl From<BackendsError> for ReloadError {
+    fn from(e: BackendsError) -> Self {
+        ReloadError::Backends(e)
+    }
+}
+
+impl From<TlsError> for ReloadError {
+    fn from(e: TlsError) -> Self {
+        ReloadError::Tls(e)
+    }
+}
+
+impl From<crate::listen::bind::BindError> for ReloadError {
+    fn from(e: crate::listen::bind::BindError) -> Self {
+        ReloadError::Bind(e)
     }
 }
 

@@ -219,7 +219,7 @@ impl Default for FrameParser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::H2_PREFACE;
+    use crate::conn::detect::H2_PREFACE;
 
     fn frame(len: u32, kind: u8, flags: u8, stream: u32) -> Vec<u8> {
         let mut f = len.to_be_bytes()[1..].to_vec();

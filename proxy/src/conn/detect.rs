@@ -18,8 +18,8 @@ pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub enum Protocol {
     /// HTTP/1.x.
     Http1,
-    /// HTTP/2 with prior knowledge.
-    H2c,
+    /// HTTP/2: h2c with prior knowledge here, or h2 chosen by ALPN on a TLS listener.
+    Http2,
 }
 
 /// Why detection did not produce a protocol.
@@ -56,7 +56,7 @@ pub async fn detect<S: AsyncRead + Unpin>(
                 return Ok(Protocol::Http1);
             }
             if seen == H2_PREFACE.len() {
-                return Ok(Protocol::H2c);
+                return Ok(Protocol::Http2);
             }
         }
     };
@@ -93,7 +93,7 @@ mod tests {
         let (p, b) = detect_bytes(&[&H2_PREFACE[..5], &H2_PREFACE[5..]])
             .await
             .unwrap();
-        assert_eq!(p, Protocol::H2c);
+        assert_eq!(p, Protocol::Http2);
         assert_eq!(&b[..], &H2_PREFACE[..]);
     }
 

@@ -1,6 +1,11 @@
 //! The backends: round-robin choice, skipping of backends that refuse connections, and a small
 //! pool of HTTP/1.1 connections per backend built directly on `hyper::client::conn::http1`.
 //!
+//! - `mod.rs`: [`Upstream`], the backends and sending a request;
+//! - `pool.rs`: one backend's idle connections and the [`PoolReturn`] guard;
+//! - `progress.rs`: what the wait for an answer knows of the request body being sent
+//!   ([`Outgoing`], [`UploadProgress`]), so this room never names the body type.
+//!
 //! # Design
 //!
 //! Each backend has an [`IdlePool`]: a `Mutex<VecDeque>` of idle `SendRequest`s with the
@@ -27,7 +32,7 @@
 //! - **Return**: an HTTP/1 sender is reusable only after its response body was read to the
 //!   end. A response whose body is already complete with its head gives its sender back at
 //!   once; otherwise [`Upstream::send_pooled`] returns a [`PoolReturn`] guard that the response
-//!   body ([`crate::body::ProxyBody::Response`]) calls [`PoolReturn::release`] on when the
+//!   body ((the http room's `ProxyBody::Response`)) calls [`PoolReturn::release`] on when the
 //!   body reaches its end. A body dropped before its end drops the guard instead, and with it
 //!   the connection (hyper cannot reuse a half-read response).
 //! - `timeouts.backend_response` bounds checkout, connect and the wait for the response head,
@@ -36,12 +41,14 @@
 //!   `timeouts.body_read`'s.
 //!
 //! No per-request allocation beyond hyper's own (its request channel and response body), and
-//! a request with a body's [`crate::body::Upload`].
+//! a request with a body's `Upload`.
 
-use std::collections::VecDeque;
+mod pool;
+mod progress;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, PathAndQuery};
@@ -53,14 +60,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use zgate_config::Config;
 
-use crate::body::ProxyBody;
-
-/// How long a checkout waits for an idle connection that is open but not ready yet (it was
-/// given back at the end of its response body and its task is finishing the exchange).
-pub const READY_WAIT: Duration = Duration::from_millis(100);
-
-/// How many of the newest idle connections a checkout looks at for one that is ready.
-const READY_SCAN: usize = 4;
+use pool::IdlePool;
+pub use pool::{PoolReturn, READY_WAIT};
+pub use progress::{Outgoing, UploadProgress};
 
 /// Why a request got no response from any backend.
 #[derive(Debug)]
@@ -73,10 +75,41 @@ pub enum UpstreamError {
     Failed(hyper::Error),
 }
 
+/// Why the backends of a config cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendsError {
+    /// `backend[index].addr` is not a `host:port` authority.
+    BadAddr {
+        /// The backend's position in the config.
+        index: usize,
+        /// The address as written.
+        addr: String,
+        /// The parser's reason.
+        reason: String,
+    },
+    /// The config has no backend.
+    NoBackend,
+}
+
+impl std::fmt::Display for BackendsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendsError::BadAddr {
+                index,
+                addr,
+                reason,
+            } => write!(f, "`backend[{index}].addr`: {addr:?}: {reason}"),
+            BackendsError::NoBackend => f.write_str("no backend configured"),
+        }
+    }
+}
+
+impl std::error::Error for BackendsError {}
+
 /// The pool of backends, shared by every connection.
 #[derive(Debug)]
-pub struct Upstream {
-    backends: Box<[BackendState]>,
+pub struct Upstream<B> {
+    backends: Box<[BackendState<B>]>,
     next: AtomicUsize,
     clock: Instant,
     down_for: Duration,
@@ -85,12 +118,12 @@ pub struct Upstream {
 }
 
 #[derive(Debug)]
-struct BackendState {
+struct BackendState<B> {
     authority: Authority,
     target: Target,
     /// Nanoseconds since `Upstream::clock` until which the backend is skipped; 0 when up.
     down_until: AtomicU64,
-    idle: Arc<IdlePool>,
+    idle: Arc<IdlePool<B>>,
 }
 
 /// Where to connect: an address, or a name resolved at each connect.
@@ -122,141 +155,35 @@ impl Target {
     }
 }
 
-/// One backend's idle connections, newest at the back.
-#[derive(Debug)]
-struct IdlePool {
-    conns: Mutex<VecDeque<Idle>>,
-    max: usize,
-    idle_timeout: Duration,
-}
-
-#[derive(Debug)]
-struct Idle {
-    sender: SendRequest<ProxyBody>,
-    since: Instant,
-}
-
-impl IdlePool {
-    /// Gives `sender` back, unless its connection is closed or the pool is full.
-    fn put(&self, sender: SendRequest<ProxyBody>) {
-        if self.max == 0 || sender.is_closed() {
-            return;
-        }
-        let now = Instant::now();
-        let mut expired = None;
-        let rejected;
-        {
-            let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(oldest) = conns.front() {
-                if now.saturating_duration_since(oldest.since) >= self.idle_timeout {
-                    expired = conns.pop_front();
-                }
-            }
-            if conns.len() < self.max {
-                conns.push_back(Idle { sender, since: now });
-                rejected = None;
-            } else {
-                rejected = Some(sender);
-            }
-        }
-        // Closing connections happens outside the lock.
-        drop((expired, rejected));
-    }
-
-    /// The newest idle sender that is open and not past the idle timeout.
-    fn pop(&self) -> Option<SendRequest<ProxyBody>> {
-        loop {
-            let (idle, stale) = {
-                let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-                // Prefer a ready one among the newest few: the very newest may still be
-                // finishing its previous exchange on another thread.
-                let len = conns.len();
-                let ready = (len.saturating_sub(READY_SCAN)..len)
-                    .rev()
-                    .find(|&i| conns[i].sender.is_ready());
-                let i = ready.unwrap_or(len.checked_sub(1)?);
-                let idle = conns.remove(i)?;
-                if idle.since.elapsed() >= self.idle_timeout {
-                    // Every older one is expired too (a rare path: allocating is fine).
-                    let newer = conns.split_off(i);
-                    (None, Some(std::mem::replace(&mut *conns, newer)))
-                } else {
-                    (Some(idle), None)
-                }
-            };
-            drop(stale);
-            match idle {
-                Some(idle) if !idle.sender.is_closed() => return Some(idle.sender),
-                Some(_) => continue,
-                None => return None,
-            }
-        }
-    }
-
-    /// An idle sender ready for a request, waiting briefly for one that is finishing its
-    /// previous exchange.
-    async fn checkout(&self) -> Option<SendRequest<ProxyBody>> {
-        loop {
-            let mut sender = self.pop()?;
-            if sender.is_ready() {
-                return Some(sender);
-            }
-            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, sender.ready()).await {
-                return Some(sender);
-            }
-        }
-    }
-
-    /// How many idle connections are kept (closed ones not yet noticed included).
-    fn len(&self) -> usize {
-        self.conns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-}
-
-/// A backend connection lent to a response whose body is still being read: give it back with
-/// [`PoolReturn::release`] when the body has ended; dropping it closes the connection.
-#[derive(Debug)]
-pub struct PoolReturn {
-    sender: SendRequest<ProxyBody>,
-    pool: Arc<IdlePool>,
-}
-
-impl PoolReturn {
-    /// The response body ended: the connection goes back to its backend's idle pool.
-    pub fn release(self) {
-        self.pool.put(self.sender);
-    }
-}
-
 /// A connect failure (refused, unreachable, resolution failed, timed out).
 struct ConnectFailed;
 
-impl Upstream {
+impl<B: Outgoing> Upstream<B> {
     /// Builds the pool for `config`'s backends. Backend addresses were validated by the config;
     /// one that still fails to parse as an authority is reported with its key.
-    pub fn new(config: &Config) -> Result<Self, String> {
+    pub fn new(config: &Config) -> Result<Self, BackendsError> {
         let mut backends = Vec::with_capacity(config.backends.len());
         for (i, b) in config.backends.iter().enumerate() {
-            let authority: Authority = b
-                .addr
-                .parse()
-                .map_err(|e| format!("`backend[{i}].addr`: {:?}: {e}", b.addr))?;
+            let authority: Authority =
+                b.addr
+                    .parse()
+                    .map_err(|e: http::uri::InvalidUri| BackendsError::BadAddr {
+                        index: i,
+                        addr: b.addr.clone(),
+                        reason: e.to_string(),
+                    })?;
             backends.push(BackendState {
                 target: Target::of(&authority),
                 authority,
                 down_until: AtomicU64::new(0),
-                idle: Arc::new(IdlePool {
-                    conns: Mutex::new(VecDeque::new()),
-                    max: config.upstream.max_idle_per_backend,
-                    idle_timeout: config.upstream.pool_idle_timeout,
-                }),
+                idle: Arc::new(IdlePool::new(
+                    config.upstream.max_idle_per_backend,
+                    config.upstream.pool_idle_timeout,
+                )),
             });
         }
         if backends.is_empty() {
-            return Err("no backend configured".to_owned());
+            return Err(BackendsError::NoBackend);
         }
         Ok(Self {
             backends: backends.into_boxed_slice(),
@@ -277,9 +204,9 @@ impl Upstream {
     /// handed to it gets the request back unsent: it is retried once on a fresh connection.
     pub async fn send_pooled(
         &self,
-        req: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Option<PoolReturn>), UpstreamError> {
-        let upload = req.body().upload().cloned();
+        req: Request<B>,
+    ) -> Result<(Response<Incoming>, Option<PoolReturn<B>>), UpstreamError> {
+        let upload = req.body().progress().cloned();
         let limit = self.response_timeout;
         let mut send = std::pin::pin!(self.send_inner(req));
         let mut deadline = tokio::time::Instant::now() + limit;
@@ -303,8 +230,8 @@ impl Upstream {
 
     async fn send_inner(
         &self,
-        mut req: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Option<PoolReturn>), UpstreamError> {
+        mut req: Request<B>,
+    ) -> Result<(Response<Incoming>, Option<PoolReturn<B>>), UpstreamError> {
         origin_form(req.uri_mut());
         let n = self.backends.len();
         // One backend needs no turn-taking: skip the counter every core would write.
@@ -364,10 +291,7 @@ impl Upstream {
         }
     }
 
-    async fn connect(
-        &self,
-        backend: &BackendState,
-    ) -> Result<SendRequest<ProxyBody>, ConnectFailed> {
+    async fn connect(&self, backend: &BackendState<B>) -> Result<SendRequest<B>, ConnectFailed> {
         let stream = match tokio::time::timeout(self.connect_timeout, backend.target.connect())
             .await
         {
@@ -451,8 +375,12 @@ fn origin_form(uri: &mut Uri) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo;
+    // Test-only: the pool is exercised with the proxy's real body type and demo backend.
+    use crate::cli::demo;
+    use crate::http::body::ProxyBody;
     use http_body_util::BodyExt;
+
+    type Upstream = super::Upstream<ProxyBody>;
 
     async fn setup(upstream: &str) -> (demo::Backend, Upstream) {
         let b = demo::Backend::start(SocketAddr::from(([127, 0, 0, 1], 0)))

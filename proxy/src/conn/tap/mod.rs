@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use zgate_limiter::{Fragments, H2Frame};
 
-use crate::meter::Meter;
+use crate::account::meter::Meter;
 use h2frames::{flag, kind, FrameEvent, FrameParser, ENHANCE_YOUR_CALM};
 
 /// Streams whose body fragmentation is tracked at once per connection; more are not scored
@@ -70,8 +70,7 @@ impl Http1Tap {
         if meter.take_message_done() {
             self.message.reset();
         }
-        let v = meter.conn().chunk(&mut self.message, n, meter.now());
-        meter.verdict(v);
+        meter.chunk(&mut self.message, n, meter.now());
     }
 }
 
@@ -96,14 +95,13 @@ impl Http2Tap {
         } = self;
         parser.feed(data, |e| {
             let FrameEvent::Header(h) = e else { return };
-            let conn = meter.conn();
             let len = h.len as usize;
             match h.kind {
                 kind::DATA => {
                     let end = h.has(flag::END_STREAM);
                     if len == 0 {
                         if !end {
-                            meter.verdict(conn.h2_frame(H2Frame::EmptyData, now));
+                            meter.h2_frame(H2Frame::EmptyData, now);
                         }
                     } else {
                         meter.request_received(len);
@@ -111,7 +109,7 @@ impl Http2Tap {
                             bodies.len() < MAX_TRACKED_STREAMS || bodies.contains_key(&h.stream);
                         if tracked {
                             let frag = bodies.entry(h.stream).or_default();
-                            meter.verdict(conn.chunk(frag, len, now));
+                            meter.chunk(frag, len, now);
                         }
                     }
                     if end {
@@ -120,29 +118,29 @@ impl Http2Tap {
                 }
                 kind::HEADERS | kind::PUSH_PROMISE => {
                     let end_headers = h.has(flag::END_HEADERS);
-                    meter.verdict(conn.h2_frame(H2Frame::Headers { end_headers }, now));
+                    meter.h2_frame(H2Frame::Headers { end_headers }, now);
                     block.reset();
                     if !end_headers {
-                        meter.verdict(conn.chunk(block, len, now));
+                        meter.chunk(block, len, now);
                     }
                 }
                 kind::CONTINUATION => {
                     let end_headers = h.has(flag::END_HEADERS);
-                    meter.verdict(conn.h2_frame(H2Frame::Continuation { end_headers }, now));
-                    meter.verdict(conn.chunk(block, len, now));
+                    meter.h2_frame(H2Frame::Continuation { end_headers }, now);
+                    meter.chunk(block, len, now);
                     if end_headers {
                         block.reset();
                     }
                 }
                 kind::PING => {
-                    meter.verdict(conn.h2_frame(H2Frame::Ping, now));
+                    meter.h2_frame(H2Frame::Ping, now);
                 }
                 kind::SETTINGS => {
-                    meter.verdict(conn.h2_frame(H2Frame::Settings, now));
+                    meter.h2_frame(H2Frame::Settings, now);
                 }
                 kind::RST_STREAM => {
                     bodies.remove(&h.stream);
-                    meter.verdict(conn.h2_frame(H2Frame::RstStream, now));
+                    meter.h2_frame(H2Frame::RstStream, now);
                 }
                 _ => {}
             }
@@ -174,7 +172,7 @@ impl Http2WriteTap {
                 }
                 _ => return,
             };
-            meter.verdict(meter.conn().h2_frame(frame, meter.now()));
+            meter.h2_frame(frame, meter.now());
         });
     }
 }

@@ -10,15 +10,15 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use crate::activity::Activity;
-use crate::body::{self, ProxyBody, Upload};
-use crate::headers;
+use crate::account::meter::{InFlightRequest, Meter};
+use crate::http::body::{self, ProxyBody, Upload};
+use crate::http::headers;
+use crate::http::Upstream;
 use crate::limits::BlockAction;
-use crate::meter::{InFlightRequest, Meter};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::UpstreamError;
 
 /// What every connection shares: the backends, the limiter and the settings requests need.
-pub struct Shared {
+pub struct Services {
     /// The backend pool, swapped whole by a config reload (a request in flight keeps the pool
     /// it started with).
     pub upstream: arc_swap::ArcSwap<Upstream>,
@@ -37,15 +37,13 @@ pub struct Shared {
 /// The connection a request arrived on, shared by its requests.
 pub struct ConnInfo {
     /// What every connection shares.
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Services>,
     /// The client's address as an `X-Forwarded-For` element, made once.
     pub forwarded_for: HeaderValue,
     /// The client's address.
     pub peer: SocketAddr,
     /// Whether the client connected over TLS.
     pub tls: bool,
-    /// The connection's activity, for the idle and header deadlines.
-    pub activity: Arc<Activity>,
     /// The connection's link to the limiter.
     pub meter: Arc<Meter>,
     /// The client socket, to reset it on a block.
@@ -57,7 +55,6 @@ pub struct ConnInfo {
 /// Proxies `req` to a backend and returns what the client gets.
 pub async fn handle(conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
     let shared = &*conn.shared;
-    let _in_flight = conn.activity.request_started();
     shared.stats.request();
     let access_log = shared.access_log.load(Ordering::Relaxed);
     let started = access_log.then(Instant::now);
@@ -76,7 +73,7 @@ pub async fn handle(conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBo
         *method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
     );
-    let in_flight = meter.request_started(idempotent);
+    let mut in_flight = meter.request_started(idempotent);
     if http_body::Body::is_end_stream(req.body()) {
         meter.message_done();
     }
@@ -92,40 +89,15 @@ pub async fn handle(conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBo
             _ = meter.killed() => None,
             r = upstream.send_pooled(upstream_req) => Some(r),
         };
+        if let Some(request) = in_flight.as_mut() {
+            request.answered();
+        }
         match sent {
             None => blocked_response(meter, client_version),
             Some(Ok((resp, pool))) => {
                 rewrite_response(resp, pool, client_version, meter, in_flight)
             }
-            Some(Err(UpstreamError::Unreachable)) => {
-                shared
-                    .stats
-                    .backend_unreachable
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(client = %conn.peer, "no backend reachable");
-                error_response(
-                    StatusCode::BAD_GATEWAY,
-                    "bad gateway: backend unreachable\n",
-                )
-            }
-            Some(Err(UpstreamError::Timeout)) => {
-                shared.stats.backend_timeout.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(client = %conn.peer, "backend response timed out");
-                error_response(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n")
-            }
-            Some(Err(UpstreamError::Failed(e))) if body::is_body_timeout(&e) => {
-                shared
-                    .stats
-                    .client_body_timeout
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(client = %conn.peer, "request body timed out");
-                body_timeout_response(client_version)
-            }
-            Some(Err(UpstreamError::Failed(e))) => {
-                shared.stats.backend_failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(client = %conn.peer, error = %e, "backend request failed");
-                error_response(StatusCode::BAD_GATEWAY, "bad gateway\n")
-            }
+            Some(Err(e)) => failed_response(shared, conn.peer, e, client_version),
         }
     };
     shared.stats.response(response.status());
@@ -142,6 +114,41 @@ pub async fn handle(conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBo
         );
     }
     response
+}
+
+/// The answer to a request that got no response from the backend, counted by kind.
+fn failed_response(
+    shared: &Services,
+    peer: SocketAddr,
+    e: UpstreamError,
+    client_version: Version,
+) -> Response<ProxyBody> {
+    let stats = &shared.stats;
+    match e {
+        UpstreamError::Unreachable => {
+            stats.backend_unreachable.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(client = %peer, "no backend reachable");
+            error_response(
+                StatusCode::BAD_GATEWAY,
+                "bad gateway: backend unreachable\n",
+            )
+        }
+        UpstreamError::Timeout => {
+            stats.backend_timeout.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(client = %peer, "backend response timed out");
+            error_response(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n")
+        }
+        UpstreamError::Failed(e) if body::is_body_timeout(&e) => {
+            stats.client_body_timeout.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(client = %peer, "request body timed out");
+            body_timeout_response(client_version)
+        }
+        UpstreamError::Failed(e) => {
+            stats.backend_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(client = %peer, error = %e, "backend request failed");
+            error_response(StatusCode::BAD_GATEWAY, "bad gateway\n")
+        }
+    }
 }
 
 /// The request as the backend must see it: origin-form, HTTP/1.1, hop-by-hop headers removed,
@@ -175,7 +182,7 @@ fn rewrite_request(req: Request<Incoming>, conn: &ConnInfo) -> Request<ProxyBody
 
 fn rewrite_response(
     resp: Response<Incoming>,
-    pool: Option<crate::upstream::PoolReturn>,
+    pool: Option<crate::upstream::PoolReturn<ProxyBody>>,
     client_version: Version,
     meter: &Arc<Meter>,
     request: Option<InFlightRequest>,

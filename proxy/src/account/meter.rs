@@ -1,0 +1,262 @@
+//! A client connection's handle on its accounting, shared by its IO, its requests and its
+//! bodies, and the kill switch that acts on the limiter's verdicts.
+//!
+//! Every event is forwarded to the connection's [`Accounting`] with the proxy's clock, and the
+//! verdict that comes back is acted on here: a `Block` fires the kill switch (the
+//! connection's driver then resets it, or sends GOAWAY, or a reply first, per
+//! `limits.block_action`, and in-flight requests stop waiting for their backends); a
+//! `WouldBlock` (monitor mode) is logged once per connection and changes nothing.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use zgate_limiter::{AsConnection, Connection, Fragments, Guard, H2Frame, Nanos, Reason};
+use zgate_limiter::{Request, Verdict};
+
+use super::accounting::{Accounting, Costs, Now};
+use crate::clock::Clock;
+use crate::limits::ProxyLimits;
+
+/// One client connection's accounting and kill switch.
+pub struct Meter {
+    accounting: Accounting,
+    clock: Clock,
+    peer: SocketAddr,
+    limits: ProxyLimits,
+    killed: AtomicBool,
+    kill: Notify,
+    monitor_logged: AtomicBool,
+}
+
+impl Now for Clock {
+    #[inline]
+    fn now(self) -> Nanos {
+        Clock::now(&self)
+    }
+}
+
+impl Meter {
+    /// The meter of a connection the limiter admitted; charges its fixed memory cost.
+    pub fn new(
+        conn: Connection,
+        clock: Clock,
+        peer: SocketAddr,
+        limits: ProxyLimits,
+    ) -> Arc<Meter> {
+        let costs = Costs {
+            per_connection: limits.memory_per_connection,
+            per_request: limits.memory_per_stream,
+        };
+        let (accounting, verdict) = Accounting::new(conn, costs, clock);
+        let meter = Arc::new(Meter {
+            accounting,
+            clock,
+            peer,
+            limits,
+            killed: AtomicBool::new(false),
+            kill: Notify::new(),
+            monitor_logged: AtomicBool::new(false),
+        });
+        meter.verdict(verdict);
+        meter
+    }
+
+    /// The connection's accounting: bytes, requests in flight, the head being read.
+    pub fn accounting(&self) -> &Accounting {
+        &self.accounting
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// What a block does.
+    pub fn limits(&self) -> &ProxyLimits {
+        &self.limits
+    }
+
+    /// Now, on the limiter's clock.
+    pub fn now(&self) -> Nanos {
+        self.clock.now()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Acts on a verdict; returns whether the traffic may go on.
+    #[inline]
+    pub fn verdict(&self, v: Verdict) -> bool {
+        match v {
+            Verdict::Allow => true,
+            Verdict::WouldBlock { reason, value, z } => {
+                if !self.monitor_logged.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        client = %self.peer.ip(),
+                        reason = %reason,
+                        value,
+                        z = format_args!("{z:.2}"),
+                        "monitor: would block"
+                    );
+                }
+                true
+            }
+            Verdict::Block { reason, value, z } => {
+                self.fire(reason, value, z);
+                false
+            }
+        }
+    }
+
+    fn fire(&self, reason: Reason, value: u64, z: f64) {
+        if self.killed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // The block itself is logged once, where it happened; later refusals of the same
+        // blocked client are not news.
+        if reason != Reason::Guard(Guard::Blocked) {
+            tracing::warn!(
+                client = %self.peer.ip(),
+                reason = %reason,
+                value,
+                z = format_args!("{z:.2}"),
+                "blocked"
+            );
+        }
+        self.kill.notify_waiters();
+    }
+
+    /// Cuts the connection because its client is blocked (found outside an event, e.g. by the
+    /// watchdog).
+    pub fn kill_blocked(&self) {
+        self.fire(Reason::Guard(Guard::Blocked), 0, 0.0);
+    }
+
+    /// Whether the connection has been cut.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    /// Completes when the connection is cut.
+    pub async fn killed(&self) {
+        loop {
+            let mut notified = std::pin::pin!(self.kill.notified());
+            notified.as_mut().enable();
+            if self.is_killed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A request starts; `None` when it must not be served (its client is now blocked).
+    pub fn request_started(self: &Arc<Self>, idempotent: bool) -> Option<InFlightRequest> {
+        let now = self.now();
+        // The request reaches the limiter through this meter: one reference count, on the
+        // connection's meter, not on the client's state shared by all its connections.
+        let (request, v) = Request::start(self.clone(), idempotent, now);
+        let mem = self.accounting.request_started(now);
+        let guard = InFlightRequest {
+            request,
+            awaiting: true,
+        };
+        (self.verdict(v) && self.verdict(mem)).then_some(guard)
+    }
+
+    /// `n` bytes were read from the client (any protocol).
+    #[inline]
+    pub fn bytes_read(&self, n: usize) {
+        self.accounting.bytes_read(n, self.clock);
+    }
+
+    /// `n` bytes were written to the client.
+    #[inline]
+    pub fn bytes_written(&self, n: usize) {
+        self.verdict(self.accounting.bytes_written(n, self.clock));
+    }
+
+    /// `n` request bytes were read from the client (HTTP/2: a DATA payload), held until
+    /// forwarded. See [`Accounting::request_read`].
+    pub fn request_received(&self, n: usize) {
+        self.request_read(n, u64::MAX);
+    }
+
+    /// `n` request bytes were read from the client, never more than `max_held` held in all
+    /// (HTTP/1: what hyper can buffer). See [`Accounting::request_read`].
+    pub fn request_read(&self, n: usize, max_held: u64) {
+        self.verdict(self.accounting.request_read(n, max_held, self.clock));
+    }
+
+    /// `n` request body bytes were handed to the backend.
+    pub fn request_forwarded(&self, n: usize) {
+        self.verdict(self.accounting.request_forwarded(n, self.clock));
+    }
+
+    /// `n` response bytes arrived from the backend for this client.
+    pub fn response_received(&self, n: usize) {
+        self.verdict(self.accounting.response_received(n, self.clock));
+    }
+
+    /// `ns` of CPU time spent on this client's work (one poll) at `now`.
+    #[inline]
+    pub fn cpu(&self, ns: u64, now: Nanos) {
+        self.verdict(self.accounting.cpu(ns, now));
+    }
+
+    /// A chunk of `n` bytes of the message tracked by `message` (metric F).
+    #[inline]
+    pub fn chunk(&self, message: &mut Fragments, n: usize, now: Nanos) {
+        self.verdict(self.accounting.chunk(message, n, now));
+    }
+
+    /// An HTTP/2 frame the static guards count.
+    #[inline]
+    pub fn h2_frame(&self, frame: H2Frame, now: Nanos) {
+        self.verdict(self.accounting.h2_frame(frame, now));
+    }
+
+    /// HTTP/1: the request being read is complete.
+    pub fn message_done(&self) {
+        self.accounting.message_done();
+    }
+
+    /// HTTP/1: whether a message completed since the last call (and clears it).
+    pub fn take_message_done(&self) -> bool {
+        self.accounting.take_message_done()
+    }
+}
+
+impl AsConnection for Meter {
+    fn connection(&self) -> &Connection {
+        self.accounting.conn()
+    }
+}
+
+/// A request in flight: counted until dropped (when its response body ends or the stream is
+/// reset), with its per-request memory; awaiting its response until
+/// [`InFlightRequest::answered`] or the drop.
+pub struct InFlightRequest {
+    request: Request<Arc<Meter>>,
+    awaiting: bool,
+}
+
+impl InFlightRequest {
+    /// The request's response has started (its head is ready, from the backend or zgate).
+    pub fn answered(&mut self) {
+        if std::mem::take(&mut self.awaiting) {
+            self.request.owner().accounting.response_started();
+        }
+    }
+}
+
+impl Drop for InFlightRequest {
+    fn drop(&mut self) {
+        self.answered();
+        let m = self.request.owner();
+        m.verdict(m.accounting.request_ended(m.clock));
+    }
+}

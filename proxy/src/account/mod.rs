@@ -1,0 +1,14 @@
+//! What each client connection costs, counted for the limiter.
+//!
+//! - `accounting.rs`: the per-connection accounting, sans-IO: it takes `now` and the events
+//!   (bytes held and released, requests started and ended, chunks, CPU spent), batches what it
+//!   batches, and returns the limiter's verdicts; tested with stepped time;
+//! - `meter.rs`: the connection's handle on it, shared by the connection's IO, its requests and
+//!   its bodies, and the kill switch that acts on the verdicts (logs a block once, wakes the
+//!   driver).
+//!
+//! The IO glue (the `conn` room's IO wrapper, taps and timed polls; the `http` room's bodies)
+//! only forwards events here.
+
+pub mod accounting;
+pub mod meter;

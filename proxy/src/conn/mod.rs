@@ -1,0 +1,31 @@
+//! One client connection, from admission to close: the driver, and the IO it reads and writes
+//! through, which reports everything the connection costs to its meter (the `account` room).
+//!
+//! - `serve.rs`: TLS handshake or protocol detection, then hyper's HTTP/1.1 or HTTP/2 server;
+//! - `detect.rs`: HTTP/1.1 or h2c (HTTP/2 with prior knowledge) on a cleartext listener, by the
+//!   first bytes;
+//! - `drive.rs`: polls the hyper connection beside the watchdog, the kill switch of a block,
+//!   and the server's shutdown phase;
+//! - `watchdog.rs`: the header deadline and idle timeout decided from the accounting, sans-IO;
+//! - `io.rs`: the IO wrapper between the client's stream and hyper (the linkerd "sensor"):
+//!   replays detected bytes, forwards every read and write to the taps and the meter;
+//! - `tap/`: parsers of the byte stream (HTTP/1 reads, HTTP/2 frame headers) into events;
+//! - `timed.rs`: every poll of the connection and its HTTP/2 streams timed and charged.
+//!
+//! Where a metric is measured: `tap/` (F, HTTP/2 control frames, held request bytes),
+//! `io.rs` (bytes moved, released), `timed.rs` (P), the http room's bodies (bytes forwarded,
+//! response bytes held) and service (requests); where it is counted: the `account` room's
+//! `accounting.rs`; where it is scored: the limiter crate; where it is enforced:
+//! `account/meter.rs` (the kill switch) and `drive.rs` (reset, GOAWAY).
+
+mod detect;
+mod drive;
+pub mod io;
+mod serve;
+pub mod tap;
+pub mod timed;
+mod watchdog;
+
+pub use detect::H2_PREFACE;
+pub(crate) use drive::reset_on_close;
+pub use serve::{serve, ConnSettings, Phase};

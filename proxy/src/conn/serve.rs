@@ -1,0 +1,174 @@
+//! Serving one client connection: TLS or protocol detection, then hyper's HTTP/1.1 or HTTP/2
+//! server, driven alongside a watchdog (header deadline, idle timeout) and the shutdown signal.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use zgate_config::{Http, Timeouts};
+
+use super::drive::{drive, Link};
+
+use crate::account::meter::Meter;
+use crate::conn::detect::{detect, DetectError, Protocol};
+use crate::conn::io::ClientIo;
+use crate::conn::tap::ReadTap;
+use crate::conn::timed::MeteredExec;
+use crate::http::service::{handle, ConnInfo, Services};
+
+/// The server's lifecycle, as connections see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Serving.
+    Running,
+    /// Finish in-flight requests, accept no new ones, then close.
+    Draining,
+    /// Close now.
+    Abort,
+}
+
+/// Settings a connection needs, copied from the config at accept time.
+#[derive(Debug, Clone)]
+pub struct ConnSettings {
+    /// The `[timeouts]` section.
+    pub timeouts: Timeouts,
+    /// The `[http]` section.
+    pub http: Http,
+}
+
+/// Serves one accepted connection (admitted by the limiter, measured by `meter`) until it
+/// closes, the watchdog or a block closes it, or the server stops.
+pub async fn serve(
+    shared: Arc<Services>,
+    settings: Arc<ConnSettings>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    meter: Arc<Meter>,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
+    let t = &settings.timeouts;
+    let info = ConnInfo {
+        shared: shared.clone(),
+        forwarded_for: crate::http::headers::forwarded_for(peer.ip()),
+        peer,
+        tls: tls.is_some(),
+        meter: meter.clone(),
+        fd,
+        body_read: t.body_read,
+    };
+    match tls {
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(t.tls_handshake, acceptor.accept(stream)).await;
+            let tls_stream = match handshake {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(client = %peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
+            let tap = tap(protocol, &settings);
+            let io = ClientIo::new(tls_stream, Bytes::new(), meter, tap);
+            run(shared, settings, io, protocol, info, &mut phase).await;
+        }
+        None => {
+            let mut stream = stream;
+            let (protocol, prefix) = match detect(&mut stream, t.protocol_detect).await {
+                Ok(found) => found,
+                Err(DetectError::Timeout) => {
+                    tracing::debug!(client = %peer, "protocol detection timed out");
+                    return;
+                }
+                Err(DetectError::Closed) => return,
+                Err(DetectError::Io(e)) => {
+                    tracing::debug!(client = %peer, error = %e, "read failed before the first request");
+                    return;
+                }
+            };
+            let tap = tap(protocol, &settings);
+            let io = ClientIo::new(stream, prefix, meter, tap);
+            run(shared, settings, io, protocol, info, &mut phase).await;
+        }
+    }
+}
+
+fn tap(protocol: Protocol, settings: &ConnSettings) -> ReadTap {
+    match protocol {
+        Protocol::Http1 => ReadTap::http1(http1_max_buf(settings)),
+        Protocol::Http2 => ReadTap::http2(),
+    }
+}
+
+/// hyper's HTTP/1 read buffer limit: a whole request head must fit.
+fn http1_max_buf(settings: &ConnSettings) -> usize {
+    settings.http.max_header_bytes.max(8192)
+}
+
+async fn run<S>(
+    shared: Arc<Services>,
+    settings: Arc<ConnSettings>,
+    io: ClientIo<S>,
+    protocol: Protocol,
+    info: ConnInfo,
+    phase: &mut watch::Receiver<Phase>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let link = Link {
+        meter: info.meter.clone(),
+        fd: info.fd,
+        peer: info.peer,
+        shared: shared.clone(),
+    };
+    let exec = MeteredExec::new(info.meter.clone());
+    // One reference count per request: everything a request needs hangs off `info`.
+    let info = Arc::new(info);
+    let service = service_fn(move |req| {
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(handle(&info, req).await) }
+    });
+    let io = TokioIo::new(io);
+    let t = &settings.timeouts;
+    match protocol {
+        Protocol::Http1 => {
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                // Our watchdog owns the header deadline: hyper's would also cut idle keep-alive
+                // connections at the same deadline.
+                .header_read_timeout(None)
+                .keep_alive(true)
+                .max_buf_size(http1_max_buf(&settings))
+                .serve_connection(io, service);
+            drive(conn, &link, t, true, phase).await;
+        }
+        Protocol::Http2 => {
+            let conn = http2::Builder::new(exec)
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(settings.http.h2_max_concurrent_streams)
+                .max_header_list_size(settings.http.h2_max_header_list_bytes)
+                .serve_connection(io, service);
+            drive(conn, &link, t, false, phase).await;
+        }
+    }
+    let accounting = link.meter.accounting();
+    link.shared
+        .stats
+        .connection_bytes(accounting.bytes_in(), accounting.bytes_out());
+}

@@ -1,0 +1,15 @@
+//! Requests: what zgate does with one request between the client's connection and a backend.
+//!
+//! - `service.rs`: serving one request: rewrite, send upstream, map the outcome to a response
+//!   (blocked, 502, 504, 408);
+//! - `headers.rs`: hop-by-hop headers removed, forwarding headers (`X-Forwarded-*`, `Via`)
+//!   added;
+//! - `body.rs`: the body type both ways: streamed and metered for the client, or zgate's own;
+//!   the request body's pause timer.
+
+pub mod body;
+pub mod headers;
+pub mod service;
+
+/// The backend pool as the proxy uses it: sending [`body::ProxyBody`] requests.
+pub type Upstream = crate::upstream::Upstream<body::ProxyBody>;

@@ -1,0 +1,148 @@
+//! TLS for listeners: PEM files to a rustls server config offering h2 and http/1.1 by ALPN.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+/// Why a listener's TLS could not be set up. Its message names the config key (such as
+/// `listener[0].tls.cert`) and the file.
+#[derive(Debug)]
+pub enum TlsError {
+    /// A PEM file could not be opened or read.
+    Read {
+        /// The config key, e.g. `listener[0].tls.key`.
+        key: String,
+        /// The file.
+        path: PathBuf,
+        /// What the OS or the PEM parser said.
+        source: std::io::Error,
+    },
+    /// The certificate file holds no certificate.
+    NoCertificate {
+        /// The config key.
+        key: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The key file holds no private key.
+    NoKey {
+        /// The config key.
+        key: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// rustls refused the pair (the key does not fit the certificate, an unsupported key).
+    Rejected {
+        /// The config key of the listener's `tls`.
+        key: String,
+        /// rustls's reason.
+        source: rustls::Error,
+    },
+}
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsError::Read { key, path, source } => {
+                write!(f, "`{key}`: cannot read {}: {source}", path.display())
+            }
+            TlsError::NoCertificate { key, path } => {
+                write!(f, "`{key}`: {}: no certificate in the file", path.display())
+            }
+            TlsError::NoKey { key, path } => {
+                write!(f, "`{key}`: {}: no private key in the file", path.display())
+            }
+            TlsError::Rejected { key, source } => {
+                write!(f, "`{key}`: certificate and key do not fit: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TlsError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TlsError::Read { source, .. } => Some(source),
+            TlsError::Rejected { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The TLS acceptor of listener `i`, if it has TLS (reads and checks the PEM files).
+pub(crate) fn tls_acceptor(
+    l: &zgate_config::Listener,
+    i: usize,
+) -> Result<Option<TlsAcceptor>, TlsError> {
+    match &l.tls {
+        Some(files) => Ok(Some(TlsAcceptor::from(server_config(
+            &files.cert,
+            &files.key,
+            &format!("listener[{i}].tls"),
+        )?))),
+        None => Ok(None),
+    }
+}
+
+/// Builds the server config of a TLS listener. `key_name` is the config key (such as
+/// `listener[0].tls`) that errors name.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    key_name: &str,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = load_certs(cert, &format!("{key_name}.cert"))?;
+    let private = load_key(key, &format!("{key_name}.key"))?;
+    let rejected = |source| TlsError::Rejected {
+        key: key_name.to_owned(),
+        source,
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(rejected)?
+        .with_no_client_auth()
+        .with_single_cert(certs, private)
+        .map_err(rejected)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn load_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read = |source| TlsError::Read {
+        key: key.to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(read)?;
+    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read)?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            key: key.to_owned(),
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path, key: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let read = |source| TlsError::Read {
+        key: key.to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(read)?;
+    rustls_pemfile::private_key(&mut BufReader::new(file))
+        .map_err(read)?
+        .ok_or_else(|| TlsError::NoKey {
+            key: key.to_owned(),
+            path: path.to_owned(),
+        })
+}
