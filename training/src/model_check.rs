@@ -57,6 +57,7 @@ impl std::error::Error for InvalidModel {}
 mod tests {
     use super::*;
     use crate::model::{MetricModel, ModelParams};
+    use crate::sparse::SparseHistogram;
 
     fn model() -> Model {
         Model {
@@ -65,6 +66,8 @@ mod tests {
                 n: 20,
                 mean: 2.0,
                 std: 1.0,
+                quantiles: None,
+                buckets: SparseHistogram::default(),
             }),
             params: ModelParams::default(),
         }
