@@ -113,12 +113,7 @@ impl Shard {
     /// the module docs.
     pub(crate) fn add_histograms_to(&self, totals: &mut [Histogram; Metric::COUNT]) {
         for (total, counts) in totals.iter_mut().zip(self.buckets.iter()) {
-            for (i, c) in counts.iter().enumerate() {
-                let c = c.load(Ordering::Relaxed);
-                if c != 0 {
-                    total.add_to_bucket(i, c);
-                }
-            }
+            total.add_counts(counts.iter().map(|c| c.load(Ordering::Relaxed)));
         }
     }
 
