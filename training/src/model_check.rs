@@ -7,7 +7,8 @@ use crate::model::Model;
 
 impl Model {
     /// Checks that every statistic is usable for scoring: per metric, `mean` and `std` finite and
-    /// `>= 0`, and `params.min_std` finite and `>= 0`. The first bad value is the error.
+    /// `>= 0`, quantiles (if any) in order, and `params.min_std` finite and `>= 0`. The first bad
+    /// value is the error. (The buckets were checked when they were read.)
     ///
     /// A model this crate learned always passes; one read from a file or sent by an operator
     /// may not.
@@ -20,6 +21,11 @@ impl Model {
             }
             if !usable(s.std) {
                 return Err(InvalidModel::Std(m));
+            }
+            if let Some(q) = &s.quantiles {
+                if !(q.p50 <= q.p90 && q.p90 <= q.p99 && q.p99 <= q.p99_9 && q.p99_9 <= q.max) {
+                    return Err(InvalidModel::Quantiles(m));
+                }
             }
             if !usable(self.params.min_std(m)) {
                 return Err(InvalidModel::MinStd(m));
@@ -37,6 +43,8 @@ pub enum InvalidModel {
     Mean(Metric),
     /// `<metric>.std` is negative or not finite.
     Std(Metric),
+    /// `<metric>.quantiles` are not in increasing order (`p50 <= p90 <= p99 <= p99_9 <= max`).
+    Quantiles(Metric),
     /// `params.min_std.<metric>` is negative or not finite.
     MinStd(Metric),
 }
@@ -46,6 +54,10 @@ impl fmt::Display for InvalidModel {
         match self {
             InvalidModel::Mean(m) => write!(f, "{m}.mean must be finite and >= 0"),
             InvalidModel::Std(m) => write!(f, "{m}.std must be finite and >= 0"),
+            InvalidModel::Quantiles(m) => write!(
+                f,
+                "{m}.quantiles must be in order: p50 <= p90 <= p99 <= p99_9 <= max"
+            ),
             InvalidModel::MinStd(m) => write!(f, "params.min_std.{m} must be finite and >= 0"),
         }
     }
@@ -57,6 +69,7 @@ impl std::error::Error for InvalidModel {}
 mod tests {
     use super::*;
     use crate::model::{MetricModel, ModelParams};
+    use crate::quantiles::Quantiles;
     use crate::sparse::SparseHistogram;
 
     fn model() -> Model {
@@ -84,6 +97,20 @@ mod tests {
         let mut m = model();
         m.metrics[Metric::Cpu.index()].mean = f64::NAN;
         assert!(m.validate().unwrap_err().to_string().contains("cpu.mean"));
+        let mut m = model();
+        let q = Quantiles {
+            p50: 2,
+            p90: 3,
+            p99: 4,
+            p99_9: 4,
+            max: 5,
+        };
+        m.metrics[Metric::Requests.index()].quantiles = Some(q);
+        assert_eq!(m.validate(), Ok(()));
+        m.metrics[Metric::Requests.index()].quantiles = Some(Quantiles { max: 3, ..q });
+        let e = m.validate().unwrap_err();
+        assert_eq!(e, InvalidModel::Quantiles(Metric::Requests));
+        assert!(e.to_string().contains("requests.quantiles"), "{e}");
         let mut m = model();
         m.params.min_std[Metric::Memory.index()] = f64::INFINITY;
         assert_eq!(
