@@ -38,7 +38,7 @@ pub enum StartError {
     /// The backends cannot be used.
     Backends(BackendsError),
     /// `[limits]` does not map onto the limiter's settings.
-    Limits(String),
+    Limits(crate::limits::LimitsError),
     /// The limiter refused its settings or the start mode.
     Limiter(zgate_limiter::Error),
     /// A listener's TLS files do not load.
@@ -53,7 +53,7 @@ impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Backends(e) => e.fmt(f),
-            StartError::Limits(e) => f.write_str(e),
+            StartError::Limits(e) => e.fmt(f),
             StartError::Limiter(e) => write!(f, "`limits`: {e}"),
             StartError::Tls(e) => e.fmt(f),
             StartError::Bind(e) => e.fmt(f),
@@ -403,7 +403,7 @@ impl Control for Core {
         self.lock_overrides().clone()
     }
 
-    fn set_overrides(&self, new: Overrides) -> Result<(), zgate_limiter::ConfigError> {
+    fn set_overrides(&self, new: Overrides) -> Result<(), zgate_limiter::LimiterConfigError> {
         // After a reload in progress, so that it lays these overrides over its new file.
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let mut overrides = self.lock_overrides();

@@ -11,14 +11,15 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use zgate_config::format_duration;
-use zgate_limiter::{ClientSnapshot, Metric, Mode, ModeError, Model};
+use zgate_limiter::{
+    check_threshold, ClientSnapshot, Metric, Mode, ModeError, Model, UnknownMetric,
+};
 
 use super::json::{self as j, ApiError, Reply};
 use super::router::Route;
 use super::Control;
 use super::{blocks, runtime};
 use crate::state::overrides::{Knob, Setting};
-use crate::state::persist;
 
 /// Most clients `GET /api/v1/clients?top=N` returns.
 pub(crate) const MAX_TOP: usize = 1000;
@@ -134,6 +135,13 @@ fn model_view(core: &dyn Control) -> Value {
             entry.insert("mean".into(), json!(s.mean));
             entry.insert("std".into(), json!(s.std));
             entry.insert("std_effective".into(), json!(model.std_effective(m)));
+            entry.insert("quantiles".into(), json!(s.quantiles));
+            entry.insert("buckets".into(), json!(s.buckets));
+            let above = limiter
+                .is_enabled(m)
+                .then(|| model.blocks_above(m, limiter.threshold(m)))
+                .flatten();
+            entry.insert("blocks_above".into(), json!(above));
         }
         entry.insert("threshold".into(), json!(limiter.threshold(m)));
         entry.insert("enabled".into(), json!(limiter.is_enabled(m)));
@@ -149,8 +157,8 @@ fn model_view(core: &dyn Control) -> Value {
 }
 
 /// `PUT /api/v1/model`: a model as `GET` shows it (or as the state file holds it). The fields
-/// only `GET` has (`present`, `trained_at`, and per metric `std_effective`, `threshold`,
-/// `enabled`) are ignored: thresholds are set with `/api/v1/thresholds`.
+/// only `GET` has (`present`, `trained_at`, and per metric `std_effective`, `blocks_above`,
+/// `threshold`, `enabled`) are ignored: thresholds are set with `/api/v1/thresholds`.
 fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     let Some(obj) = body.as_object_mut() else {
         return Err(ApiError::bad_request("the model must be a JSON object"));
@@ -164,7 +172,7 @@ fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     if let Some(Value::Object(metrics)) = obj.get_mut("metrics") {
         for (_, v) in metrics.iter_mut() {
             if let Value::Object(entry) = v {
-                for k in ["std_effective", "threshold", "enabled"] {
+                for k in ["std_effective", "blocks_above", "threshold", "enabled"] {
                     entry.remove(k);
                 }
             }
@@ -172,7 +180,8 @@ fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     }
     let model: Model = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request(format!("not a valid model: {e}")))?;
-    persist::validate_model(&model)
+    model
+        .validate()
         .map_err(|e| ApiError::bad_request(format!("not a valid model: {e}")))?;
     let epoch = model.epoch;
     core.limiter().import_model(model).map_err(|e| {
@@ -211,7 +220,7 @@ fn put_thresholds(core: &dyn Control, body: Value) -> Result<Reply, ApiError> {
     for (name, v) in &map {
         let m: Metric = name
             .parse()
-            .map_err(|e: zgate_training::UnknownMetric| ApiError::bad_request(e.to_string()))?;
+            .map_err(|e: UnknownMetric| ApiError::bad_request(e.to_string()))?;
         let (z, enabled) = match v {
             Value::Number(_) => (Some(v), None),
             Value::Object(o) => {
@@ -234,11 +243,8 @@ fn put_thresholds(core: &dyn Control, body: Value) -> Result<Reply, ApiError> {
                 let z = z.as_f64().ok_or_else(|| {
                     ApiError::bad_request(format!("{name}: the threshold must be a number"))
                 })?;
-                if !z.is_finite() || z < 0.0 {
-                    return Err(ApiError::bad_request(format!(
-                        "{name}: threshold {z} must be finite and >= 0 (standard deviations)"
-                    )));
-                }
+                let z = check_threshold(z)
+                    .map_err(|e| ApiError::bad_request(format!("{name}: {e}")))?;
                 Some(z)
             }
         };
@@ -408,9 +414,9 @@ fn clients(core: &dyn Control, query: &str) -> Result<Reply, ApiError> {
                     })?
             }
             "by" => {
-                by = v.parse().map_err(|e: zgate_training::UnknownMetric| {
-                    ApiError::bad_request(format!("by: {e}"))
-                })?
+                by = v
+                    .parse()
+                    .map_err(|e: UnknownMetric| ApiError::bad_request(format!("by: {e}")))?
             }
             other => {
                 return Err(ApiError::bad_request(format!(

@@ -65,7 +65,7 @@ pub(crate) trait Control: Send + Sync + 'static {
     fn overrides(&self) -> Overrides;
     /// Replaces the runtime overrides: lays them over the file's `[limits]`, applies the result
     /// to the limiter (or refuses it, changing nothing) and saves the state file.
-    fn set_overrides(&self, overrides: Overrides) -> Result<(), zgate_limiter::ConfigError>;
+    fn set_overrides(&self, overrides: Overrides) -> Result<(), zgate_limiter::LimiterConfigError>;
     /// Saves the manual blocks to the state file (after one was added or removed).
     fn blocks_changed(&self);
     /// `/metrics`: the Prometheus text of a scrape now.

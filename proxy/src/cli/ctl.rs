@@ -47,7 +47,8 @@ Commands:
     KEY=VALUE                  a runtime override, kept in the state file, over the config
                                file's value: z.METRIC, enabled.METRIC, min_std.METRIC,
                                min_clients, block_duration, guards.NAME
-    model                      print the model per metric (n, mean, std, threshold)
+    model                      print the model per metric (n, mean, std, threshold), then
+                               where it blocks and its quantiles, in the metric's unit
     clients [--top N] [--by METRIC]   the top clients (default 10 by connections)
     client IP                  one client's current values, maxima and z
     blocks                     the block list

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::admin_client::AdminClient;
 use super::ctl::{CtlArgs, CtlError};
+use super::model_lines::distribution_line;
 
 /// The admin API, answers decoded: a 4xx/5xx becomes [`CtlError::Refused`] with its error.
 pub(crate) struct Api {
@@ -234,6 +235,9 @@ fn print_model(v: &Value, out: &mut dyn Write) {
             for field in ["n", "mean", "std", "threshold", "enabled"] {
                 let _ = writeln!(out, "model.{name}.{field} = {}", text(&m[field]));
             }
+        }
+        for (name, m) in metrics {
+            let _ = writeln!(out, "{}", distribution_line(name, m));
         }
     }
 }

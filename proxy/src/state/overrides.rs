@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use zgate_config::{format_duration, parse_duration};
-use zgate_limiter::{GuardConfig, LimiterConfig, Metric};
+use zgate_limiter::{GuardLimits, LimiterConfig, Metric};
 
 /// Largest `z.METRIC` override, standard deviations.
 pub const MAX_Z: f64 = 1e6;
@@ -107,7 +107,7 @@ impl GuardKnob {
         }
     }
 
-    fn get(self, g: &GuardConfig) -> u64 {
+    fn get(self, g: &GuardLimits) -> u64 {
         match self {
             GuardKnob::MaxConnectionsPerClient => g.max_connections_per_client,
             GuardKnob::MaxMemoryPerClient => g.max_memory_per_client,
@@ -120,7 +120,7 @@ impl GuardKnob {
     }
 
     /// Sets the guard; `v` was checked against [`GuardKnob::max`].
-    fn set(self, g: &mut GuardConfig, v: u64) {
+    fn set(self, g: &mut GuardLimits, v: u64) {
         let small = u32::try_from(v).unwrap_or(u32::MAX);
         match self {
             GuardKnob::MaxConnectionsPerClient => g.max_connections_per_client = v,
