@@ -77,7 +77,8 @@ pub fn from_config(l: &Limits) -> Result<(LimiterConfig, ProxyLimits), String> {
         &mut c.guards.max_continuation_per_block,
         g.max_continuation_per_block,
     );
-    c.validate().map_err(|e| format!("`limits`: {e}"))?;
+    c.validate()
+        .map_err(|e| format!("`{}`: {}", file_key(&e.field), e.reason))?;
     debug_assert_eq!(Metric::ALL.len(), l.z.entries().len());
 
     let status = l.block_status.unwrap_or(403);
@@ -105,6 +106,18 @@ pub fn from_config(l: &Limits) -> Result<(LimiterConfig, ProxyLimits), String> {
             syn_drop_after: l.syn_drop_after.unwrap_or(0),
         },
     ))
+}
+
+/// The file's key of a limiter config field: `thresholds.cpu` is written `limits.z.cpu`,
+/// `idle_expiry` is `limits.client_idle_expiry`; the rest keep their name under `limits.`.
+fn file_key(field: &str) -> String {
+    if let Some(metric) = field.strip_prefix("thresholds.") {
+        return format!("limits.z.{metric}");
+    }
+    match field {
+        "idle_expiry" => "limits.client_idle_expiry".to_owned(),
+        other => format!("limits.{other}"),
+    }
 }
 
 fn set<T>(field: &mut T, value: Option<T>) {
@@ -156,6 +169,6 @@ mod tests {
         l.block_status = None;
         l.z.memory = Some(-1.0);
         let e = from_config(&l).unwrap_err();
-        assert!(e.contains("memory"), "{e}");
+        assert!(e.starts_with("`limits.z.memory`"), "{e}");
     }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use zgate_config::{Backend, Config, DEFAULT_CONFIG};
 use zgate_proxy::cli::{self, Command};
 use zgate_proxy::cli::{ctl, demo, logging};
+use zgate_proxy::state::checked::Checked;
 use zgate_proxy::Server;
 
 fn main() -> ExitCode {
@@ -25,13 +26,15 @@ fn main() -> ExitCode {
             println!("zgate {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::CheckConfig(path) => match Config::load(&path) {
+        // The same check start runs (limits mapped, TLS files loaded, every range): what
+        // passes here starts, binding the listeners aside.
+        Command::CheckConfig(path) => match Checked::load(&path) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} listener(s), {} backend(s))",
                     path.display(),
-                    c.listeners.len(),
-                    c.backends.len()
+                    c.config.listeners.len(),
+                    c.config.backends.len()
                 );
                 ExitCode::SUCCESS
             }
