@@ -33,6 +33,8 @@ pub struct Stats {
     pub backend_failed: AtomicU64,
     /// Requests whose client paused its body longer than `timeouts.body_read` (408).
     pub client_body_timeout: AtomicU64,
+    /// Requests whose client sent a malformed body (400; not a backend error).
+    pub client_body_errors: AtomicU64,
     /// Config reloads applied.
     pub reloads: AtomicU64,
     /// Config reloads refused (invalid config).
@@ -72,6 +74,7 @@ impl Default for Stats {
             backend_timeout: AtomicU64::new(0),
             backend_failed: AtomicU64::new(0),
             client_body_timeout: AtomicU64::new(0),
+            client_body_errors: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
         }

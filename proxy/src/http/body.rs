@@ -93,6 +93,35 @@ pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The client's request body failed (a malformed chunk, a reset stream): the client's fault,
+/// answered 400, not a backend error.
+#[derive(Debug)]
+pub struct ClientBodyError(pub hyper::Error);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the client's request body failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Whether `e`, or an error it was caused by, is a [`ClientBodyError`].
+pub fn is_client_body_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<ClientBodyError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 /// A request body with more than its head, on its way to the backend. The client's pauses are
 /// timed here against `timeouts.body_read`: a pause starts when the body has nothing to give
 /// and ends with the next piece. Only time spent waiting on the client counts: while the
@@ -215,7 +244,9 @@ impl Body for ProxyBody {
                     *done = true;
                     meter.message_done();
                 }
-                Poll::Ready(boxed(frame))
+                let frame =
+                    frame.map(|r| r.map_err(|e| -> BodyError { Box::new(ClientBodyError(e)) }));
+                Poll::Ready(frame)
             }
             ProxyBody::Response {
                 inner,

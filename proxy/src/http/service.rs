@@ -12,8 +12,8 @@ use hyper::body::Incoming;
 
 use crate::account::meter::{InFlightRequest, Meter};
 use crate::http::body::{self, ProxyBody, Upload};
-use crate::http::headers;
 use crate::http::Upstream;
+use crate::http::{headers, host};
 use crate::limits::BlockAction;
 use crate::upstream::UpstreamError;
 
@@ -81,6 +81,8 @@ pub async fn handle(conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBo
         blocked_response(meter, client_version)
     } else if method == Method::CONNECT {
         error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n")
+    } else if let Err(e) = host::backend_host(req.version(), req.uri(), req.headers()) {
+        bad_request(e.message(), client_version)
     } else {
         let upstream_req = rewrite_request(req, conn);
         let upstream = shared.upstream.load_full();
@@ -138,6 +140,11 @@ fn failed_response(
             tracing::warn!(client = %peer, "backend response timed out");
             error_response(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n")
         }
+        UpstreamError::Failed(e) if body::is_client_body_error(&e) => {
+            stats.client_body_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(client = %peer, error = %e, "malformed request body");
+            bad_request("bad request: malformed body\n", client_version)
+        }
         UpstreamError::Failed(e) if body::is_body_timeout(&e) => {
             stats.client_body_timeout.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(client = %peer, "request body timed out");
@@ -152,18 +159,17 @@ fn failed_response(
 }
 
 /// The request as the backend must see it: origin-form, HTTP/1.1, hop-by-hop headers removed,
-/// forwarding headers added, `Host` kept (or taken from the HTTP/2 `:authority`).
+/// forwarding headers added, `Host` per [`host::backend_host`] (the target's authority wins,
+/// and `Connection` cannot remove it).
 fn rewrite_request(req: Request<Incoming>, conn: &ConnInfo) -> Request<ProxyBody> {
     let (mut parts, body) = req.into_parts();
+    // Checked by `handle` before: a request with a bad `Host` is answered 400 there.
+    let backend_host = host::backend_host(parts.version, &parts.uri, &parts.headers)
+        .ok()
+        .flatten();
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h);
-    if !h.contains_key(header::HOST) {
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-                h.insert(header::HOST, v);
-            }
-        }
-    }
+    host::apply(h, backend_host);
     if parts.version == Version::HTTP_2 {
         headers::join_cookies(h);
     }
@@ -213,6 +219,17 @@ fn blocked_response(meter: &Meter, version: Version) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if version != Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// A 400 made by zgate: the client's request is at fault. Its body may not have been read to
+/// the end, so an HTTP/1 connection cannot carry another request.
+fn bad_request(text: &'static str, version: Version) -> Response<ProxyBody> {
+    let mut resp = error_response(StatusCode::BAD_REQUEST, text);
     if version != Version::HTTP_2 {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
