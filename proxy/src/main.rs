@@ -106,7 +106,7 @@ fn run(
     demo_backend: Option<std::net::SocketAddr>,
     path: Option<std::path::PathBuf>,
 ) -> ExitCode {
-    logging::init(&config.log.level);
+    zgate_proxy::log::init(&config.log);
     let Some(rt) = runtime(config.runtime.workers) else {
         return ExitCode::FAILURE;
     };

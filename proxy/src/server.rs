@@ -155,7 +155,8 @@ impl Server {
             limiter: limiter.clone(),
             clock,
             limits: ArcSwap::from_pointee(proxy_limits),
-            stats: Stats::default(),
+            would_block_log: Arc::default(),
+            stats: Arc::new(Stats::default()),
         });
         let (phase, _) = watch::channel(Phase::Running);
         let (accept_thread, accept_rt) = AcceptThread::start().map_err(StartError::AcceptThread)?;
@@ -309,7 +310,7 @@ impl Core {
     /// changes.
     fn apply(&self, config: Config, plan: Plan) -> Result<ReloadReport, ReloadError> {
         let Plan {
-            upstream,
+            mut upstream,
             limiter_config,
             proxy_limits,
             tls,
@@ -320,6 +321,7 @@ impl Core {
             .limiter
             .reconfigure(&limiter_config)
             .map_err(ReloadError::Limiter)?;
+        upstream.carry_stats_from(&services.upstream.load());
         services.upstream.store(Arc::new(upstream));
         services.limits.store(Arc::new(proxy_limits));
         services
@@ -368,9 +370,11 @@ impl Control for Core {
 
     fn metrics(&self) -> String {
         let services = self.services();
+        let upstream = services.upstream.load();
         self.exporter.render(&Scrape {
             stats: &services.stats,
             open_connections: self.admission.conns.open(),
+            upstream: &upstream,
             limiter: &services.limiter,
             now: services.clock.now(),
         })

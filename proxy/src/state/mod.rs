@@ -4,11 +4,12 @@
 //!   start and a reload all run;
 //! - `reload.rs`: a new config checked whole ([`reload::Plan`]) before anything of it applies;
 //! - `persist.rs`: the state file (mode and model), written atomically, read at start;
-//! - `stats.rs`: the proxy's own traffic counters (relaxed atomics, sharded where hot);
 //! - `exporter.rs`: `/metrics`, Prometheus text rendered from a [`exporter::Scrape`] at scrape
-//!   time.
+//!   time: every family, its help, its labels, in a fixed order;
+//! - `exposition.rs`: the Prometheus text format (`# HELP`, `# TYPE`, samples, histograms).
 
 pub mod checked;
 pub mod exporter;
+mod exposition;
 pub mod persist;
 pub mod reload;
