@@ -107,7 +107,7 @@ fn log_access(client: SocketAddr, conn: &ConnInfo, a: &Access, took: Duration, b
         bytes_out,
         host = %Escaped(&host),
         user_agent = %Escaped(&user_agent),
-        upstream,
+        upstream = %upstream,
         upstream_ms = %upstream_ms,
         blocked = %blocked.map_or_else(|| "-".to_owned(), |r| r.to_string()),
     );
