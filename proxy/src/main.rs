@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use zgate_config::{Backend, Config, DEFAULT_CONFIG};
 use zgate_proxy::cli::{self, Command};
 use zgate_proxy::cli::{ctl, demo, logging};
-use zgate_proxy::state::checked::Checked;
+use zgate_proxy::state::checked::{CheckError, Checked};
 use zgate_proxy::Server;
 
 fn main() -> ExitCode {
@@ -28,7 +28,13 @@ fn main() -> ExitCode {
         }
         // The same check start runs (limits mapped, TLS files loaded, every range): what
         // passes here starts, binding the listeners aside.
-        Command::CheckConfig(path) => match Checked::load(&path) {
+        Command::CheckConfig(path) => match Checked::load(&path).and_then(|c| {
+            c.check_start().map_err(|e| CheckError {
+                file: Some(path.clone()),
+                ..e
+            })?;
+            Ok(c)
+        }) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} listener(s), {} backend(s))",

@@ -133,6 +133,14 @@ impl Server {
         checked: Checked,
         path: Option<PathBuf>,
     ) -> Result<Server, StartError> {
+        let saved = load_state(checked.config.limits.state_file.as_deref());
+        let has_model = saved.as_ref().is_some_and(|s| s.model.is_some());
+        checked
+            .check_start_mode(has_model)
+            .map_err(|e| CheckError {
+                file: path.clone(),
+                ..e
+            })?;
         let Checked {
             config,
             upstream,
@@ -141,7 +149,6 @@ impl Server {
             tls,
         } = checked;
         let clock = Clock::new();
-        let saved = load_state(config.limits.state_file.as_deref());
         let limiter = start_limiter(&config, &limiter_config, saved.as_ref(), clock)?;
         let limiter = Arc::new(limiter);
         let persist = Persist::new(

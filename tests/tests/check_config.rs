@@ -57,6 +57,8 @@ fn check_config_refuses_what_start_refuses_naming_file_and_key() {
             "[http]\nh2_max_header_list_bytes = 0\n",
             "http.h2_max_header_list_bytes",
         ),
+        // Valid in the file, but start has no model to defend with.
+        ("[limits]\nmode = \"defence\"\n", "limits.mode"),
     ] {
         assert_refused(&dir, &format!("{BASE}{extra}"), key);
     }

@@ -13,12 +13,13 @@ use std::path::{Path, PathBuf};
 
 use tokio_rustls::TlsAcceptor;
 use zgate_config::{Config, ConfigError};
-use zgate_limiter::LimiterConfig;
+use zgate_limiter::{LimiterConfig, Mode};
 
 use crate::http::Upstream;
 use crate::limits::{self, ProxyLimits};
 use crate::listen::tls::TlsError;
 use crate::listen::tls_acceptor;
+use crate::state::persist;
 use crate::upstream::BackendsError;
 
 /// Smallest `http.h2_max_header_list_bytes`, bytes. Below it an ordinary request's headers
@@ -69,6 +70,14 @@ pub enum Problem {
     Backends(BackendsError),
     /// A listener's TLS files do not load or do not fit each other.
     Tls(TlsError),
+    /// `limits.mode` is `defence` or `monitor` and there is no model to start with (none in
+    /// `limits.state_file`, or no state file).
+    NoModel {
+        /// The start mode.
+        mode: Mode,
+        /// Where a model was looked for.
+        state_file: Option<PathBuf>,
+    },
 }
 
 impl std::fmt::Display for CheckError {
@@ -87,6 +96,14 @@ impl std::fmt::Display for CheckError {
             Problem::Limits(e) => f.write_str(e),
             Problem::Backends(e) => e.fmt(f),
             Problem::Tls(e) => e.fmt(f),
+            Problem::NoModel { mode, state_file } => {
+                write!(f, "`limits.mode`: {mode} needs a model, and there is none ")?;
+                match state_file {
+                    Some(p) => write!(f, "in `limits.state_file` ({})", p.display())?,
+                    None => f.write_str("(no `limits.state_file`)")?,
+                }
+                f.write_str(": start in training, or import a model first")
+            }
         }
     }
 }
@@ -133,6 +150,37 @@ impl Checked {
             proxy_limits,
             tls,
         })
+    }
+}
+
+impl Checked {
+    /// Start's check of the start mode: `defence` and `monitor` need a model, which only the
+    /// state file can give at start. `has_model` says whether the saved state has one.
+    pub fn check_start_mode(&self, has_model: bool) -> Result<(), CheckError> {
+        let mode = self.limiter_config.mode;
+        if has_model || !matches!(mode, Mode::Defence | Mode::Monitor) {
+            return Ok(());
+        }
+        Err(CheckError {
+            file: None,
+            problem: Problem::NoModel {
+                mode,
+                state_file: self.config.limits.state_file.clone(),
+            },
+        })
+    }
+
+    /// What `zgate check-config` runs after [`Checked::load`]: the start mode against the
+    /// state file's model, read as start reads it (a missing or unusable file: no model).
+    pub fn check_start(&self) -> Result<(), CheckError> {
+        let has_model = self
+            .config
+            .limits
+            .state_file
+            .as_deref()
+            .and_then(|p| persist::load(p).ok())
+            .is_some_and(|s| s.model.is_some());
+        self.check_start_mode(has_model)
     }
 }
 
@@ -201,6 +249,17 @@ mod tests {
                 "{extra:?} names an internal field: {e}"
             );
         }
+    }
+
+    #[test]
+    fn a_start_in_defence_needs_a_model() {
+        let c = check("[limits]\nmode = \"defence\"\n").expect("the file is valid");
+        let e = c.check_start_mode(false).expect_err("no model").to_string();
+        assert!(e.starts_with("`limits.mode`: defence needs a model"), "{e}");
+        assert!(c.check_start_mode(true).is_ok());
+        assert!(c.check_start().is_err(), "no state file, no model");
+        let c = check("[limits]\nmode = \"training\"\n").expect("valid");
+        assert!(c.check_start_mode(false).is_ok());
     }
 
     #[test]
