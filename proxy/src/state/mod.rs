@@ -6,10 +6,12 @@
 //! - `persist.rs`: the state file (mode and model), written atomically, read at start;
 //! - `exporter.rs`: `/metrics`, Prometheus text rendered from a [`exporter::Scrape`] at scrape
 //!   time: every family, its help, its labels, in a fixed order;
-//! - `exposition.rs`: the Prometheus text format (`# HELP`, `# TYPE`, samples, histograms).
+//! - `exposition.rs`: the Prometheus text format (`# HELP`, `# TYPE`, samples, histograms);
+//! - `limiter_metrics.rs`: the limiter's families (mode, model, thresholds, verdicts).
 
 pub mod checked;
 pub mod exporter;
 mod exposition;
+mod limiter_metrics;
 pub mod persist;
 pub mod reload;
