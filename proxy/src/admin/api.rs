@@ -11,12 +11,14 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use zgate_config::{format_duration, parse_duration};
-use zgate_limiter::{BlockEntry, ClientSnapshot, IpPrefix, Metric, Mode, ModeError, Model, Reason};
+use zgate_limiter::{
+    check_threshold, BlockEntry, ClientSnapshot, IpPrefix, Metric, Mode, ModeError, Model, Reason,
+    UnknownMetric,
+};
 
 use super::json::{self as j, ApiError, Reply};
 use super::router::Route;
 use super::Control;
-use crate::state::persist;
 
 /// Most clients `GET /api/v1/clients?top=N` returns.
 pub(crate) const MAX_TOP: usize = 1000;
@@ -116,6 +118,13 @@ fn model_view(core: &dyn Control) -> Value {
             entry.insert("mean".into(), json!(s.mean));
             entry.insert("std".into(), json!(s.std));
             entry.insert("std_effective".into(), json!(model.std_effective(m)));
+            entry.insert("quantiles".into(), json!(s.quantiles));
+            entry.insert("buckets".into(), json!(s.buckets));
+            let above = limiter
+                .is_enabled(m)
+                .then(|| model.blocks_above(m, limiter.threshold(m)))
+                .flatten();
+            entry.insert("blocks_above".into(), json!(above));
         }
         entry.insert("threshold".into(), json!(limiter.threshold(m)));
         entry.insert("enabled".into(), json!(limiter.is_enabled(m)));
@@ -131,8 +140,8 @@ fn model_view(core: &dyn Control) -> Value {
 }
 
 /// `PUT /api/v1/model`: a model as `GET` shows it (or as the state file holds it). The fields
-/// only `GET` has (`present`, `trained_at`, and per metric `std_effective`, `threshold`,
-/// `enabled`) are ignored: thresholds are set with `/api/v1/thresholds`.
+/// only `GET` has (`present`, `trained_at`, and per metric `std_effective`, `blocks_above`,
+/// `threshold`, `enabled`) are ignored: thresholds are set with `/api/v1/thresholds`.
 fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     let Some(obj) = body.as_object_mut() else {
         return Err(ApiError::bad_request("the model must be a JSON object"));
@@ -146,7 +155,7 @@ fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     if let Some(Value::Object(metrics)) = obj.get_mut("metrics") {
         for (_, v) in metrics.iter_mut() {
             if let Value::Object(entry) = v {
-                for k in ["std_effective", "threshold", "enabled"] {
+                for k in ["std_effective", "blocks_above", "threshold", "enabled"] {
                     entry.remove(k);
                 }
             }
@@ -154,7 +163,8 @@ fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     }
     let model: Model = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request(format!("not a valid model: {e}")))?;
-    persist::validate_model(&model)
+    model
+        .validate()
         .map_err(|e| ApiError::bad_request(format!("not a valid model: {e}")))?;
     let epoch = model.epoch;
     core.limiter().import_model(model);
@@ -191,7 +201,7 @@ fn put_thresholds(core: &dyn Control, body: Value) -> Result<Reply, ApiError> {
     for (name, v) in &map {
         let m: Metric = name
             .parse()
-            .map_err(|e: zgate_training::UnknownMetric| ApiError::bad_request(e.to_string()))?;
+            .map_err(|e: UnknownMetric| ApiError::bad_request(e.to_string()))?;
         let (z, enabled) = match v {
             Value::Number(_) => (Some(v), None),
             Value::Object(o) => {
@@ -214,11 +224,8 @@ fn put_thresholds(core: &dyn Control, body: Value) -> Result<Reply, ApiError> {
                 let z = z.as_f64().ok_or_else(|| {
                     ApiError::bad_request(format!("{name}: the threshold must be a number"))
                 })?;
-                if !z.is_finite() || z < 0.0 {
-                    return Err(ApiError::bad_request(format!(
-                        "{name}: threshold {z} must be finite and >= 0 (standard deviations)"
-                    )));
-                }
+                let z = check_threshold(z)
+                    .map_err(|e| ApiError::bad_request(format!("{name}: {e}")))?;
                 Some(z)
             }
         };
@@ -233,7 +240,7 @@ fn put_thresholds(core: &dyn Control, body: Value) -> Result<Reply, ApiError> {
     let limiter = &core.limiter();
     for (m, z, enabled) in changes {
         if let Some(z) = z {
-            // Validated above: finite and >= 0, which is all `set_threshold` checks.
+            // Checked above by `check_threshold`, as `set_threshold` checks it.
             limiter
                 .set_threshold(m, z)
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -379,9 +386,9 @@ fn clients(core: &dyn Control, query: &str) -> Result<Reply, ApiError> {
                     })?
             }
             "by" => {
-                by = v.parse().map_err(|e: zgate_training::UnknownMetric| {
-                    ApiError::bad_request(format!("by: {e}"))
-                })?
+                by = v
+                    .parse()
+                    .map_err(|e: UnknownMetric| ApiError::bad_request(format!("by: {e}")))?
             }
             other => {
                 return Err(ApiError::bad_request(format!(

@@ -16,7 +16,7 @@ use zgate_config::{Config, ConfigError};
 use zgate_limiter::{LimiterConfig, Mode};
 
 use crate::http::Upstream;
-use crate::limits::{self, ProxyLimits};
+use crate::limits::{self, LimitsError, ProxyLimits};
 use crate::listen::tls::TlsError;
 use crate::listen::tls_acceptor;
 use crate::state::persist;
@@ -64,8 +64,8 @@ pub enum Problem {
         /// What is wrong with it.
         message: String,
     },
-    /// `[limits]` does not map onto the limiter's settings (the message names the key).
-    Limits(String),
+    /// `[limits]` does not map onto the limiter's settings (its `Display` names the key).
+    Limits(LimitsError),
     /// The backends cannot be used.
     Backends(BackendsError),
     /// A listener's TLS files do not load or do not fit each other.
@@ -93,7 +93,7 @@ impl std::fmt::Display for CheckError {
                 f.write_str(&e.message)
             }
             Problem::Range { key, message } => write!(f, "`{key}`: {message}"),
-            Problem::Limits(e) => f.write_str(e),
+            Problem::Limits(e) => e.fmt(f),
             Problem::Backends(e) => e.fmt(f),
             Problem::Tls(e) => e.fmt(f),
             Problem::NoModel { mode, state_file } => {

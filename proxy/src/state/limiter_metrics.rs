@@ -61,7 +61,7 @@ pub(super) fn model_families(t: &mut Text, limiter: &Limiter) {
         "1 when the limiter has a model.",
         present,
     );
-    let value = |m: Metric, f: fn(&zgate_training::MetricModel) -> f64| {
+    let value = |m: Metric, f: fn(&zgate_limiter::MetricModel) -> f64| {
         model
             .as_ref()
             .map_or(0.0, |md| f(md.get(m)) * to_base_unit(m))
@@ -86,7 +86,7 @@ pub(super) fn model_families(t: &mut Text, limiter: &Limiter) {
         (
             "zgate_model_mean",
             "Model mean of the count and score metrics (connections, requests, fragmentation).",
-            (|s| s.mean) as fn(&zgate_training::MetricModel) -> f64,
+            (|s| s.mean) as fn(&zgate_limiter::MetricModel) -> f64,
         ),
         (
             "zgate_model_std",
@@ -104,7 +104,7 @@ pub(super) fn model_families(t: &mut Text, limiter: &Limiter) {
             "zgate_model_memory_mean_bytes",
             "Model mean of the memory metric.",
             Metric::Memory,
-            (|s| s.mean) as fn(&zgate_training::MetricModel) -> f64,
+            (|s| s.mean) as fn(&zgate_limiter::MetricModel) -> f64,
         ),
         (
             "zgate_model_memory_std_bytes",

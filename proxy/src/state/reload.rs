@@ -107,7 +107,7 @@ pub enum ReloadError {
     /// A new listener cannot be bound.
     Bind(crate::listen::bind::BindError),
     /// The limiter refused the new `[limits]`.
-    Limiter(zgate_limiter::ConfigError),
+    Limiter(zgate_limiter::LimiterConfigError),
     /// zgate is shutting down.
     ShuttingDown,
 }
