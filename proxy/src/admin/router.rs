@@ -12,7 +12,7 @@ use super::auth::authorized;
 use super::guard::{check_content_type, Site};
 use super::json::{ApiError, Reply};
 use super::Control;
-use crate::log_escape::escaped;
+use crate::escape::escaped;
 
 /// One admin endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
