@@ -34,7 +34,8 @@
 //! the old value's bucket to the new one's (nothing when they share a bucket): wrapping signed
 //! counts, written like the moments by the shard's one writer with plain stores, merged by
 //! addition, so a raise may happen on any shard and the merged histogram is exactly that of the
-//! surviving samples.
+//! surviving samples. A live merge (writers active) reads the counts without the seqlock's
+//! retry, so it may be off by the updates in flight; with writers idle it is exact.
 //!
 //! Memory: 593 counts x 8 bytes = 4,744 bytes per metric per shard, 28,464 bytes per shard for
 //! the six metrics (beside 256 bytes of moments), whatever the number of clients. A model keeps
@@ -42,9 +43,11 @@
 //!
 //! Quantiles (p50, p90, p99, p99.9; nearest rank, [`quantiles::rank`]) are the midpoint of the
 //! bucket holding the sample of that rank: within 1/32 = 3.125% relative error of the exact
-//! quantile ([`bucket::RELATIVE_ERROR`]), exact below 32. The maximum is the top of the highest
-//! non-empty bucket: never below the true maximum, at most 1/16 above it, and, unlike a tracked
-//! running maximum, still right after the largest sample is removed.
+//! quantile ([`bucket::RELATIVE_ERROR`]), exact below 32 (Prometheus's geometric buckets of the
+//! same count give 2.2%; linear sub-buckets trade that for an index without a table or a
+//! logarithm, and are finer at the top of each power of two). The maximum is the top of the
+//! highest non-empty bucket: never below the true maximum, at most 1/16 above it, and, unlike a
+//! tracked running maximum, still right after the largest sample is removed.
 //!
 //! # Epochs
 //!

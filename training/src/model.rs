@@ -70,8 +70,9 @@ impl Default for ModelParams {
     }
 }
 
-/// A trained model: per metric `{ n, mean, std }` from one epoch, and the parameters it scores
-/// with. Serialized with `metrics` as a map keyed by metric name; `params` defaults when absent.
+/// A trained model: per metric `{ n, mean, std }` and the distribution (quantiles, histogram
+/// buckets) from one epoch, and the parameters it scores with. Serialized with `metrics` as a
+/// map keyed by metric name; `params` defaults when absent.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Model {
