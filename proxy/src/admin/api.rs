@@ -116,6 +116,13 @@ fn model_view(core: &dyn Control) -> Value {
             entry.insert("mean".into(), json!(s.mean));
             entry.insert("std".into(), json!(s.std));
             entry.insert("std_effective".into(), json!(model.std_effective(m)));
+            entry.insert("quantiles".into(), json!(s.quantiles));
+            entry.insert("buckets".into(), json!(s.buckets));
+            let above = limiter
+                .is_enabled(m)
+                .then(|| model.blocks_above(m, limiter.threshold(m)))
+                .flatten();
+            entry.insert("blocks_above".into(), json!(above));
         }
         entry.insert("threshold".into(), json!(limiter.threshold(m)));
         entry.insert("enabled".into(), json!(limiter.is_enabled(m)));
@@ -131,8 +138,8 @@ fn model_view(core: &dyn Control) -> Value {
 }
 
 /// `PUT /api/v1/model`: a model as `GET` shows it (or as the state file holds it). The fields
-/// only `GET` has (`present`, `trained_at`, and per metric `std_effective`, `threshold`,
-/// `enabled`) are ignored: thresholds are set with `/api/v1/thresholds`.
+/// only `GET` has (`present`, `trained_at`, and per metric `std_effective`, `blocks_above`,
+/// `threshold`, `enabled`) are ignored: thresholds are set with `/api/v1/thresholds`.
 fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     let Some(obj) = body.as_object_mut() else {
         return Err(ApiError::bad_request("the model must be a JSON object"));
@@ -146,7 +153,7 @@ fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     if let Some(Value::Object(metrics)) = obj.get_mut("metrics") {
         for (_, v) in metrics.iter_mut() {
             if let Value::Object(entry) = v {
-                for k in ["std_effective", "threshold", "enabled"] {
+                for k in ["std_effective", "blocks_above", "threshold", "enabled"] {
                     entry.remove(k);
                 }
             }

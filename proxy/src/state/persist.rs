@@ -3,6 +3,9 @@
 //!
 //! The file is JSON: `{"version": 1, "mode": "defence", "model": {...}, "saved_at": 1763779200,
 //! "trained_at": 1763779100}` (times in seconds since the Unix epoch; `model` may be `null`).
+//! Per metric the model holds `n`, `mean`, `std`, `quantiles` and `buckets` (the histogram's
+//! non-empty buckets as `[lower, count]` pairs); files from before histograms, without the last
+//! two, still load (no distribution).
 //! It is written to a temporary file in the same directory, fsynced, then renamed over the old
 //! one (and the directory fsynced), so a crash leaves either the old file or the new one, never
 //! a torn one. A missing file is normal (first start); a truncated or corrupted one is reported
@@ -268,8 +271,11 @@ mod tests {
     }
 
     fn model() -> Model {
+        // Connections with its distribution; the other metrics as saved before histograms.
         let json = r#"{"epoch":3,"metrics":{
-            "connections":{"n":20,"mean":2.0,"std":1.0},
+            "connections":{"n":20,"mean":2.0,"std":1.0,
+                "quantiles":{"p50":2,"p90":3,"p99":4,"p99_9":4,"max":4},
+                "buckets":[[1,5],[2,8],[3,5],[4,2]]},
             "requests_nonidempotent":{"n":20,"mean":0.0,"std":0.0},
             "requests":{"n":20,"mean":1.5,"std":0.5},
             "memory":{"n":20,"mean":20000.0,"std":100.0},
@@ -290,7 +296,13 @@ mod tests {
             trained_at: Some(5),
         };
         save(&path, &state).unwrap();
-        assert_eq!(load(&path).unwrap(), state);
+        let loaded = load(&path).unwrap();
+        assert_eq!(loaded, state);
+        let model = loaded.model.unwrap();
+        let conn = model.get(zgate_limiter::Metric::Connections);
+        assert_eq!(conn.quantiles.map(|q| q.p90), Some(3));
+        assert_eq!(conn.buckets.count(), 20);
+        assert!(model.get(zgate_limiter::Metric::Cpu).buckets.is_empty());
         // No temporary file left behind.
         let names: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
         assert_eq!(names.len(), 1);
