@@ -16,6 +16,7 @@ use zgate_limiter::{BlockEntry, ClientSnapshot, IpPrefix, Metric, Mode, ModeErro
 use super::json::{self as j, ApiError, Reply};
 use super::router::Route;
 use super::Control;
+use super::{live, page};
 use crate::state::persist;
 
 /// Most clients `GET /api/v1/clients?top=N` returns.
@@ -42,6 +43,8 @@ pub(crate) async fn call(
         Route::Knobs => Ok(ok(knobs(core))),
         Route::Clients => clients(core, req.uri().query().unwrap_or("")),
         Route::Client(ip) => client(core, &ip),
+        Route::Live => live::live(core, req.uri().query().unwrap_or("")).map(ok),
+        Route::Page(asset) => Ok(page::reply(asset)),
         Route::Blocks if write => post_block(core, j::body(req).await?),
         Route::Blocks => Ok(ok(blocks(core))),
         Route::Block(ip) => delete_block(core, &ip),

@@ -4,15 +4,19 @@
 //! - `auth.rs`: the bearer token, compared in constant time;
 //! - `json.rs`: responses, errors (`{"error": "..."}`) and size-limited request bodies;
 //! - `router.rs`: paths and methods to endpoints (404 unknown path, 405 wrong method);
-//! - `api.rs`: the endpoints.
+//! - `api.rs`: the endpoints;
+//! - `live.rs`: `GET /api/v1/clients/live`, the clients' current values per metric;
+//! - `page.rs`: the status page at `/`, its files embedded from `proxy/ui/`.
 //!
-//! Every request is authenticated when a token is configured; a non-loopback address without
-//! one is refused by the config. The admin listener is separate from the client listeners: it is
+//! Every API request is authenticated when a token is configured (the status page's own files,
+//! which hold no data, are not); a non-loopback address without one is refused by the config. The admin listener is separate from the client listeners: it is
 //! not metered by the limiter and its requests are not counted in the proxy's traffic stats.
 
 mod api;
 mod auth;
 mod json;
+mod live;
+mod page;
 mod router;
 
 use std::convert::Infallible;
