@@ -6,12 +6,14 @@
 //! proxy does that, and names the key when a file is bad).
 
 mod admin;
+mod choices;
 mod duration;
 mod error;
 mod limits;
 mod schema;
 
 pub use admin::{Admin, DEFAULT_ADMIN_ADDR, MIN_TOKEN_LEN};
+pub use choices::{AfterTraining, BlockActionKind, StartMode, UnknownChoice};
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use limits::{Guards, Limits, PerMetric};

@@ -367,6 +367,7 @@ fn validate_authority(addr: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::choices::StartMode;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/zgate"))
@@ -496,7 +497,7 @@ mod tests {
             "{MINIMAL}\n[limits]\nmode = \"training\"\ntraining_period = \"30s\"\n[limits.z]\ncpu = 2.5\n[limits.guards]\nping_per_sec = 10\n"
         ))
         .unwrap();
-        assert_eq!(c.limits.mode.as_deref(), Some("training"));
+        assert_eq!(c.limits.mode, Some(StartMode::Training));
         assert_eq!(c.limits.training_period, Some(Duration::from_secs(30)));
         assert_eq!(c.limits.z.cpu, Some(2.5));
         assert_eq!(c.limits.z.memory, None);

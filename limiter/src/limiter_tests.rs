@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::connection::{Connection, Request};
 use crate::guards::H2Frame;
+use crate::verdict::Reason;
 use zgate_training::Fragments;
 
 const SEC: u64 = 1_000_000_000;
@@ -450,9 +451,9 @@ fn idle_clients_expire_on_tick() {
 fn blocks_expire_and_can_be_removed_by_hand() {
     let c = LimiterConfig {
         block_duration: Duration::from_secs(60),
-        guards: GuardConfig {
+        guards: GuardLimits {
             max_connections_per_client: 2,
-            ..GuardConfig::default()
+            ..GuardLimits::default()
         },
         ..config()
     };
@@ -500,7 +501,7 @@ fn blocks_expire_and_can_be_removed_by_hand() {
 
 #[test]
 fn static_guards_act_in_every_mode() {
-    let guards = GuardConfig {
+    let guards = GuardLimits {
         max_connections_per_client: 3,
         max_memory_per_client: 1000,
         ping_per_sec: 2,

@@ -36,7 +36,7 @@ pub enum StartError {
     /// The backends cannot be used.
     Backends(BackendsError),
     /// `[limits]` does not map onto the limiter's settings.
-    Limits(String),
+    Limits(crate::limits::LimitsError),
     /// The limiter refused its settings or the start mode.
     Limiter(zgate_limiter::Error),
     /// A listener's TLS files do not load.
@@ -51,7 +51,7 @@ impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Backends(e) => e.fmt(f),
-            StartError::Limits(e) => f.write_str(e),
+            StartError::Limits(e) => e.fmt(f),
             StartError::Limiter(e) => write!(f, "`limits`: {e}"),
             StartError::Tls(e) => e.fmt(f),
             StartError::Bind(e) => e.fmt(f),

@@ -59,10 +59,16 @@ impl Histogram {
         }
     }
 
-    /// Adds `delta` (wrapping) to the count of bucket `i`; the raw form of an update, for the
-    /// shards' copies.
+    /// Adds `delta` (wrapping) to the count of bucket `i`; the raw form of an update.
     pub(crate) fn add_to_bucket(&mut self, i: usize, delta: u64) {
         self.bump(i, delta);
+    }
+
+    /// Adds (wrapping) the counts of every bucket in index order, e.g. a shard's copy.
+    pub(crate) fn add_counts(&mut self, counts: impl Iterator<Item = u64>) {
+        for (c, d) in self.counts.iter_mut().zip(counts) {
+            *c = c.wrapping_add(d);
+        }
     }
 
     /// Whether the counts can be those of a real population: no bucket is negative (as an

@@ -4,8 +4,10 @@
 //! clients' per-metric maxima ([`TrainingSet`], [`ShardWriter`]), their exact merge into
 //! population statistics and histograms ([`Populations`], [`Histogram`]), the learned [`Model`]
 //! with its distribution ([`Quantiles`], [`SparseHistogram`]), std floor and minimum population,
-//! z-scoring ([`Model::z`], [`Model::exceeds`], [`Model::blocks_above`]), the CPU EMA of metric
-//! P ([`CpuEma`]) and the fragmentation score of metric F ([`Fragments`]).
+//! z-scoring ([`Model::z`], [`Model::exceeds`], [`Model::blocks_above`]) and the one rule for a
+//! valid threshold ([`check_threshold`]), the checks of a model from outside
+//! ([`Model::validate`]), the CPU EMA of metric P ([`CpuEma`]) and the fragmentation score of
+//! metric F ([`Fragments`]).
 //!
 //! It is not for anything with IO or time of its own: it is sans-IO, with no clock (times are
 //! nanosecond arguments), no threads spawned, no sockets, no logging. It holds no per-client
@@ -59,10 +61,12 @@
 
 pub mod bucket;
 mod ema;
+mod epoch;
 mod fragments;
 mod histogram;
 mod metric;
 mod model;
+mod model_check;
 mod moments;
 mod per_metric;
 mod population;
@@ -70,15 +74,19 @@ pub mod quantiles;
 pub mod set;
 mod shard;
 mod sparse;
+mod threshold;
 mod wide;
 
 pub use ema::CpuEma;
+pub use epoch::Epoch;
 pub use fragments::{fragmentation_score, Fragments, FRAG_SCALE};
 pub use histogram::Histogram;
 pub use metric::{Metric, UnknownMetric};
 pub use model::{MetricModel, Model, ModelParams};
+pub use model_check::InvalidModel;
 pub use moments::{Moments, MAX_SAMPLE};
 pub use population::{Population, Populations};
 pub use quantiles::{Bucket, Quantiles};
-pub use set::{Epoch, ShardWriter, TrainingSet};
+pub use set::{ShardWriter, TrainingSet};
 pub use sparse::{SparseHistogram, SparseHistogramError};
+pub use threshold::{check_threshold, InvalidThreshold};

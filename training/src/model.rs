@@ -3,11 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::epoch::Epoch;
 use crate::metric::Metric;
 use crate::per_metric;
 use crate::population::Populations;
 use crate::quantiles::Quantiles;
-use crate::set::Epoch;
 use crate::sparse::SparseHistogram;
 
 /// The learned statistics of one metric.
@@ -64,9 +64,22 @@ impl ModelParams {
 impl Default for ModelParams {
     fn default() -> Self {
         ModelParams {
-            min_std: [1.0, 1.0, 1.0, 65536.0, 10_000.0, 8.0],
+            min_std: Metric::ALL.map(default_min_std),
             min_clients: 10,
         }
+    }
+}
+
+/// The default std floor of `metric`, in its unit (see [`ModelParams::min_std`]). Keyed by
+/// name: a new metric does not compile until it has one.
+fn default_min_std(metric: Metric) -> f64 {
+    match metric {
+        Metric::Connections => 1.0,
+        Metric::RequestsNonidempotent => 1.0,
+        Metric::Requests => 1.0,
+        Metric::Memory => 65536.0,
+        Metric::Cpu => 10_000.0,
+        Metric::Fragmentation => 8.0,
     }
 }
 

@@ -25,15 +25,13 @@ use std::sync::Arc;
 use crossbeam_utils::CachePadded;
 
 use crate::bucket;
+use crate::epoch::Epoch;
 use crate::histogram::Histogram;
 use crate::metric::Metric;
 use crate::model::{Model, ModelParams};
 use crate::moments::{replace_deltas, Moments, MAX_SAMPLE};
 use crate::population::Populations;
 use crate::shard::{Delta, Shard, NO_BUCKET};
-
-/// A training epoch number. Starts wherever the caller likes; a new epoch is a new set.
-pub type Epoch = u64;
 
 /// One epoch's accumulators for all six metrics, split in cache-padded shards.
 ///

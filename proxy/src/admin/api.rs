@@ -11,13 +11,15 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use zgate_config::{format_duration, parse_duration};
-use zgate_limiter::{BlockEntry, ClientSnapshot, IpPrefix, Metric, Mode, ModeError, Model, Reason};
+use zgate_limiter::{
+    check_threshold, BlockEntry, ClientSnapshot, IpPrefix, Metric, Mode, ModeError, Model, Reason,
+    UnknownMetric,
+};
 
 use super::json::{self as j, ApiError, Reply};
 use super::router::Route;
 use super::Control;
 use super::{live, page};
-use crate::state::persist;
 
 /// Most clients `GET /api/v1/clients?top=N` returns.
 pub(crate) const MAX_TOP: usize = 1000;
@@ -164,7 +166,8 @@ fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     }
     let model: Model = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request(format!("not a valid model: {e}")))?;
-    persist::validate_model(&model)
+    model
+        .validate()
         .map_err(|e| ApiError::bad_request(format!("not a valid model: {e}")))?;
     let epoch = model.epoch;
     core.limiter().import_model(model);
@@ -201,7 +204,7 @@ fn put_thresholds(core: &dyn Control, body: Value) -> Result<Reply, ApiError> {
     for (name, v) in &map {
         let m: Metric = name
             .parse()
-            .map_err(|e: zgate_training::UnknownMetric| ApiError::bad_request(e.to_string()))?;
+            .map_err(|e: UnknownMetric| ApiError::bad_request(e.to_string()))?;
         let (z, enabled) = match v {
             Value::Number(_) => (Some(v), None),
             Value::Object(o) => {
@@ -224,11 +227,8 @@ fn put_thresholds(core: &dyn Control, body: Value) -> Result<Reply, ApiError> {
                 let z = z.as_f64().ok_or_else(|| {
                     ApiError::bad_request(format!("{name}: the threshold must be a number"))
                 })?;
-                if !z.is_finite() || z < 0.0 {
-                    return Err(ApiError::bad_request(format!(
-                        "{name}: threshold {z} must be finite and >= 0 (standard deviations)"
-                    )));
-                }
+                let z = check_threshold(z)
+                    .map_err(|e| ApiError::bad_request(format!("{name}: {e}")))?;
                 Some(z)
             }
         };
@@ -243,7 +243,7 @@ fn put_thresholds(core: &dyn Control, body: Value) -> Result<Reply, ApiError> {
     let limiter = &core.limiter();
     for (m, z, enabled) in changes {
         if let Some(z) = z {
-            // Validated above: finite and >= 0, which is all `set_threshold` checks.
+            // Checked above by `check_threshold`, as `set_threshold` checks it.
             limiter
                 .set_threshold(m, z)
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -389,9 +389,9 @@ fn clients(core: &dyn Control, query: &str) -> Result<Reply, ApiError> {
                     })?
             }
             "by" => {
-                by = v.parse().map_err(|e: zgate_training::UnknownMetric| {
-                    ApiError::bad_request(format!("by: {e}"))
-                })?
+                by = v
+                    .parse()
+                    .map_err(|e: UnknownMetric| ApiError::bad_request(format!("by: {e}")))?
             }
             other => {
                 return Err(ApiError::bad_request(format!(

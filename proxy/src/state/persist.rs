@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use zgate_limiter::{Limiter, Mode, Model};
+use zgate_limiter::{Limiter, Mode, Model, UnknownMode};
 
 /// The state file format version this zgate writes and reads.
 pub const STATE_VERSION: u32 = 1;
@@ -42,8 +42,8 @@ pub struct SavedState {
 
 impl SavedState {
     /// The saved mode, parsed.
-    pub fn mode(&self) -> Result<Mode, String> {
-        self.mode.parse::<Mode>().map_err(|e| e.to_string())
+    pub fn mode(&self) -> Result<Mode, UnknownMode> {
+        self.mode.parse::<Mode>()
     }
 }
 
@@ -83,31 +83,11 @@ pub fn load(path: &Path) -> Result<SavedState, LoadError> {
         .mode()
         .map_err(|e| LoadError::Invalid(format!("{}: `mode`: {e}", path.display())))?;
     if let Some(model) = &state.model {
-        validate_model(model)
+        model
+            .validate()
             .map_err(|e| LoadError::Invalid(format!("{}: `model`: {e}", path.display())))?;
     }
     Ok(state)
-}
-
-/// Checks that every statistic of `model` is usable: finite, non-negative std and min_std.
-pub fn validate_model(model: &Model) -> Result<(), String> {
-    for m in zgate_limiter::Metric::ALL {
-        let s = model.get(m);
-        if !s.mean.is_finite() || s.mean < 0.0 {
-            return Err(format!("{}.mean must be finite and >= 0", m.name()));
-        }
-        if !s.std.is_finite() || s.std < 0.0 {
-            return Err(format!("{}.std must be finite and >= 0", m.name()));
-        }
-        let floor = model.params.min_std(m);
-        if !floor.is_finite() || floor < 0.0 {
-            return Err(format!(
-                "params.min_std.{} must be finite and >= 0",
-                m.name()
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Writes `state` to `path` atomically: temporary file in the same directory, fsync, rename,
@@ -334,15 +314,5 @@ mod tests {
         std::fs::write(&path, json.replace("\"version\":1", "\"version\":9")).unwrap();
         assert!(matches!(load(&path), Err(LoadError::Invalid(e)) if e.contains("version 9")));
         let _ = std::fs::remove_dir_all(&d);
-    }
-
-    #[test]
-    fn bad_model_values_are_refused() {
-        let mut m = model();
-        m.metrics[0].std = -1.0;
-        assert!(validate_model(&m).unwrap_err().contains("connections.std"));
-        let mut m = model();
-        m.metrics[4].mean = f64::NAN;
-        assert!(validate_model(&m).unwrap_err().contains("cpu.mean"));
     }
 }

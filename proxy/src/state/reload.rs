@@ -101,7 +101,7 @@ pub enum ReloadError {
     /// The file does not load (syntax, unknown key, a value out of range).
     Config(zgate_config::ConfigError),
     /// `[limits]` does not map onto the limiter's settings.
-    Limits(String),
+    Limits(crate::limits::LimitsError),
     /// The backends cannot be used.
     Backends(BackendsError),
     /// A listener's TLS files do not load.
@@ -109,7 +109,7 @@ pub enum ReloadError {
     /// A new listener cannot be bound.
     Bind(crate::listen::bind::BindError),
     /// The limiter refused the new `[limits]`.
-    Limiter(zgate_limiter::ConfigError),
+    Limiter(zgate_limiter::LimiterConfigError),
     /// zgate is shutting down.
     ShuttingDown,
 }
@@ -121,7 +121,7 @@ impl std::fmt::Display for ReloadError {
                 f.write_str("zgate was started without a config file: nothing to reload")
             }
             ReloadError::Config(e) => e.fmt(f),
-            ReloadError::Limits(e) => f.write_str(e),
+            ReloadError::Limits(e) => e.fmt(f),
             ReloadError::Backends(e) => e.fmt(f),
             ReloadError::Tls(e) => e.fmt(f),
             ReloadError::Bind(e) => e.fmt(f),
