@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use zgate_limiter::{Metric, Mode};
 use zgate_tests::browser::Browser;
 use zgate_tests::lab::{connect_from, ip, population_ips, Lab};
-use zgate_tests::{admin_get, admin_request};
+use zgate_tests::{addr, admin_get, admin_request, Fronted};
 
 const TOKEN: &str = "status-page-test-token-0123456789";
 const TRAIN_ROUNDS: usize = 4;
@@ -169,6 +169,71 @@ async fn the_status_page_shows_the_model_and_the_attacker_and_unblocks_it() {
     assert!(!lab.is_blocked(attacker));
     drop(held);
     drop(browser);
+}
+
+/// `GET /api/v1/clients/live` counts every client and lists the highest per metric, with the
+/// token like any API call (no browser needed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_endpoint_shows_the_clients_now() {
+    let z = Fronted::start(&format!(
+        "[admin]\naddr = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n[limits]\nmode = \"training\"\n"
+    ))
+    .await;
+    let admin = z.admin_addr().expect("the admin API runs");
+    let to = addr(&z);
+    let mut held = Vec::new();
+    for (b, conns) in [(1u8, 1usize), (2, 3), (3, 2)] {
+        for _ in 0..conns {
+            let mut s = connect_from(ip(5, b), to).await.expect("connect");
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .expect("send");
+            held.push(s);
+        }
+    }
+    assert_eq!(
+        admin_get(admin, "/api/v1/clients/live").await.status,
+        401,
+        "the token is needed"
+    );
+    // Wait (bounded) until zgate has counted every connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let live = loop {
+        let live = api(admin, "GET", "/api/v1/clients/live?top=2").await;
+        let top = &live["metrics"]["connections"]["top"];
+        if top[0]["value"] == json!(3) && top[1]["value"] == json!(2) || Instant::now() > deadline {
+            break live;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(live["clients"], json!(3), "{live}");
+    let conns = &live["metrics"]["connections"];
+    assert_eq!(
+        conns["top"],
+        json!([
+            { "client": "127.0.5.2", "value": 3, "z": 0.0, "blocked": false },
+            { "client": "127.0.5.3", "value": 2, "z": 0.0, "blocked": false },
+        ]),
+        "{live}"
+    );
+    assert_eq!(conns["buckets"], json!([[1, 1], [2, 1], [3, 1]]), "{live}");
+    assert_eq!(conns["quantiles"]["max"], json!(3), "{live}");
+    for m in Metric::ALL {
+        assert!(
+            live["metrics"][m.name()]["buckets"].is_array(),
+            "{m}: {live}"
+        );
+    }
+    let bad = admin_request(
+        admin,
+        "GET",
+        "/api/v1/clients/live?top=101",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    drop(held);
 }
 
 /// A connection flood from `attacker` (at most 400 connections, each with a partial request)
