@@ -119,7 +119,7 @@ function mutate(method, path, body) {
 // ---- the model's rules per metric ----
 
 /** What blocks `name`: the threshold in its unit, or why nothing does. */
-function rule(model, mode, name) {
+function rule(model, name) {
   const m = model.metrics[name];
   const minClients = model.params ? model.params.min_clients : null;
   let why = null;
@@ -134,7 +134,7 @@ function rule(model, mode, name) {
     if (threshold === null) why = 'never blocks';
   }
   const near = threshold === null ? null : m.mean + NEAR * (threshold - m.mean);
-  return { threshold, near, why, z: m.threshold, enforced: why === null && mode === 'defence' };
+  return { threshold, near, why, z: m.threshold };
 }
 
 // ---- rendering helpers ----
@@ -207,9 +207,13 @@ function renderUnenforced(model, mode) {
   } else if (mode.mode === 'monitor') {
     list.append(el('li', {}, 'every metric: monitor mode counts would-blocks and blocks nobody'));
   }
-  for (const name of METRICS) {
-    const r = rule(model, mode.mode, name);
-    if (r.why) list.append(el('li', { 'data-metric': name }, `${name}: ${r.why}`));
+  if (!model.present) {
+    list.append(el('li', {}, 'every metric: no model yet: train first'));
+  } else {
+    for (const name of METRICS) {
+      const r = rule(model, name);
+      if (r.why) list.append(el('li', { 'data-metric': name }, `${name}: ${r.why}`));
+    }
   }
   $('unenforced').hidden = list.children.length === 0;
 }
@@ -258,11 +262,11 @@ function chartFor(name) {
   return c;
 }
 
-function renderChart(name, model, live, mode, blocks) {
+function renderChart(name, model, live, blocks) {
   const c = chartFor(name);
   const m = model.metrics[name];
   const now = live.metrics[name];
-  const r = rule(model, mode, name);
+  const r = rule(model, name);
   const q = m.quantiles || null;
 
   if (r.threshold !== null) {
@@ -413,14 +417,14 @@ async function unblock(prefix, button) {
   refresh();
 }
 
-function renderClients(top, model, mode) {
+function renderClients(top, model) {
   const head = $('clients-head');
   if (!head.children.length) {
     head.append(el('th', {}, 'client'));
     for (const name of METRICS) head.append(el('th', {}, name));
     head.append(el('th', {}, 'status'));
   }
-  const rules = Object.fromEntries(METRICS.map((n) => [n, rule(model, mode, n)]));
+  const rules = Object.fromEntries(METRICS.map((n) => [n, rule(model, n)]));
   syncRows($('clients').tBodies[0], top.clients || [], (c) => c.client, () => {
     const row = el('tr');
     row.append(el('td', { class: 'client' }));
@@ -492,9 +496,9 @@ async function refresh() {
     $('main').hidden = false;
     renderHeader(mode, model, live);
     renderUnenforced(model, mode);
-    for (const name of METRICS) renderChart(name, model, live, mode.mode, blocks.blocks || []);
+    for (const name of METRICS) renderChart(name, model, live, blocks.blocks || []);
     renderBlocks(blocks);
-    renderClients(top, model, mode.mode);
+    renderClients(top, model);
     document.body.dataset.ready = 'true';
     setUpdated(null);
   } catch (e) {
