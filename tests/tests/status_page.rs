@@ -37,12 +37,6 @@ async fn the_status_page_shows_the_model_and_the_attacker_and_unblocks_it() {
     .await;
     let admin = lab.server.admin_addr().expect("the admin API runs");
 
-    // The page itself needs no token; the API does.
-    let page = admin_get(admin, "/").await;
-    assert_eq!(page.status, 200);
-    assert!(page.body.contains("/ui/app.js"), "{}", page.body);
-    assert_eq!(admin_get(admin, "/api/v1/model").await.status, 401);
-
     lab.train(TRAIN_ROUNDS, Mode::Defence).await;
     let attacker = ip(9, 1);
     let reason = flood_until_blocked(&lab, attacker).await;
@@ -171,15 +165,23 @@ async fn the_status_page_shows_the_model_and_the_attacker_and_unblocks_it() {
     drop(browser);
 }
 
-/// `GET /api/v1/clients/live` counts every client and lists the highest per metric, with the
-/// token like any API call (no browser needed).
+/// The page's files are served without the token (they hold no data), the API needs it; and
+/// `GET /api/v1/clients/live` counts every client and lists the highest per metric (no
+/// browser needed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_live_endpoint_shows_the_clients_now() {
+async fn the_page_is_served_and_the_live_endpoint_shows_the_clients_now() {
     let z = Fronted::start(&format!(
         "[admin]\naddr = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n[limits]\nmode = \"training\"\n"
     ))
     .await;
     let admin = z.admin_addr().expect("the admin API runs");
+    let page = admin_get(admin, "/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("/ui/app.js"), "{}", page.body);
+    for file in ["/ui/app.js", "/ui/app.css"] {
+        assert_eq!(admin_get(admin, file).await.status, 200, "{file}");
+    }
+    assert_eq!(admin_get(admin, "/api/v1/model").await.status, 401);
     let to = addr(&z);
     let mut held = Vec::new();
     for (b, conns) in [(1u8, 1usize), (2, 3), (3, 2)] {
