@@ -12,7 +12,7 @@ mod error;
 mod limits;
 mod schema;
 
-pub use admin::{Admin, DEFAULT_ADMIN_ADDR, MIN_TOKEN_LEN};
+pub use admin::{Admin, DEFAULT_ADMIN_ADDR, DEFAULT_ADMIN_PORT, MIN_TOKEN_LEN};
 pub use choices::{AfterTraining, BlockActionKind, StartMode, UnknownChoice};
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;

@@ -22,8 +22,9 @@ pub struct Limits {
     /// mode saved in `state_file` with its model, else `"disabled"`. When set, it wins over the
     /// saved mode. Read at start only: a reload does not change the mode (use the admin API).
     pub mode: Option<StartMode>,
-    /// Where the learned model (and the mode) is saved when training ends, when a model is
-    /// imported and when the mode is changed through the admin API, and loaded from at start.
+    /// Where the learned model and the mode are saved (when training ends, when a model is
+    /// imported, when the mode is changed through the admin API), with the runtime overrides and
+    /// the manual blocks (when they change), and loaded from at start. Written mode 0600.
     /// Relative to the config file's directory. Default: none (nothing saved).
     pub state_file: Option<PathBuf>,
     /// How long training runs before it ends by itself; `"0"` = only on command. Default `"1h"`.

@@ -84,6 +84,7 @@ pub use key::{ClientKey, IpPrefix};
 pub use limiter::Limiter;
 pub use live::{LiveClient, LiveMetric, LiveView};
 pub use mode::{Mode, ModeError, UnknownMode};
+pub use shared::MAX_EPOCH;
 pub use snapshot::{ClientSnapshot, Status};
 pub use time::Nanos;
 pub use verdict::{Guard, Reason, Verdict};

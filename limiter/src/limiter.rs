@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::key::{ClientKey, IpPrefix};
 use crate::live::{self, LiveParams, LiveView};
 use crate::mode::{Mode, ModeError};
-use crate::shared::{enabled_mask, pack, Shared};
+use crate::shared::{enabled_mask, pack, Shared, MAX_EPOCH};
 use crate::snapshot::{ClientSnapshot, Status};
 use crate::time::{duration_ns, Nanos};
 use crate::verdict::{Guard, Verdict};
@@ -51,7 +51,7 @@ impl Limiter {
         let shared = Arc::new(Shared::new(&config, shards, now));
         let limiter = Limiter { shared };
         if let Some(model) = model {
-            limiter.import_model(model);
+            limiter.import_model(model)?;
         }
         limiter.set_mode(config.mode, now)?;
         Ok(limiter)
@@ -133,9 +133,20 @@ impl Limiter {
     /// - `Defence` / `Monitor`: from training, the training set is finalized into the model
     ///   first. Refused with [`ModeError::NoModel`] if there is still no model.
     /// - `Disabled`: stops training (its samples are dropped) and scoring; keeps the model.
+    ///
+    /// Forced: a model with thin metrics is accepted (see [`Limiter::set_mode_checked`]).
     pub fn set_mode(&self, mode: Mode, now: Nanos) -> Result<(), ModeError> {
+        self.set_mode_checked(mode, now, true)
+    }
+
+    /// Like [`Limiter::set_mode`], for an operator's request: without `force`, defence or
+    /// monitor is refused with [`ModeError::ThinModel`] when any enabled metric of the model
+    /// (the one in use, or the one a running training yields) was learned from fewer than
+    /// `min_clients` clients, since such a metric never blocks. A refusal changes nothing (a
+    /// running training goes on).
+    pub fn set_mode_checked(&self, mode: Mode, now: Nanos, force: bool) -> Result<(), ModeError> {
         let ctl = self.shared.lock_control();
-        self.shared.switch(&ctl, mode, now.0)
+        self.shared.switch(&ctl, mode, now.0, force)
     }
 
     /// The current mode.
@@ -155,7 +166,12 @@ impl Limiter {
 
     /// Replaces the model (e.g. loaded from disk), scored with this limiter's `min_std` and
     /// `min_clients`. Does not change the mode. Later epochs are numbered after the model's.
-    pub fn import_model(&self, model: Model) {
+    /// Refused with [`ModeError::EpochOutOfRange`] (nothing changes) when the model's epoch is
+    /// above [`MAX_EPOCH`].
+    pub fn import_model(&self, model: Model) -> Result<(), ModeError> {
+        if model.epoch > MAX_EPOCH {
+            return Err(ModeError::EpochOutOfRange { epoch: model.epoch });
+        }
         let ctl = self.shared.lock_control();
         let s = &self.shared;
         let st = s.state();
@@ -164,6 +180,7 @@ impl Limiter {
         }
         s.model
             .store(Some(Arc::new(model.with_params(ctl.params.clone()))));
+        Ok(())
     }
 
     /// The live statistics of the running training epoch (approximate while workers write),

@@ -32,7 +32,13 @@ pub(crate) struct State {
     pub(crate) epoch: Epoch,
 }
 
+/// The largest epoch the limiter takes: from an imported model (the API, the state file) and
+/// as the count of trainings. `2^53 - 1`: exact as a JSON number in every consumer (a double),
+/// and far below the `2^56` that [`pack`] can hold, so `epoch + 1` and `epoch << 8` never wrap.
+pub const MAX_EPOCH: Epoch = (1 << 53) - 1;
+
 pub(crate) fn pack(epoch: Epoch, mode: Mode) -> u64 {
+    debug_assert!(epoch <= MAX_EPOCH);
     epoch << 8 | u64::from(mode.to_u8())
 }
 
@@ -221,14 +227,23 @@ impl Shared {
         if st.mode != Mode::Training || now < self.training_deadline.load(Ordering::Relaxed) {
             return;
         }
-        // Training always yields a model, so this switch cannot be refused.
-        let _ = self.switch(&ctl, ctl.after_training, now);
+        // Training always yields a model and the switch is forced: it cannot be refused.
+        let _ = self.switch(&ctl, ctl.after_training, now, true);
     }
 
-    pub(crate) fn switch(&self, ctl: &Control, mode: Mode, now: u64) -> Result<(), ModeError> {
+    pub(crate) fn switch(
+        &self,
+        ctl: &Control,
+        mode: Mode,
+        now: u64,
+        force: bool,
+    ) -> Result<(), ModeError> {
         let st = self.state();
         match mode {
             Mode::Training => {
+                if st.epoch >= MAX_EPOCH {
+                    return Err(ModeError::EpochsExhausted);
+                }
                 let epoch = st.epoch + 1;
                 self.training
                     .store(Some(TrainingSet::new(epoch, self.shards)));
@@ -241,19 +256,47 @@ impl Shared {
                     .store(pack(epoch, Mode::Training), Ordering::Release);
             }
             Mode::Defence | Mode::Monitor => {
-                if st.mode == Mode::Training {
-                    if let Some(set) = self.training.load_full() {
-                        self.model.store(Some(Arc::new(set.finalize(&ctl.params))));
-                    }
-                }
-                if self.model.load().is_none() {
+                let trained = match (st.mode, self.training.load_full()) {
+                    (Mode::Training, Some(set)) => Some(Arc::new(set.finalize(&ctl.params))),
+                    _ => None,
+                };
+                let Some(model) = trained.clone().or_else(|| self.model.load_full()) else {
                     return Err(ModeError::NoModel { requested: mode });
+                };
+                if !force {
+                    self.refuse_thin(&model, &ctl.params, mode)?;
+                }
+                if trained.is_some() {
+                    self.model.store(Some(model));
                 }
                 self.leave_training(st.epoch, mode);
             }
             Mode::Disabled => self.leave_training(st.epoch, mode),
         }
         Ok(())
+    }
+
+    /// [`ModeError::ThinModel`] if an enabled metric of `model` has fewer than `min_clients`.
+    fn refuse_thin(
+        &self,
+        model: &Model,
+        params: &ModelParams,
+        mode: Mode,
+    ) -> Result<(), ModeError> {
+        let thin: Vec<(Metric, u64)> = Metric::ALL
+            .into_iter()
+            .filter(|&m| self.is_enabled(m))
+            .map(|m| (m, model.get(m).n))
+            .filter(|&(_, n)| n < params.min_clients)
+            .collect();
+        if thin.is_empty() {
+            return Ok(());
+        }
+        Err(ModeError::ThinModel {
+            requested: mode,
+            thin,
+            min_clients: params.min_clients,
+        })
     }
 
     fn leave_training(&self, epoch: Epoch, mode: Mode) {

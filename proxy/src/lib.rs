@@ -16,7 +16,8 @@
 //! - `state/`: reload planning, the state file, the Prometheus exporter;
 //! - `cli/`: arguments, `zgate ctl`, the demo backend, logging;
 //! - `limits.rs` (`[limits]` mapped onto the limiter's and the proxy's settings), `clock.rs`
-//!   (the limiter's clock) and `stats.rs` (traffic counters) are small shared leaves.
+//!   (the limiter's clock), `stats.rs` (traffic counters) and `log_escape.rs` (untrusted text
+//!   escaped for log lines) are small shared leaves.
 
 pub mod account;
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod conn;
 pub mod http;
 pub mod limits;
 pub mod listen;
+pub mod log_escape;
 pub mod server;
 pub mod state;
 pub mod stats;

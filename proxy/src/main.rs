@@ -11,20 +11,19 @@ fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("zgate: {e}\n\n{}", cli::USAGE);
-            return ExitCode::from(2);
+            // Help and version go to stdout with exit 0; a usage error to stderr with exit 2.
+            let text = e.to_string();
+            let nl = if text.ends_with('\n') { "" } else { "\n" };
+            if e.is_error() {
+                eprint!("{text}{nl}");
+            } else {
+                print!("{text}{nl}");
+            }
+            return ExitCode::from(e.exit_code());
         }
     };
     match command {
-        Command::Help => {
-            print!("{}", cli::USAGE);
-            ExitCode::SUCCESS
-        }
         Command::Ctl(args) => ExitCode::from(ctl::main(&args)),
-        Command::Version => {
-            println!("zgate {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
         Command::CheckConfig(path) => match Config::load(&path) {
             Ok(c) => {
                 println!(
@@ -47,7 +46,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Demo { listen, backend } => {
+        Command::Demo {
+            listen,
+            backend,
+            admin,
+        } => {
             let mut config = match Config::parse(DEFAULT_CONFIG, std::path::Path::new(".")) {
                 Ok(c) => c,
                 Err(e) => {
@@ -57,6 +60,9 @@ fn main() -> ExitCode {
             };
             config.listeners.truncate(1);
             config.listeners[0].addr = listen;
+            if admin.is_some() {
+                config.admin.addr = admin;
+            }
             run(config, Some(backend), None)
         }
         Command::Backend { listen } => {
@@ -126,7 +132,7 @@ fn run(
             None => None,
         };
         tracing::info!(
-            version = env!("CARGO_PKG_VERSION"),
+            version = cli::VERSION,
             listeners = config.listeners.len(),
             backends = config.backends.len(),
             "zgate starting"

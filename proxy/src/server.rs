@@ -24,9 +24,11 @@ use crate::listen::tls::TlsError;
 use crate::listen::{bind_listener, tls_acceptor, AcceptThread, Admission, ConnCount};
 use crate::listen::{Listeners, NewListener, Stopped};
 use crate::state::exporter::{Exporter, Scrape};
+use crate::state::overrides::Overrides;
 use crate::state::persist::{self, LoadError, Persist};
 use crate::state::reload::Plan;
 pub use crate::state::reload::{ReloadError, ReloadReport};
+use crate::state::restore;
 use crate::stats::Stats;
 use crate::upstream::BackendsError;
 
@@ -98,8 +100,13 @@ struct Core {
     admission: Arc<Admission>,
     /// The config in force (the last one applied).
     config: ArcSwap<Config>,
-    /// `[limits]` mapped onto the limiter's config, as in force.
+    /// `[limits]` mapped onto the limiter's config, as in force: the file's with the runtime
+    /// overrides laid over it.
     limiter_config: ArcSwap<LimiterConfig>,
+    /// `[limits]` of the config file alone.
+    file_limiter_config: ArcSwap<LimiterConfig>,
+    /// The runtime overrides (API, `zgate ctl`), kept in the state file.
+    overrides: Mutex<Overrides>,
     /// The file the config came from, re-read by a reload; `None` for an in-memory config.
     config_path: Option<PathBuf>,
     /// The bound listeners.
@@ -134,12 +141,19 @@ impl Server {
             limits::from_config(&config.limits).map_err(StartError::Limits)?;
         let clock = Clock::new();
         let saved = load_state(config.limits.state_file.as_deref());
-        let limiter = start_limiter(&config, &limiter_config, saved.as_ref(), clock)?;
+        let overrides = restore::overrides(saved.as_ref());
+        let effective = overrides.apply(&limiter_config);
+        let limiter = start_limiter(&config, &effective, saved.as_ref(), clock)?;
         let limiter = Arc::new(limiter);
+        let (now, unix_now) = (clock.now(), persist::unix_now());
+        if let Some(saved) = &saved {
+            restore::blocks(&limiter, &saved.blocks, now, unix_now);
+        }
         let persist = Persist::new(
             config.limits.state_file.clone(),
             &limiter,
             saved.and_then(|s| s.trained_at),
+            restore::runtime(&overrides, &limiter, now, unix_now),
         );
         let services = Arc::new(Services {
             upstream: ArcSwap::from_pointee(upstream),
@@ -165,7 +179,9 @@ impl Server {
             listeners: Listeners::new(accept_rt, admission.clone()),
             admission,
             config: ArcSwap::from_pointee(config.clone()),
-            limiter_config: ArcSwap::from_pointee(limiter_config),
+            limiter_config: ArcSwap::from_pointee(effective),
+            file_limiter_config: ArcSwap::from_pointee(limiter_config),
+            overrides: Mutex::new(overrides),
             config_path: path,
             reloading: Mutex::new(()),
             persist,
@@ -309,9 +325,11 @@ impl Core {
             new,
         } = plan;
         let services = self.services();
+        let overrides = self.lock_overrides();
+        let effective = overrides.apply(&limiter_config);
         services
             .limiter
-            .reconfigure(&limiter_config)
+            .reconfigure(&effective)
             .map_err(ReloadError::Limiter)?;
         services.upstream.store(Arc::new(upstream));
         services.limits.store(Arc::new(proxy_limits));
@@ -328,13 +346,31 @@ impl Core {
             .apply(&order, tls, new)
             .map_err(|Stopped| ReloadError::ShuttingDown)?;
         let backends = config.backends.len();
-        self.limiter_config.store(Arc::new(limiter_config));
+        self.limiter_config.store(Arc::new(effective));
+        self.file_limiter_config.store(Arc::new(limiter_config));
+        drop(overrides);
         self.config.store(Arc::new(config));
         Ok(ReloadReport {
             listeners_added: changes.added,
             listeners_removed: changes.removed,
             backends,
         })
+    }
+}
+
+impl Core {
+    fn lock_overrides(&self) -> std::sync::MutexGuard<'_, Overrides> {
+        // Replaced whole under the lock: a poisoned lock still holds a consistent value.
+        self.overrides.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands the overrides and manual blocks in force to the state file, and saves it.
+    fn save_runtime(&self, overrides: &Overrides) {
+        let limiter = &self.services().limiter;
+        let now = self.services().clock.now();
+        let runtime = restore::runtime(overrides, limiter, now, persist::unix_now());
+        self.persist.set_runtime(runtime);
+        let _ = self.persist.sync(limiter);
     }
 }
 
@@ -357,6 +393,31 @@ impl Control for Core {
 
     fn persist(&self) -> &Persist {
         &self.persist
+    }
+
+    fn file_limiter_config(&self) -> Arc<LimiterConfig> {
+        self.file_limiter_config.load_full()
+    }
+
+    fn overrides(&self) -> Overrides {
+        self.lock_overrides().clone()
+    }
+
+    fn set_overrides(&self, new: Overrides) -> Result<(), zgate_limiter::LimiterConfigError> {
+        // After a reload in progress, so that it lays these overrides over its new file.
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let mut overrides = self.lock_overrides();
+        let effective = new.apply(&self.file_limiter_config.load());
+        self.services().limiter.reconfigure(&effective)?;
+        self.limiter_config.store(Arc::new(effective));
+        *overrides = new;
+        self.save_runtime(&overrides);
+        Ok(())
+    }
+
+    fn blocks_changed(&self) {
+        let overrides = self.lock_overrides();
+        self.save_runtime(&overrides);
     }
 
     fn metrics(&self) -> String {

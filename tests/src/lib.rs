@@ -564,7 +564,8 @@ pub async fn admin_request(
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    if body.is_some() {
+    // Every mutation says JSON (the admin API answers 415 otherwise), with or without a body.
+    if body.is_some() || !matches!(method, "GET" | "HEAD") {
         req = req.header("content-type", "application/json");
     }
     let req = req

@@ -10,9 +10,11 @@ use hyper::body::Incoming;
 
 use super::api;
 use super::auth::authorized;
+use super::guard::{check_content_type, Site};
 use super::json::{ApiError, Reply};
 use super::page::{self, Asset};
 use super::Control;
+use crate::log_escape::escaped;
 
 /// One admin endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +39,10 @@ pub(crate) enum Route {
     Block(String),
     /// `/api/v1/reload`.
     Reload,
+    /// `/api/v1/overrides`: the runtime overrides.
+    Overrides,
+    /// `/api/v1/overrides/{key}`.
+    Override(String),
     /// `/metrics`.
     Metrics,
     /// `/healthz`.
@@ -57,6 +63,7 @@ impl Route {
             "/api/v1/clients/live" => Route::Live,
             "/api/v1/blocks" => Route::Blocks,
             "/api/v1/reload" => Route::Reload,
+            "/api/v1/overrides" => Route::Overrides,
             "/metrics" => Route::Metrics,
             "/healthz" => Route::Health,
             _ => {
@@ -69,6 +76,9 @@ impl Route {
                 if let Some(ip) = path.strip_prefix("/api/v1/blocks/") {
                     return Some(Route::Block(percent_decode(ip)));
                 }
+                if let Some(key) = path.strip_prefix("/api/v1/overrides/") {
+                    return Some(Route::Override(percent_decode(key)));
+                }
                 return None;
             }
         };
@@ -78,9 +88,11 @@ impl Route {
     /// The methods the route takes.
     pub(crate) fn allowed(&self) -> &'static [Method] {
         match self {
-            Route::Mode | Route::Model | Route::Thresholds => &[Method::GET, Method::PUT],
+            Route::Mode | Route::Model | Route::Thresholds | Route::Overrides => {
+                &[Method::GET, Method::PUT]
+            }
             Route::Blocks => &[Method::GET, Method::POST],
-            Route::Block(_) => &[Method::DELETE],
+            Route::Block(_) | Route::Override(_) => &[Method::DELETE],
             Route::Reload => &[Method::POST],
             Route::Knobs
             | Route::Clients
@@ -93,19 +105,26 @@ impl Route {
     }
 }
 
-/// Serves one admin request.
+/// Serves one admin request: the checks against other web pages (`guard.rs`), the token
+/// (except `/healthz` with `admin.public_healthz`), the route and method, then the endpoint.
 pub(crate) async fn handle(
     core: &dyn Control,
-    token: Option<&str>,
+    site: &Site,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Reply {
-    if let Some(Route::Page(asset)) = Route::of(req.uri().path()) {
-        if matches!(*req.method(), Method::GET | Method::HEAD) {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    if let Err(e) = site.check_headers(req.headers()) {
+        return refused(peer, &method, &path, e);
+    }
+    if let Some(Route::Page(asset)) = Route::of(&path) {
+        if matches!(method, Method::GET | Method::HEAD) {
             return page::reply(asset);
         }
     }
-    if !authorized(req.headers(), token) {
+    let public = site.public_healthz && path == "/healthz";
+    if !public && !authorized(req.headers(), site.token.as_deref()) {
         tracing::debug!(client = %peer, "admin request without the right token");
         let mut r = ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -116,11 +135,9 @@ pub(crate) async fn handle(
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     }
-    let path = req.uri().path().to_owned();
     let Some(route) = Route::of(&path) else {
         return ApiError::new(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")).reply();
     };
-    let method = req.method().clone();
     let allowed = route.allowed();
     let head_of_get = method == Method::HEAD && allowed.contains(&Method::GET);
     if !(allowed.contains(&method) || head_of_get) {
@@ -139,16 +156,29 @@ pub(crate) async fn handle(
         }
         return r;
     }
+    if let Err(e) = check_content_type(&method, req.headers()) {
+        return refused(peer, &method, &path, e);
+    }
     let result = api::call(core, route, req).await;
     match result {
         Ok(reply) => reply,
-        Err(e) => {
-            if method != Method::GET {
-                tracing::info!(client = %peer, %method, %path, error = %e.message, "admin request refused");
-            }
-            e.reply()
-        }
+        Err(e) if method == Method::GET || method == Method::HEAD => e.reply(),
+        Err(e) => refused(peer, &method, &path, e),
     }
+}
+
+/// Logs a refused request (the path and the error, which may quote the request, escaped) and
+/// answers it.
+fn refused(peer: SocketAddr, method: &Method, path: &str, e: ApiError) -> Reply {
+    tracing::info!(
+        client = %peer,
+        %method,
+        path = %escaped(path),
+        status = e.status.as_u16(),
+        error = %escaped(&e.message),
+        "admin request refused"
+    );
+    e.reply()
 }
 
 /// Decodes `%XX` escapes (e.g. `%2F` in a prefix); invalid escapes are kept as they are.

@@ -9,7 +9,8 @@
 //!   the pool they started with, which is dropped when the last of them ends;
 //! - `[timeouts]`, `[http]`, `[limits]` block action and memory costs: new connections take the
 //!   new values; open connections keep theirs;
-//! - the rest of `[limits]`: `Limiter::reconfigure` (thresholds, enables, guards, durations);
+//! - the rest of `[limits]`: `Limiter::reconfigure` (thresholds, enables, guards, durations),
+//!   with the runtime overrides (`overrides.rs`) laid over the new file's values;
 //!   `limits.mode`, `max_clients`, `max_blocks` and `ipv6_prefix` apply at start only;
 //! - listeners, by their config address: a new one is bound (and a bind failure refuses the
 //!   reload), a removed one stops accepting while its connections finish, a kept one stays
