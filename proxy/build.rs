@@ -1,36 +1,46 @@
-//! Records the version line of `zgate --version` in `ZGATE_VERSION`: the package version and
-//! the git commit it is built from (`0.1.0 (commit 1a2b3c4d5e6f)`; the version alone outside a
-//! git checkout, e.g. from a source tarball).
+//! Build script: the commit zgate is built from, for `zgate --version` (`ZGATE_VERSION`:
+//! `0.1.0 (commit 1a2b3c4d5e6f)`, the version alone outside a git checkout) and for
+//! `zgate_build_info` (`ZGATE_COMMIT`: `ZGATE_COMMIT` from the environment when set, else
+//! `git rev-parse --short=12 HEAD`, else `unknown`).
 
 use std::process::Command;
 
 fn main() {
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-    };
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=ZGATE_COMMIT");
+    let commit = std::env::var("ZGATE_COMMIT").ok().or_else(git_commit);
     let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
-    match git(&["rev-parse", "--short=12", "HEAD"]) {
-        Some(commit) => println!("cargo:rustc-env=ZGATE_VERSION={version} (commit {commit})"),
+    match &commit {
+        Some(c) => println!("cargo:rustc-env=ZGATE_VERSION={version} (commit {c})"),
         None => println!("cargo:rustc-env=ZGATE_VERSION={version}"),
     }
-    // A new commit or checkout changes HEAD (in a worktree, its own git dir) or the refs.
-    for dir in [
-        git(&["rev-parse", "--git-dir"]),
-        git(&["rev-parse", "--git-common-dir"]),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        println!("cargo:rerun-if-changed={dir}/HEAD");
-        println!("cargo:rerun-if-changed={dir}/refs/heads");
-        println!("cargo:rerun-if-changed={dir}/packed-refs");
+    println!(
+        "cargo:rustc-env=ZGATE_COMMIT={}",
+        commit.as_deref().unwrap_or("unknown")
+    );
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
     }
-    println!("cargo:rerun-if-changed=build.rs");
+    let s = String::from_utf8(out.stdout).ok()?;
+    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+fn git_commit() -> Option<String> {
+    // Rebuild when HEAD moves: HEAD itself and the ref it points at (in a worktree, its own
+    // git dir; the refs in the common one).
+    for path in ["HEAD", "logs/HEAD", "packed-refs"] {
+        if let Some(p) = git(&["rev-parse", "--git-path", path]) {
+            println!("cargo:rerun-if-changed={p}");
+        }
+    }
+    if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        if let Some(p) = git(&["rev-parse", "--git-path", &r]) {
+            println!("cargo:rerun-if-changed={p}");
+        }
+    }
+    git(&["rev-parse", "--short=12", "HEAD"])
 }

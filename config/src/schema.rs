@@ -188,9 +188,12 @@ pub struct Runtime {
 pub struct Log {
     /// `"error"`, `"warn"`, `"info"`, `"debug"` or `"trace"`. Default `"info"`.
     pub level: String,
-    /// One line per request (client, method, path, status, duration) at `info`. Default
-    /// `false`.
+    /// One line per request (client, method, target, status, duration to the last byte,
+    /// bytes, host, user agent, upstream) at `info`. Default `false`.
     pub access: bool,
+    /// `"text"` (human-readable, one line per event) or `"json"` (one JSON object per line).
+    /// Default `"text"`.
+    pub format: String,
 }
 
 impl Default for Log {
@@ -198,6 +201,7 @@ impl Default for Log {
         Self {
             level: "info".into(),
             access: false,
+            format: "text".into(),
         }
     }
 }
@@ -317,6 +321,12 @@ impl Config {
                     "unknown level {:?}: use error, warn, info, debug or trace",
                     raw.log.level
                 ),
+            ));
+        }
+        if !matches!(raw.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::key(
+                "log.format",
+                format!("unknown format {:?}: use text or json", raw.log.format),
             ));
         }
         raw.admin.validate()?;

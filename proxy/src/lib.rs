@@ -16,18 +16,21 @@
 //! - `state/`: reload planning, the state file, the Prometheus exporter;
 //! - `cli/`: arguments, `zgate ctl`, the demo backend, logging;
 //! - `limits.rs` (`[limits]` mapped onto the limiter's and the proxy's settings), `clock.rs`
-//!   (the limiter's clock), `stats.rs` (traffic counters) and `log_escape.rs` (untrusted text
-//!   escaped for log lines) are small shared leaves.
+//!   (the limiter's clock), `stats.rs` (traffic counters), `histogram.rs` (latency buckets),
+//!   `escape.rs` (client text made safe for a log line) and `log.rs` (the log subscriber, text
+//!   or JSON) are small shared leaves.
 
 pub mod account;
 pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod conn;
+pub mod escape;
+pub mod histogram;
 pub mod http;
 pub mod limits;
 pub mod listen;
-pub mod log_escape;
+pub mod log;
 pub mod server;
 pub mod state;
 pub mod stats;

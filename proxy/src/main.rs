@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use zgate_config::{Backend, Config, DEFAULT_CONFIG};
 use zgate_proxy::cli::{self, Command};
 use zgate_proxy::cli::{ctl, demo, logging};
+use zgate_proxy::state::checked::{CheckError, Checked};
 use zgate_proxy::Server;
 
 fn main() -> ExitCode {
@@ -24,13 +25,21 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Ctl(args) => ExitCode::from(ctl::main(&args)),
-        Command::CheckConfig(path) => match Config::load(&path) {
+        // The same check start runs (limits mapped, TLS files loaded, every range): what
+        // passes here starts, binding the listeners aside.
+        Command::CheckConfig(path) => match Checked::load(&path).and_then(|c| {
+            c.check_start().map_err(|e| CheckError {
+                file: Some(path.clone()),
+                ..e
+            })?;
+            Ok(c)
+        }) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} listener(s), {} backend(s))",
                     path.display(),
-                    c.listeners.len(),
-                    c.backends.len()
+                    c.config.listeners.len(),
+                    c.config.backends.len()
                 );
                 ExitCode::SUCCESS
             }
@@ -109,7 +118,7 @@ fn run(
     demo_backend: Option<std::net::SocketAddr>,
     path: Option<std::path::PathBuf>,
 ) -> ExitCode {
-    logging::init(&config.log.level);
+    zgate_proxy::log::init(&config.log);
     let Some(rt) = runtime(config.runtime.workers) else {
         return ExitCode::FAILURE;
     };

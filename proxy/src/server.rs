@@ -17,12 +17,10 @@ use crate::admin::{self, AdminHandle, Control};
 use crate::clock::Clock;
 use crate::conn::{ConnSettings, Phase};
 use crate::http::service::Services;
-use crate::http::Upstream;
-use crate::limits;
 use crate::listen::bind::BindError;
-use crate::listen::tls::TlsError;
-use crate::listen::{bind_listener, tls_acceptor, AcceptThread, Admission, ConnCount};
+use crate::listen::{bind_listener, AcceptThread, Admission, ConnCount};
 use crate::listen::{Listeners, NewListener, Stopped};
+use crate::state::checked::{CheckError, Checked};
 use crate::state::exporter::{Exporter, Scrape};
 use crate::state::overrides::Overrides;
 use crate::state::persist::{self, LoadError, Persist};
@@ -30,19 +28,14 @@ use crate::state::reload::Plan;
 pub use crate::state::reload::{ReloadError, ReloadReport};
 use crate::state::restore;
 use crate::stats::Stats;
-use crate::upstream::BackendsError;
 
 /// Why the server could not start. Its message names the config key at fault where there is one.
 #[derive(Debug)]
 pub enum StartError {
-    /// The backends cannot be used.
-    Backends(BackendsError),
-    /// `[limits]` does not map onto the limiter's settings.
-    Limits(crate::limits::LimitsError),
+    /// The config fails a check ([`Checked`]: values, `[limits]`, backends, TLS files).
+    Check(CheckError),
     /// The limiter refused its settings or the start mode.
     Limiter(zgate_limiter::Error),
-    /// A listener's TLS files do not load.
-    Tls(TlsError),
     /// A listener (or the admin API's) cannot be bound.
     Bind(BindError),
     /// The accept thread could not be started.
@@ -52,10 +45,8 @@ pub enum StartError {
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StartError::Backends(e) => e.fmt(f),
-            StartError::Limits(e) => e.fmt(f),
+            StartError::Check(e) => e.fmt(f),
             StartError::Limiter(e) => write!(f, "`limits`: {e}"),
-            StartError::Tls(e) => e.fmt(f),
             StartError::Bind(e) => e.fmt(f),
             StartError::AcceptThread(e) => write!(f, "cannot start the accept thread: {e}"),
         }
@@ -64,9 +55,9 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-impl From<TlsError> for StartError {
-    fn from(e: TlsError) -> Self {
-        StartError::Tls(e)
+impl From<CheckError> for StartError {
+    fn from(e: CheckError) -> Self {
+        StartError::Check(e)
     }
 }
 
@@ -136,11 +127,35 @@ impl Server {
         config: Config,
         path: Option<PathBuf>,
     ) -> Result<Server, StartError> {
-        let upstream = Upstream::new(&config).map_err(StartError::Backends)?;
-        let (limiter_config, proxy_limits) =
-            limits::from_config(&config.limits).map_err(StartError::Limits)?;
+        let checked = Checked::new(config).map_err(|e| CheckError {
+            file: path.clone(),
+            ..e
+        })?;
+        Self::start_checked(checked, path).await
+    }
+
+    /// Starts on a config already through [`Checked`] (what `zgate --config` does: the same
+    /// check as `zgate check-config`), remembering the file a reload re-reads.
+    pub async fn start_checked(
+        checked: Checked,
+        path: Option<PathBuf>,
+    ) -> Result<Server, StartError> {
+        let saved = load_state(checked.config.limits.state_file.as_deref());
+        let has_model = saved.as_ref().is_some_and(|s| s.model.is_some());
+        checked
+            .check_start_mode(has_model)
+            .map_err(|e| CheckError {
+                file: path.clone(),
+                ..e
+            })?;
+        let Checked {
+            config,
+            upstream,
+            limiter_config,
+            proxy_limits,
+            tls,
+        } = checked;
         let clock = Clock::new();
-        let saved = load_state(config.limits.state_file.as_deref());
         let overrides = restore::overrides(saved.as_ref());
         let effective = overrides.apply(&limiter_config);
         let limiter = start_limiter(&config, &effective, saved.as_ref(), clock)?;
@@ -161,7 +176,8 @@ impl Server {
             limiter: limiter.clone(),
             clock,
             limits: ArcSwap::from_pointee(proxy_limits),
-            stats: Stats::default(),
+            would_block_log: Arc::default(),
+            stats: Arc::new(Stats::default()),
         });
         let (phase, _) = watch::channel(Phase::Running);
         let (accept_thread, accept_rt) = AcceptThread::start().map_err(StartError::AcceptThread)?;
@@ -187,8 +203,7 @@ impl Server {
             persist,
             exporter: Exporter::new(),
         });
-        for (i, l) in config.listeners.iter().enumerate() {
-            let tls = tls_acceptor(l, i)?;
+        for ((i, l), tls) in config.listeners.iter().enumerate().zip(tls) {
             let (listener, local) = bind_listener(l.addr, &format!("listener[{i}].addr"))?;
             let new = NewListener {
                 config_addr: l.addr,
@@ -308,9 +323,9 @@ impl Core {
         let Some(path) = &self.config_path else {
             return Err(ReloadError::NoConfigFile);
         };
-        let config = Config::load(path).map_err(ReloadError::Config)?;
+        let checked = Checked::load(path).map_err(ReloadError::Check)?;
         let bound = self.listeners.config_addrs();
-        let plan = Plan::prepare(&config, &self.config.load(), &bound)?;
+        let (config, plan) = Plan::prepare(checked, &self.config.load(), &bound)?;
         self.apply(config, plan)
     }
 
@@ -318,7 +333,7 @@ impl Core {
     /// changes.
     fn apply(&self, config: Config, plan: Plan) -> Result<ReloadReport, ReloadError> {
         let Plan {
-            upstream,
+            mut upstream,
             limiter_config,
             proxy_limits,
             tls,
@@ -331,6 +346,7 @@ impl Core {
             .limiter
             .reconfigure(&effective)
             .map_err(ReloadError::Limiter)?;
+        upstream.carry_stats_from(&services.upstream.load());
         services.upstream.store(Arc::new(upstream));
         services.limits.store(Arc::new(proxy_limits));
         services
@@ -422,9 +438,11 @@ impl Control for Core {
 
     fn metrics(&self) -> String {
         let services = self.services();
+        let upstream = services.upstream.load();
         self.exporter.render(&Scrape {
             stats: &services.stats,
             open_connections: self.admission.conns.open(),
+            upstream: &upstream,
             limiter: &services.limiter,
             now: services.clock.now(),
         })

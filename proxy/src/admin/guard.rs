@@ -22,7 +22,7 @@ use http::header::{CONTENT_TYPE, HOST, ORIGIN};
 use http::{HeaderMap, Method, StatusCode};
 
 use super::json::ApiError;
-use crate::log_escape::escaped;
+use crate::escape::escaped;
 
 /// The admin listener as the checks see it.
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use super::guard::{check_content_type, Site};
 use super::json::{ApiError, Reply};
 use super::page::{self, Asset};
 use super::Control;
-use crate::log_escape::escaped;
+use crate::escape::escaped;
 
 /// One admin endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]

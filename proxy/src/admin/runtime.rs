@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::json::{self as j, ApiError, Reply};
 use super::Control;
-use crate::log_escape::escaped;
+use crate::escape::escaped;
 use crate::state::overrides::{Knob, OverrideError, Overrides};
 
 /// `{"KEY": {"value": "...", "file": "..."}}` for every overridden key: the value in force and

@@ -13,7 +13,7 @@ use zgate_limiter::{IpPrefix, Limiter, Nanos};
 
 use super::overrides::{Overrides, MAX_BLOCK_DURATION};
 use super::persist::{Runtime, SavedBlock, SavedState};
-use crate::log_escape::escaped;
+use crate::escape::escaped;
 
 /// The overrides of `saved`, bad entries warned about and left out.
 pub fn overrides(saved: Option<&SavedState>) -> Overrides {
