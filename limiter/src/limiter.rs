@@ -13,6 +13,7 @@ use crate::connection::Connection;
 use crate::counters::CountersSnapshot;
 use crate::error::Error;
 use crate::key::{ClientKey, IpPrefix};
+use crate::live::{self, LiveParams, LiveView};
 use crate::mode::{Mode, ModeError};
 use crate::shared::{enabled_mask, pack, Shared, MAX_EPOCH};
 use crate::snapshot::{ClientSnapshot, Status};
@@ -298,14 +299,15 @@ impl Limiter {
     }
 
     /// The `n` clients with the highest current value of `m`, highest first. Walks the table
-    /// (O(clients)): for the admin API, not the hot path.
+    /// (O(clients)) a chunk at a time, never holding a lock of the table for long: for the
+    /// admin API, not the hot path.
     pub fn top(&self, m: Metric, n: usize, now: Nanos) -> Vec<ClientSnapshot> {
         let s = &self.shared;
         if n == 0 {
             return Vec::new();
         }
         let mut best: Vec<(u64, ClientKey)> = Vec::with_capacity(n + 1);
-        s.table.for_each(|key, c| {
+        s.table.walk(|key, c| {
             let v = c.cur(m);
             if best.len() == n && best.last().is_some_and(|(min, _)| v <= *min) {
                 return;
@@ -321,6 +323,21 @@ impl Limiter {
                 Some(s.snapshot(key, &c, now.0, model.as_deref()))
             })
             .collect()
+    }
+
+    /// The clients now: per metric, the histogram of every tracked client's current value and
+    /// the `top` highest clients with their z. One walk of the table, a chunk at a time (see
+    /// [`Limiter::top`]): for the admin API's status page, not the hot path.
+    pub fn live(&self, top: usize, now: Nanos) -> LiveView {
+        let s = &self.shared;
+        let model = s.model.load_full();
+        let params = LiveParams {
+            model: model.as_deref(),
+            cpu_half_life_ns: s.cpu_half_life_ns.load(Ordering::Relaxed),
+            now: now.0,
+            top,
+        };
+        live::collect(&s.table, &params)
     }
 
     /// Mode, epoch, training time left, model epoch, table and block list sizes.

@@ -19,6 +19,7 @@ use zgate_config::Config;
 pub use zgate_proxy::cli::demo;
 use zgate_proxy::Server;
 
+pub mod browser;
 pub mod lab;
 
 pub use zgate_proxy::cli::demo::pattern_byte;
