@@ -49,6 +49,11 @@
 //!   evicted (idle first); if none can be, the new client is refused with
 //!   [`Guard::TableFull`]. Memory per client is 232 to 254 bytes including the map and the
 //!   eviction queue (`cargo bench -p zgate-limiter --bench memory`).
+//! - **Client identity.** A request may belong to another client than its connection (behind
+//!   a trusted proxy): [`Limiter::forwarded`] gives a [`ClientHandle`] on that client, which a
+//!   [`Request`] and its memory, chunks and CPU are charged to; the connection-level metrics
+//!   stay with the connection's owner. Exempt prefixes ([`Limiter::set_exempt`]) are measured,
+//!   never blocked, never sampled.
 //! - **Epochs.** Live counters are never reset by an epoch; the RAII handles give back exactly
 //!   what they added, so nothing underflows across epochs. Per-epoch maxima reset lazily.
 
@@ -62,6 +67,7 @@ mod connection;
 mod counters;
 mod error;
 mod guards;
+mod handle;
 mod key;
 mod limiter;
 mod live;
@@ -74,12 +80,13 @@ mod table;
 mod time;
 mod verdict;
 
-pub use blocklist::{BlockEntry, BlockListFull};
+pub use blocklist::{BlockEntry, BlockError, BlockListFull};
 pub use config::{GuardLimits, LimiterConfig, LimiterConfigError};
-pub use connection::{AsConnection, Connection, Request};
+pub use connection::{AsClient, AsConnection, Connection, Request};
 pub use counters::CountersSnapshot;
 pub use error::Error;
 pub use guards::H2Frame;
+pub use handle::ClientHandle;
 pub use key::{ClientKey, IpPrefix};
 pub use limiter::Limiter;
 pub use live::{LiveClient, LiveMetric, LiveView};

@@ -27,6 +27,8 @@ pub struct ClientSnapshot {
     pub last_seen: Nanos,
     /// Blocked until this time, if blocked now.
     pub blocked_until: Option<Nanos>,
+    /// Whether the client's address is exempt (measured, never blocked, never sampled).
+    pub exempt: bool,
 }
 
 /// The limiter's state at a glance.

@@ -82,8 +82,32 @@ impl Table {
         now: u64,
         idle_ns: u64,
     ) -> Result<(Arc<ClientState>, u64, Option<Removed>), Full> {
+        self.find_or_insert(key, now, idle_ns, 1)
+    }
+
+    /// Finds or inserts the client `key` without counting a connection (a forwarded client's
+    /// request); returns the client and a client evicted to make room. The returned `Arc`
+    /// keeps it from being evicted while held.
+    pub(crate) fn attach(
+        &self,
+        key: ClientKey,
+        now: u64,
+        idle_ns: u64,
+    ) -> Result<(Arc<ClientState>, Option<Removed>), Full> {
+        self.find_or_insert(key, now, idle_ns, 0)
+            .map(|(client, _, evicted)| (client, evicted))
+    }
+
+    /// Finds or inserts `key`, adds `conns` to its connection count under the shard's lock.
+    fn find_or_insert(
+        &self,
+        key: ClientKey,
+        now: u64,
+        idle_ns: u64,
+        conns: u64,
+    ) -> Result<(Arc<ClientState>, u64, Option<Removed>), Full> {
         if let Some(r) = self.map.get(&key) {
-            let n = r.add(Metric::Connections, 1);
+            let n = r.add(Metric::Connections, conns);
             r.touch(now);
             return Ok((Arc::clone(r.value()), n, None));
         }
@@ -92,19 +116,19 @@ impl Table {
             Entry::Occupied(o) => {
                 // Another worker inserted it meanwhile: give the slot back.
                 self.len.fetch_sub(1, Ordering::Relaxed);
-                let n = o.get().add(Metric::Connections, 1);
+                let n = o.get().add(Metric::Connections, conns);
                 o.get().touch(now);
                 return Ok((Arc::clone(o.get()), n, evicted));
             }
             Entry::Vacant(v) => {
                 let client = Arc::new(ClientState::new(now));
-                client.add(Metric::Connections, 1);
+                client.add(Metric::Connections, conns);
                 v.insert(Arc::clone(&client));
                 client
             }
         };
         self.lock_queue().push_back(key);
-        Ok((client, 1, evicted))
+        Ok((client, conns, evicted))
     }
 
     /// Reserves a slot, evicting one client if the table is at its bound. The evicted client's
@@ -136,15 +160,22 @@ impl Table {
             let Some(client) = self.get(&key) else {
                 continue;
             };
-            if client.is_idle(now, idle_ns) {
+            let (idle, evictable, last_seen) = (
+                client.is_idle(now, idle_ns),
+                client.is_evictable(now),
+                client.last_seen(),
+            );
+            // `take_if` only removes a client nobody else holds.
+            drop(client);
+            if idle {
                 if let Some(removed) = self.take_if(&key, |c| c.is_idle(now, idle_ns)) {
                     out = Some(removed);
                     break;
                 }
             }
-            let seen = if client.is_evictable(now) {
+            let seen = if evictable {
                 candidate = true;
-                client.last_seen()
+                last_seen
             } else {
                 u64::MAX
             };
@@ -195,10 +226,11 @@ impl Table {
         Some(client)
     }
 
-    /// Removes `key` if `f` holds for it, under the shard's write lock, keeping its slot.
+    /// Removes `key` if `f` holds for it and nobody but the table holds it (no connection, no
+    /// forwarded client's handle), under the shard's write lock, keeping its slot.
     fn take_if(&self, key: &ClientKey, f: impl Fn(&ClientState) -> bool) -> Option<Removed> {
         self.map
-            .remove_if(key, |_, c| f(c))
+            .remove_if(key, |_, c| Arc::strong_count(c) == 1 && f(c))
             .map(|(_, client)| client)
     }
 
@@ -252,9 +284,12 @@ mod tests {
         ClientKey::new(IpAddr::V4(Ipv4Addr::from(i)), 64)
     }
 
-    fn close(c: &ClientState, now: u64) {
+    /// Closes the client's connection and lets go of it (a held client is never evicted);
+    /// returns its address, to compare with what is evicted.
+    fn close(c: Arc<ClientState>, now: u64) -> *const ClientState {
         c.sub(Metric::Connections, 1);
         c.touch(now);
+        Arc::as_ptr(&c)
     }
 
     #[test]
@@ -274,17 +309,17 @@ mod tests {
         let (busy, _, _) = t.open(key(1), 0, 100).unwrap();
         let (recent, _, _) = t.open(key(2), 0, 100).unwrap();
         let (idle, _, _) = t.open(key(3), 0, 100).unwrap();
-        close(&idle, 10);
-        close(&recent, 150);
+        let idle = close(idle, 10);
+        let recent = close(recent, 150);
         // At 200: key 3 idle (seen at 10), key 2 closed but recent, key 1 busy.
         let (_, _, ev) = t.open(key(4), 200, 100).unwrap();
-        assert!(Arc::ptr_eq(&ev.unwrap(), &idle));
+        assert_eq!(Arc::as_ptr(&ev.unwrap()), idle);
         assert!(t.get(&key(3)).is_none());
         assert_eq!(t.len(), 3);
         // No idle client left: the least recently seen evictable one goes (key 2), never the
         // busy keys 1 and 4.
         let (_, _, ev) = t.open(key(5), 201, 100).unwrap();
-        assert!(Arc::ptr_eq(&ev.unwrap(), &recent));
+        assert_eq!(Arc::as_ptr(&ev.unwrap()), recent);
         assert!(t.get(&key(1)).is_some() && t.get(&key(4)).is_some());
         assert_eq!(t.len(), 3);
         // Everyone has an open connection now: a new client is refused.
@@ -298,8 +333,8 @@ mod tests {
         let t = Table::new(2);
         t.open(key(1), 0, 1).unwrap();
         let (b, _, _) = t.open(key(2), 0, 1).unwrap();
-        close(&b, 0);
         b.block(1_000);
+        close(b, 0);
         assert!(t.open(key(3), 500, 1).is_err());
         assert_eq!(t.len(), 2);
         // Once the block expired, client 2 is idle and evictable.
@@ -312,9 +347,9 @@ mod tests {
         let t = Table::new(40);
         let busy: Vec<_> = (0..39).map(|i| t.open(key(i), 0, 100).unwrap().0).collect();
         let (last, _, _) = t.open(key(39), 0, 100).unwrap();
-        close(&last, 1);
+        let last = close(last, 1);
         let (_, _, ev) = t.open(key(40), 2, 100).unwrap();
-        assert!(Arc::ptr_eq(&ev.unwrap(), &last));
+        assert_eq!(Arc::as_ptr(&ev.unwrap()), last);
         drop(busy);
     }
 
@@ -352,15 +387,31 @@ mod tests {
     }
 
     #[test]
+    fn an_attached_client_is_never_evicted_or_expired_while_held() {
+        let t = Table::new(2);
+        let (held, _) = t.attach(key(1), 0, 100).unwrap();
+        assert_eq!(held.cur(Metric::Connections), 0);
+        let (other, _) = t.attach(key(2), 0, 100).unwrap();
+        drop(other);
+        // Both are idle by their counters; only the one nobody holds goes.
+        let (_, _, ev) = t.open(key(3), 500, 100).unwrap();
+        assert!(ev.is_some());
+        assert!(t.get(&key(1)).is_some() && t.get(&key(2)).is_none());
+        assert!(t.expire(1_000, 100, 16).is_empty());
+        drop(held);
+        assert_eq!(t.expire(1_000, 100, 16).len(), 1);
+    }
+
+    #[test]
     fn expire_removes_only_idle_clients() {
         let t = Table::new(10);
         let (a, _, _) = t.open(key(1), 0, 100).unwrap();
         let (b, _, _) = t.open(key(2), 0, 100).unwrap();
-        close(&a, 0);
-        close(&b, 90);
+        let a = close(a, 0);
+        close(b, 90);
         let gone = t.expire(120, 100, 16);
         assert_eq!(gone.len(), 1);
-        assert!(Arc::ptr_eq(&gone[0], &a));
+        assert_eq!(Arc::as_ptr(&gone[0]), a);
         assert_eq!(t.len(), 1);
         assert_eq!(t.expire(190, 100, 16).len(), 1);
         assert_eq!(t.len(), 0);
