@@ -2,6 +2,7 @@
 //!
 //! - `service.rs`: serving one request: rewrite, send upstream, map the outcome to a response
 //!   (blocked, 502, 504, 408);
+//! - `forwarded.rs`: the client a trusted proxy's forwarding header names (sans-IO);
 //! - `headers.rs`: hop-by-hop headers removed, forwarding headers (`X-Forwarded-*`, `Via`)
 //!   added;
 //! - `finish.rs`: a request's end (its response's last byte, or its drop): the duration
@@ -14,6 +15,7 @@
 
 pub mod body;
 pub mod finish;
+pub mod forwarded;
 pub mod headers;
 pub mod host;
 pub mod service;

@@ -6,6 +6,8 @@
 //!   connection before any byte of it is read, so a blocked client costs no TLS handshake);
 //! - `listeners.rs`: the set of bound listeners, kept across reloads by config address;
 //! - `tls.rs`: PEM files to a rustls server config, and a listener's acceptor;
+//! - `proxy_header.rs`: the PROXY protocol header (v1, v2) an L4 balancer sends first: who
+//!   the client is (sans-IO, incremental, bounded);
 //! - `syndrop.rs` (Linux): a BPF filter that drops the SYNs of a blocked client that keeps
 //!   reconnecting.
 //!
@@ -14,6 +16,7 @@
 mod accept;
 pub mod bind;
 mod listeners;
+pub mod proxy_header;
 #[cfg(target_os = "linux")]
 pub mod syndrop;
 pub mod tls;
