@@ -22,6 +22,7 @@ use zgate_training::{Fragments, Metric};
 
 use crate::client::ClientState;
 use crate::guards::LiveGuardLimits;
+use crate::identified::Identified;
 use crate::key::ClientKey;
 use crate::mode::Mode;
 use crate::shared::{Shared, State};
@@ -66,6 +67,13 @@ impl ClientHandle {
     /// a training sample.
     pub fn is_exempt(&self) -> bool {
         self.exempt
+    }
+
+    /// Records how the client was identified, for the admin API (the latest wins). Cheap when
+    /// unchanged.
+    #[inline]
+    pub fn identified_by(&self, how: Identified) {
+        self.client.identified_by(how);
     }
 
     /// Whether the client is blocked at `now` (never, for an exempt handle).

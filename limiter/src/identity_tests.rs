@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::*;
 use crate::connection::{Connection, Request};
 use crate::guards::H2Frame;
+use crate::identified::Identified;
 use crate::verdict::Reason;
 use zgate_training::Fragments;
 
@@ -72,6 +73,8 @@ fn a_forwarded_request_is_charged_to_its_client_and_the_connection_to_its_owner(
     let cdn = open(&l, 1, t(1));
     let h = forwarded(&l, 2, t(2));
     assert_eq!(h.client(), ClientKey::new(ip(2), 64));
+    h.identified_by(Identified::Header);
+    cdn.owner().identified_by(Identified::ProxyProtocol);
     let (r, v) = Request::start(h, false, t(2));
     assert!(v.is_allow());
     assert!(r.nonidempotent());
@@ -92,6 +95,14 @@ fn a_forwarded_request_is_charged_to_its_client_and_the_connection_to_its_owner(
     assert!(current(&l, 2, Metric::Fragmentation) > 0);
     assert_eq!(current(&l, 1, Metric::Fragmentation), 0);
     assert!(l.client(ip(2), t(2)).unwrap().max[Metric::Requests.index()] == 1);
+    assert_eq!(
+        l.client(ip(2), t(2)).unwrap().identified,
+        Identified::Header
+    );
+    assert_eq!(
+        l.client(ip(1), t(2)).unwrap().identified,
+        Identified::ProxyProtocol
+    );
 
     // The request ends, then its handle goes: nothing stays counted.
     drop(r);

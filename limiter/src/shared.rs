@@ -361,6 +361,7 @@ impl Shared {
             last_seen: Nanos(c.last_seen()),
             blocked_until: c.is_blocked(now).then(|| Nanos(c.blocked_until())),
             exempt: self.is_exempt(key.addr()),
+            identified: c.identified(),
         }
     }
 
