@@ -395,6 +395,8 @@ fn client_json(core: &dyn Control, c: &ClientSnapshot) -> Value {
         "z": per_metric(&z),
         "last_seen_secs_ago": secs(Duration::from_nanos(now.0.saturating_sub(c.last_seen.0))),
         "blocked_for_secs": c.blocked_until.map(|u| secs(Duration::from_nanos(u.0.saturating_sub(now.0)))),
+        "identified": c.identified.name(),
+        "exempt": c.exempt,
     })
 }
 

@@ -2,7 +2,9 @@
 //!
 //! - `service.rs`: serving one request: rewrite, send upstream, map the outcome to a response
 //!   (blocked, 502, 504, 408);
-//! - `forwarded.rs`: the client a trusted proxy's forwarding header names (sans-IO);
+//! - `identity.rs`: who a request's client is, from `[client_ip]`: the connection's, or the
+//!   one a trusted proxy's forwarding header names;
+//! - `forwarded.rs`: the client a forwarding header names (sans-IO);
 //! - `headers.rs`: hop-by-hop headers removed, forwarding headers (`X-Forwarded-*`, `Via`)
 //!   added;
 //! - `finish.rs`: a request's end (its response's last byte, or its drop): the duration
@@ -18,6 +20,7 @@ pub mod finish;
 pub mod forwarded;
 pub mod headers;
 pub mod host;
+pub mod identity;
 pub mod service;
 
 /// The backend pool as the proxy uses it: sending [`body::ProxyBody`] requests.
