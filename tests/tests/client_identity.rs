@@ -570,3 +570,73 @@ async fn an_exempt_client_that_floods_is_never_blocked_and_others_still_are() {
     let out = lab.rounds(1).await;
     lab.assert_legit(&out, "after the floods");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ip_and_exempt_apply_on_reload() {
+    let b = backend().await;
+    let dir = TempDir::new("ident-reload");
+    let path = dir.path().join("zgate.toml");
+    let base = config_text(
+        &[b.addr()],
+        "[admin]\naddr = \"127.0.0.1:0\"\n[limits]\nmode = \"training\"\n",
+    );
+    std::fs::write(&path, &base).unwrap();
+    let s = zgate_proxy::Server::start_with_path(config(&base, dir.path()), Some(path.clone()))
+        .await
+        .unwrap();
+    // Listeners are known by their config address (port 0 too): the reload keeps it bound.
+    let to = addr(&s);
+    let send = |xff: &'static str| async move {
+        let mut c = Client::connect(to, Proto::Http1).await;
+        let req = http::Request::builder()
+            .uri(format!("http://{to}/headers"))
+            .header("host", "x")
+            .header("x-forwarded-for", xff)
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        String::from_utf8_lossy(&c.send(req).await.body).into_owned()
+    };
+    let seen = send("203.0.113.9").await;
+    assert!(seen.contains("x-forwarded-for: 127.0.0.1\n"), "{seen}");
+    let admin = s.admin_addr().unwrap();
+    let r = admin_request(
+        admin,
+        "POST",
+        "/api/v1/blocks",
+        None,
+        Some(r#"{"ip": "198.51.100.0/24", "duration": "1m"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(s.limiter().is_blocked(addr_ip("198.51.100.5"), s.clock().now()));
+
+    std::fs::write(
+        &path,
+        format!(
+            "{base}exempt = [\"198.51.100.0/24\"]\n[client_ip]\ntrusted_proxies = [\"127.0.0.1\"]\nheader = \"x-forwarded-for\"\n"
+        ),
+    )
+    .unwrap();
+    s.reload().expect("the reload applies");
+    // The same client now counts as a trusted proxy: its header names the client (an IPv6
+    // one, aggregated to its /64 like any other).
+    let seen = send("2001:db8:7:7::1").await;
+    assert!(seen.contains("x-forwarded-for: 2001:db8:7:7::1, 127.0.0.1\n"), "{seen}");
+    let now = s.clock().now();
+    let c = s.limiter().client(addr_ip("2001:db8:7:7::ffff"), now).expect("tracked");
+    assert_eq!(c.identified, Identified::Header);
+    assert_eq!(c.prefix.to_string(), "2001:db8:7:7::/64");
+    // Exempt now: the block in place no longer applies, and a new one is refused.
+    assert!(!s.limiter().is_blocked(addr_ip("198.51.100.5"), now));
+    assert!(s.limiter().is_exempt(addr_ip("127.0.0.1")), "a trusted proxy is exempt");
+    let r = admin_request(
+        admin,
+        "POST",
+        "/api/v1/blocks",
+        None,
+        Some(r#"{"ip": "198.51.100.7"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.error().contains("exempt"), "{}", r.body);
+}
