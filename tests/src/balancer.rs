@@ -118,22 +118,26 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, to: SocketAddr, version:
     }
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.split();
+    // Client to zgate; true once the client finished sending (zgate is told), false if the
+    // client's connection failed.
     let up = async {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             match cr.read(&mut buf).await {
-                Ok(0) | Err(_) => {
+                Ok(0) => {
                     let _ = sw.shutdown().await;
-                    return;
+                    return true;
                 }
+                Err(_) => return false,
                 Ok(n) => {
                     if sw.write_all(&buf[..n]).await.is_err() {
-                        return;
+                        return false;
                     }
                 }
             }
         }
     };
+    // zgate to client; true if zgate reset the connection.
     let down = async {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -142,7 +146,6 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, to: SocketAddr, version:
                     let _ = cw.shutdown().await;
                     return false;
                 }
-                // zgate reset the connection: so does the balancer.
                 Err(_) => return true,
                 Ok(n) => {
                     if cw.write_all(&buf[..n]).await.is_err() {
@@ -152,7 +155,16 @@ async fn relay(mut client: TcpStream, peer: SocketAddr, to: SocketAddr, version:
             }
         }
     };
-    let (_, reset) = tokio::join!(up, down);
+    // zgate closing or resetting ends the relay at once, whatever the client is doing (an
+    // attacker holding its connection open must see it cut); the client finishing its side
+    // leaves zgate's answer to come.
+    let reset = {
+        tokio::pin!(up, down);
+        tokio::select! {
+            reset = &mut down => reset,
+            sent = &mut up => sent && down.await,
+        }
+    };
     if reset {
         reset_on_close(&client);
     }
