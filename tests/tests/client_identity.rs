@@ -608,7 +608,9 @@ async fn client_ip_and_exempt_apply_on_reload() {
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.body);
-    assert!(s.limiter().is_blocked(addr_ip("198.51.100.5"), s.clock().now()));
+    assert!(s
+        .limiter()
+        .is_blocked(addr_ip("198.51.100.5"), s.clock().now()));
 
     std::fs::write(
         &path,
@@ -621,14 +623,23 @@ async fn client_ip_and_exempt_apply_on_reload() {
     // The same client now counts as a trusted proxy: its header names the client (an IPv6
     // one, aggregated to its /64 like any other).
     let seen = send("2001:db8:7:7::1").await;
-    assert!(seen.contains("x-forwarded-for: 2001:db8:7:7::1, 127.0.0.1\n"), "{seen}");
+    assert!(
+        seen.contains("x-forwarded-for: 2001:db8:7:7::1, 127.0.0.1\n"),
+        "{seen}"
+    );
     let now = s.clock().now();
-    let c = s.limiter().client(addr_ip("2001:db8:7:7::ffff"), now).expect("tracked");
+    let c = s
+        .limiter()
+        .client(addr_ip("2001:db8:7:7::ffff"), now)
+        .expect("tracked");
     assert_eq!(c.identified, Identified::Header);
     assert_eq!(c.prefix.to_string(), "2001:db8:7:7::/64");
     // Exempt now: the block in place no longer applies, and a new one is refused.
     assert!(!s.limiter().is_blocked(addr_ip("198.51.100.5"), now));
-    assert!(s.limiter().is_exempt(addr_ip("127.0.0.1")), "a trusted proxy is exempt");
+    assert!(
+        s.limiter().is_exempt(addr_ip("127.0.0.1")),
+        "a trusted proxy is exempt"
+    );
     let r = admin_request(
         admin,
         "POST",
@@ -639,4 +650,42 @@ async fn client_ip_and_exempt_apply_on_reload() {
     .await;
     assert_eq!(r.status, 409, "{}", r.body);
     assert!(r.error().contains("exempt"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_forwarded_client_gets_block_status_and_http1_keep_alive_goes_on() {
+    let (s, _b) = header_server(
+        "trusted_proxies = [\"127.0.0.2\"]\nheader = \"x-real-ip\"",
+        "[limits]\nblock_action = \"reply\"\nblock_status = 429\n",
+    )
+    .await;
+    let to = addr(&s);
+    let now = s.clock().now();
+    s.limiter()
+        .block(
+            IpPrefix::host(addr_ip("203.0.113.50")),
+            Duration::from_secs(600),
+            now,
+        )
+        .unwrap();
+    let stream = connect_from(addr_ip("127.0.0.2"), to).await.unwrap();
+    let mut c = Client::from_stream(stream, false).await;
+    let req = |who: &str| {
+        http::Request::builder()
+            .uri(format!("http://{to}/"))
+            .header("host", "x")
+            .header("x-real-ip", who)
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap()
+    };
+    for _ in 0..3 {
+        let r = c.send(req("203.0.113.50")).await;
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.header("connection"), None, "the shared connection stays");
+        let r = c.send(req("203.0.113.51")).await;
+        assert_eq!(r.status(), 200);
+    }
+    assert!(!s
+        .limiter()
+        .is_blocked(addr_ip("127.0.0.2"), s.clock().now()));
 }
