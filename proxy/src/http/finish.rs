@@ -13,7 +13,7 @@
 //! and `blocked` (the block's reason, e.g. `metric:cpu`, `-` when none). Text the client sent
 //! (target, host, user agent) is escaped ([`crate::escape::Escaped`]).
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +52,8 @@ pub struct Access {
     pub upstream: Option<(String, Duration)>,
     /// Request body bytes forwarded, counted by the request body.
     pub bytes_in: Arc<AtomicU64>,
+    /// The request's client when a trusted proxy named one; `None`: the connection's.
+    pub forwarded_client: Option<IpAddr>,
 }
 
 impl Finish {
@@ -82,12 +84,13 @@ impl Drop for Finish {
         let duration = self.started.elapsed();
         self.conn.shared.stats.request_duration(duration);
         if let Some(a) = self.access.take() {
-            log_access(self.conn.peer, &self.conn, &a, duration, self.bytes_out);
+            let client = a.forwarded_client.unwrap_or(self.conn.peer.ip());
+            log_access(client, &self.conn, &a, duration, self.bytes_out);
         }
     }
 }
 
-fn log_access(client: SocketAddr, conn: &ConnInfo, a: &Access, took: Duration, bytes_out: u64) {
+fn log_access(client: IpAddr, conn: &ConnInfo, a: &Access, took: Duration, bytes_out: u64) {
     let text = |v: &Option<HeaderValue>| v.as_ref().map_or(&b"-"[..], |v| v.as_bytes()).to_vec();
     let (host, user_agent) = (text(&a.host), text(&a.user_agent));
     let (upstream, upstream_ms) = match &a.upstream {

@@ -93,6 +93,9 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
     } else {
         None
     };
+    if let Some(a) = access.as_deref_mut() {
+        a.forwarded_client = forwarded_client;
+    }
     let (mut in_flight, refused) = match forwarded_client {
         None => (meter.request_started(idempotent), false),
         Some(ip) => match meter.forwarded_request_started(&shared.limiter, ip, idempotent) {
@@ -170,6 +173,7 @@ fn access_fields(req: &Request<Incoming>) -> Box<Access> {
         status: 0,
         upstream: None,
         bytes_in: Arc::default(),
+        forwarded_client: None,
     })
 }
 
