@@ -8,12 +8,14 @@
 mod admin;
 mod duration;
 mod error;
+mod fleet;
 mod limits;
 mod schema;
 
 pub use admin::{Admin, DEFAULT_ADMIN_ADDR, MIN_TOKEN_LEN};
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
+pub use fleet::{Fleet, RedisUrl};
 pub use limits::{Guards, Limits, PerMetric};
 pub use schema::{
     Backend, Config, Http, Listener, Log, Runtime, Timeouts, TlsFiles, Upstream, DEFAULT_CONFIG,

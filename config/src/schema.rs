@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::admin::Admin;
 use crate::duration::serde_human;
 use crate::error::ConfigError;
+use crate::fleet::{Fleet, RawFleet};
 use crate::limits::Limits;
 
 /// The config the demo runs on (`zgate demo`): a proxy on `127.0.0.1:8080` in front of the
@@ -37,6 +38,8 @@ pub struct Config {
     pub limits: Limits,
     /// `[admin]`: the admin HTTP API.
     pub admin: Admin,
+    /// `[fleet]`: instances sharing blocks and the model through Redis; `None`: alone.
+    pub fleet: Option<Fleet>,
 }
 
 /// One `[[listener]]`.
@@ -224,6 +227,7 @@ struct RawConfig {
     limits: Limits,
     #[serde(default)]
     admin: Admin,
+    fleet: Option<RawFleet>,
 }
 
 impl Config {
@@ -320,6 +324,7 @@ impl Config {
             ));
         }
         raw.admin.validate()?;
+        let fleet = raw.fleet.map(Fleet::from_raw).transpose()?;
         let mut limits = raw.limits;
         if let Some(state) = &mut limits.state_file {
             if state.as_os_str().is_empty() {
@@ -337,6 +342,7 @@ impl Config {
             log: raw.log,
             limits,
             admin: raw.admin,
+            fleet,
         })
     }
 }

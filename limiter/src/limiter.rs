@@ -19,6 +19,7 @@ use crate::key::{ClientKey, IpPrefix};
 use crate::mode::{Mode, ModeError};
 use crate::sampler;
 use crate::snapshot::{ClientSnapshot, Status};
+use crate::sync::{Change, Sink};
 use crate::table::{Removed, Table};
 use crate::time::{duration_ns, Nanos};
 use crate::verdict::{Guard, Reason, Verdict};
@@ -40,7 +41,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// [`Limiter::tick`] about once a second.
 #[derive(Clone)]
 pub struct Limiter {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Limiter {
@@ -80,6 +81,7 @@ impl Limiter {
                     min_clients: config.min_clients,
                 },
             }),
+            sink: ArcSwapOption::empty(),
         });
         let limiter = Limiter { shared };
         if let Some(model) = model {
@@ -167,7 +169,10 @@ impl Limiter {
     /// - `Disabled`: stops training (its samples are dropped) and scoring; keeps the model.
     pub fn set_mode(&self, mode: Mode, now: Nanos) -> Result<(), ModeError> {
         let ctl = self.shared.lock_control();
-        self.shared.switch(&ctl, mode, now.0)
+        let before = self.shared.training.load_full();
+        self.shared.switch(&ctl, mode, now.0)?;
+        self.shared.emit_mode(before);
+        Ok(())
     }
 
     /// The current mode.
@@ -294,6 +299,7 @@ impl Limiter {
         };
         s.blocks.insert(entry, now)?;
         s.for_clients_in(prefix, |c| c.block(until.0));
+        s.emit(Change::Blocked { entry, now });
         Ok(())
     }
 
@@ -304,6 +310,7 @@ impl Limiter {
         let found = s.blocks.remove(prefix).is_some();
         if found {
             s.for_clients_in(prefix, |c| c.unblock());
+            s.emit(Change::Unblocked { prefix });
         }
         found
     }
@@ -402,7 +409,7 @@ pub(crate) struct Shared {
     /// When training ends by itself, ns; `u64::MAX` = only on command.
     training_deadline: AtomicU64,
     /// The running epoch's training set (training mode only).
-    training: ArcSwapOption<TrainingSet>,
+    pub(crate) training: ArcSwapOption<TrainingSet>,
     model: ArcSwapOption<Model>,
     /// f64 bits per metric.
     thresholds: [AtomicU64; Metric::COUNT],
@@ -423,9 +430,11 @@ pub(crate) struct Shared {
     shards: usize,
     /// Serialises mode switches and configuration changes.
     control: Mutex<Control>,
+    /// Where local block, unblock and mode changes are reported (a fleet); see `sync.rs`.
+    pub(crate) sink: ArcSwapOption<Sink>,
 }
 
-struct Control {
+pub(crate) struct Control {
     training_period: Duration,
     after_training: Mode,
     params: ModelParams,
@@ -516,6 +525,10 @@ impl Shared {
             self.counters.blocklist_full.fetch_add(1, Ordering::Relaxed);
         }
         self.counters.blocked(reason);
+        self.emit(Change::Blocked {
+            entry,
+            now: Nanos(now),
+        });
     }
 
     /// A `Block` verdict for `guard` that puts nobody on the block list (already blocked, or the
@@ -543,10 +556,13 @@ impl Shared {
             return;
         }
         // Training always yields a model, so this switch cannot be refused.
-        let _ = self.switch(&ctl, ctl.after_training, now);
+        let before = self.training.load_full();
+        if self.switch(&ctl, ctl.after_training, now).is_ok() {
+            self.emit_mode(before);
+        }
     }
 
-    fn switch(&self, ctl: &Control, mode: Mode, now: u64) -> Result<(), ModeError> {
+    pub(crate) fn switch(&self, ctl: &Control, mode: Mode, now: u64) -> Result<(), ModeError> {
         let st = self.state();
         match mode {
             Mode::Training => {
@@ -583,7 +599,7 @@ impl Shared {
         self.training.store(None);
     }
 
-    fn for_clients_in(&self, prefix: IpPrefix, f: impl Fn(&ClientState)) {
+    pub(crate) fn for_clients_in(&self, prefix: IpPrefix, f: impl Fn(&ClientState)) {
         let client_len = if prefix.addr().is_ipv4() {
             32
         } else {
@@ -630,7 +646,7 @@ impl Shared {
         }
     }
 
-    fn lock_control(&self) -> MutexGuard<'_, Control> {
+    pub(crate) fn lock_control(&self) -> MutexGuard<'_, Control> {
         // Every critical section leaves `Control` and the atomics consistent at each step, so a
         // poisoned lock is safe to reuse.
         self.control.lock().unwrap_or_else(|p| p.into_inner())
