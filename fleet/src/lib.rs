@@ -1,0 +1,26 @@
+//! zgate's fleet: several zgate instances behind one L4 balancer sharing one block list and one
+//! model through Redis (DESIGN.md §7).
+//!
+//! - [`core`]: the decisions, sans-IO ([`Fleet`]: events and `now` in, [`Action`]s out);
+//! - [`event`]: the stream entries; [`snapshot`]: an instance's training statistics;
+//!   [`outbox`]: changes waiting for Redis; [`breaker`]: the circuit breaker;
+//! - `redis_io`, `driver`: the thin IO layer (the `redis` crate over tokio) that runs it for a
+//!   [`zgate_limiter::Limiter`]; [`status`]: what it shows to `/metrics` and the admin API.
+//!
+//! It is not on the request path: the limiter enforces from its own memory, and the fleet task
+//! only hears of a change through the limiter's sink (a bounded channel's `try_send`). Redis
+//! down means local detection and blocking go on, local changes wait in the outbox, and the
+//! model stays at its last version.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod breaker;
+pub mod core;
+pub mod event;
+pub mod outbox;
+pub mod snapshot;
+
+pub use crate::core::{Action, Fleet, Local, Resync, Timing};
+pub use event::{Envelope, Event};
+pub use snapshot::Snapshot;
