@@ -7,7 +7,8 @@
 //!   and replayed on reconnect;
 //! - a remote block or unblock is applied to the local limiter (never published back);
 //! - a resync (start, reconnect) applies the whole list and removes the fleet's blocks that
-//!   are gone from it (unless a local change about them still waits in the outbox);
+//!   are gone from it (unless a local change about them still waits in the outbox; or, if Redis
+//!   lost its data, publishes them again);
 //! - training: a local start asks Redis for the next fleet epoch; a remote start joins it; an
 //!   end (local or remote) publishes this instance's final snapshot and, `settle` later, builds
 //!   the model (the sum of every snapshot, written once per epoch); a newer fleet model is
@@ -140,6 +141,9 @@ pub struct Resync {
     pub training: Option<(u64, bool, Mode)>,
     /// The latest model's epoch, if any.
     pub model: Option<u64>,
+    /// Redis lost its data since the last resync (restarted without persistence, flushed): the
+    /// fleet's blocks missing from it are published again instead of being removed here.
+    pub fresh: bool,
 }
 
 /// The fleet state machine of one instance.
@@ -329,8 +333,17 @@ impl Fleet {
             .map(|(p, _)| *p)
             .collect();
         for prefix in gone {
-            self.known.remove(&prefix);
-            out.push(Action::ApplyUnblock { prefix });
+            if state.fresh {
+                let expires_ms = self.known[&prefix];
+                out.push(Action::Publish(Event::Block {
+                    prefix,
+                    expires_ms,
+                    reason: None,
+                }));
+            } else {
+                self.known.remove(&prefix);
+                out.push(Action::ApplyUnblock { prefix });
+            }
         }
         self.known.retain(|_, x| *x > now_ms);
         match state.training {

@@ -113,6 +113,7 @@ fn resync_applies_the_list_and_removes_fleet_blocks_that_are_gone() {
         blocks: vec![(p(2), 50_000), (p(3), 40_000), (p(5), 10)],
         training: None,
         model: Some(4),
+        fresh: false,
     };
     let out = a.resync(state, 1_000);
     assert_eq!(
@@ -219,8 +220,7 @@ fn training_while_disconnected_stays_local_and_resync_joins_the_fleet() {
     a.disconnected();
     let state = Resync {
         training: Some((3, false, Mode::Monitor)),
-        model: None,
-        blocks: vec![],
+        ..Resync::default()
     };
     assert_eq!(
         a.resync(state, 30),
@@ -228,5 +228,26 @@ fn training_while_disconnected_stays_local_and_resync_joins_the_fleet() {
             epoch: 3,
             mode: Mode::Monitor
         }]
+    );
+}
+
+#[test]
+fn a_redis_that_lost_its_data_gets_the_fleets_blocks_again() {
+    let mut a = connected("a");
+    a.remote(from("b", block(1, 50_000)), 0, 10);
+    a.disconnected();
+    let state = Resync {
+        fresh: true,
+        ..Resync::default()
+    };
+    assert_eq!(
+        a.resync(state, 1_000),
+        vec![Action::Publish(block(1, 50_000))]
+    );
+    // Still known: a later ordinary resync without it removes it.
+    a.disconnected();
+    assert_eq!(
+        a.resync(Resync::default(), 2_000),
+        vec![Action::ApplyUnblock { prefix: p(1) }]
     );
 }

@@ -17,10 +17,15 @@
 
 pub mod breaker;
 pub mod core;
+mod driver;
 pub mod event;
 pub mod outbox;
+mod redis_io;
 pub mod snapshot;
+pub mod status;
 
 pub use crate::core::{Action, Fleet, Local, Resync, Timing};
+pub use driver::{local_of, start, ClockFn, FleetHandle, Settings, StartError};
 pub use event::{Envelope, Event};
 pub use snapshot::Snapshot;
+pub use status::StatusView;

@@ -33,6 +33,8 @@ pub(crate) enum Route {
     Block(String),
     /// `/api/v1/reload`.
     Reload,
+    /// `/api/v1/fleet`: the fleet's state.
+    Fleet,
     /// `/metrics`.
     Metrics,
     /// `/healthz`.
@@ -50,6 +52,7 @@ impl Route {
             "/api/v1/clients" => Route::Clients,
             "/api/v1/blocks" => Route::Blocks,
             "/api/v1/reload" => Route::Reload,
+            "/api/v1/fleet" => Route::Fleet,
             "/metrics" => Route::Metrics,
             "/healthz" => Route::Health,
             _ => {
@@ -72,9 +75,12 @@ impl Route {
             Route::Blocks => &[Method::GET, Method::POST],
             Route::Block(_) => &[Method::DELETE],
             Route::Reload => &[Method::POST],
-            Route::Knobs | Route::Clients | Route::Client(_) | Route::Metrics | Route::Health => {
-                &[Method::GET]
-            }
+            Route::Knobs
+            | Route::Clients
+            | Route::Client(_)
+            | Route::Metrics
+            | Route::Health
+            | Route::Fleet => &[Method::GET],
         }
     }
 }

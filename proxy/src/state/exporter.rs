@@ -44,6 +44,8 @@ pub(crate) struct Scrape<'a> {
     pub(crate) limiter: &'a Limiter,
     /// Now, on the limiter's clock.
     pub(crate) now: Nanos,
+    /// The fleet's state, `None` without `[fleet]`.
+    pub(crate) fleet: Option<zgate_fleet::StatusView>,
 }
 
 fn publish(scrape: &Scrape<'_>) {
@@ -116,4 +118,20 @@ fn publish(scrape: &Scrape<'_>) {
     counter!("zgate_limiter_evictions_total").absolute(counters.evictions);
     counter!("zgate_limiter_expired_total").absolute(counters.expired);
     counter!("zgate_limiter_blocklist_full_total").absolute(counters.blocklist_full);
+    if let Some(f) = &scrape.fleet {
+        publish_fleet(f);
+    }
+}
+
+/// `[fleet]`: connection to Redis, outbox, event lag, events both ways (absent when alone).
+fn publish_fleet(f: &zgate_fleet::StatusView) {
+    gauge!("zgate_fleet_connected").set(if f.connected { 1.0 } else { 0.0 });
+    gauge!("zgate_fleet_outbox_events").set(f.outbox as f64);
+    gauge!("zgate_fleet_event_lag_seconds").set(f.lag_ms as f64 / 1000.0);
+    gauge!("zgate_fleet_epoch").set(f.epoch as f64);
+    gauge!("zgate_fleet_model_epoch").set(f.model_epoch as f64);
+    counter!("zgate_fleet_events_published_total").absolute(f.published);
+    counter!("zgate_fleet_events_received_total").absolute(f.received);
+    counter!("zgate_fleet_events_malformed_total").absolute(f.malformed);
+    counter!("zgate_fleet_dropped_total").absolute(f.dropped);
 }
