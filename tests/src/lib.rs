@@ -20,6 +20,7 @@ pub use zgate_proxy::cli::demo;
 use zgate_proxy::Server;
 
 pub mod lab;
+pub mod redis;
 
 pub use zgate_proxy::cli::demo::pattern_byte;
 
