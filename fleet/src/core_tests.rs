@@ -1,6 +1,7 @@
 //! The fleet state machine driven with stepped time.
 
 use super::*;
+use crate::snapshot::Snapshot;
 use zgate_limiter::{Metric, Moments};
 
 fn p(i: u8) -> IpPrefix {

@@ -14,14 +14,12 @@ use std::time::Duration;
 use redis::Client;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use zgate_limiter::{Change, Limiter, Mode, Model, Nanos};
-use zgate_training::ModelParams;
+use zgate_limiter::{Change, Limiter, Nanos};
 
 use crate::breaker::Breaker;
-use crate::core::{Action, Fleet, Local, Timing};
-use crate::event::{Envelope, Event};
+use crate::core::{Fleet, Timing};
+pub use crate::exec::local_of;
 use crate::redis_io::{now_ms, Entry, Keys, Redis, RedisError, Tail};
-use crate::snapshot::{self, Snapshot};
 use crate::status::{Status, StatusView};
 
 /// Local changes queued for the task, at most.
@@ -140,28 +138,28 @@ pub fn start(
     })
 }
 
-enum TailMsg {
+pub(crate) enum TailMsg {
     Entries(u64, Vec<Entry>),
     Failed(u64, RedisError),
 }
 
-struct Driver {
-    core: Fleet,
-    keys: Keys,
-    client: Client,
-    redis: Option<Redis>,
-    breaker: Breaker,
-    limiter: Limiter,
-    clock: ClockFn,
-    status: Arc<Status>,
-    timeout: Duration,
-    tail: Option<JoinHandle<()>>,
-    tail_gen: u64,
-    tail_tx: mpsc::Sender<TailMsg>,
+pub(crate) struct Driver {
+    pub(crate) core: Fleet,
+    pub(crate) keys: Keys,
+    pub(crate) client: Client,
+    pub(crate) redis: Option<Redis>,
+    pub(crate) breaker: Breaker,
+    pub(crate) limiter: Limiter,
+    pub(crate) clock: ClockFn,
+    pub(crate) status: Arc<Status>,
+    pub(crate) timeout: Duration,
+    pub(crate) tail: Option<JoinHandle<()>>,
+    pub(crate) tail_gen: u64,
+    pub(crate) tail_tx: mpsc::Sender<TailMsg>,
     /// The connection state last logged.
-    logged_up: Option<bool>,
+    pub(crate) logged_up: Option<bool>,
     /// The id of Redis's data at the last resync (see `redis_io`).
-    data_id: Option<String>,
+    pub(crate) data_id: Option<String>,
 }
 
 impl Driver {
@@ -286,7 +284,7 @@ impl Driver {
     }
 
     /// A Redis exchange failed: the breaker counts it; the fleet is down until a resync.
-    fn failed(&mut self, e: &RedisError) {
+    pub(crate) fn failed(&mut self, e: &RedisError) {
         self.breaker.failure(now_ms());
         if let Some(t) = self.tail.take() {
             t.abort();
@@ -326,197 +324,5 @@ impl Driver {
         s.epoch.store(epoch.unwrap_or(0), r);
         s.training.store(training, r);
         s.model_epoch.store(c.model_epoch(), r);
-    }
-
-    async fn exec(&mut self, actions: Vec<Action>) {
-        for action in actions {
-            self.exec_one(action).await;
-        }
-    }
-
-    async fn exec_one(&mut self, action: Action) {
-        match action {
-            Action::ApplyBlock {
-                prefix,
-                expires_ms,
-                reason,
-            } => {
-                let now = (self.clock)();
-                let left = Duration::from_millis(expires_ms.saturating_sub(now_ms()));
-                if self
-                    .limiter
-                    .apply_block(prefix, now.saturating_add(left), reason, now)
-                    .is_err()
-                {
-                    Status::add(&self.status.dropped, 1);
-                }
-            }
-            Action::ApplyUnblock { prefix } => {
-                self.limiter.apply_unblock(prefix);
-            }
-            Action::StartTraining { epoch } => {
-                let _ = self.limiter.apply_mode(Mode::Training, (self.clock)());
-                tracing::info!(epoch, "fleet: training started fleet-wide");
-            }
-            Action::EndTraining { epoch, mode } => {
-                match self.limiter.apply_mode(mode, (self.clock)()) {
-                    Ok(Some(p)) => self.put_snapshot(epoch, &Snapshot::of(&p, true)).await,
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(epoch, error = %e, "fleet: training not ended here"),
-                }
-            }
-            Action::ImportModel { epoch } => self.import(epoch).await,
-            Action::Publish(event) => self.publish(event).await,
-            Action::AssignEpoch => self.assign_epoch().await,
-            Action::PublishSnapshot { epoch, snapshot } => {
-                let s = match snapshot {
-                    Some(s) => *s,
-                    None => match self.limiter.training_preview() {
-                        Some(p) => Snapshot::of(&p, false),
-                        None => return,
-                    },
-                };
-                self.put_snapshot(epoch, &s).await;
-            }
-            Action::BuildModel { epoch } => self.build(epoch).await,
-        }
-    }
-
-    /// Runs a Redis exchange through the breaker; `None` if refused or failed.
-    async fn call<T, F: std::future::Future<Output = Result<T, RedisError>>>(
-        &mut self,
-        f: impl FnOnce(Redis) -> F,
-    ) -> Option<T> {
-        let redis = self.redis.clone()?;
-        if !self.breaker.allow(now_ms()) {
-            return None;
-        }
-        match f(redis).await {
-            Ok(v) => {
-                self.breaker.success();
-                Some(v)
-            }
-            Err(e) => {
-                self.failed(&e);
-                None
-            }
-        }
-    }
-
-    async fn publish(&mut self, event: Event) {
-        let env = Envelope {
-            origin: self.core.instance().to_owned(),
-            event,
-        };
-        let sent = match self.redis.clone() {
-            Some(_) if self.core.is_connected() => {
-                let e = env.clone();
-                self.call(|r| async move { r.publish(&e).await })
-                    .await
-                    .is_some()
-            }
-            _ => false,
-        };
-        if sent {
-            Status::add(&self.status.published, 1);
-        } else {
-            self.core.publish_failed(env.event);
-        }
-    }
-
-    async fn assign_epoch(&mut self) {
-        let Some(epoch) = self.call(|r| async move { r.next_epoch().await }).await else {
-            tracing::warn!("fleet: training started on this instance only (Redis unreachable)");
-            return;
-        };
-        self.core.epoch_assigned(epoch, now_ms());
-        tracing::info!(
-            epoch,
-            "fleet: training started fleet-wide from this instance"
-        );
-        self.publish(Event::TrainingStarted { epoch }).await;
-    }
-
-    async fn put_snapshot(&mut self, epoch: u64, s: &Snapshot) {
-        let instance = self.core.instance().to_owned();
-        let s = s.clone();
-        self.call(|r| async move { r.put_snapshot(epoch, &instance, &s).await })
-            .await;
-    }
-
-    /// Sums every snapshot of `epoch` into the model, writes it once, announces it, imports it.
-    async fn build(&mut self, epoch: u64) {
-        let Some(snaps) = self.call(|r| async move { r.snapshots(epoch).await }).await else {
-            return;
-        };
-        let mut good = Vec::with_capacity(snaps.len());
-        for (instance, s) in snaps {
-            match s {
-                Ok(s) => good.push(s),
-                Err(e) => {
-                    tracing::warn!(epoch, instance = %instance.escape_debug(), error = %e, "fleet: snapshot skipped")
-                }
-            }
-        }
-        let model = Model::from_populations(epoch, &snapshot::sum(&good), &ModelParams::default());
-        let Ok(json) = serde_json::to_string(&model) else {
-            return;
-        };
-        let wrote = self
-            .call(|r| async move { r.put_model(epoch, &json).await })
-            .await;
-        if wrote == Some(true) {
-            tracing::info!(epoch, instances = good.len(), "fleet: model written");
-            self.publish(Event::Model { epoch }).await;
-        }
-        self.import(epoch).await;
-    }
-
-    async fn import(&mut self, epoch: u64) {
-        let Some(Some(json)) = self.call(|r| async move { r.model(epoch).await }).await else {
-            return;
-        };
-        match serde_json::from_str::<Model>(&json) {
-            Ok(model) => {
-                let n = model.metrics.iter().map(|m| m.n).max().unwrap_or(0);
-                self.limiter.import_model(model);
-                self.core.model_imported(epoch);
-                tracing::info!(epoch, clients = n, "fleet: model imported");
-            }
-            Err(e) => tracing::warn!(epoch, error = %e, "fleet: stored model unusable"),
-        }
-    }
-}
-
-/// The fleet's view of a limiter change at `now_ms` (Unix ms).
-pub fn local_of(change: Change, now_ms: u64) -> Option<Local> {
-    match change {
-        Change::Blocked { entry, now } => {
-            let left_ms = entry.until.0.saturating_sub(now.0) / 1_000_000;
-            Some(Local::Block {
-                prefix: entry.prefix,
-                expires_ms: now_ms.saturating_add(left_ms),
-                reason: entry.reason,
-            })
-        }
-        Change::Unblocked { prefix } => Some(Local::Unblock { prefix }),
-        Change::Mode {
-            mode: Mode::Training,
-            ..
-        } => Some(Local::TrainingStarted),
-        Change::Mode {
-            mode: mode @ (Mode::Defence | Mode::Monitor),
-            ended: Some(p),
-            ..
-        } => Some(Local::TrainingEnded {
-            mode,
-            snapshot: Box::new(Snapshot::of(&p, true)),
-        }),
-        Change::Mode {
-            mode: Mode::Disabled,
-            ended: Some(_),
-            ..
-        } => Some(Local::TrainingStopped),
-        Change::Mode { .. } => None,
     }
 }
