@@ -16,7 +16,7 @@
 //! - Training started or ended while Redis is down stays local: the model stays at its last
 //!   fleet version until the fleet trains again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use zgate_limiter::{IpPrefix, Mode};
 
@@ -44,7 +44,12 @@ pub struct Fleet {
     builds: Vec<(u64, u64)>,
     /// Milliseconds between the last remote event's publication and its arrival.
     lag_ms: u64,
+    /// When expired entries of `known` go next.
+    next_purge_ms: u64,
 }
+
+/// Expired blocks are forgotten this often, ms.
+const PURGE_EVERY_MS: u64 = 1000;
 
 impl Fleet {
     /// A disconnected fleet member named `instance` with an outbox of `outbox` events.
@@ -61,6 +66,7 @@ impl Fleet {
             model_epoch: 0,
             builds: Vec::new(),
             lag_ms: 0,
+            next_purge_ms: 0,
         }
     }
 
@@ -190,12 +196,13 @@ impl Fleet {
         self.connected = true;
         let mut out = Vec::new();
         let mut listed = HashMap::with_capacity(state.blocks.len());
+        let pending: HashSet<IpPrefix> = self.outbox.prefixes().collect();
         for (prefix, expires_ms) in state.blocks {
             if expires_ms <= now_ms {
                 continue;
             }
             listed.insert(prefix, expires_ms);
-            if self.known.get(&prefix) != Some(&expires_ms) && !self.outbox.mentions(prefix) {
+            if self.known.get(&prefix) != Some(&expires_ms) && !pending.contains(&prefix) {
                 self.known.insert(prefix, expires_ms);
                 out.push(Action::ApplyBlock {
                     prefix,
@@ -207,7 +214,7 @@ impl Fleet {
         let gone: Vec<(IpPrefix, u64)> = self
             .known
             .iter()
-            .filter(|(p, &x)| x > now_ms && !listed.contains_key(*p) && !self.outbox.mentions(**p))
+            .filter(|(p, &x)| x > now_ms && !listed.contains_key(*p) && !pending.contains(*p))
             .map(|(p, x)| (*p, *x))
             .collect();
         for (prefix, expires_ms) in gone {
@@ -257,6 +264,10 @@ impl Fleet {
     /// Time passes: live snapshots and model builds that are due.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Action> {
         let mut out = Vec::new();
+        if now_ms >= self.next_purge_ms {
+            self.next_purge_ms = now_ms + PURGE_EVERY_MS;
+            self.known.retain(|_, x| *x > now_ms);
+        }
         if let (true, true, Some(epoch)) = (self.connected, self.training, self.epoch) {
             if now_ms >= self.next_snapshot_ms {
                 self.next_snapshot_ms = now_ms + self.timing.snapshot_every_ms;

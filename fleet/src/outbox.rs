@@ -45,11 +45,16 @@ impl Outbox {
             .collect()
     }
 
-    /// Whether an event about `prefix` is waiting (then a resync must not undo it).
+    /// Whether an event about `prefix` is waiting (then a resync must not undo it). O(len).
     pub fn mentions(&self, prefix: zgate_limiter::IpPrefix) -> bool {
-        self.queue.iter().any(|e| match e {
-            Event::Block { prefix: p, .. } | Event::Unblock { prefix: p } => *p == prefix,
-            _ => false,
+        self.prefixes().any(|p| p == prefix)
+    }
+
+    /// The prefixes of the events waiting.
+    pub fn prefixes(&self) -> impl Iterator<Item = zgate_limiter::IpPrefix> + '_ {
+        self.queue.iter().filter_map(|e| match e {
+            Event::Block { prefix, .. } | Event::Unblock { prefix } => Some(*prefix),
+            _ => None,
         })
     }
 
