@@ -1,4 +1,4 @@
-//! `[fleet]` end to end: two or three zgate instances and a real redis-server (each test starts
+//! `[fleet]` end to end: two to four zgate instances and a real redis-server (each test starts
 //! its own on a loopback port, persistence off, and stops it). Blocks and unblocks propagate,
 //! training on two instances with disjoint clients gives both the same model of all clients,
 //! a Redis killed mid-run leaves both instances serving and blocking, and they converge when it
@@ -141,6 +141,11 @@ async fn blocks_and_unblocks_reach_every_instance() {
     })
     .await;
     assert_eq!(get_from(x, addr(&others[1])).await, Some(200));
+
+    // An instance that starts now resynchronises the list: it refuses the guard's client.
+    let late = instance(&redis, "d", b.addr()).await;
+    eventually("a late instance gets the list", || blocked(&late, g)).await;
+    assert!(!blocked(&late, x), "and not what was unblocked");
 
     // The fleet's state shows in the admin API and /metrics.
     let f = admin_get(admin(&others[0]), "/api/v1/fleet").await.json();
