@@ -16,7 +16,11 @@
 //!    (tick, `XREAD BLOCK` tail) is charged to it. Prints the median ns per request of each
 //!    side and the median of the per-pair ratios.
 //!
-//! Run: `cargo bench -p zgate-tests --bench fleet` (env `BLOCKS`, `ROUNDS`, `WINDOW_MS`).
+//! With `CONTROL=1` the "on" instance has no `[fleet]` either: the same schedule then measures
+//! the method's noise floor (an A/A run).
+//!
+//! Run: `cargo bench -p zgate-tests --bench fleet` (env `BLOCKS`, `ROUNDS`, `WINDOW_MS`,
+//! `CONTROL`).
 //! Loopback only, bounded in count and time (a stuck propagation gives up after 5 s).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -168,12 +172,17 @@ fn cpu_cost(rt: &tokio::runtime::Runtime, redis: &RedisServer, backend: SocketAd
     );
     let limits = "[limits]\nmode = \"training\"\ntraining_period = \"0\"\n";
     let (rt_on, rt_off) = (one_worker("zgate-on"), one_worker("zgate-off"));
-    let on = rt_on.block_on(start(
-        backend,
-        &format!("{limits}{}", fleet_toml(redis, "on")),
-    ));
+    let control = env("CONTROL", 0) == 1;
+    let fleet = if control {
+        String::new()
+    } else {
+        fleet_toml(redis, "on")
+    };
+    let on = rt_on.block_on(start(backend, &format!("{limits}{fleet}")));
     let off = rt_off.block_on(start(backend, limits));
-    rt_on.block_on(wait_connected(&on));
+    if !control {
+        rt_on.block_on(wait_connected(&on));
+    }
     let (addr_on, addr_off) = (on.local_addrs()[0], off.local_addrs()[0]);
     let window_cost = |side: bool| {
         let (addr, name) = if side {
@@ -207,7 +216,8 @@ fn cpu_cost(rt: &tokio::runtime::Runtime, redis: &RedisServer, backend: SocketAd
     };
     let (m_on, m_off, m_ratio) = (median(&mut on_ns), median(&mut off_ns), median(&mut ratios));
     println!(
-        "request path CPU per request (zgate threads, {rounds} ABBA pairs of {window:?}): fleet on {:.0} ns, off {:.0} ns, median ratio on/off {:.4} ({:+.2}%)",
+        "request path CPU per request (zgate threads, {rounds} ABBA pairs of {window:?}){}: fleet on {:.0} ns, off {:.0} ns, median ratio on/off {:.4} ({:+.2}%)",
+        if control { " CONTROL, both off" } else { "" },
         m_on,
         m_off,
         m_ratio,
