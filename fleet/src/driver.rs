@@ -162,6 +162,15 @@ pub(crate) struct Driver {
     pub(crate) data_id: Option<String>,
 }
 
+impl Drop for Driver {
+    /// The task was stopped (or ended): its tail goes too.
+    fn drop(&mut self) {
+        if let Some(t) = self.tail.take() {
+            t.abort();
+        }
+    }
+}
+
 impl Driver {
     async fn run(mut self, mut rx: mpsc::Receiver<Change>, mut tail_rx: mpsc::Receiver<TailMsg>) {
         let mut tick = tokio::time::interval(TICK);
@@ -268,7 +277,11 @@ impl Driver {
             };
             loop {
                 match tail.next().await {
-                    Ok(v) if v.is_empty() => {}
+                    Ok(v) if v.is_empty() => {
+                        if tx.is_closed() {
+                            return;
+                        }
+                    }
                     Ok(v) => {
                         if tx.send(TailMsg::Entries(gen, v)).await.is_err() {
                             return;
