@@ -6,8 +6,13 @@ use serde::Deserialize;
 
 use crate::error::ConfigError;
 
+/// The admin API's port when `[admin] addr` is absent: a port of its own that no common tool
+/// uses (not 9090, Prometheus's; not 8080/8081, the demo's; not in 9100..=9999, where the
+/// exporters live), so `zgate ctl` never talks to something else by mistake.
+pub const DEFAULT_ADMIN_PORT: u16 = 7391;
+
 /// The admin API's address when `[admin] addr` is absent.
-pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9090";
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:7391";
 
 /// Shortest accepted `admin.token`, in characters.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -18,15 +23,18 @@ pub const MIN_TOKEN_LEN: usize = 16;
 pub struct Admin {
     /// Whether the admin API runs at all. Default `true`.
     pub enabled: bool,
-    /// The address the admin API listens on. Default (absent) `"127.0.0.1:9090"`. An address
+    /// The address the admin API listens on. Default (absent) `"127.0.0.1:7391"`. An address
     /// written in the file must bind or zgate refuses to start; the default one is best-effort
     /// (if it is taken, zgate warns and runs without the admin API), so that several zgates, or
-    /// tests, on one host do not fight over port 9090.
+    /// tests, on one host do not fight over port 7391.
     pub addr: Option<SocketAddr>,
     /// The bearer token every admin request must carry (`Authorization: Bearer <token>`),
     /// printable ASCII without spaces, at least 16 characters. Required when `addr` is not a
     /// loopback address. Default: none (no authentication, loopback only).
     pub token: Option<String>,
+    /// Serve `GET /healthz` without the token, for liveness probes that cannot send one (the
+    /// answer says only `{"status": "ok"}`). Default `false`.
+    pub public_healthz: bool,
 }
 
 impl Default for Admin {
@@ -35,15 +43,16 @@ impl Default for Admin {
             enabled: true,
             addr: None,
             token: None,
+            public_healthz: false,
         }
     }
 }
 
 impl Admin {
-    /// The address to listen on: `addr`, or the default `127.0.0.1:9090`.
+    /// The address to listen on: `addr`, or the default `127.0.0.1:7391`.
     pub fn listen_addr(&self) -> SocketAddr {
         self.addr
-            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090)))
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT)))
     }
 
     /// Checks the token and that a non-loopback address has one.
@@ -85,6 +94,7 @@ mod tests {
             enabled: true,
             addr: Some(addr.parse().unwrap()),
             token: token.map(str::to_owned),
+            public_healthz: false,
         }
     }
 
@@ -115,9 +125,11 @@ mod tests {
     }
 
     #[test]
-    fn default_addr_is_loopback_9090() {
+    fn default_addr_is_loopback_7391() {
         let a = Admin::default();
         assert_eq!(a.listen_addr(), DEFAULT_ADMIN_ADDR.parse().unwrap());
         assert!(a.enabled);
+        assert_eq!(a.listen_addr().port(), DEFAULT_ADMIN_PORT);
+        assert!(!a.public_healthz);
     }
 }

@@ -6,13 +6,15 @@
 //! proxy does that, and names the key when a file is bad).
 
 mod admin;
+mod choices;
 mod duration;
 mod error;
 mod fleet;
 mod limits;
 mod schema;
 
-pub use admin::{Admin, DEFAULT_ADMIN_ADDR, MIN_TOKEN_LEN};
+pub use admin::{Admin, DEFAULT_ADMIN_ADDR, DEFAULT_ADMIN_PORT, MIN_TOKEN_LEN};
+pub use choices::{AfterTraining, BlockActionKind, StartMode, UnknownChoice};
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use fleet::{Fleet, RedisUrl};

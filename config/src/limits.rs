@@ -1,14 +1,17 @@
 //! `[limits]`: the adaptive limits and static guards, as written in the file.
 //!
 //! Every value is optional: an absent key keeps the limiter's documented default (the limiter
-//! crate owns the defaults, so they live in one place). The proxy maps this section onto the
-//! limiter's config and validates the values there, naming the key on error.
+//! crate owns the defaults, so they live in one place). The modes and the block action are
+//! parsed into enums here ([`StartMode`], [`AfterTraining`], [`BlockActionKind`]); the proxy
+//! maps the section onto the limiter's config and checks the numbers there, naming the key on
+//! error.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::choices::{AfterTraining, BlockActionKind, StartMode};
 use crate::duration::serde_human_opt;
 
 /// `[limits]`.
@@ -18,23 +21,24 @@ pub struct Limits {
     /// Mode at start: `"disabled"`, `"training"`, `"defence"` or `"monitor"`. Default: the
     /// mode saved in `state_file` with its model, else `"disabled"`. When set, it wins over the
     /// saved mode. Read at start only: a reload does not change the mode (use the admin API).
-    pub mode: Option<String>,
-    /// Where the learned model (and the mode) is saved when training ends, when a model is
-    /// imported and when the mode is changed through the admin API, and loaded from at start.
+    pub mode: Option<StartMode>,
+    /// Where the learned model and the mode are saved (when training ends, when a model is
+    /// imported, when the mode is changed through the admin API), with the runtime overrides and
+    /// the manual blocks (when they change), and loaded from at start. Written mode 0600.
     /// Relative to the config file's directory. Default: none (nothing saved).
     pub state_file: Option<PathBuf>,
     /// How long training runs before it ends by itself; `"0"` = only on command. Default `"1h"`.
     #[serde(default, with = "serde_human_opt")]
     pub training_period: Option<Duration>,
     /// Mode after training ends: `"defence"` or `"monitor"`. Default `"defence"`.
-    pub after_training: Option<String>,
+    pub after_training: Option<AfterTraining>,
     /// How long a blocked client stays blocked. Default `"10m"`.
     #[serde(default, with = "serde_human_opt")]
     pub block_duration: Option<Duration>,
     /// What a block does to a connection with a request in progress: `"reset"` (TCP RST, or
     /// GOAWAY and close for HTTP/2) or `"reply"` (a `block_status` response first). Default
     /// `"reset"`.
-    pub block_action: Option<String>,
+    pub block_action: Option<BlockActionKind>,
     /// The status of the `"reply"` response. Default `403`.
     pub block_status: Option<u16>,
     /// After this many refusals at accept of a blocked client, its SYNs are dropped in the
@@ -74,7 +78,8 @@ pub struct Limits {
     pub guards: Guards,
 }
 
-/// One optional value per metric; keys are the metric names.
+/// One optional value per metric; keys are the metric names. The proxy maps it onto the
+/// limiter's metrics by name (destructuring every field), never by position.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PerMetric<T> {
@@ -90,20 +95,6 @@ pub struct PerMetric<T> {
     pub cpu: Option<T>,
     /// Chunk fragmentation score.
     pub fragmentation: Option<T>,
-}
-
-impl<T: Copy> PerMetric<T> {
-    /// `(name, value)` for each metric, in the limiter's metric order.
-    pub fn entries(&self) -> [(&'static str, Option<T>); 6] {
-        [
-            ("connections", self.connections),
-            ("requests_nonidempotent", self.requests_nonidempotent),
-            ("requests", self.requests),
-            ("memory", self.memory),
-            ("cpu", self.cpu),
-            ("fragmentation", self.fragmentation),
-        ]
-    }
 }
 
 /// `[limits.guards]`: hard caps, active in every mode.
@@ -124,4 +115,39 @@ pub struct Guards {
     pub empty_data_per_sec: Option<u32>,
     /// CONTINUATION frames per header block. Default `32`.
     pub max_continuation_per_block: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::Config;
+
+    fn limits(section: &str) -> Result<Limits, crate::ConfigError> {
+        let text = format!(
+            "[[listener]]\naddr = \"127.0.0.1:8080\"\n[[backend]]\naddr = \"127.0.0.1:3000\"\n\
+             [limits]\n{section}"
+        );
+        Config::parse(&text, Path::new("/etc/zgate")).map(|c| c.limits)
+    }
+
+    #[test]
+    fn modes_and_block_action_are_parsed_at_load() {
+        let l =
+            limits("mode = \"defense\"\nafter_training = \"monitor\"\nblock_action = \"reply\"\n")
+                .unwrap();
+        assert_eq!(l.mode, Some(StartMode::Defence));
+        assert_eq!(l.after_training, Some(AfterTraining::Monitor));
+        assert_eq!(l.block_action, Some(BlockActionKind::Reply));
+        for (bad, key) in [
+            ("mode = \"offence\"", "limits.mode"),
+            ("after_training = \"training\"", "limits.after_training"),
+            ("block_action = \"explode\"", "limits.block_action"),
+            ("block_action = 1", "block_action"),
+        ] {
+            let e = limits(bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
 }

@@ -191,9 +191,12 @@ pub struct Runtime {
 pub struct Log {
     /// `"error"`, `"warn"`, `"info"`, `"debug"` or `"trace"`. Default `"info"`.
     pub level: String,
-    /// One line per request (client, method, path, status, duration) at `info`. Default
-    /// `false`.
+    /// One line per request (client, method, target, status, duration to the last byte,
+    /// bytes, host, user agent, upstream) at `info`. Default `false`.
     pub access: bool,
+    /// `"text"` (human-readable, one line per event) or `"json"` (one JSON object per line).
+    /// Default `"text"`.
+    pub format: String,
 }
 
 impl Default for Log {
@@ -201,6 +204,7 @@ impl Default for Log {
         Self {
             level: "info".into(),
             access: false,
+            format: "text".into(),
         }
     }
 }
@@ -323,6 +327,12 @@ impl Config {
                 ),
             ));
         }
+        if !matches!(raw.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::key(
+                "log.format",
+                format!("unknown format {:?}: use text or json", raw.log.format),
+            ));
+        }
         raw.admin.validate()?;
         let fleet = raw.fleet.map(Fleet::from_raw).transpose()?;
         let mut limits = raw.limits;
@@ -373,6 +383,7 @@ fn validate_authority(addr: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::choices::StartMode;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/zgate"))
@@ -502,7 +513,7 @@ mod tests {
             "{MINIMAL}\n[limits]\nmode = \"training\"\ntraining_period = \"30s\"\n[limits.z]\ncpu = 2.5\n[limits.guards]\nping_per_sec = 10\n"
         ))
         .unwrap();
-        assert_eq!(c.limits.mode.as_deref(), Some("training"));
+        assert_eq!(c.limits.mode, Some(StartMode::Training));
         assert_eq!(c.limits.training_period, Some(Duration::from_secs(30)));
         assert_eq!(c.limits.z.cpu, Some(2.5));
         assert_eq!(c.limits.z.memory, None);

@@ -165,7 +165,10 @@ impl Driver {
         match serde_json::from_str::<Model>(&json) {
             Ok(model) => {
                 let n = model.metrics.iter().map(|m| m.n).max().unwrap_or(0);
-                self.limiter.import_model(model);
+                if let Err(e) = self.limiter.import_model(model) {
+                    tracing::warn!(epoch, error = %e, "fleet: model refused");
+                    return;
+                }
                 self.core.model_imported(epoch);
                 tracing::info!(epoch, clients = n, "fleet: model imported");
             }

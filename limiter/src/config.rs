@@ -1,12 +1,12 @@
 //! The limiter's typed configuration, with every default and unit.
 //!
-//! The `config` crate maps the TOML file onto [`LimiterConfig`]; this crate only checks it
+//! The proxy maps the TOML file's `[limits]` onto [`LimiterConfig`]; this crate only checks it
 //! ([`LimiterConfig::validate`]) and trusts it afterwards.
 
 use core::fmt;
 use core::time::Duration;
 
-use zgate_training::Metric;
+use zgate_training::{check_threshold, InvalidThreshold, Metric, ModelParams};
 
 use crate::mode::Mode;
 
@@ -32,11 +32,11 @@ pub struct LimiterConfig {
     pub enabled: [bool; Metric::COUNT],
     /// Per-metric floor of the standard deviation applied when the model is finalized, in the
     /// metric's unit, so that a population of identical clients still blocks an outlier.
-    /// Defaults: connections 1, requests_nonidempotent 1, requests 1, memory 65536 bytes,
-    /// cpu 10000 ppm (1 % of a core), fragmentation 8 (the `training` crate's defaults).
+    /// Defaults: [`ModelParams::default`]'s (connections 1, requests_nonidempotent 1,
+    /// requests 1, memory 65536 bytes, cpu 10000 ppm = 1 % of a core, fragmentation 8).
     pub min_std: [f64; Metric::COUNT],
     /// Minimum population size for a metric's model to score at all. Unit: clients.
-    /// Default: 10.
+    /// Default: [`ModelParams::default`]'s, 10.
     pub min_clients: u64,
     /// Maximum number of tracked clients. At the bound, idle unblocked clients without open
     /// connections are evicted; if none can be, a new client is refused with
@@ -57,11 +57,12 @@ pub struct LimiterConfig {
     /// CPUs. Default: 0.
     pub training_shards: usize,
     /// The static guards (active in every mode).
-    pub guards: GuardConfig,
+    pub guards: GuardLimits,
 }
 
 impl Default for LimiterConfig {
     fn default() -> Self {
+        let params = ModelParams::default();
         LimiterConfig {
             mode: Mode::Disabled,
             training_period: Duration::from_secs(3600),
@@ -69,67 +70,66 @@ impl Default for LimiterConfig {
             block_duration: Duration::from_secs(600),
             thresholds: [3.0; Metric::COUNT],
             enabled: [true; Metric::COUNT],
-            min_std: [1.0, 1.0, 1.0, 65536.0, 10_000.0, 8.0],
-            min_clients: 10,
+            min_std: params.min_std,
+            min_clients: params.min_clients,
             max_clients: 4_000_000,
             idle_expiry: Duration::from_secs(600),
             ipv6_prefix: 64,
             cpu_half_life: Duration::from_secs(1),
             max_blocks: 65536,
             training_shards: 0,
-            guards: GuardConfig::default(),
+            guards: GuardLimits::default(),
         }
     }
 }
 
 impl LimiterConfig {
     /// Checks every value; the error names the offending field.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), LimiterConfigError> {
+        use LimiterConfigError as E;
         if !matches!(self.after_training, Mode::Defence | Mode::Monitor) {
-            return Err(ConfigError::new(
-                "after_training",
-                "must be defence or monitor",
-            ));
+            return Err(E::AfterTraining(self.after_training));
         }
         for m in Metric::ALL {
-            let t = self.thresholds[m.index()];
-            if !t.is_finite() || t < 0.0 {
-                return Err(ConfigError::metric(
-                    "thresholds",
-                    m,
-                    "must be finite and >= 0",
-                ));
-            }
+            check_threshold(self.thresholds[m.index()]).map_err(|e| E::Threshold(m, e))?;
             let s = self.min_std[m.index()];
             if !s.is_finite() || s <= 0.0 {
-                return Err(ConfigError::metric("min_std", m, "must be finite and > 0"));
+                return Err(E::MinStd(m, s));
             }
         }
         if self.min_clients == 0 {
-            return Err(ConfigError::new("min_clients", "must be >= 1"));
+            return Err(E::MinClients);
         }
         if self.max_clients == 0 {
-            return Err(ConfigError::new("max_clients", "must be >= 1"));
+            return Err(E::MaxClients);
         }
         if self.max_blocks == 0 {
-            return Err(ConfigError::new("max_blocks", "must be >= 1"));
+            return Err(E::MaxBlocks);
         }
         if !(1..=128).contains(&self.ipv6_prefix) {
-            return Err(ConfigError::new("ipv6_prefix", "must be 1..=128"));
+            return Err(E::Ipv6Prefix(self.ipv6_prefix));
         }
         if self.cpu_half_life.is_zero() {
-            return Err(ConfigError::new("cpu_half_life", "must be > 0"));
+            return Err(E::CpuHalfLife);
         }
         if self.block_duration.is_zero() {
-            return Err(ConfigError::new("block_duration", "must be > 0"));
+            return Err(E::BlockDuration);
         }
         Ok(())
+    }
+
+    /// The parameters models are scored with: `min_std` and `min_clients`.
+    pub fn model_params(&self) -> ModelParams {
+        ModelParams {
+            min_std: self.min_std,
+            min_clients: self.min_clients,
+        }
     }
 }
 
 /// Static guards: hard caps, active in every mode. A value of 0 turns that guard off.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GuardConfig {
+pub struct GuardLimits {
     /// Concurrent connections per client, including the new one. Default: 1024.
     pub max_connections_per_client: u64,
     /// Bytes the proxy may hold for one client. Default: 256 MiB.
@@ -147,9 +147,9 @@ pub struct GuardConfig {
     pub max_continuation_per_block: u32,
 }
 
-impl Default for GuardConfig {
+impl Default for GuardLimits {
     fn default() -> Self {
-        GuardConfig {
+        GuardLimits {
             max_connections_per_client: 1024,
             max_memory_per_client: 256 << 20,
             ping_per_sec: 100,
@@ -161,38 +161,79 @@ impl Default for GuardConfig {
     }
 }
 
-/// An invalid configuration value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The field, e.g. `"ipv6_prefix"` or `"thresholds.cpu"`.
-    pub field: String,
-    /// What is wrong with it.
-    pub reason: &'static str,
+/// A [`LimiterConfig`] value that [`LimiterConfig::validate`] refuses. `Display` names the
+/// field as `limiter.<field>`; [`LimiterConfigError::field`] and
+/// [`LimiterConfigError::problem`] give the parts, for a caller that names the field its own way
+/// (the proxy names the config file's key).
+#[derive(Clone, Debug, PartialEq)]
+pub enum LimiterConfigError {
+    /// `after_training` is neither defence nor monitor.
+    AfterTraining(Mode),
+    /// A metric's threshold is not finite or is negative.
+    Threshold(Metric, InvalidThreshold),
+    /// A metric's `min_std` (the value given) is not finite or is not > 0.
+    MinStd(Metric, f64),
+    /// `min_clients` is 0.
+    MinClients,
+    /// `max_clients` is 0.
+    MaxClients,
+    /// `max_blocks` is 0.
+    MaxBlocks,
+    /// `ipv6_prefix` (the value given) is not 1..=128.
+    Ipv6Prefix(u8),
+    /// `cpu_half_life` is zero.
+    CpuHalfLife,
+    /// `block_duration` is zero.
+    BlockDuration,
 }
 
-impl ConfigError {
-    fn new(field: &str, reason: &'static str) -> ConfigError {
-        ConfigError {
-            field: field.to_owned(),
-            reason,
+impl LimiterConfigError {
+    /// The [`LimiterConfig`] field at fault, e.g. `"ipv6_prefix"` or `"thresholds.cpu"`.
+    pub fn field(&self) -> String {
+        use LimiterConfigError as E;
+        match self {
+            E::AfterTraining(_) => "after_training".into(),
+            E::Threshold(m, _) => format!("thresholds.{m}"),
+            E::MinStd(m, _) => format!("min_std.{m}"),
+            E::MinClients => "min_clients".into(),
+            E::MaxClients => "max_clients".into(),
+            E::MaxBlocks => "max_blocks".into(),
+            E::Ipv6Prefix(_) => "ipv6_prefix".into(),
+            E::CpuHalfLife => "cpu_half_life".into(),
+            E::BlockDuration => "block_duration".into(),
         }
     }
 
-    fn metric(field: &str, m: Metric, reason: &'static str) -> ConfigError {
-        ConfigError {
-            field: format!("{field}.{}", m.name()),
-            reason,
-        }
+    /// What is wrong with the value, without the field's name: e.g. `must be >= 1`.
+    pub fn problem(&self) -> impl fmt::Display + '_ {
+        Problem(self)
     }
 }
 
-impl fmt::Display for ConfigError {
+impl fmt::Display for LimiterConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "limiter.{}: {}", self.field, self.reason)
+        write!(f, "limiter.{}: {}", self.field(), self.problem())
     }
 }
 
-impl std::error::Error for ConfigError {}
+impl std::error::Error for LimiterConfigError {}
+
+/// [`LimiterConfigError::problem`].
+struct Problem<'a>(&'a LimiterConfigError);
+
+impl fmt::Display for Problem<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use LimiterConfigError as E;
+        match self.0 {
+            E::AfterTraining(_) => f.write_str("must be defence or monitor"),
+            E::Threshold(_, e) => e.fmt(f),
+            E::MinStd(..) => f.write_str("must be finite and > 0"),
+            E::MinClients | E::MaxClients | E::MaxBlocks => f.write_str("must be >= 1"),
+            E::Ipv6Prefix(_) => f.write_str("must be 1..=128"),
+            E::CpuHalfLife | E::BlockDuration => f.write_str("must be > 0"),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -209,25 +250,25 @@ mod tests {
             ipv6_prefix: 0,
             ..LimiterConfig::default()
         };
-        assert_eq!(c.validate().unwrap_err().field, "ipv6_prefix");
+        assert_eq!(c.validate().unwrap_err().field(), "ipv6_prefix");
         let mut c = LimiterConfig::default();
         c.thresholds[Metric::Cpu.index()] = f64::NAN;
         assert_eq!(
             c.validate().unwrap_err().to_string(),
-            "limiter.thresholds.cpu: must be finite and >= 0"
+            "limiter.thresholds.cpu: threshold NaN must be finite and >= 0 (standard deviations)"
         );
         let mut c = LimiterConfig::default();
-        c.min_std[0] = 0.0;
-        assert_eq!(c.validate().unwrap_err().field, "min_std.connections");
+        c.min_std[Metric::Connections.index()] = 0.0;
+        assert_eq!(c.validate().unwrap_err().field(), "min_std.connections");
         let c = LimiterConfig {
             after_training: Mode::Training,
             ..LimiterConfig::default()
         };
-        assert_eq!(c.validate().unwrap_err().field, "after_training");
+        assert_eq!(c.validate().unwrap_err().field(), "after_training");
         let c = LimiterConfig {
             max_clients: 0,
             ..LimiterConfig::default()
         };
-        assert_eq!(c.validate().unwrap_err().field, "max_clients");
+        assert_eq!(c.validate().unwrap_err().field(), "max_clients");
     }
 }

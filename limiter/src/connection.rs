@@ -13,10 +13,10 @@ use std::sync::Arc;
 use zgate_training::{Fragments, Metric};
 
 use crate::client::ClientState;
-use crate::guards::{FrameGuards, GuardLimits, H2Frame};
+use crate::guards::{FrameGuards, H2Frame, LiveGuardLimits};
 use crate::key::ClientKey;
-use crate::limiter::{Shared, State};
 use crate::mode::Mode;
+use crate::shared::{Shared, State};
 use crate::time::Nanos;
 use crate::verdict::{Guard, Reason, Verdict};
 
@@ -63,7 +63,7 @@ impl Connection {
             return self.shared.refuse(Guard::Blocked, 0);
         }
         let max = self.shared.guards.max_connections.load(Ordering::Relaxed);
-        if let Some((g, v)) = GuardLimits::over(max, n, Guard::Connections) {
+        if let Some((g, v)) = LiveGuardLimits::over(max, n, Guard::Connections) {
             return self.block(Reason::Guard(g), v, 0.0, now);
         }
         let st = self.shared.state();
@@ -136,7 +136,7 @@ impl Connection {
         }
         self.memory.fetch_add(bytes, Ordering::Relaxed);
         let total = self.client.add(Metric::Memory, bytes);
-        if let Some((g, v)) = GuardLimits::over(max, total, Guard::Memory) {
+        if let Some((g, v)) = LiveGuardLimits::over(max, total, Guard::Memory) {
             return self.block(Reason::Guard(g), v, 0.0, now);
         }
         if st.mode == Mode::Disabled {

@@ -2,14 +2,14 @@
 
 use core::fmt;
 
-use crate::config::ConfigError;
+use crate::config::LimiterConfigError;
 use crate::mode::ModeError;
 
 /// Why [`crate::Limiter::new`] refused to build a limiter.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Error {
     /// A configuration value is invalid.
-    Config(ConfigError),
+    Config(LimiterConfigError),
     /// The configured start mode needs a model and none was given.
     Mode(ModeError),
 }
@@ -25,8 +25,8 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<ConfigError> for Error {
-    fn from(e: ConfigError) -> Error {
+impl From<LimiterConfigError> for Error {
+    fn from(e: LimiterConfigError) -> Error {
         Error::Config(e)
     }
 }

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::config::GuardConfig;
+use crate::config::GuardLimits;
 use crate::verdict::Guard;
 
 const SECOND_NS: u64 = 1_000_000_000;
@@ -44,61 +44,98 @@ pub enum H2Frame {
     },
 }
 
-/// Rate-capped frame kinds, in `FrameGuards::counts` order.
-const RATED: [Guard; 4] = [
-    Guard::Ping,
-    Guard::Settings,
-    Guard::RstStream,
-    Guard::EmptyData,
-];
+/// The rate-capped frame kinds. A kind's discriminant indexes `LiveGuardLimits::per_sec` and
+/// `FrameGuards::counts`; its cap and its guard are matched by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rated {
+    Ping,
+    Settings,
+    RstStream,
+    EmptyData,
+}
 
-/// Guard limits, changeable at run time (0 = off).
-pub(crate) struct GuardLimits {
+impl Rated {
+    const COUNT: usize = 4;
+    const ALL: [Rated; Rated::COUNT] = [
+        Rated::Ping,
+        Rated::Settings,
+        Rated::RstStream,
+        Rated::EmptyData,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The guard a frame of this kind over its cap trips.
+    fn guard(self) -> Guard {
+        match self {
+            Rated::Ping => Guard::Ping,
+            Rated::Settings => Guard::Settings,
+            Rated::RstStream => Guard::RstStream,
+            Rated::EmptyData => Guard::EmptyData,
+        }
+    }
+
+    /// This kind's cap in `limits`, frames per second.
+    fn cap(self, limits: &GuardLimits) -> u32 {
+        match self {
+            Rated::Ping => limits.ping_per_sec,
+            Rated::Settings => limits.settings_per_sec,
+            Rated::RstStream => limits.rst_stream_per_sec,
+            Rated::EmptyData => limits.empty_data_per_sec,
+        }
+    }
+}
+
+/// The guard limits in force: a copy of [`GuardLimits`] in atomics, changeable at run time
+/// (0 = off).
+pub(crate) struct LiveGuardLimits {
     pub(crate) max_connections: AtomicU64,
     pub(crate) max_memory: AtomicU64,
-    per_sec: [AtomicU32; 4],
+    /// Indexed by [`Rated::index`].
+    per_sec: [AtomicU32; Rated::COUNT],
     max_continuation: AtomicU32,
 }
 
-impl GuardLimits {
-    pub(crate) fn new(c: &GuardConfig) -> GuardLimits {
-        let g = GuardLimits {
+impl LiveGuardLimits {
+    pub(crate) fn new(c: &GuardLimits) -> LiveGuardLimits {
+        let g = LiveGuardLimits {
             max_connections: AtomicU64::new(0),
             max_memory: AtomicU64::new(0),
-            per_sec: [const { AtomicU32::new(0) }; 4],
+            per_sec: [const { AtomicU32::new(0) }; Rated::COUNT],
             max_continuation: AtomicU32::new(0),
         };
         g.store(c);
         g
     }
 
-    pub(crate) fn store(&self, c: &GuardConfig) {
+    pub(crate) fn store(&self, c: &GuardLimits) {
         let r = Ordering::Relaxed;
         self.max_connections.store(c.max_connections_per_client, r);
         self.max_memory.store(c.max_memory_per_client, r);
-        let rates = [
-            c.ping_per_sec,
-            c.settings_per_sec,
-            c.rst_stream_per_sec,
-            c.empty_data_per_sec,
-        ];
-        for (a, v) in self.per_sec.iter().zip(rates) {
-            a.store(v, r);
+        for kind in Rated::ALL {
+            self.per_sec[kind.index()].store(kind.cap(c), r);
         }
         self.max_continuation.store(c.max_continuation_per_block, r);
     }
 
-    pub(crate) fn load(&self) -> GuardConfig {
+    pub(crate) fn load(&self) -> GuardLimits {
         let r = Ordering::Relaxed;
-        GuardConfig {
+        GuardLimits {
             max_connections_per_client: self.max_connections.load(r),
             max_memory_per_client: self.max_memory.load(r),
-            ping_per_sec: self.per_sec[0].load(r),
-            settings_per_sec: self.per_sec[1].load(r),
-            rst_stream_per_sec: self.per_sec[2].load(r),
-            empty_data_per_sec: self.per_sec[3].load(r),
+            ping_per_sec: self.rate(Rated::Ping),
+            settings_per_sec: self.rate(Rated::Settings),
+            rst_stream_per_sec: self.rate(Rated::RstStream),
+            empty_data_per_sec: self.rate(Rated::EmptyData),
             max_continuation_per_block: self.max_continuation.load(r),
         }
+    }
+
+    /// The cap of `kind` in force, frames per second (0 = off).
+    fn rate(&self, kind: Rated) -> u32 {
+        self.per_sec[kind.index()].load(Ordering::Relaxed)
     }
 
     /// `Some((guard, value))` if `value` is over the cap `limit` (0 = off).
@@ -113,7 +150,8 @@ impl GuardLimits {
 pub(crate) struct FrameGuards {
     /// Start of the current one-second window, ns.
     window: AtomicU64,
-    counts: [AtomicU32; 4],
+    /// Indexed by [`Rated::index`].
+    counts: [AtomicU32; Rated::COUNT],
     /// CONTINUATION frames in the current header block.
     continuation: AtomicU32,
 }
@@ -122,7 +160,7 @@ impl FrameGuards {
     pub(crate) fn new(now: u64) -> FrameGuards {
         FrameGuards {
             window: AtomicU64::new(now),
-            counts: [const { AtomicU32::new(0) }; 4],
+            counts: [const { AtomicU32::new(0) }; Rated::COUNT],
             continuation: AtomicU32::new(0),
         }
     }
@@ -132,14 +170,14 @@ impl FrameGuards {
         &self,
         frame: H2Frame,
         now: u64,
-        limits: &GuardLimits,
+        limits: &LiveGuardLimits,
     ) -> Option<(Guard, u64)> {
         let r = Ordering::Relaxed;
-        let i = match frame {
-            H2Frame::Ping => 0,
-            H2Frame::Settings => 1,
-            H2Frame::RstStream | H2Frame::ServerRstStream => 2,
-            H2Frame::EmptyData => 3,
+        let kind = match frame {
+            H2Frame::Ping => Rated::Ping,
+            H2Frame::Settings => Rated::Settings,
+            H2Frame::RstStream | H2Frame::ServerRstStream => Rated::RstStream,
+            H2Frame::EmptyData => Rated::EmptyData,
             H2Frame::EnhanceYourCalm => return Some((Guard::H2Abuse, 1)),
             H2Frame::Headers { .. } => {
                 self.continuation.store(0, r);
@@ -151,10 +189,10 @@ impl FrameGuards {
                     self.continuation.store(0, r);
                 }
                 let max = limits.max_continuation.load(r);
-                return GuardLimits::over(u64::from(max), u64::from(n), Guard::Continuation);
+                return LiveGuardLimits::over(u64::from(max), u64::from(n), Guard::Continuation);
             }
         };
-        let limit = limits.per_sec[i].load(r);
+        let limit = limits.rate(kind);
         if limit == 0 {
             return None;
         }
@@ -164,8 +202,8 @@ impl FrameGuards {
                 c.store(0, r);
             }
         }
-        let n = self.counts[i].fetch_add(1, r).saturating_add(1);
-        GuardLimits::over(u64::from(limit), u64::from(n), RATED[i])
+        let n = self.counts[kind.index()].fetch_add(1, r).saturating_add(1);
+        LiveGuardLimits::over(u64::from(limit), u64::from(n), kind.guard())
     }
 }
 
@@ -173,14 +211,14 @@ impl FrameGuards {
 mod tests {
     use super::*;
 
-    fn limits() -> GuardLimits {
-        GuardLimits::new(&GuardConfig {
+    fn limits() -> LiveGuardLimits {
+        LiveGuardLimits::new(&GuardLimits {
             ping_per_sec: 3,
             settings_per_sec: 2,
             rst_stream_per_sec: 5,
             empty_data_per_sec: 0,
             max_continuation_per_block: 2,
-            ..GuardConfig::default()
+            ..GuardLimits::default()
         })
     }
 
@@ -246,7 +284,38 @@ mod tests {
 
     #[test]
     fn limits_round_trip() {
-        let c = GuardConfig::default();
-        assert_eq!(GuardLimits::new(&c).load(), c);
+        let c = GuardLimits::default();
+        assert_eq!(LiveGuardLimits::new(&c).load(), c);
+        // Distinct caps come back under their own names.
+        let c = GuardLimits {
+            ping_per_sec: 1,
+            settings_per_sec: 2,
+            rst_stream_per_sec: 3,
+            empty_data_per_sec: 4,
+            ..GuardLimits::default()
+        };
+        assert_eq!(LiveGuardLimits::new(&c).load(), c);
+    }
+
+    #[test]
+    fn each_rated_kind_trips_its_own_guard() {
+        let l = LiveGuardLimits::new(&GuardLimits {
+            ping_per_sec: 1,
+            settings_per_sec: 1,
+            rst_stream_per_sec: 1,
+            empty_data_per_sec: 1,
+            ..GuardLimits::default()
+        });
+        for (frame, guard) in [
+            (H2Frame::Ping, Guard::Ping),
+            (H2Frame::Settings, Guard::Settings),
+            (H2Frame::RstStream, Guard::RstStream),
+            (H2Frame::ServerRstStream, Guard::RstStream),
+            (H2Frame::EmptyData, Guard::EmptyData),
+        ] {
+            let g = FrameGuards::new(0);
+            assert_eq!(g.frame(frame, 0, &l), None);
+            assert_eq!(g.frame(frame, 1, &l), Some((guard, 2)), "{frame:?}");
+        }
     }
 }

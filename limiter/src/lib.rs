@@ -10,7 +10,9 @@
 //! It is **sans-IO**: no clock (every event takes `now: Nanos` from the caller), no threads, no
 //! sockets, no logging. It is not the statistics (see `zgate-training`), not the proxy glue
 //! that measures bytes, CPU time and frames (see `zgate-proxy`), and not the TOML config (the
-//! `config` crate maps it onto [`LimiterConfig`]).
+//! proxy maps the `config` crate's `[limits]` onto [`LimiterConfig`]). It re-exports what the
+//! proxy needs of `zgate-training` ([`Metric`], [`Model`], [`check_threshold`], ...), so the
+//! proxy depends on this crate alone.
 //!
 //! # Example
 //! ```
@@ -62,8 +64,11 @@ mod error;
 mod guards;
 mod key;
 mod limiter;
+mod live;
 mod mode;
+mod queue;
 mod sampler;
+mod shared;
 mod snapshot;
 mod sync;
 mod table;
@@ -71,16 +76,22 @@ mod time;
 mod verdict;
 
 pub use blocklist::{BlockEntry, BlockListFull};
-pub use config::{ConfigError, GuardConfig, LimiterConfig};
+pub use config::{GuardLimits, LimiterConfig, LimiterConfigError};
 pub use connection::{AsConnection, Connection, Request};
 pub use counters::CountersSnapshot;
 pub use error::Error;
 pub use guards::H2Frame;
 pub use key::{ClientKey, IpPrefix};
 pub use limiter::Limiter;
+pub use live::{LiveClient, LiveMetric, LiveView};
 pub use mode::{Mode, ModeError, UnknownMode};
+pub use shared::MAX_EPOCH;
 pub use snapshot::{ClientSnapshot, Status};
 pub use sync::{BadPrefix, Change, UnknownReason};
 pub use time::Nanos;
 pub use verdict::{Guard, Reason, Verdict};
-pub use zgate_training::{Epoch, Fragments, Metric, Model, Moments, Populations};
+// What the proxy needs of the statistics, so that it depends on this crate alone.
+pub use zgate_training::{
+    check_threshold, Epoch, Fragments, InvalidModel, InvalidThreshold, Metric, MetricModel, Model,
+    ModelParams, Moments, Populations, UnknownMetric,
+};

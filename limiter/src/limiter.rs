@@ -2,33 +2,27 @@
 
 use core::time::Duration;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
-use zgate_training::{Epoch, Metric, Model, ModelParams, Populations, TrainingSet};
+use zgate_training::{check_threshold, Epoch, InvalidThreshold, Metric, Model, Populations};
 
-use crate::blocklist::{BlockEntry, BlockList, BlockListFull};
-use crate::client::{ClientState, Sample};
-use crate::config::{ConfigError, GuardConfig, LimiterConfig};
+use crate::blocklist::{BlockEntry, BlockListFull};
+use crate::config::{GuardLimits, LimiterConfig, LimiterConfigError};
 use crate::connection::Connection;
-use crate::counters::{Counters, CountersSnapshot};
+use crate::counters::CountersSnapshot;
 use crate::error::Error;
-use crate::guards::GuardLimits;
 use crate::key::{ClientKey, IpPrefix};
+use crate::live::{self, LiveParams, LiveView};
 use crate::mode::{Mode, ModeError};
-use crate::sampler;
+use crate::shared::{enabled_mask, pack, Shared, MAX_EPOCH};
 use crate::snapshot::{ClientSnapshot, Status};
-use crate::sync::{Change, Sink};
-use crate::table::{Removed, Table};
+use crate::sync::Change;
 use crate::time::{duration_ns, Nanos};
-use crate::verdict::{Guard, Reason, Verdict};
+use crate::verdict::{Guard, Verdict};
 
 /// Idle clients examined per [`Limiter::tick`].
 const EXPIRE_BUDGET: usize = 4096;
-
-/// Unique ids for the per-thread writer cache.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The limiter: client table, mode machine, model, block list, static guards, counters.
 ///
@@ -55,37 +49,10 @@ impl Limiter {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let shared = Arc::new(Shared {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            state: AtomicU64::new(pack(0, Mode::Disabled)),
-            training_deadline: AtomicU64::new(u64::MAX),
-            training: ArcSwapOption::empty(),
-            model: ArcSwapOption::empty(),
-            thresholds: config.thresholds.map(|t| AtomicU64::new(t.to_bits())),
-            enabled: AtomicU8::new(enabled_mask(&config.enabled)),
-            block_ns: AtomicU64::new(duration_ns(config.block_duration)),
-            cpu_half_life_ns: AtomicU64::new(duration_ns(config.cpu_half_life)),
-            idle_ns: AtomicU64::new(duration_ns(config.idle_expiry)),
-            clock: AtomicU64::new(now.0),
-            guards: GuardLimits::new(&config.guards),
-            table: Table::new(config.max_clients),
-            blocks: BlockList::new(config.max_blocks),
-            counters: Counters::new(),
-            ipv6_prefix: config.ipv6_prefix,
-            shards,
-            control: Mutex::new(Control {
-                training_period: config.training_period,
-                after_training: config.after_training,
-                params: ModelParams {
-                    min_std: config.min_std,
-                    min_clients: config.min_clients,
-                },
-            }),
-            sink: ArcSwapOption::empty(),
-        });
+        let shared = Arc::new(Shared::new(&config, shards, now));
         let limiter = Limiter { shared };
         if let Some(model) = model {
-            limiter.import_model(model);
+            limiter.import_model(model)?;
         }
         limiter.set_mode(config.mode, now)?;
         Ok(limiter)
@@ -167,10 +134,21 @@ impl Limiter {
     /// - `Defence` / `Monitor`: from training, the training set is finalized into the model
     ///   first. Refused with [`ModeError::NoModel`] if there is still no model.
     /// - `Disabled`: stops training (its samples are dropped) and scoring; keeps the model.
+    ///
+    /// Forced: a model with thin metrics is accepted (see [`Limiter::set_mode_checked`]).
     pub fn set_mode(&self, mode: Mode, now: Nanos) -> Result<(), ModeError> {
+        self.set_mode_checked(mode, now, true)
+    }
+
+    /// Like [`Limiter::set_mode`], for an operator's request: without `force`, defence or
+    /// monitor is refused with [`ModeError::ThinModel`] when any enabled metric of the model
+    /// (the one in use, or the one a running training yields) was learned from fewer than
+    /// `min_clients` clients, since such a metric never blocks. A refusal changes nothing (a
+    /// running training goes on).
+    pub fn set_mode_checked(&self, mode: Mode, now: Nanos, force: bool) -> Result<(), ModeError> {
         let ctl = self.shared.lock_control();
         let before = self.shared.training.load_full();
-        self.shared.switch(&ctl, mode, now.0)?;
+        self.shared.switch(&ctl, mode, now.0, force)?;
         self.shared.emit_mode(before);
         Ok(())
     }
@@ -192,7 +170,12 @@ impl Limiter {
 
     /// Replaces the model (e.g. loaded from disk), scored with this limiter's `min_std` and
     /// `min_clients`. Does not change the mode. Later epochs are numbered after the model's.
-    pub fn import_model(&self, model: Model) {
+    /// Refused with [`ModeError::EpochOutOfRange`] (nothing changes) when the model's epoch is
+    /// above [`MAX_EPOCH`].
+    pub fn import_model(&self, model: Model) -> Result<(), ModeError> {
+        if model.epoch > MAX_EPOCH {
+            return Err(ModeError::EpochOutOfRange { epoch: model.epoch });
+        }
         let ctl = self.shared.lock_control();
         let s = &self.shared;
         let st = s.state();
@@ -201,6 +184,7 @@ impl Limiter {
         }
         s.model
             .store(Some(Arc::new(model.with_params(ctl.params.clone()))));
+        Ok(())
     }
 
     /// The live statistics of the running training epoch (approximate while workers write),
@@ -209,15 +193,10 @@ impl Limiter {
         self.shared.training.load().as_ref().map(|set| set.merge())
     }
 
-    /// Sets the z-score threshold of `m` (standard deviations, finite, >= 0). Takes effect on the
-    /// next event.
-    pub fn set_threshold(&self, m: Metric, z: f64) -> Result<(), ConfigError> {
-        if !z.is_finite() || z < 0.0 {
-            return Err(ConfigError {
-                field: format!("thresholds.{}", m.name()),
-                reason: "must be finite and >= 0",
-            });
-        }
+    /// Sets the z-score threshold of `m` (standard deviations, finite, >= 0: see
+    /// [`check_threshold`]). Takes effect on the next event.
+    pub fn set_threshold(&self, m: Metric, z: f64) -> Result<(), InvalidThreshold> {
+        let z = check_threshold(z)?;
         self.shared.thresholds[m.index()].store(z.to_bits(), Ordering::Relaxed);
         Ok(())
     }
@@ -228,7 +207,7 @@ impl Limiter {
     }
 
     /// The static guards in force.
-    pub fn guards(&self) -> GuardConfig {
+    pub fn guards(&self) -> GuardLimits {
         self.shared.guards.load()
     }
 
@@ -253,7 +232,7 @@ impl Limiter {
     /// and `after_training`. `mode`, `max_clients`, `max_blocks`, `ipv6_prefix` and
     /// `training_shards` are fixed at construction and ignored here. Nothing changes if the
     /// config is invalid.
-    pub fn reconfigure(&self, config: &LimiterConfig) -> Result<(), ConfigError> {
+    pub fn reconfigure(&self, config: &LimiterConfig) -> Result<(), LimiterConfigError> {
         config.validate()?;
         let s = &self.shared;
         let mut ctl = s.lock_control();
@@ -269,10 +248,7 @@ impl Limiter {
             .store(duration_ns(config.cpu_half_life), r);
         ctl.training_period = config.training_period;
         ctl.after_training = config.after_training;
-        ctl.params = ModelParams {
-            min_std: config.min_std,
-            min_clients: config.min_clients,
-        };
+        ctl.params = config.model_params();
         if let Some(model) = s.model.load_full() {
             let model = Model::clone(&model).with_params(ctl.params.clone());
             s.model.store(Some(Arc::new(model)));
@@ -329,14 +305,15 @@ impl Limiter {
     }
 
     /// The `n` clients with the highest current value of `m`, highest first. Walks the table
-    /// (O(clients)): for the admin API, not the hot path.
+    /// (O(clients)) a chunk at a time, never holding a lock of the table for long: for the
+    /// admin API, not the hot path.
     pub fn top(&self, m: Metric, n: usize, now: Nanos) -> Vec<ClientSnapshot> {
         let s = &self.shared;
         if n == 0 {
             return Vec::new();
         }
         let mut best: Vec<(u64, ClientKey)> = Vec::with_capacity(n + 1);
-        s.table.for_each(|key, c| {
+        s.table.walk(|key, c| {
             let v = c.cur(m);
             if best.len() == n && best.last().is_some_and(|(min, _)| v <= *min) {
                 return;
@@ -352,6 +329,21 @@ impl Limiter {
                 Some(s.snapshot(key, &c, now.0, model.as_deref()))
             })
             .collect()
+    }
+
+    /// The clients now: per metric, the histogram of every tracked client's current value and
+    /// the `top` highest clients with their z. One walk of the table, a chunk at a time (see
+    /// [`Limiter::top`]): for the admin API's status page, not the hot path.
+    pub fn live(&self, top: usize, now: Nanos) -> LiveView {
+        let s = &self.shared;
+        let model = s.model.load_full();
+        let params = LiveParams {
+            model: model.as_deref(),
+            cpu_half_life_ns: s.cpu_half_life_ns.load(Ordering::Relaxed),
+            now: now.0,
+            top,
+        };
+        live::collect(&s.table, &params)
     }
 
     /// Mode, epoch, training time left, model epoch, table and block list sizes.
@@ -379,277 +371,6 @@ impl Limiter {
     pub fn counters(&self) -> CountersSnapshot {
         let s = &self.shared;
         s.counters.snapshot(s.table.len(), s.blocks.len())
-    }
-}
-
-/// Mode and epoch, packed in one atomic so the hot path reads both with one load.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct State {
-    pub(crate) mode: Mode,
-    pub(crate) epoch: Epoch,
-}
-
-fn pack(epoch: Epoch, mode: Mode) -> u64 {
-    epoch << 8 | u64::from(mode.to_u8())
-}
-
-fn enabled_mask(enabled: &[bool; Metric::COUNT]) -> u8 {
-    Metric::ALL
-        .iter()
-        .filter(|m| enabled[m.index()])
-        .fold(0, |acc, m| acc | 1 << m.index())
-}
-
-/// State shared by the limiter and every connection handle.
-pub(crate) struct Shared {
-    /// Id of this limiter for the per-thread writer cache.
-    id: u64,
-    /// `epoch << 8 | mode`.
-    state: AtomicU64,
-    /// When training ends by itself, ns; `u64::MAX` = only on command.
-    training_deadline: AtomicU64,
-    /// The running epoch's training set (training mode only).
-    pub(crate) training: ArcSwapOption<TrainingSet>,
-    model: ArcSwapOption<Model>,
-    /// f64 bits per metric.
-    thresholds: [AtomicU64; Metric::COUNT],
-    /// Bit per metric index.
-    enabled: AtomicU8,
-    pub(crate) block_ns: AtomicU64,
-    pub(crate) cpu_half_life_ns: AtomicU64,
-    idle_ns: AtomicU64,
-    /// Latest `now` seen by `connection_opened` or `tick`: the time of a handle dropped without
-    /// `close(now)`.
-    clock: AtomicU64,
-    pub(crate) guards: GuardLimits,
-    table: Table,
-    pub(crate) blocks: BlockList,
-    pub(crate) counters: Counters,
-    pub(crate) ipv6_prefix: u8,
-    /// Exclusive shards per training set.
-    shards: usize,
-    /// Serialises mode switches and configuration changes.
-    control: Mutex<Control>,
-    /// Where local block, unblock and mode changes are reported (a fleet); see `sync.rs`.
-    pub(crate) sink: ArcSwapOption<Sink>,
-}
-
-pub(crate) struct Control {
-    training_period: Duration,
-    after_training: Mode,
-    params: ModelParams,
-}
-
-impl Shared {
-    #[inline]
-    pub(crate) fn state(&self) -> State {
-        let s = self.state.load(Ordering::Relaxed);
-        // The low byte holds a `Mode` written by `pack`; truncation is the intent.
-        State {
-            mode: Mode::from_u8(s as u8),
-            epoch: s >> 8,
-        }
-    }
-
-    #[inline]
-    pub(crate) fn threshold(&self, m: Metric) -> f64 {
-        f64::from_bits(self.thresholds[m.index()].load(Ordering::Relaxed))
-    }
-
-    #[inline]
-    pub(crate) fn is_enabled(&self, m: Metric) -> bool {
-        self.enabled.load(Ordering::Relaxed) & (1 << m.index()) != 0
-    }
-
-    pub(crate) fn clock(&self) -> u64 {
-        self.clock.load(Ordering::Relaxed)
-    }
-
-    fn advance_clock(&self, now: u64) {
-        if now > self.clock.load(Ordering::Relaxed) {
-            self.clock.fetch_max(now, Ordering::Relaxed);
-        }
-    }
-
-    /// Records an observation of `m` in training mode, ending training first if it is due.
-    /// The caller has already updated the client's maximum for `epoch`.
-    #[inline]
-    pub(crate) fn train(&self, m: Metric, sample: Sample, epoch: Epoch, now: u64) {
-        if now >= self.training_deadline.load(Ordering::Relaxed) {
-            self.end_training_if_due(now);
-        }
-        if sample == Sample::None {
-            return;
-        }
-        if let Some(set) = self.training.load().as_ref() {
-            // A sample read under another epoch belongs to a set that is gone: drop it.
-            if set.epoch() == epoch {
-                sampler::record(self.id, set, m, sample);
-            }
-        }
-    }
-
-    /// The z-score of `x` for `m` if it is over the metric's threshold (and scoring of `m` is
-    /// enabled and there is a model).
-    #[inline]
-    pub(crate) fn score(&self, m: Metric, x: u64) -> Option<f64> {
-        if !self.is_enabled(m) {
-            return None;
-        }
-        let model = self.model.load();
-        let model = model.as_ref()?;
-        if !model.exceeds(m, x, self.threshold(m)) {
-            return None;
-        }
-        Some(model.z(m, x))
-    }
-
-    /// Puts `key` on the block list (best effort: a full list is counted) and counts the block.
-    pub(crate) fn record_block(
-        &self,
-        key: ClientKey,
-        until: u64,
-        reason: Reason,
-        value: u64,
-        z: f64,
-        now: u64,
-    ) {
-        let entry = BlockEntry {
-            prefix: key.prefix(self.ipv6_prefix),
-            until: Nanos(until),
-            reason: Some(reason),
-            value,
-            z,
-        };
-        if self.blocks.insert(entry, Nanos(now)).is_err() {
-            self.counters.blocklist_full.fetch_add(1, Ordering::Relaxed);
-        }
-        self.counters.blocked(reason);
-        self.emit(Change::Blocked {
-            entry,
-            now: Nanos(now),
-        });
-    }
-
-    /// A `Block` verdict for `guard` that puts nobody on the block list (already blocked, or the
-    /// table is full).
-    pub(crate) fn refuse(&self, guard: Guard, value: u64) -> Verdict {
-        self.counters.blocked(Reason::Guard(guard));
-        Verdict::guard(guard, value)
-    }
-
-    /// Removes a departed client's samples from the running training set.
-    fn forget(&self, client: &Removed) {
-        let st = self.state();
-        if st.mode != Mode::Training {
-            return;
-        }
-        if let Some(set) = self.training.load().as_ref() {
-            sampler::remove(self.id, set, client.samples(set.epoch()));
-        }
-    }
-
-    fn end_training_if_due(&self, now: u64) {
-        let ctl = self.lock_control();
-        let st = self.state();
-        if st.mode != Mode::Training || now < self.training_deadline.load(Ordering::Relaxed) {
-            return;
-        }
-        // Training always yields a model, so this switch cannot be refused.
-        let before = self.training.load_full();
-        if self.switch(&ctl, ctl.after_training, now).is_ok() {
-            self.emit_mode(before);
-        }
-    }
-
-    pub(crate) fn switch(&self, ctl: &Control, mode: Mode, now: u64) -> Result<(), ModeError> {
-        let st = self.state();
-        match mode {
-            Mode::Training => {
-                let epoch = st.epoch + 1;
-                self.training
-                    .store(Some(TrainingSet::new(epoch, self.shards)));
-                let deadline = match ctl.training_period {
-                    Duration::ZERO => u64::MAX,
-                    p => now.saturating_add(duration_ns(p)),
-                };
-                self.training_deadline.store(deadline, Ordering::Relaxed);
-                self.state
-                    .store(pack(epoch, Mode::Training), Ordering::Release);
-            }
-            Mode::Defence | Mode::Monitor => {
-                if st.mode == Mode::Training {
-                    if let Some(set) = self.training.load_full() {
-                        self.model.store(Some(Arc::new(set.finalize(&ctl.params))));
-                    }
-                }
-                if self.model.load().is_none() {
-                    return Err(ModeError::NoModel { requested: mode });
-                }
-                self.leave_training(st.epoch, mode);
-            }
-            Mode::Disabled => self.leave_training(st.epoch, mode),
-        }
-        Ok(())
-    }
-
-    fn leave_training(&self, epoch: Epoch, mode: Mode) {
-        self.state.store(pack(epoch, mode), Ordering::Release);
-        self.training_deadline.store(u64::MAX, Ordering::Relaxed);
-        self.training.store(None);
-    }
-
-    pub(crate) fn for_clients_in(&self, prefix: IpPrefix, f: impl Fn(&ClientState)) {
-        let client_len = if prefix.addr().is_ipv4() {
-            32
-        } else {
-            self.ipv6_prefix
-        };
-        if prefix.len() >= client_len {
-            if let Some(c) = self
-                .table
-                .get(&ClientKey::new(prefix.addr(), self.ipv6_prefix))
-            {
-                f(&c);
-            }
-            return;
-        }
-        self.table.for_each(|key, c| {
-            if prefix.contains(key.addr()) {
-                f(c);
-            }
-        });
-    }
-
-    fn snapshot(
-        &self,
-        key: ClientKey,
-        c: &ClientState,
-        now: u64,
-        model: Option<&Model>,
-    ) -> ClientSnapshot {
-        let epoch = self.state().epoch;
-        let mut current = Metric::ALL.map(|m| c.cur(m));
-        current[Metric::Cpu.index()] = c.cpu_at(now, self.cpu_half_life_ns.load(Ordering::Relaxed));
-        let z = match model {
-            Some(model) => Metric::ALL.map(|m| model.z(m, current[m.index()])),
-            None => [0.0; Metric::COUNT],
-        };
-        ClientSnapshot {
-            key,
-            prefix: key.prefix(self.ipv6_prefix),
-            current,
-            max: Metric::ALL.map(|m| c.max(m, epoch)),
-            z,
-            last_seen: Nanos(c.last_seen()),
-            blocked_until: c.is_blocked(now).then(|| Nanos(c.blocked_until())),
-        }
-    }
-
-    pub(crate) fn lock_control(&self) -> MutexGuard<'_, Control> {
-        // Every critical section leaves `Control` and the atomics consistent at each step, so a
-        // poisoned lock is safe to reuse.
-        self.control.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

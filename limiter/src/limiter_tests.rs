@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::connection::{Connection, Request};
 use crate::guards::H2Frame;
+use crate::verdict::Reason;
 use zgate_training::Fragments;
 
 const SEC: u64 = 1_000_000_000;
@@ -450,9 +451,9 @@ fn idle_clients_expire_on_tick() {
 fn blocks_expire_and_can_be_removed_by_hand() {
     let c = LimiterConfig {
         block_duration: Duration::from_secs(60),
-        guards: GuardConfig {
+        guards: GuardLimits {
             max_connections_per_client: 2,
-            ..GuardConfig::default()
+            ..GuardLimits::default()
         },
         ..config()
     };
@@ -500,7 +501,7 @@ fn blocks_expire_and_can_be_removed_by_hand() {
 
 #[test]
 fn static_guards_act_in_every_mode() {
-    let guards = GuardConfig {
+    let guards = GuardLimits {
         max_connections_per_client: 3,
         max_memory_per_client: 1000,
         ping_per_sec: 2,
@@ -791,4 +792,63 @@ fn a_request_owning_its_connection_outlives_the_starter_and_counts_until_dropped
     assert_eq!(current(t(2))[..3], [1, 1, 1]);
     drop(r);
     assert_eq!(current(t(3))[..3], [0, 0, 0]);
+}
+
+#[test]
+fn a_thin_model_needs_force_and_a_refusal_keeps_training() {
+    // Three clients: every metric they touched has n = 3 < min_clients (10).
+    let l = limiter(config());
+    l.set_mode(Mode::Training, t(1)).unwrap();
+    for i in 0..3 {
+        drop(open(&l, i, t(2)));
+    }
+    let e = l.set_mode_checked(Mode::Defence, t(3), false).unwrap_err();
+    match &e {
+        ModeError::ThinModel {
+            thin, min_clients, ..
+        } => {
+            assert_eq!(*min_clients, 10);
+            assert!(thin.contains(&(Metric::Connections, 3)), "{thin:?}");
+            assert!(thin.contains(&(Metric::Fragmentation, 0)), "{thin:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(l.mode(), Mode::Training, "a refusal changes nothing");
+    assert!(l.model().is_none());
+    // Disabled metrics are not named; force accepts the thin model.
+    for m in Metric::ALL {
+        l.set_enabled(m, m == Metric::Connections);
+    }
+    match l.set_mode_checked(Mode::Monitor, t(3), false) {
+        Err(ModeError::ThinModel { thin, .. }) => assert_eq!(thin, vec![(Metric::Connections, 3)]),
+        other => panic!("{other:?}"),
+    }
+    l.set_mode_checked(Mode::Defence, t(3), true).unwrap();
+    assert_eq!(l.mode(), Mode::Defence);
+    assert_eq!(l.model().unwrap().get(Metric::Connections).n, 3);
+}
+
+#[test]
+fn model_epochs_above_the_bound_are_refused() {
+    let l = limiter(config());
+    let mut model = trained(&[1; 20]).model().unwrap().as_ref().clone();
+    model.epoch = u64::MAX;
+    assert_eq!(
+        l.import_model(model.clone()),
+        Err(ModeError::EpochOutOfRange { epoch: u64::MAX })
+    );
+    assert!(l.model().is_none());
+    model.epoch = MAX_EPOCH;
+    for m in &mut model.metrics {
+        m.n = 20;
+    }
+    l.import_model(model).unwrap();
+    assert_eq!(l.epoch(), MAX_EPOCH);
+    assert_eq!(
+        l.set_mode(Mode::Training, t(1)),
+        Err(ModeError::EpochsExhausted)
+    );
+    assert_eq!(l.mode(), Mode::Disabled);
+    // A full model is accepted without force.
+    l.set_mode_checked(Mode::Defence, t(1), false).unwrap();
 }

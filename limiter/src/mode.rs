@@ -3,6 +3,8 @@
 use core::fmt;
 use core::str::FromStr;
 
+use zgate_training::Metric;
+
 /// What the limiter does with its observations. Switched at run time with
 /// [`crate::Limiter::set_mode`]. Static guards and the block list act in every mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -88,6 +90,25 @@ pub enum ModeError {
         /// The mode that was asked for.
         requested: Mode,
     },
+    /// Defence or monitor was asked without `force`, and some enabled metrics of the model
+    /// (the one in use, or the one training would yield) were learned from fewer than
+    /// `min_clients` clients: those metrics would never block.
+    ThinModel {
+        /// The mode that was asked for.
+        requested: Mode,
+        /// The thin metrics and their population sizes, in [`Metric::ALL`] order.
+        thin: Vec<(Metric, u64)>,
+        /// The minimum population in force.
+        min_clients: u64,
+    },
+    /// A model's epoch is above [`crate::MAX_EPOCH`] (the limiter packs epochs with the mode
+    /// in one word, and counts on from the model's epoch): refused, nothing changes.
+    EpochOutOfRange {
+        /// The epoch given.
+        epoch: u64,
+    },
+    /// Training cannot start: the epoch counter is at [`crate::MAX_EPOCH`].
+    EpochsExhausted,
 }
 
 impl fmt::Display for ModeError {
@@ -96,6 +117,32 @@ impl fmt::Display for ModeError {
             ModeError::NoModel { requested } => write!(
                 f,
                 "cannot switch to {requested}: no model; train first (mode=training) or import a model"
+            ),
+            ModeError::ThinModel {
+                requested,
+                thin,
+                min_clients,
+            } => {
+                write!(
+                    f,
+                    "cannot switch to {requested}: these metrics were learned from fewer than \
+                     min_clients ({min_clients}) clients and would never block:"
+                )?;
+                for (i, (m, n)) in thin.iter().enumerate() {
+                    let sep = if i == 0 { " " } else { ", " };
+                    write!(f, "{sep}{} (n = {n})", m.name())?;
+                }
+                f.write_str("; train longer, disable them, or force the switch")
+            }
+            ModeError::EpochOutOfRange { epoch } => write!(
+                f,
+                "epoch {epoch} is out of range: at most {}",
+                crate::MAX_EPOCH
+            ),
+            ModeError::EpochsExhausted => write!(
+                f,
+                "cannot start training: the epoch counter is at its maximum ({})",
+                crate::MAX_EPOCH
             ),
         }
     }
@@ -118,5 +165,15 @@ mod tests {
             requested: Mode::Defence,
         };
         assert!(e.to_string().contains("no model"));
+        let e = ModeError::ThinModel {
+            requested: Mode::Defence,
+            thin: vec![(Metric::Cpu, 0), (Metric::Fragmentation, 3)],
+            min_clients: 10,
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("cpu (n = 0), fragmentation (n = 3)") && text.contains("force"),
+            "{text}"
+        );
     }
 }

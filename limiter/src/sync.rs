@@ -14,8 +14,9 @@ use std::net::IpAddr;
 
 use crate::blocklist::{BlockEntry, BlockListFull};
 use crate::key::IpPrefix;
-use crate::limiter::{Limiter, Shared};
+use crate::limiter::Limiter;
 use crate::mode::{Mode, ModeError};
+use crate::shared::Shared;
 use crate::time::Nanos;
 use crate::verdict::{Guard, Reason};
 use std::sync::Arc;
@@ -103,7 +104,7 @@ impl Limiter {
         let s = &self.shared;
         let ctl = s.lock_control();
         let before = s.training.load_full();
-        s.switch(&ctl, mode, now.0)?;
+        s.switch(&ctl, mode, now.0, true)?;
         Ok(ended(before, s))
     }
 }

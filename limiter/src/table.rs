@@ -14,8 +14,11 @@
 //!
 //! Lock order: queue, then map shard. The insert path releases the shard before it pushes to the
 //! queue.
+//!
+//! Walks ([`Table::walk`], for the admin API) go through the queue a chunk of keys at a time,
+//! then look each key up on its own: neither the queue's lock nor a shard's is held for more
+//! than one chunk's copy or one lookup, and none while the caller's function runs.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -25,12 +28,15 @@ use zgate_training::Metric;
 
 use crate::client::ClientState;
 use crate::key::ClientKey;
+use crate::queue::KeyQueue;
 
 /// How many queue entries one eviction looks at before settling for a non-idle client.
 const EVICT_SCAN: usize = 8;
 /// How many it looks at, at most, while it has found no evictable client at all (a table
 /// mostly of busy clients), before refusing the new client.
 const EVICT_SCAN_MAX: usize = 64;
+/// How many keys a walk copies out of the queue under one hold of its lock.
+const WALK_CHUNK: usize = 256;
 
 /// A client removed from the table (evicted or expired), so the caller can remove its training
 /// samples.
@@ -43,7 +49,7 @@ pub(crate) struct Full;
 pub(crate) struct Table {
     map: DashMap<ClientKey, Arc<ClientState>>,
     /// Every key of `map` once (briefly absent between insert and push), oldest first.
-    queue: Mutex<VecDeque<ClientKey>>,
+    queue: Mutex<KeyQueue>,
     /// Entries in `map` plus reserved slots; never above `max`.
     len: AtomicUsize,
     max: usize,
@@ -53,7 +59,7 @@ impl Table {
     pub(crate) fn new(max: usize) -> Table {
         Table {
             map: DashMap::new(),
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(KeyQueue::new()),
             len: AtomicUsize::new(0),
             max: max.max(1),
         }
@@ -203,7 +209,34 @@ impl Table {
         }
     }
 
-    fn lock_queue(&self) -> MutexGuard<'_, VecDeque<ClientKey>> {
+    /// Calls `f` on the clients in the table when the walk starts, each at most once, without
+    /// holding a lock while `f` runs: keys are copied out of the queue `WALK_CHUNK` at a time,
+    /// then each is looked up alone. A client removed meanwhile is skipped, one added meanwhile
+    /// is not seen, and one that eviction or expiry moved from the front of the queue to the
+    /// back before the walk got to it is missed (they take the oldest keys, which the walk
+    /// visits first). Returns the number of clients `f` saw. For the admin API: O(clients), but
+    /// it never stalls the hot path for longer than one chunk's copy or one lookup.
+    pub(crate) fn walk(&self, mut f: impl FnMut(ClientKey, &ClientState)) -> usize {
+        let end = self.lock_queue().end();
+        let mut pos = 0;
+        let mut chunk = Vec::with_capacity(WALK_CHUNK);
+        let mut seen = 0;
+        while pos < end {
+            chunk.clear();
+            pos = self
+                .lock_queue()
+                .copy_chunk(pos, end, WALK_CHUNK, &mut chunk);
+            for key in &chunk {
+                if let Some(client) = self.get(key) {
+                    f(*key, &client);
+                    seen += 1;
+                }
+            }
+        }
+        seen
+    }
+
+    fn lock_queue(&self) -> MutexGuard<'_, KeyQueue> {
         // The queue is only pushed to and popped from under the lock; no operation can leave it
         // half-updated, so a poisoned lock is safe to reuse.
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
@@ -283,6 +316,39 @@ mod tests {
         let (_, _, ev) = t.open(key(40), 2, 100).unwrap();
         assert!(Arc::ptr_eq(&ev.unwrap(), &last));
         drop(busy);
+    }
+
+    #[test]
+    fn a_walk_sees_each_client_once_and_holds_no_lock_while_it_calls_back() {
+        let t = Table::new(10_000);
+        let n = 3 * WALK_CHUNK as u32 + 7;
+        let clients: Vec<_> = (0..n).map(|i| t.open(key(i), 0, 100).unwrap().0).collect();
+        // Half the clients close: `expire` below rotates the others to the back of the queue.
+        for c in clients.iter().step_by(2) {
+            c.sub(Metric::Connections, 1);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut added = n;
+        let count = t.walk(|k, _| {
+            assert!(seen.insert(k), "{k:?} seen twice");
+            // The callback may change the table: with a shard's lock held this would deadlock.
+            if seen.len() % 100 == 1 {
+                t.open(key(added), 0, 100).unwrap();
+                added += 1;
+                t.expire(1_000, 100, 16);
+            }
+        });
+        assert_eq!(count, seen.len());
+        // Every client still in the table that was there at the start was seen; the idle ones
+        // `expire` removed before the walk reached them may be missing, the new ones are not
+        // seen.
+        for i in 0..n {
+            if t.get(&key(i)).is_some() {
+                assert!(seen.contains(&key(i)), "client {i} missed");
+            }
+        }
+        assert!((n..added).all(|i| !seen.contains(&key(i))));
+        assert!(seen.len() >= n as usize / 2);
     }
 
     #[test]

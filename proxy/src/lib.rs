@@ -7,7 +7,7 @@
 //! The rooms, each a folder whose `mod.rs` lists its files, in the order a connection meets
 //! them; dependencies point down this list, never back up:
 //! - `server.rs`: the lifecycle (start, reload applied, shutdown) and what it shares;
-//! - `admin/`: the admin API;
+//! - `admin/`: the admin API and the status page (its files in `proxy/ui/`);
 //! - `listen/`: bind, accept, admission, TLS, protocol detection, SYN drop;
 //! - `conn/`: one connection's driver, IO wrapper, taps, CPU timing;
 //! - `http/`: one request: rewriting, bodies, responses of zgate's own;
@@ -16,16 +16,21 @@
 //! - `state/`: reload planning, the state file, the Prometheus exporter;
 //! - `cli/`: arguments, `zgate ctl`, the demo backend, logging;
 //! - `limits.rs` (`[limits]` mapped onto the limiter's and the proxy's settings), `clock.rs`
-//!   (the limiter's clock) and `stats.rs` (traffic counters) are small shared leaves.
+//!   (the limiter's clock), `stats.rs` (traffic counters), `histogram.rs` (latency buckets),
+//!   `escape.rs` (client text made safe for a log line) and `log.rs` (the log subscriber, text
+//!   or JSON) are small shared leaves.
 
 pub mod account;
 pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod conn;
+pub mod escape;
+pub mod histogram;
 pub mod http;
 pub mod limits;
 pub mod listen;
+pub mod log;
 pub mod server;
 pub mod state;
 pub mod stats;

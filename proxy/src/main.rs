@@ -5,33 +5,41 @@ use std::process::ExitCode;
 use zgate_config::{Backend, Config, DEFAULT_CONFIG};
 use zgate_proxy::cli::{self, Command};
 use zgate_proxy::cli::{ctl, demo, logging};
+use zgate_proxy::state::checked::{CheckError, Checked};
 use zgate_proxy::Server;
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("zgate: {e}\n\n{}", cli::USAGE);
-            return ExitCode::from(2);
+            // Help and version go to stdout with exit 0; a usage error to stderr with exit 2.
+            let text = e.to_string();
+            let nl = if text.ends_with('\n') { "" } else { "\n" };
+            if e.is_error() {
+                eprint!("{text}{nl}");
+            } else {
+                print!("{text}{nl}");
+            }
+            return ExitCode::from(e.exit_code());
         }
     };
     match command {
-        Command::Help => {
-            print!("{}", cli::USAGE);
-            ExitCode::SUCCESS
-        }
         Command::Ctl(args) => ExitCode::from(ctl::main(&args)),
-        Command::Version => {
-            println!("zgate {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Command::CheckConfig(path) => match Config::load(&path) {
+        // The same check start runs (limits mapped, TLS files loaded, every range): what
+        // passes here starts, binding the listeners aside.
+        Command::CheckConfig(path) => match Checked::load(&path).and_then(|c| {
+            c.check_start().map_err(|e| CheckError {
+                file: Some(path.clone()),
+                ..e
+            })?;
+            Ok(c)
+        }) {
             Ok(c) => {
                 println!(
                     "{}: ok ({} listener(s), {} backend(s))",
                     path.display(),
-                    c.listeners.len(),
-                    c.backends.len()
+                    c.config.listeners.len(),
+                    c.config.backends.len()
                 );
                 ExitCode::SUCCESS
             }
@@ -47,7 +55,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Demo { listen, backend } => {
+        Command::Demo {
+            listen,
+            backend,
+            admin,
+        } => {
             let mut config = match Config::parse(DEFAULT_CONFIG, std::path::Path::new(".")) {
                 Ok(c) => c,
                 Err(e) => {
@@ -57,6 +69,9 @@ fn main() -> ExitCode {
             };
             config.listeners.truncate(1);
             config.listeners[0].addr = listen;
+            if admin.is_some() {
+                config.admin.addr = admin;
+            }
             run(config, Some(backend), None)
         }
         Command::Backend { listen } => {
@@ -103,7 +118,7 @@ fn run(
     demo_backend: Option<std::net::SocketAddr>,
     path: Option<std::path::PathBuf>,
 ) -> ExitCode {
-    logging::init(&config.log.level);
+    zgate_proxy::log::init(&config.log);
     let Some(rt) = runtime(config.runtime.workers) else {
         return ExitCode::FAILURE;
     };
@@ -126,7 +141,7 @@ fn run(
             None => None,
         };
         tracing::info!(
-            version = env!("CARGO_PKG_VERSION"),
+            version = cli::VERSION,
             listeners = config.listeners.len(),
             backends = config.backends.len(),
             "zgate starting"

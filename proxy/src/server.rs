@@ -17,31 +17,26 @@ use crate::admin::{self, AdminHandle, Control, FleetView};
 use crate::clock::Clock;
 use crate::conn::{ConnSettings, Phase};
 use crate::http::service::Services;
-use crate::http::Upstream;
-use crate::limits;
 use crate::listen::bind::BindError;
-use crate::listen::tls::TlsError;
-use crate::listen::{bind_listener, tls_acceptor, AcceptThread, Admission, ConnCount};
+use crate::listen::{bind_listener, AcceptThread, Admission, ConnCount};
 use crate::listen::{Listeners, NewListener, Stopped};
+use crate::state::checked::{CheckError, Checked};
 use crate::state::exporter::{Exporter, Scrape};
 use crate::state::fleet::{self, FleetTask};
+use crate::state::overrides::Overrides;
 use crate::state::persist::{self, LoadError, Persist};
 use crate::state::reload::Plan;
 pub use crate::state::reload::{ReloadError, ReloadReport};
+use crate::state::restore;
 use crate::stats::Stats;
-use crate::upstream::BackendsError;
 
 /// Why the server could not start. Its message names the config key at fault where there is one.
 #[derive(Debug)]
 pub enum StartError {
-    /// The backends cannot be used.
-    Backends(BackendsError),
-    /// `[limits]` does not map onto the limiter's settings.
-    Limits(String),
+    /// The config fails a check ([`Checked`]: values, `[limits]`, backends, TLS files).
+    Check(CheckError),
     /// The limiter refused its settings or the start mode.
     Limiter(zgate_limiter::Error),
-    /// A listener's TLS files do not load.
-    Tls(TlsError),
     /// A listener (or the admin API's) cannot be bound.
     Bind(BindError),
     /// The accept thread could not be started.
@@ -53,10 +48,8 @@ pub enum StartError {
 impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StartError::Backends(e) => e.fmt(f),
-            StartError::Limits(e) => f.write_str(e),
+            StartError::Check(e) => e.fmt(f),
             StartError::Limiter(e) => write!(f, "`limits`: {e}"),
-            StartError::Tls(e) => e.fmt(f),
             StartError::Bind(e) => e.fmt(f),
             StartError::AcceptThread(e) => write!(f, "cannot start the accept thread: {e}"),
             StartError::Fleet(e) => e.fmt(f),
@@ -66,9 +59,9 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-impl From<TlsError> for StartError {
-    fn from(e: TlsError) -> Self {
-        StartError::Tls(e)
+impl From<CheckError> for StartError {
+    fn from(e: CheckError) -> Self {
+        StartError::Check(e)
     }
 }
 
@@ -102,8 +95,13 @@ struct Core {
     admission: Arc<Admission>,
     /// The config in force (the last one applied).
     config: ArcSwap<Config>,
-    /// `[limits]` mapped onto the limiter's config, as in force.
+    /// `[limits]` mapped onto the limiter's config, as in force: the file's with the runtime
+    /// overrides laid over it.
     limiter_config: ArcSwap<LimiterConfig>,
+    /// `[limits]` of the config file alone.
+    file_limiter_config: ArcSwap<LimiterConfig>,
+    /// The runtime overrides (API, `zgate ctl`), kept in the state file.
+    overrides: Mutex<Overrides>,
     /// The file the config came from, re-read by a reload; `None` for an in-memory config.
     config_path: Option<PathBuf>,
     /// The bound listeners.
@@ -135,19 +133,50 @@ impl Server {
         config: Config,
         path: Option<PathBuf>,
     ) -> Result<Server, StartError> {
-        let upstream = Upstream::new(&config).map_err(StartError::Backends)?;
-        let (limiter_config, proxy_limits) =
-            limits::from_config(&config.limits).map_err(StartError::Limits)?;
+        let checked = Checked::new(config).map_err(|e| CheckError {
+            file: path.clone(),
+            ..e
+        })?;
+        Self::start_checked(checked, path).await
+    }
+
+    /// Starts on a config already through [`Checked`] (what `zgate --config` does: the same
+    /// check as `zgate check-config`), remembering the file a reload re-reads.
+    pub async fn start_checked(
+        checked: Checked,
+        path: Option<PathBuf>,
+    ) -> Result<Server, StartError> {
+        let saved = load_state(checked.config.limits.state_file.as_deref());
+        let has_model = saved.as_ref().is_some_and(|s| s.model.is_some());
+        checked
+            .check_start_mode(has_model)
+            .map_err(|e| CheckError {
+                file: path.clone(),
+                ..e
+            })?;
+        let Checked {
+            config,
+            upstream,
+            limiter_config,
+            proxy_limits,
+            tls,
+        } = checked;
         let clock = Clock::new();
-        let saved = load_state(config.limits.state_file.as_deref());
-        let limiter = start_limiter(&config, &limiter_config, saved.as_ref(), clock)?;
+        let overrides = restore::overrides(saved.as_ref());
+        let effective = overrides.apply(&limiter_config);
+        let limiter = start_limiter(&config, &effective, saved.as_ref(), clock)?;
         let limiter = Arc::new(limiter);
+        let (now, unix_now) = (clock.now(), persist::unix_now());
+        if let Some(saved) = &saved {
+            restore::blocks(&limiter, &saved.blocks, now, unix_now);
+        }
         let fleet =
             fleet::start(config.fleet.as_ref(), &limiter, clock).map_err(StartError::Fleet)?;
         let persist = Persist::new(
             config.limits.state_file.clone(),
             &limiter,
             saved.and_then(|s| s.trained_at),
+            restore::runtime(&overrides, &limiter, now, unix_now),
         );
         let services = Arc::new(Services {
             upstream: ArcSwap::from_pointee(upstream),
@@ -155,7 +184,8 @@ impl Server {
             limiter: limiter.clone(),
             clock,
             limits: ArcSwap::from_pointee(proxy_limits),
-            stats: Stats::default(),
+            would_block_log: Arc::default(),
+            stats: Arc::new(Stats::default()),
         });
         let (phase, _) = watch::channel(Phase::Running);
         let (accept_thread, accept_rt) = AcceptThread::start().map_err(StartError::AcceptThread)?;
@@ -173,15 +203,16 @@ impl Server {
             listeners: Listeners::new(accept_rt, admission.clone()),
             admission,
             config: ArcSwap::from_pointee(config.clone()),
-            limiter_config: ArcSwap::from_pointee(limiter_config),
+            limiter_config: ArcSwap::from_pointee(effective),
+            file_limiter_config: ArcSwap::from_pointee(limiter_config),
+            overrides: Mutex::new(overrides),
             config_path: path,
             reloading: Mutex::new(()),
             persist,
             exporter: Exporter::new(),
             fleet,
         });
-        for (i, l) in config.listeners.iter().enumerate() {
-            let tls = tls_acceptor(l, i)?;
+        for ((i, l), tls) in config.listeners.iter().enumerate().zip(tls) {
             let (listener, local) = bind_listener(l.addr, &format!("listener[{i}].addr"))?;
             let new = NewListener {
                 config_addr: l.addr,
@@ -309,9 +340,9 @@ impl Core {
         let Some(path) = &self.config_path else {
             return Err(ReloadError::NoConfigFile);
         };
-        let config = Config::load(path).map_err(ReloadError::Config)?;
+        let checked = Checked::load(path).map_err(ReloadError::Check)?;
         let bound = self.listeners.config_addrs();
-        let plan = Plan::prepare(&config, &self.config.load(), &bound)?;
+        let (config, plan) = Plan::prepare(checked, &self.config.load(), &bound)?;
         self.apply(config, plan)
     }
 
@@ -319,17 +350,20 @@ impl Core {
     /// changes.
     fn apply(&self, config: Config, plan: Plan) -> Result<ReloadReport, ReloadError> {
         let Plan {
-            upstream,
+            mut upstream,
             limiter_config,
             proxy_limits,
             tls,
             new,
         } = plan;
         let services = self.services();
+        let overrides = self.lock_overrides();
+        let effective = overrides.apply(&limiter_config);
         services
             .limiter
-            .reconfigure(&limiter_config)
+            .reconfigure(&effective)
             .map_err(ReloadError::Limiter)?;
+        upstream.carry_stats_from(&services.upstream.load());
         services.upstream.store(Arc::new(upstream));
         services.limits.store(Arc::new(proxy_limits));
         services
@@ -345,13 +379,31 @@ impl Core {
             .apply(&order, tls, new)
             .map_err(|Stopped| ReloadError::ShuttingDown)?;
         let backends = config.backends.len();
-        self.limiter_config.store(Arc::new(limiter_config));
+        self.limiter_config.store(Arc::new(effective));
+        self.file_limiter_config.store(Arc::new(limiter_config));
+        drop(overrides);
         self.config.store(Arc::new(config));
         Ok(ReloadReport {
             listeners_added: changes.added,
             listeners_removed: changes.removed,
             backends,
         })
+    }
+}
+
+impl Core {
+    fn lock_overrides(&self) -> std::sync::MutexGuard<'_, Overrides> {
+        // Replaced whole under the lock: a poisoned lock still holds a consistent value.
+        self.overrides.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands the overrides and manual blocks in force to the state file, and saves it.
+    fn save_runtime(&self, overrides: &Overrides) {
+        let limiter = &self.services().limiter;
+        let now = self.services().clock.now();
+        let runtime = restore::runtime(overrides, limiter, now, persist::unix_now());
+        self.persist.set_runtime(runtime);
+        let _ = self.persist.sync(limiter);
     }
 }
 
@@ -376,11 +428,38 @@ impl Control for Core {
         &self.persist
     }
 
+    fn file_limiter_config(&self) -> Arc<LimiterConfig> {
+        self.file_limiter_config.load_full()
+    }
+
+    fn overrides(&self) -> Overrides {
+        self.lock_overrides().clone()
+    }
+
+    fn set_overrides(&self, new: Overrides) -> Result<(), zgate_limiter::LimiterConfigError> {
+        // After a reload in progress, so that it lays these overrides over its new file.
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let mut overrides = self.lock_overrides();
+        let effective = new.apply(&self.file_limiter_config.load());
+        self.services().limiter.reconfigure(&effective)?;
+        self.limiter_config.store(Arc::new(effective));
+        *overrides = new;
+        self.save_runtime(&overrides);
+        Ok(())
+    }
+
+    fn blocks_changed(&self) {
+        let overrides = self.lock_overrides();
+        self.save_runtime(&overrides);
+    }
+
     fn metrics(&self) -> String {
         let services = self.services();
+        let upstream = services.upstream.load();
         self.exporter.render(&Scrape {
             stats: &services.stats,
             open_connections: self.admission.conns.open(),
+            upstream: &upstream,
             limiter: &services.limiter,
             now: services.clock.now(),
             fleet: self.fleet.as_ref().map(|f| f.handle.status()),

@@ -1,13 +1,20 @@
 //! The proxy's own traffic counters: plain relaxed atomics, one `fetch_add` per event, read at
-//! scrape time by the `/metrics` endpoint (see `metrics.rs`). Never labelled by client.
+//! scrape time by the `/metrics` endpoint (`state/exporter.rs`). Never labelled by client.
 //!
-//! The two counted on every request (requests, responses by class) are sharded per thread, each
-//! shard on its own cache line: workers on different cores never write the same line, and a
-//! scrape sums the shards. The rest are rare events and stay single atomics.
+//! What is counted on every request or every read and write (requests, responses by class,
+//! the request-duration histogram, bytes in and out) is sharded per thread, each shard on its
+//! own cache line: workers on different cores never write the same line, and a scrape sums the
+//! shards. Bytes are counted as they move (every read and write of a client connection), so
+//! the counters move while a connection is open. The rest are rare events and stay single
+//! atomics.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use std::time::Duration;
+
 use crossbeam_utils::CachePadded;
+
+use crate::histogram::{Histogram, Snapshot};
 
 use http::StatusCode;
 
@@ -21,10 +28,6 @@ pub struct Stats {
     pub connections_accepted: AtomicU64,
     /// Client connections refused at accept (blocked client, guard, full table).
     pub connections_refused: AtomicU64,
-    /// Bytes read from clients (plaintext, after TLS), counted when a connection ends.
-    pub bytes_in: AtomicU64,
-    /// Bytes written to clients (plaintext, before TLS), counted when a connection ends.
-    pub bytes_out: AtomicU64,
     /// Requests no backend accepted a connection for (502).
     pub backend_unreachable: AtomicU64,
     /// Requests whose backend did not answer in time (504).
@@ -33,17 +36,23 @@ pub struct Stats {
     pub backend_failed: AtomicU64,
     /// Requests whose client paused its body longer than `timeouts.body_read` (408).
     pub client_body_timeout: AtomicU64,
+    /// Requests whose client sent a malformed body (400; not a backend error).
+    pub client_body_errors: AtomicU64,
     /// Config reloads applied.
     pub reloads: AtomicU64,
     /// Config reloads refused (invalid config).
     pub reload_failures: AtomicU64,
 }
 
-/// The per-request counters of one thread.
+/// The per-request and per-IO counters of one thread.
 #[derive(Debug, Default)]
 struct HotShard {
     requests: AtomicU64,
     responses: [AtomicU64; 5],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Requests from their head to the last byte of their response (or its drop).
+    duration: Histogram,
 }
 
 /// Shards of the per-request counters; threads beyond this share them (still correct).
@@ -66,12 +75,11 @@ impl Default for Stats {
             hot: (0..HOT_SHARDS).map(|_| CachePadded::default()).collect(),
             connections_accepted: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
             backend_unreachable: AtomicU64::new(0),
             backend_timeout: AtomicU64::new(0),
             backend_failed: AtomicU64::new(0),
             client_body_timeout: AtomicU64::new(0),
+            client_body_errors: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
         }
@@ -124,11 +132,49 @@ impl Stats {
         self.shard().responses[class].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts the bytes of a connection that ended.
+    /// Counts `n` plaintext bytes read from a client (after TLS).
     #[inline]
-    pub fn connection_bytes(&self, bytes_in: u64, bytes_out: u64) {
-        self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
-        self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+    pub fn bytes_read(&self, n: usize) {
+        self.shard().bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts `n` plaintext bytes written to a client (before TLS).
+    #[inline]
+    pub fn bytes_written(&self, n: usize) {
+        self.shard()
+            .bytes_out
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Plaintext bytes read from clients so far, open connections included.
+    pub fn bytes_in(&self) -> u64 {
+        self.hot
+            .iter()
+            .map(|s| s.bytes_in.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Plaintext bytes written to clients so far, open connections included.
+    pub fn bytes_out(&self) -> u64 {
+        self.hot
+            .iter()
+            .map(|s| s.bytes_out.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Records a request's total duration: from its head to the last byte of its response.
+    #[inline]
+    pub fn request_duration(&self, d: Duration) {
+        self.shard().duration.observe(d);
+    }
+
+    /// The request-duration histogram, all threads summed.
+    pub fn request_durations(&self) -> Snapshot {
+        let mut s = Snapshot::default();
+        for shard in self.hot.iter() {
+            shard.duration.add_to(&mut s);
+        }
+        s
     }
 
     /// Reads a counter.

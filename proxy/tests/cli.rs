@@ -22,19 +22,62 @@ fn help_and_version_exit_zero() {
     let out = zgate(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("zgate --config FILE") && text.contains("zgate demo"));
+    assert!(
+        text.contains("--config <FILE>") && text.contains("demo"),
+        "{text}"
+    );
     let out = zgate(&["--version"]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("zgate "));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("zgate 0."), "{text}");
+    // Built from a git checkout: the commit is named.
+    assert!(text.contains("(commit "), "{text}");
+}
+
+#[test]
+fn every_subcommand_has_its_own_help() {
+    for (sub, needle) in [
+        ("demo", "--admin <ADDR>"),
+        ("check-config", "<FILE>"),
+        ("backend", "--listen <ADDR>"),
+        ("ctl", "--reset <KEY>"),
+        ("run", "<FILE>"),
+    ] {
+        let out = zgate(&[sub, "--help"]);
+        assert!(out.status.success(), "{sub}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(needle), "{sub}: {text}");
+        // Not taken as a file or an address.
+        assert!(out.stderr.is_empty(), "{sub}: {out:?}");
+    }
 }
 
 #[test]
 fn usage_errors_exit_two_with_the_reason() {
     let out = zgate(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown command \"frobnicate\""));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'frobnicate'"));
     let out = zgate(&[]);
     assert_eq!(out.status.code(), Some(2));
+    let out = zgate(&["demo", "--listen", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+}
+
+#[test]
+fn ctl_names_the_url_it_could_not_reach() {
+    let out = Command::new(env!("CARGO_BIN_EXE_zgate"))
+        .args(["ctl", "mode"])
+        .env("ZGATE_ADMIN", "http://127.0.0.1:1")
+        .env_remove("ZGATE_ADMIN_TOKEN")
+        .output()
+        .expect("run zgate ctl");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot reach zgate at http://127.0.0.1:1"),
+        "{err}"
+    );
 }
 
 #[test]

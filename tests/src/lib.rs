@@ -19,6 +19,7 @@ use zgate_config::Config;
 pub use zgate_proxy::cli::demo;
 use zgate_proxy::Server;
 
+pub mod browser;
 pub mod lab;
 pub mod redis;
 
@@ -564,7 +565,8 @@ pub async fn admin_request(
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    if body.is_some() {
+    // Every mutation says JSON (the admin API answers 415 otherwise), with or without a body.
+    if body.is_some() || !matches!(method, "GET" | "HEAD") {
         req = req.header("content-type", "application/json");
     }
     let req = req

@@ -215,7 +215,7 @@ async fn training_on_two_instances_gives_both_the_model_of_all_clients() {
         "PUT",
         "/api/v1/mode",
         None,
-        Some(r#"{"mode": "defence"}"#),
+        Some(r#"{"mode": "defence", "force": true}"#),
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);

@@ -1,14 +1,20 @@
-//! The learned model: per metric `{ n, mean, std }`, its parameters (std floor, minimum
-//! population), and scoring.
+//! The learned model: per metric `{ n, mean, std }` and the distribution (quantiles and
+//! histogram buckets), its parameters (std floor, minimum population), and scoring.
 
 use serde::{Deserialize, Serialize};
 
+use crate::epoch::Epoch;
 use crate::metric::Metric;
 use crate::per_metric;
 use crate::population::Populations;
-use crate::set::Epoch;
+use crate::quantiles::Quantiles;
+use crate::sparse::SparseHistogram;
 
 /// The learned statistics of one metric.
+///
+/// Serialized as `{"n", "mean", "std", "quantiles", "buckets"}`; `quantiles` (null when the
+/// population is empty) and `buckets` may be absent, as in models saved before histograms
+/// existed: they then read as `None` and empty.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MetricModel {
@@ -19,6 +25,15 @@ pub struct MetricModel {
     /// Population standard deviation (divides by `n`) of the clients' maxima, in the metric's
     /// unit, as measured (before the floor of [`ModelParams::min_std`]).
     pub std: f64,
+    /// p50, p90, p99, p99.9 and max of the clients' maxima, in the metric's unit, from the
+    /// histogram (within 1/32 relative error; exact below 32). `None` for an empty population
+    /// or a model without histograms.
+    #[serde(default)]
+    pub quantiles: Option<Quantiles>,
+    /// The histogram of the clients' maxima: the non-empty buckets. Empty for an empty
+    /// population or a model without histograms.
+    #[serde(default)]
+    pub buckets: SparseHistogram,
 }
 
 /// How a model scores, chosen by the operator. Serialized with `min_std` as a map keyed by
@@ -49,14 +64,28 @@ impl ModelParams {
 impl Default for ModelParams {
     fn default() -> Self {
         ModelParams {
-            min_std: [1.0, 1.0, 1.0, 65536.0, 10_000.0, 8.0],
+            min_std: Metric::ALL.map(default_min_std),
             min_clients: 10,
         }
     }
 }
 
-/// A trained model: per metric `{ n, mean, std }` from one epoch, and the parameters it scores
-/// with. Serialized with `metrics` as a map keyed by metric name; `params` defaults when absent.
+/// The default std floor of `metric`, in its unit (see [`ModelParams::min_std`]). Keyed by
+/// name: a new metric does not compile until it has one.
+fn default_min_std(metric: Metric) -> f64 {
+    match metric {
+        Metric::Connections => 1.0,
+        Metric::RequestsNonidempotent => 1.0,
+        Metric::Requests => 1.0,
+        Metric::Memory => 65536.0,
+        Metric::Cpu => 10_000.0,
+        Metric::Fragmentation => 8.0,
+    }
+}
+
+/// A trained model: per metric `{ n, mean, std }` and the distribution (quantiles, histogram
+/// buckets) from one epoch, and the parameters it scores with. Serialized with `metrics` as a
+/// map keyed by metric name; `params` defaults when absent.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Model {
@@ -79,10 +108,16 @@ impl Model {
     ) -> Model {
         Model {
             epoch,
-            metrics: populations.metrics.map(|p| MetricModel {
-                n: p.n,
-                mean: p.mean,
-                std: p.std,
+            metrics: Metric::ALL.map(|m| {
+                let p = populations.get(m);
+                let h = populations.histogram(m);
+                MetricModel {
+                    n: p.n,
+                    mean: p.mean,
+                    std: p.std,
+                    quantiles: h.quantiles(),
+                    buckets: SparseHistogram::of(h),
+                }
             }),
             params: params.clone(),
         }
@@ -120,6 +155,19 @@ impl Model {
         } else {
             f64::INFINITY
         }
+    }
+
+    /// The value of `metric` above which a client is blocked at `threshold` (in standard
+    /// deviations), in the metric's unit: `mean + max(threshold, 0) * std_effective`. A sample
+    /// `x` exceeds ([`Model::exceeds`]) exactly when `x >` this value (up to the rounding of
+    /// `f64` at the boundary). `None` when the metric never blocks: fewer than `min_clients`
+    /// clients, or a NaN threshold or mean.
+    pub fn blocks_above(&self, metric: Metric, threshold: f64) -> Option<f64> {
+        let s = self.get(metric);
+        if s.n < self.params.min_clients || threshold.is_nan() || s.mean.is_nan() {
+            return None;
+        }
+        Some(s.mean + threshold.max(0.0) * self.std_effective(metric))
     }
 
     /// Whether `x` is an anomaly for `metric` at `threshold` (in standard deviations).
@@ -172,6 +220,9 @@ mod tests {
         assert!(!m.exceeds(Metric::Connections, 16, 3.0));
         assert!(m.exceeds(Metric::Connections, 17, 3.0));
         assert!(m.exceeds(Metric::Connections, 16, 2.999));
+        assert_eq!(m.blocks_above(Metric::Connections, 3.0), Some(16.0));
+        assert_eq!(m.blocks_above(Metric::Connections, -1.0), Some(10.0));
+        assert_eq!(m.blocks_above(Metric::Connections, f64::NAN), None);
         assert!(!m.exceeds(Metric::Connections, 9, -1.0));
         assert!(!m.exceeds(Metric::Connections, 100, f64::NAN));
     }
@@ -196,6 +247,7 @@ mod tests {
     fn small_population_never_exceeds() {
         let m = trained(&[1; 9], Metric::Memory, &ModelParams::default());
         assert!(!m.exceeds(Metric::Memory, u64::MAX, 3.0));
+        assert_eq!(m.blocks_above(Metric::Memory, 3.0), None);
         assert!(m.z(Metric::Memory, u64::MAX) > 3.0);
     }
 
@@ -209,8 +261,51 @@ mod tests {
             "{json}"
         );
         assert!(json.contains("\"cpu\":{\"n\":20,\"mean\":10.5"), "{json}");
+        assert!(
+            json.contains(
+                "\"quantiles\":{\"p50\":10,\"p90\":18,\"p99\":20,\"p99_9\":20,\"max\":20}"
+            ),
+            "{json}"
+        );
+        assert!(json.contains("\"buckets\":[[1,1],[2,1],[3,1],"), "{json}");
+        assert!(json.contains("\"quantiles\":null,\"buckets\":[]"), "{json}");
         let back: Model = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn the_model_carries_the_distribution() {
+        let values: Vec<u64> = (1..=1000).collect();
+        let m = trained(&values, Metric::Memory, &ModelParams::default());
+        let memory = m.get(Metric::Memory);
+        assert_eq!(memory.buckets.count(), 1000);
+        let q = memory.quantiles.unwrap();
+        assert_eq!(Some(q), memory.buckets.quantiles());
+        for (got, exact) in [(q.p50, 500), (q.p90, 900), (q.p99, 990), (q.p99_9, 999)] {
+            assert!(got.abs_diff(exact) * 32 <= exact, "{got} for {exact}");
+        }
+        assert!((1000..=1000 + 1000 / 16).contains(&q.max), "{}", q.max);
+        assert_eq!(m.get(Metric::Cpu).quantiles, None);
+        assert!(m.get(Metric::Cpu).buckets.is_empty());
+    }
+
+    #[test]
+    fn a_model_saved_without_histograms_still_loads() {
+        let mm = r#"{"n":1,"mean":1.0,"std":0.0}"#;
+        let entries: Vec<String> = Metric::ALL
+            .iter()
+            .map(|m| format!("\"{m}\":{mm}"))
+            .collect();
+        let json = format!("{{\"epoch\":1,\"metrics\":{{{}}}}}", entries.join(","));
+        let m: Model = serde_json::from_str(&json).unwrap();
+        assert_eq!(m.get(Metric::Cpu).quantiles, None);
+        assert!(m.get(Metric::Cpu).buckets.is_empty());
+        let bad = json.replacen(r#""std":0.0}"#, r#""std":0.0,"buckets":[[33,1]]}"#, 1);
+        let err = serde_json::from_str::<Model>(&bad).unwrap_err();
+        assert!(
+            err.to_string().contains("33 is not the lower bound"),
+            "{err}"
+        );
     }
 
     #[test]

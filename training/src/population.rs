@@ -1,6 +1,7 @@
 //! The merged statistics of a training set: per metric `n`, mean and std, with the exact moments
-//! they come from.
+//! they come from, and the merged histogram.
 
+use crate::histogram::Histogram;
 use crate::metric::Metric;
 use crate::moments::Moments;
 
@@ -29,18 +30,30 @@ impl Population {
     }
 }
 
-/// Every metric's [`Population`], indexed by [`Metric::index`].
+/// Every metric's [`Population`] and [`Histogram`], indexed by [`Metric::index`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Populations {
     /// Per metric, in [`Metric::ALL`] order; prefer [`Populations::get`].
     pub metrics: [Population; Metric::COUNT],
+    /// Per metric, in [`Metric::ALL`] order, the merged histogram of the samples; prefer
+    /// [`Populations::histogram`].
+    pub histograms: [Histogram; Metric::COUNT],
 }
 
 impl Populations {
-    /// The statistics of per-metric moments (in [`Metric::ALL`] order).
+    /// The statistics of per-metric moments (in [`Metric::ALL`] order), with empty histograms.
     pub fn from_moments(moments: [Moments; Metric::COUNT]) -> Populations {
+        Populations::from_parts(moments, Default::default())
+    }
+
+    /// The statistics of per-metric moments and histograms (in [`Metric::ALL`] order).
+    pub fn from_parts(
+        moments: [Moments; Metric::COUNT],
+        histograms: [Histogram; Metric::COUNT],
+    ) -> Populations {
         Populations {
             metrics: moments.map(Population::from_moments),
+            histograms,
         }
     }
 
@@ -49,13 +62,22 @@ impl Populations {
         &self.metrics[metric.index()]
     }
 
+    /// One metric's merged histogram. O(1).
+    pub fn histogram(&self, metric: Metric) -> &Histogram {
+        &self.histograms[metric.index()]
+    }
+
     /// The populations of the union of `self` and `other` (e.g. another instance's shards),
-    /// computed exactly from the moments.
+    /// computed exactly from the moments and the histograms' counts.
     pub fn merge(&self, other: &Populations) -> Populations {
         let mut moments = self.metrics.map(|p| p.moments);
         for (m, o) in moments.iter_mut().zip(other.metrics.iter()) {
             m.merge(&o.moments);
         }
-        Populations::from_moments(moments)
+        let mut histograms = self.histograms.clone();
+        for (h, o) in histograms.iter_mut().zip(other.histograms.iter()) {
+            h.merge(o);
+        }
+        Populations::from_parts(moments, histograms)
     }
 }

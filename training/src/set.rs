@@ -24,14 +24,14 @@ use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
+use crate::bucket;
+use crate::epoch::Epoch;
+use crate::histogram::Histogram;
 use crate::metric::Metric;
 use crate::model::{Model, ModelParams};
 use crate::moments::{replace_deltas, Moments, MAX_SAMPLE};
 use crate::population::Populations;
-use crate::shard::{Delta, Shard};
-
-/// A training epoch number. Starts wherever the caller likes; a new epoch is a new set.
-pub type Epoch = u64;
+use crate::shard::{Delta, Shard, NO_BUCKET};
 
 /// One epoch's accumulators for all six metrics, split in cache-padded shards.
 ///
@@ -94,21 +94,25 @@ impl TrainingSet {
         }
     }
 
-    /// Merges all shards (a consistent read of each shard via its seqlock) into per-metric
-    /// population statistics.
+    /// Merges all shards (a consistent read of each shard's moments via its seqlock, then its
+    /// histograms) into per-metric population statistics and histograms.
     ///
-    /// Each shard is read consistently, but not all shards at one instant: while writers are
-    /// active, a raise may be seen without the add it refers to (on another shard). At the end
-    /// of training, with writers idle, the result is exact. A live preview is approximate and
-    /// never panics (an inconsistent metric reads as empty).
+    /// Each shard's moments are read consistently, but not all shards at one instant, and a
+    /// shard's histograms not at the same instant as its moments: while writers are active, a
+    /// raise may be seen without the add it refers to (on another shard), and a histogram may
+    /// hold a few more or fewer updates than the moments. At the end of training, with writers
+    /// idle, the result is exact. A live preview is approximate and never panics (an
+    /// inconsistent metric reads as empty; a negative bucket as an empty one).
     pub fn merge(&self) -> Populations {
         let mut total = [Moments::default(); Metric::COUNT];
+        let mut histograms: [Histogram; Metric::COUNT] = Default::default();
         for shard in self.shards.iter() {
             for (t, m) in total.iter_mut().zip(shard.read()) {
                 t.merge(&m);
             }
+            shard.add_histograms_to(&mut histograms);
         }
-        Populations::from_moments(total)
+        Populations::from_parts(total, histograms)
     }
 
     /// [`TrainingSet::merge`], then [`Model::from_populations`] for this set's epoch.
@@ -145,9 +149,11 @@ impl ShardWriter {
         self.exclusive
     }
 
-    /// Adds a client's first sample `x` of `metric` in this epoch.
+    /// Adds a client's first sample `x` of `metric` in this epoch: to the moments, and one
+    /// count to `x`'s histogram bucket.
     #[inline]
     pub fn add(&self, metric: Metric, x: u64) {
+        let enter = bucket::index(x);
         let x = u128::from(x.min(MAX_SAMPLE));
         self.write(
             metric,
@@ -155,22 +161,54 @@ impl ShardWriter {
                 dn: 1,
                 d1: x,
                 d2: x * x,
+                leave: NO_BUCKET,
+                enter,
             },
         );
     }
 
     /// Replaces a client's sample `old` with `new` (normally its maximum growing). O(1), no
-    /// history; may be on another shard (writer) than the `add` of that sample.
+    /// history; may be on another shard (writer) than the `add` of that sample. Moves one
+    /// histogram count from `old`'s bucket to `new`'s (nothing when they share a bucket).
     #[inline]
     pub fn raise(&self, metric: Metric, old: u64, new: u64) {
         let (d1, d2) = replace_deltas(old, new);
-        self.write(metric, Delta { dn: 0, d1, d2 });
+        self.write(
+            metric,
+            Delta {
+                dn: 0,
+                d1,
+                d2,
+                leave: bucket::index(old),
+                enter: bucket::index(new),
+            },
+        );
+    }
+
+    /// [`ShardWriter::raise`] of the moments only, leaving the histogram alone: the baseline of
+    /// the `unit-math` benchmark, which reports what the histogram adds to a raise. Leaves the
+    /// histogram out of step with the moments; never use it otherwise.
+    #[doc(hidden)]
+    #[inline]
+    pub fn raise_moments_only(&self, metric: Metric, old: u64, new: u64) {
+        let (d1, d2) = replace_deltas(old, new);
+        self.write(
+            metric,
+            Delta {
+                dn: 0,
+                d1,
+                d2,
+                leave: NO_BUCKET,
+                enter: NO_BUCKET,
+            },
+        );
     }
 
     /// Removes a client's sample `x` (its current value) of `metric`: a client evicted during
-    /// training. May be on another shard than the `add`.
+    /// training. May be on another shard than the `add`. Takes one count from `x`'s bucket.
     #[inline]
     pub fn remove(&self, metric: Metric, x: u64) {
+        let leave = bucket::index(x);
         let x = u128::from(x.min(MAX_SAMPLE));
         self.write(
             metric,
@@ -178,6 +216,8 @@ impl ShardWriter {
                 dn: 1u64.wrapping_neg(),
                 d1: x.wrapping_neg(),
                 d2: (x * x).wrapping_neg(),
+                leave,
+                enter: NO_BUCKET,
             },
         );
     }

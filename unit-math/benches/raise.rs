@@ -1,15 +1,22 @@
 //! What it measures: the hot-path cost of `ShardWriter::raise` (a client's maximum growing), in
-//! ns per raise per thread:
-//! - `sharded/1 thread`: one thread, one shard;
-//! - `sharded/2 threads`: two threads, each on its own shard of one set, running at once (if
-//!   shards shared a cache line, this would be much slower per update than one thread);
+//! ns per raise per thread, with and without the histogram:
+//! - `moments only/1 thread`: one thread, one shard, `raise_moments_only` (the exact moments
+//!   alone, as before histograms existed): the baseline;
+//! - `histogram/1 thread`: `raise` (moments and histogram) of `x -> x + 1` for growing `x`, so
+//!   most raises stay in their bucket (the common case of a maximum creeping up);
+//! - `histogram, moving/1 thread`: `raise` where every raise moves a count to another bucket
+//!   (`x -> x + 32` with `x < 32`), the worst case;
+//! - the same three with `/2 threads`: two threads, each on its own shard of one set, running
+//!   at once (if shards shared a cache line, this would be much slower per update than one
+//!   thread);
 //! - `separate sets/2 threads`: the control, two threads on two unrelated sets (nothing shared
-//!   at all): the machine's own two-thread scaling, to compare `sharded/2 threads` with;
+//!   at all), moving raises: the machine's own two-thread scaling, to compare the `/2 threads`
+//!   cases with;
 //! - `naive shared atomics/1 thread` and `/2 threads`: the baseline, one shared accumulator
 //!   updated with `fetch_add` (two atomic read-modify-writes per raise, on one cache line shared
 //!   by both threads, and only 64-bit sums, so not even exact);
-//! - `merge/16 shards`: the cost of one `TrainingSet::merge` of 16 shards (preview, end of
-//!   training).
+//! - `merge/16 shards`: the cost of one `TrainingSet::merge` of 16 shards, moments and
+//!   histograms (preview, end of training).
 //!
 //! Every raise case runs its `iters` raises on each of its threads, started together behind a
 //! barrier, and reports the slowest thread's time divided by `iters`: ns per update per thread.
@@ -19,17 +26,17 @@
 //! waited for a core; CPU time does not, but it still includes cache-line transfers, so it
 //! isolates what the data layout costs.
 //!
-//! Run: `cargo bench -p zgate-unit-math` (about 30 s after the build; short sampling is set
-//! below). Timing is never asserted; compare the ratios printed in one run.
+//! Run: `cargo bench -p zgate-unit-math --bench raise` (about a minute after the build; short
+//! sampling is set below). Timing is never asserted; compare the ratios printed in one run.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Barrier;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use crossbeam_utils::CachePadded;
-use zgate_training::{Metric, TrainingSet};
+use zgate_training::{Metric, ShardWriter, TrainingSet};
 
 /// The baseline: one accumulator shared by every thread, updated with atomic RMWs.
 #[derive(Default)]
@@ -130,16 +137,56 @@ where
     })
 }
 
+/// What a benchmarked raise does.
+#[derive(Clone, Copy)]
+enum Raise {
+    /// `raise_moments_only(x, x + 1)`: no histogram.
+    MomentsOnly,
+    /// `raise(x, x + 1)` for `x = 0, 1, 2, ...`: past 32, most raises stay in their bucket.
+    Creeping,
+    /// `raise(x, x + 32)` for `x < 32`: every raise moves a count between two buckets.
+    Moving,
+}
+
+impl Raise {
+    fn name(self) -> &'static str {
+        match self {
+            Raise::MomentsOnly => "moments only",
+            Raise::Creeping => "histogram",
+            Raise::Moving => "histogram, moving",
+        }
+    }
+}
+
 /// Raises on one new writer per entry of `sets`, each on its own thread (a set listed twice gives
 /// two writers, hence two shards, of that set).
-fn sharded(clock: Clock, iters: u64, sets: &[std::sync::Arc<TrainingSet>]) -> Duration {
+fn sharded(clock: Clock, iters: u64, raise: Raise, sets: &[Arc<TrainingSet>]) -> Duration {
+    // One closure type per kind, so that each kind's loop is compiled on its own.
+    match raise {
+        Raise::MomentsOnly => sharded_with(clock, iters, sets, |w: &ShardWriter, x| {
+            w.raise_moments_only(Metric::Memory, black_box(x), black_box(x + 1));
+        }),
+        Raise::Creeping => sharded_with(clock, iters, sets, |w: &ShardWriter, x| {
+            w.raise(Metric::Memory, black_box(x), black_box(x + 1));
+        }),
+        Raise::Moving => sharded_with(clock, iters, sets, |w: &ShardWriter, x| {
+            let old = x & 31;
+            w.raise(Metric::Memory, black_box(old), black_box(old + 32));
+        }),
+    }
+}
+
+fn sharded_with<R>(clock: Clock, iters: u64, sets: &[Arc<TrainingSet>], raise: R) -> Duration
+where
+    R: Fn(&ShardWriter, u64) + Copy + Send,
+{
     let jobs: Vec<_> = sets
         .iter()
         .map(|set| {
             let w = set.writer(); // Send, not Sync: moved into its thread
             move |iters| {
                 for x in 0..iters {
-                    w.raise(Metric::Memory, black_box(x), black_box(x + 1));
+                    raise(&w, x);
                 }
             }
         })
@@ -163,19 +210,23 @@ fn naive(clock: Clock, iters: u64, threads: usize) -> Duration {
 }
 
 fn raise_cases(g: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>, clock: Clock) {
-    g.bench_function("sharded/1 thread", |b| {
-        b.iter_custom(|iters| sharded(clock, iters, &[TrainingSet::new(1, 1)]));
-    });
-    g.bench_function("sharded/2 threads", |b| {
-        b.iter_custom(|iters| {
-            let set = TrainingSet::new(1, 2);
-            sharded(clock, iters, &[set.clone(), set])
+    for raise in [Raise::MomentsOnly, Raise::Creeping, Raise::Moving] {
+        g.bench_function(format!("{}/1 thread", raise.name()), |b| {
+            b.iter_custom(|iters| sharded(clock, iters, raise, &[TrainingSet::new(1, 1)]));
         });
-    });
+    }
+    for raise in [Raise::MomentsOnly, Raise::Creeping, Raise::Moving] {
+        g.bench_function(format!("{}/2 threads", raise.name()), |b| {
+            b.iter_custom(|iters| {
+                let set = TrainingSet::new(1, 2);
+                sharded(clock, iters, raise, &[set.clone(), set])
+            });
+        });
+    }
     g.bench_function("separate sets/2 threads", |b| {
         b.iter_custom(|iters| {
             let sets = [TrainingSet::new(1, 1), TrainingSet::new(1, 1)];
-            sharded(clock, iters, &sets)
+            sharded(clock, iters, Raise::Moving, &sets)
         });
     });
     g.bench_function("naive shared atomics/1 thread", |b| {

@@ -4,7 +4,8 @@
 //!
 //! This crate is for tests and benchmarks only; nothing in zgate depends on it. It holds no
 //! production code: [`reference`](mod@reference) is a deliberately different algorithm (two-pass, wide
-//! integers) so that agreeing with it means something, and [`data`] generates seeded, reproducible
+//! integers) so that agreeing with it means something, [`sorted`] checks histograms and
+//! quantiles against the sorted samples themselves, and [`data`] generates seeded, reproducible
 //! populations.
 //!
 //! Run: `cargo test -p zgate-unit-math` (the 10^6-client cases rely on the workspace's
@@ -16,3 +17,4 @@
 pub mod data;
 mod ratio;
 pub mod reference;
+pub mod sorted;

@@ -1,20 +1,55 @@
-//! Accuracy of the sharded accumulators against the exact two-pass reference, on hostile data.
+//! Accuracy of the sharded accumulators against the exact references, on hostile data.
 //! Every case requires the exact `n` and sums, and relative error <= 1e-9 on mean and on the
-//! population standard deviation (divides by `n`).
+//! population standard deviation (divides by `n`); and of the histograms, that every bucket
+//! holds exactly the samples of its range (against the sorted samples), that p50, p90, p99 and
+//! p99.9 are within 1/32 relative error of the exact nearest-rank quantiles, and that the max is
+//! never below the true maximum and at most 1/16 above it, in the merged histogram and in the
+//! model made from it.
 
-use zgate_training::{Metric, Moments, Population, ShardWriter, TrainingSet, MAX_SAMPLE};
+use zgate_training::{
+    Bucket, Metric, Model, ModelParams, Moments, Population, Populations, ShardWriter, TrainingSet,
+    MAX_SAMPLE,
+};
 use zgate_unit_math::data::{self, Event};
 use zgate_unit_math::reference::{assert_accurate, exact, exact_weighted};
+use zgate_unit_math::sorted::{assert_histogram_accurate, Sorted};
 
 /// Adds `values` to `metric` of a fresh set through `writers` writers on `shards` shards,
-/// spreading the samples round-robin over the writers, and returns the merged population.
+/// spreading the samples round-robin over the writers, checks the merged histogram against the
+/// sorted values, and returns the merged population.
 fn accumulate(values: &[u64], metric: Metric, shards: usize, writers: usize) -> Population {
     let set = TrainingSet::new(1, shards);
     let ws: Vec<ShardWriter> = (0..writers).map(|_| set.writer()).collect();
     for (i, &x) in values.iter().enumerate() {
         ws[i % writers].add(metric, x);
     }
-    *set.merge().get(metric)
+    let p = set.merge();
+    let case = format!(
+        "{} values on {shards} shards, {writers} writers",
+        values.len()
+    );
+    assert_distribution(&p, metric, values, &case);
+    *p.get(metric)
+}
+
+/// Asserts that the merged histogram of `metric` in `p`, and the distribution of the model made
+/// from `p`, are those of `samples`, with quantiles within the documented bound.
+#[track_caller]
+fn assert_distribution(p: &Populations, metric: Metric, samples: &[u64], case: &str) {
+    let want = Sorted::new(samples);
+    let h = p.histogram(metric);
+    assert!(
+        h.is_consistent(),
+        "{case}: a negative bucket after the merge"
+    );
+    let buckets: Vec<Bucket> = h.buckets().collect();
+    let quantiles = h.quantiles();
+    let worst = assert_histogram_accurate(&buckets, quantiles.as_ref(), &want, case);
+    let model = Model::from_populations(1, p, &ModelParams::default());
+    let m = model.get(metric);
+    assert_eq!(m.buckets.buckets(), &buckets[..], "{case}: model buckets");
+    assert_eq!(m.quantiles, quantiles, "{case}: model quantiles");
+    eprintln!("{case}: worst quantile relative error {worst:.3e} (bound 1/32 = 3.125e-2)");
 }
 
 #[test]
@@ -103,8 +138,8 @@ fn at_the_documented_limit_of_two_pow_47_clients_of_two_pow_40() {
 
 /// Replays `events` on a fresh set with `shards` shards, sending each event to a random one of
 /// `shards` writers held by this thread, so a client's add, raises and remove land on different
-/// shards. Writes `metric` with the event's values and `Metric::Requests` with 2x them.
-fn replay_random_writers(events: &[Event], shards: usize, seed: u64) -> [Population; 2] {
+/// shards. Writes `Metric::Memory` with the event's values and `Metric::Requests` with 2x them.
+fn replay_random_writers(events: &[Event], shards: usize, seed: u64) -> Populations {
     use rand::Rng;
     let mut rng = data::rng(seed);
     let set = TrainingSet::new(5, shards);
@@ -114,8 +149,7 @@ fn replay_random_writers(events: &[Event], shards: usize, seed: u64) -> [Populat
         let w = &ws[rng.gen_range(0..shards)];
         apply(w, e);
     }
-    let p = set.merge();
-    [*p.get(Metric::Memory), *p.get(Metric::Requests)]
+    set.merge()
 }
 
 fn apply(w: &ShardWriter, e: &Event) {
@@ -135,14 +169,14 @@ fn apply(w: &ShardWriter, e: &Event) {
     }
 }
 
-fn assert_both(got: &[Population; 2], survivors: &[u64], case: &str) {
-    assert_accurate(&got[0], &exact(survivors), case);
+/// Asserts the moments and the distributions of both metrics written by [`apply`].
+fn assert_both(got: &Populations, survivors: &[u64], case: &str) {
+    assert_accurate(got.get(Metric::Memory), &exact(survivors), case);
+    assert_distribution(got, Metric::Memory, survivors, case);
     let doubled: Vec<u64> = survivors.iter().map(|x| 2 * x).collect();
-    assert_accurate(
-        &got[1],
-        &exact(&doubled),
-        &format!("{case} (second metric)"),
-    );
+    let case = format!("{case} (second metric)");
+    assert_accurate(got.get(Metric::Requests), &exact(&doubled), &case);
+    assert_distribution(got, Metric::Requests, &doubled, &case);
 }
 
 #[test]
@@ -179,9 +213,7 @@ fn case5_raised_concurrently_on_threads() {
             s.spawn(move || events.iter().skip(t).step_by(4).for_each(|e| apply(&w, e)));
         }
     });
-    let p = set.merge();
-    let got = [*p.get(Metric::Memory), *p.get(Metric::Requests)];
-    assert_both(&got, &survivors, "4 threads on 16 shards");
+    assert_both(&set.merge(), &survivors, "4 threads on 16 shards");
 }
 
 #[test]
@@ -212,12 +244,7 @@ fn overflow_shard_writers_are_exact_too() {
     for (i, e) in events.iter().enumerate() {
         apply(&ws[i % 6], e);
     }
-    let p = set.merge();
-    assert_both(
-        &[*p.get(Metric::Memory), *p.get(Metric::Requests)],
-        &survivors,
-        "overflow",
-    );
+    assert_both(&set.merge(), &survivors, "overflow");
 }
 
 #[test]
@@ -226,4 +253,22 @@ fn clamped_samples_match_the_reference_of_clamped_values() {
     let clamped: Vec<u64> = values.iter().map(|&x| x.min(MAX_SAMPLE)).collect();
     let got = accumulate(&values, Metric::Fragmentation, 2, 2);
     assert_accurate(&got, &exact(&clamped), "clamped at 2^40");
+}
+
+#[test]
+fn quantiles_at_the_worst_place_of_their_buckets_meet_the_bound_exactly() {
+    // Each power of two from 32 to 2^40, the start of its bucket, where the bucket is widest
+    // relative to its values (1/16): the midpoint is then 1/32 above the sample, the bound.
+    let values: Vec<u64> = (5..=40).map(|e| 1u64 << e).collect();
+    let set = TrainingSet::new(1, 2);
+    let ws = [set.writer(), set.writer()];
+    for (i, &x) in values.iter().enumerate() {
+        ws[i % 2].add(Metric::Memory, x);
+    }
+    let p = set.merge();
+    let want = Sorted::new(&values);
+    let h = p.histogram(Metric::Memory);
+    let buckets: Vec<Bucket> = h.buckets().collect();
+    let worst = assert_histogram_accurate(&buckets, h.quantiles().as_ref(), &want, "2^5..2^40");
+    assert_eq!(worst, 1.0 / 32.0);
 }

@@ -1,11 +1,14 @@
 //! Property: any sequence of add / raise / remove, spread over any writers on any number of
 //! shards (including writers sharing the overflow shard), merges to exactly the statistics of
 //! the surviving samples: the same `n` and sums, and mean and std within 1e-9 of the exact
-//! two-pass reference.
+//! two-pass reference; and the merged histogram is exactly the histogram of the surviving
+//! samples (every bucket holds exactly the survivors in its range), with quantiles within 1/32
+//! of the exact ones.
 
 use proptest::prelude::*;
-use zgate_training::{Metric, ShardWriter, TrainingSet, MAX_SAMPLE};
+use zgate_training::{Bucket, Histogram, Metric, ShardWriter, TrainingSet, MAX_SAMPLE};
 use zgate_unit_math::reference::{assert_accurate, exact};
+use zgate_unit_math::sorted::{assert_histogram_accurate, Sorted};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -82,8 +85,16 @@ proptest! {
         let survivors: Vec<u64> = current.iter().flatten().map(|&x| x.min(MAX_SAMPLE)).collect();
         let merged = set.merge();
         assert_accurate(merged.get(metric), &exact(&survivors), "proptest");
+        let h = merged.histogram(metric);
+        let buckets: Vec<Bucket> = h.buckets().collect();
+        assert_histogram_accurate(&buckets, h.quantiles().as_ref(), &Sorted::new(&survivors), "proptest");
+        // Not one stray count left in any bucket, negative ones included.
+        let mut direct = Histogram::new();
+        survivors.iter().for_each(|&x| direct.add(x));
+        prop_assert_eq!(h, &direct);
         for other in Metric::ALL.into_iter().filter(|&m| m != metric) {
             prop_assert_eq!(merged.get(other).n, 0);
+            prop_assert_eq!(merged.histogram(other), &Histogram::new());
         }
     }
 }

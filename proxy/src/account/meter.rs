@@ -5,17 +5,21 @@
 //! verdict that comes back is acted on here: a `Block` fires the kill switch (the
 //! connection's driver then resets it, or sends GOAWAY, or a reply first, per
 //! `limits.block_action`, and in-flight requests stop waiting for their backends); a
-//! `WouldBlock` (monitor mode) is logged once per connection and changes nothing.
+//! `WouldBlock` (monitor mode) changes nothing and is logged at most once per client per
+//! minute ([`WouldBlockLog`]). [`log_block`] is the one place a block is logged, at `warn`,
+//! wherever it was decided (here, or at accept).
 
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Notify;
 use zgate_limiter::{AsConnection, Connection, Fragments, Guard, H2Frame, Nanos, Reason};
 use zgate_limiter::{Request, Verdict};
 
 use super::accounting::{Accounting, Costs, Now};
+use super::would_block::{Decision, WouldBlockLog};
 use crate::clock::Clock;
 use crate::limits::ProxyLimits;
 
@@ -28,6 +32,9 @@ pub struct Meter {
     killed: AtomicBool,
     kill: Notify,
     monitor_logged: AtomicBool,
+    would_block_log: Arc<WouldBlockLog>,
+    /// Why the connection was cut, once it is.
+    reason: OnceLock<Reason>,
 }
 
 impl Now for Clock {
@@ -44,6 +51,7 @@ impl Meter {
         clock: Clock,
         peer: SocketAddr,
         limits: ProxyLimits,
+        would_block_log: Arc<WouldBlockLog>,
     ) -> Arc<Meter> {
         let costs = Costs {
             per_connection: limits.memory_per_connection,
@@ -58,6 +66,8 @@ impl Meter {
             killed: AtomicBool::new(false),
             kill: Notify::new(),
             monitor_logged: AtomicBool::new(false),
+            would_block_log,
+            reason: OnceLock::new(),
         });
         meter.verdict(verdict);
         meter
@@ -94,14 +104,20 @@ impl Meter {
         match v {
             Verdict::Allow => true,
             Verdict::WouldBlock { reason, value, z } => {
+                // One question per connection; the log keeps it to one line per client.
                 if !self.monitor_logged.swap(true, Ordering::Relaxed) {
-                    tracing::info!(
-                        client = %self.peer.ip(),
-                        reason = %reason,
-                        value,
-                        z = format_args!("{z:.2}"),
-                        "monitor: would block"
-                    );
+                    let ip = self.peer.ip();
+                    let decision = self.would_block_log.observe(ip, self.now());
+                    if let Decision::Log { suppressed } = decision {
+                        tracing::info!(
+                            client = %ip,
+                            reason = %reason,
+                            value,
+                            z = format_args!("{z:.2}"),
+                            suppressed,
+                            "monitor: would block"
+                        );
+                    }
                 }
                 true
             }
@@ -116,18 +132,14 @@ impl Meter {
         if self.killed.swap(true, Ordering::AcqRel) {
             return;
         }
-        // The block itself is logged once, where it happened; later refusals of the same
-        // blocked client are not news.
-        if reason != Reason::Guard(Guard::Blocked) {
-            tracing::warn!(
-                client = %self.peer.ip(),
-                reason = %reason,
-                value,
-                z = format_args!("{z:.2}"),
-                "blocked"
-            );
-        }
+        let _ = self.reason.set(reason);
+        log_block(self.peer.ip(), reason, value, z);
         self.kill.notify_waiters();
+    }
+
+    /// Why the connection was cut, if it was.
+    pub fn block_reason(&self) -> Option<Reason> {
+        self.reason.get().copied()
     }
 
     /// Cuts the connection because its client is blocked (found outside an event, e.g. by the
@@ -228,6 +240,22 @@ impl Meter {
     pub fn take_message_done(&self) -> bool {
         self.accounting.take_message_done()
     }
+}
+
+/// Logs a block decision once, at `warn`, with the client, the reason, the value and z:
+/// wherever it was decided (a connection's event, or the accept path). A refusal of a client
+/// already blocked (`guard:blocked`) is not news and is not logged.
+pub fn log_block(client: IpAddr, reason: Reason, value: u64, z: f64) {
+    if reason == Reason::Guard(Guard::Blocked) {
+        return;
+    }
+    tracing::warn!(
+        client = %client,
+        reason = %reason,
+        value,
+        z = format_args!("{z:.2}"),
+        "blocked"
+    );
 }
 
 impl AsConnection for Meter {

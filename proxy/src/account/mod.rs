@@ -5,10 +5,12 @@
 //!   batches, and returns the limiter's verdicts; tested with stepped time;
 //! - `meter.rs`: the connection's handle on it, shared by the connection's IO, its requests and
 //!   its bodies, and the kill switch that acts on the verdicts (logs a block once, wakes the
-//!   driver).
+//!   driver);
+//! - `would_block.rs`: monitor mode's would-block lines, one per client per minute (sans-IO).
 //!
 //! The IO glue (the `conn` room's IO wrapper, taps and timed polls; the `http` room's bodies)
 //! only forwards events here.
 
 pub mod accounting;
 pub mod meter;
+pub mod would_block;

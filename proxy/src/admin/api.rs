@@ -10,13 +10,16 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use zgate_config::{format_duration, parse_duration};
-use zgate_limiter::{BlockEntry, ClientSnapshot, IpPrefix, Metric, Mode, ModeError, Model, Reason};
+use zgate_config::format_duration;
+use zgate_limiter::{
+    check_threshold, ClientSnapshot, Metric, Mode, ModeError, Model, UnknownMetric,
+};
 
 use super::json::{self as j, ApiError, Reply};
 use super::router::Route;
 use super::Control;
-use crate::state::persist;
+use super::{blocks, live, page, runtime};
+use crate::state::overrides::{Knob, Setting};
 
 /// Most clients `GET /api/v1/clients?top=N` returns.
 pub(crate) const MAX_TOP: usize = 1000;
@@ -43,9 +46,14 @@ pub(crate) async fn call(
         Route::Fleet => Ok(ok(fleet(core))),
         Route::Clients => clients(core, req.uri().query().unwrap_or("")),
         Route::Client(ip) => client(core, &ip),
-        Route::Blocks if write => post_block(core, j::body(req).await?),
-        Route::Blocks => Ok(ok(blocks(core))),
-        Route::Block(ip) => delete_block(core, &ip),
+        Route::Live => live::live(core, req.uri().query().unwrap_or("")).map(ok),
+        Route::Page(asset) => Ok(page::reply(asset)),
+        Route::Blocks if write => blocks::post_block(core, j::body(req).await?),
+        Route::Blocks => Ok(ok(blocks::blocks(core))),
+        Route::Block(ip) => blocks::delete_block(core, &ip),
+        Route::Overrides if write => runtime::put(core, j::body(req).await?),
+        Route::Overrides => Ok(ok(runtime::view(core))),
+        Route::Override(key) => runtime::reset(core, &key),
         Route::Reload => match core.reload() {
             Ok(r) => Ok(ok(json!({
                 "reloaded": true,
@@ -64,7 +72,7 @@ fn ok(v: Value) -> Reply {
     j::json(StatusCode::OK, &v)
 }
 
-fn secs(d: Duration) -> f64 {
+pub(crate) fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
@@ -82,6 +90,9 @@ fn mode_view(core: &dyn Control) -> Value {
 #[serde(deny_unknown_fields)]
 struct ModeBody {
     mode: String,
+    /// Defence or monitor even with a model whose metrics are thin (fewer than `min_clients`).
+    #[serde(default)]
+    force: bool,
 }
 
 fn put_mode(core: &dyn Control, body: ModeBody) -> Result<Reply, ApiError> {
@@ -91,13 +102,23 @@ fn put_mode(core: &dyn Control, body: ModeBody) -> Result<Reply, ApiError> {
         .map_err(|e: zgate_limiter::UnknownMode| ApiError::bad_request(e.to_string()))?;
     let limiter = &core.limiter();
     limiter
-        .set_mode(mode, core.now())
-        .map_err(|e @ ModeError::NoModel { .. }| {
-            ApiError::new(StatusCode::CONFLICT, e.to_string())
-        })?;
-    tracing::info!(mode = %mode, epoch = limiter.epoch(), "mode set through the admin API");
+        .set_mode_checked(mode, core.now(), body.force)
+        .map_err(mode_error)?;
+    tracing::info!(mode = %mode, epoch = limiter.epoch(), force = body.force, "mode set through the admin API");
     save(core);
     Ok(ok(mode_view(core)))
+}
+
+/// A refused mode switch or import: 409 when the limiter's state is in the way (no model, a
+/// thin one, epochs exhausted), 400 for a bad value.
+fn mode_error(e: ModeError) -> ApiError {
+    let status = match e {
+        ModeError::EpochOutOfRange { .. } => StatusCode::BAD_REQUEST,
+        ModeError::NoModel { .. } | ModeError::ThinModel { .. } | ModeError::EpochsExhausted => {
+            StatusCode::CONFLICT
+        }
+    };
+    ApiError::new(status, e.to_string())
 }
 
 /// Saves the state file after a change (errors are logged by `Persist`).
@@ -117,6 +138,13 @@ fn model_view(core: &dyn Control) -> Value {
             entry.insert("mean".into(), json!(s.mean));
             entry.insert("std".into(), json!(s.std));
             entry.insert("std_effective".into(), json!(model.std_effective(m)));
+            entry.insert("quantiles".into(), json!(s.quantiles));
+            entry.insert("buckets".into(), json!(s.buckets));
+            let above = limiter
+                .is_enabled(m)
+                .then(|| model.blocks_above(m, limiter.threshold(m)))
+                .flatten();
+            entry.insert("blocks_above".into(), json!(above));
         }
         entry.insert("threshold".into(), json!(limiter.threshold(m)));
         entry.insert("enabled".into(), json!(limiter.is_enabled(m)));
@@ -132,8 +160,8 @@ fn model_view(core: &dyn Control) -> Value {
 }
 
 /// `PUT /api/v1/model`: a model as `GET` shows it (or as the state file holds it). The fields
-/// only `GET` has (`present`, `trained_at`, and per metric `std_effective`, `threshold`,
-/// `enabled`) are ignored: thresholds are set with `/api/v1/thresholds`.
+/// only `GET` has (`present`, `trained_at`, and per metric `std_effective`, `blocks_above`,
+/// `threshold`, `enabled`) are ignored: thresholds are set with `/api/v1/thresholds`.
 fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     let Some(obj) = body.as_object_mut() else {
         return Err(ApiError::bad_request("the model must be a JSON object"));
@@ -147,7 +175,7 @@ fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     if let Some(Value::Object(metrics)) = obj.get_mut("metrics") {
         for (_, v) in metrics.iter_mut() {
             if let Value::Object(entry) = v {
-                for k in ["std_effective", "threshold", "enabled"] {
+                for k in ["std_effective", "blocks_above", "threshold", "enabled"] {
                     entry.remove(k);
                 }
             }
@@ -155,10 +183,13 @@ fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     }
     let model: Model = serde_json::from_value(body)
         .map_err(|e| ApiError::bad_request(format!("not a valid model: {e}")))?;
-    persist::validate_model(&model)
+    model
+        .validate()
         .map_err(|e| ApiError::bad_request(format!("not a valid model: {e}")))?;
     let epoch = model.epoch;
-    core.limiter().import_model(model);
+    core.limiter().import_model(model).map_err(|e| {
+        ApiError::bad_request(format!("not a valid model: {}", mode_error(e).message))
+    })?;
     core.persist().model_imported();
     tracing::info!(epoch, "model imported through the admin API");
     save(core);
@@ -215,7 +246,7 @@ fn put_thresholds(core: &dyn Control, body: Value) -> Result<Reply, ApiError> {
     for (name, v) in &map {
         let m: Metric = name
             .parse()
-            .map_err(|e: zgate_training::UnknownMetric| ApiError::bad_request(e.to_string()))?;
+            .map_err(|e: UnknownMetric| ApiError::bad_request(e.to_string()))?;
         let (z, enabled) = match v {
             Value::Number(_) => (Some(v), None),
             Value::Object(o) => {
@@ -238,11 +269,8 @@ fn put_thresholds(core: &dyn Control, body: Value) -> Result<Reply, ApiError> {
                 let z = z.as_f64().ok_or_else(|| {
                     ApiError::bad_request(format!("{name}: the threshold must be a number"))
                 })?;
-                if !z.is_finite() || z < 0.0 {
-                    return Err(ApiError::bad_request(format!(
-                        "{name}: threshold {z} must be finite and >= 0 (standard deviations)"
-                    )));
-                }
+                let z = check_threshold(z)
+                    .map_err(|e| ApiError::bad_request(format!("{name}: {e}")))?;
                 Some(z)
             }
         };
@@ -254,23 +282,32 @@ fn put_thresholds(core: &dyn Control, body: Value) -> Result<Reply, ApiError> {
         };
         changes.push((m, z, enabled));
     }
-    let limiter = &core.limiter();
+    let mut o = core.overrides();
     for (m, z, enabled) in changes {
+        // Validated above: finite and >= 0; the override's own bound is checked here.
         if let Some(z) = z {
-            // Validated above: finite and >= 0, which is all `set_threshold` checks.
-            limiter
-                .set_threshold(m, z)
+            let knob = Knob::Z(m);
+            let z = knob
+                .value(&json!(z))
                 .map_err(|e| ApiError::bad_request(e.to_string()))?;
-            tracing::info!(metric = m.name(), z, "threshold set through the admin API");
+            o.set(knob, z);
         }
         if let Some(on) = enabled {
-            limiter.set_enabled(m, on);
-            tracing::info!(
-                metric = m.name(),
-                enabled = on,
-                "metric switched through the admin API"
-            );
+            o.set(Knob::Enabled(m), Setting::Bool(on));
         }
+    }
+    runtime::apply(core, o)?;
+    for m in Metric::ALL
+        .into_iter()
+        .filter(|m| map.contains_key(m.name()))
+    {
+        let (z, on) = (core.limiter().threshold(m), core.limiter().is_enabled(m));
+        tracing::info!(
+            metric = m.name(),
+            z,
+            enabled = on,
+            "threshold set through the admin API (a runtime override)"
+        );
     }
     Ok(ok(thresholds(core)))
 }
@@ -403,9 +440,9 @@ fn clients(core: &dyn Control, query: &str) -> Result<Reply, ApiError> {
                     })?
             }
             "by" => {
-                by = v.parse().map_err(|e: zgate_training::UnknownMetric| {
-                    ApiError::bad_request(format!("by: {e}"))
-                })?
+                by = v
+                    .parse()
+                    .map_err(|e: UnknownMetric| ApiError::bad_request(format!("by: {e}")))?
             }
             other => {
                 return Err(ApiError::bad_request(format!(
@@ -419,7 +456,7 @@ fn clients(core: &dyn Control, query: &str) -> Result<Reply, ApiError> {
     Ok(ok(json!({ "by": by.name(), "top": top, "clients": list })))
 }
 
-fn parse_ip(text: &str) -> Result<IpAddr, ApiError> {
+pub(crate) fn parse_ip(text: &str) -> Result<IpAddr, ApiError> {
     text.parse::<IpAddr>().map_err(|_| {
         ApiError::bad_request(format!(
             "{text:?} is not an IP address like 192.0.2.1 or 2001:db8::1"
@@ -433,88 +470,4 @@ fn client(core: &dyn Control, ip: &str) -> Result<Reply, ApiError> {
         ApiError::new(StatusCode::NOT_FOUND, format!("client {ip} is not tracked"))
     })?;
     Ok(ok(client_json(core, &c)))
-}
-
-fn block_json(core: &dyn Control, b: &BlockEntry) -> Value {
-    let now = core.now();
-    json!({
-        "prefix": b.prefix.to_string(),
-        "expires_in_secs": secs(Duration::from_nanos(b.until.0.saturating_sub(now.0))),
-        "reason": b.reason.map_or("manual".to_owned(), |r: Reason| r.to_string()),
-        "value": b.value,
-        "z": if b.z.is_finite() { b.z } else { f64::MAX },
-    })
-}
-
-fn blocks(core: &dyn Control) -> Value {
-    let list = core.limiter().blocks(core.now());
-    let mut list: Vec<Value> = list.iter().map(|b| block_json(core, b)).collect();
-    list.sort_by(|a, b| a["prefix"].as_str().cmp(&b["prefix"].as_str()));
-    json!({ "blocks": list })
-}
-
-/// `1.2.3.4` (a host) or `2001:db8::/64` (a network).
-pub(crate) fn parse_prefix(text: &str) -> Result<IpPrefix, ApiError> {
-    match text.split_once('/') {
-        None => Ok(IpPrefix::host(parse_ip(text)?)),
-        Some((addr, len)) => {
-            let ip = parse_ip(addr)?;
-            let len: u8 = len.parse().map_err(|_| {
-                ApiError::bad_request(format!("{text:?}: {len:?} is not a prefix length"))
-            })?;
-            IpPrefix::new(ip, len).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "{text:?}: prefix length {len} is longer than the address"
-                ))
-            })
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BlockBody {
-    ip: String,
-    duration: Option<String>,
-}
-
-fn post_block(core: &dyn Control, body: BlockBody) -> Result<Reply, ApiError> {
-    let prefix = parse_prefix(&body.ip)?;
-    let duration = match &body.duration {
-        None => core.limiter_config().block_duration,
-        Some(d) => {
-            parse_duration(d).map_err(|e| ApiError::bad_request(format!("duration: {e}")))?
-        }
-    };
-    if duration.is_zero() {
-        return Err(ApiError::bad_request("duration: must be greater than zero"));
-    }
-    let now = core.now();
-    core.limiter()
-        .block(prefix, duration, now)
-        .map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
-    tracing::warn!(
-        client = %prefix,
-        duration = %format_duration(duration),
-        "blocked through the admin API"
-    );
-    let entry = core
-        .limiter()
-        .blocks(now)
-        .into_iter()
-        .find(|b| b.prefix == prefix);
-    let entry = entry.map(|b| block_json(core, &b));
-    Ok(j::json(StatusCode::CREATED, &json!({ "blocked": entry })))
-}
-
-fn delete_block(core: &dyn Control, ip: &str) -> Result<Reply, ApiError> {
-    let prefix = parse_prefix(ip)?;
-    if !core.limiter().unblock(prefix) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("{ip} is not on the block list"),
-        ));
-    }
-    tracing::info!(client = %ip, "unblocked through the admin API");
-    Ok(ok(json!({ "unblocked": prefix.to_string() })))
 }

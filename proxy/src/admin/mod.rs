@@ -1,19 +1,33 @@
-//! The admin HTTP API: its own HTTP/1.1 listener (`[admin] addr`, default `127.0.0.1:9090`),
+//! The admin HTTP API: its own HTTP/1.1 listener (`[admin] addr`, default `127.0.0.1:7391`),
 //! JSON in and out, for operators and `zgate ctl`.
 //!
 //! - `auth.rs`: the bearer token, compared in constant time;
+//! - `guard.rs`: Host, Origin and Content-Type checks against other web pages on the host;
+//! - `scope.rs`: which manual blocks are too wide to take without `"force": true`;
 //! - `json.rs`: responses, errors (`{"error": "..."}`) and size-limited request bodies;
 //! - `router.rs`: paths and methods to endpoints (404 unknown path, 405 wrong method);
-//! - `api.rs`: the endpoints.
+//! - `api.rs`: the endpoints (mode, model, thresholds, knobs, clients);
+//! - `blocks.rs`: the block list's endpoints;
+//! - `runtime.rs`: the runtime overrides' endpoints;
+//! - `live.rs`: `GET /api/v1/clients/live`, the clients' current values per metric;
+//! - `page.rs`: the status page at `/`, its files embedded from `proxy/ui/`.
 //!
-//! Every request is authenticated when a token is configured; a non-loopback address without
-//! one is refused by the config. The admin listener is separate from the client listeners: it is
+//! Every request passes the checks of `guard.rs` (Host, Origin, Content-Type), and is
+//! authenticated when a token is configured (except `/healthz` with `admin.public_healthz`, and
+//! the status page's own files, which hold no data); a non-loopback address without a token is
+//! refused by the config. The admin listener is separate from the client listeners: it is
 //! not metered by the limiter and its requests are not counted in the proxy's traffic stats.
 
 mod api;
 mod auth;
+mod blocks;
+mod guard;
 mod json;
+mod live;
+mod page;
 mod router;
+mod runtime;
+mod scope;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,6 +42,7 @@ use tokio::task::JoinHandle;
 use zgate_config::{Admin, Config};
 use zgate_limiter::{Limiter, LimiterConfig, Nanos};
 
+use crate::state::overrides::Overrides;
 use crate::state::persist::Persist;
 use crate::state::reload::{ReloadError, ReloadReport};
 
@@ -49,6 +64,15 @@ pub(crate) trait Control: Send + Sync + 'static {
     fn limiter_config(&self) -> Arc<LimiterConfig>;
     /// The state file.
     fn persist(&self) -> &Persist;
+    /// `[limits]` of the config file alone, before the runtime overrides.
+    fn file_limiter_config(&self) -> Arc<LimiterConfig>;
+    /// The runtime overrides in force.
+    fn overrides(&self) -> Overrides;
+    /// Replaces the runtime overrides: lays them over the file's `[limits]`, applies the result
+    /// to the limiter (or refuses it, changing nothing) and saves the state file.
+    fn set_overrides(&self, overrides: Overrides) -> Result<(), zgate_limiter::LimiterConfigError>;
+    /// Saves the manual blocks to the state file (after one was added or removed).
+    fn blocks_changed(&self);
     /// `/metrics`: the Prometheus text of a scrape now.
     fn metrics(&self) -> String;
     /// Re-reads the config file and applies it, or refuses it.
@@ -128,7 +152,11 @@ pub(crate) async fn start(
         source,
     })?;
     tracing::info!(addr = %local, token = config.token.is_some(), "admin API ready");
-    let token: Option<Arc<str>> = config.token.as_deref().map(Arc::from);
+    let site = Arc::new(guard::Site {
+        addr: local,
+        token: config.token.clone(),
+        public_healthz: config.public_healthz,
+    });
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
         loop {
@@ -141,17 +169,13 @@ pub(crate) async fn start(
                 }
             };
             let core = core.clone();
-            let token = token.clone();
+            let site = site.clone();
             let mut stopped = stopped.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let core = core.clone();
-                    let token = token.clone();
-                    async move {
-                        Ok::<_, Infallible>(
-                            router::handle(&*core, token.as_deref(), peer, req).await,
-                        )
-                    }
+                    let site = site.clone();
+                    async move { Ok::<_, Infallible>(router::handle(&*core, &site, peer, req).await) }
                 });
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())

@@ -1,5 +1,6 @@
 //! Admin routing: path and method to an endpoint; 401 without the token, 404 for an unknown
-//! path, 405 (with `Allow`) for a method the path does not take.
+//! path, 405 (with `Allow`) for a method the path does not take. The status page's own files
+//! (`/`, `/ui/...`) are served without the token: they hold no data.
 
 use std::net::SocketAddr;
 
@@ -9,8 +10,11 @@ use hyper::body::Incoming;
 
 use super::api;
 use super::auth::authorized;
+use super::guard::{check_content_type, Site};
 use super::json::{ApiError, Reply};
+use super::page::{self, Asset};
 use super::Control;
+use crate::escape::escaped;
 
 /// One admin endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +31,8 @@ pub(crate) enum Route {
     Clients,
     /// `/api/v1/clients/{ip}`.
     Client(String),
+    /// `/api/v1/clients/live`: the clients' current values per metric.
+    Live,
     /// `/api/v1/blocks`.
     Blocks,
     /// `/api/v1/blocks/{ip or prefix}`.
@@ -35,10 +41,16 @@ pub(crate) enum Route {
     Reload,
     /// `/api/v1/fleet`: the fleet's state.
     Fleet,
+    /// `/api/v1/overrides`: the runtime overrides.
+    Overrides,
+    /// `/api/v1/overrides/{key}`.
+    Override(String),
     /// `/metrics`.
     Metrics,
     /// `/healthz`.
     Health,
+    /// The status page: `/` and its files.
+    Page(Asset),
 }
 
 impl Route {
@@ -50,17 +62,25 @@ impl Route {
             "/api/v1/thresholds" => Route::Thresholds,
             "/api/v1/knobs" => Route::Knobs,
             "/api/v1/clients" => Route::Clients,
+            "/api/v1/clients/live" => Route::Live,
             "/api/v1/blocks" => Route::Blocks,
             "/api/v1/reload" => Route::Reload,
             "/api/v1/fleet" => Route::Fleet,
+            "/api/v1/overrides" => Route::Overrides,
             "/metrics" => Route::Metrics,
             "/healthz" => Route::Health,
             _ => {
+                if let Some(asset) = Asset::of(path) {
+                    return Some(Route::Page(asset));
+                }
                 if let Some(ip) = path.strip_prefix("/api/v1/clients/") {
                     return Some(Route::Client(percent_decode(ip)));
                 }
                 if let Some(ip) = path.strip_prefix("/api/v1/blocks/") {
                     return Some(Route::Block(percent_decode(ip)));
+                }
+                if let Some(key) = path.strip_prefix("/api/v1/overrides/") {
+                    return Some(Route::Override(percent_decode(key)));
                 }
                 return None;
             }
@@ -71,28 +91,44 @@ impl Route {
     /// The methods the route takes.
     pub(crate) fn allowed(&self) -> &'static [Method] {
         match self {
-            Route::Mode | Route::Model | Route::Thresholds => &[Method::GET, Method::PUT],
+            Route::Mode | Route::Model | Route::Thresholds | Route::Overrides => {
+                &[Method::GET, Method::PUT]
+            }
             Route::Blocks => &[Method::GET, Method::POST],
-            Route::Block(_) => &[Method::DELETE],
+            Route::Block(_) | Route::Override(_) => &[Method::DELETE],
             Route::Reload => &[Method::POST],
             Route::Knobs
             | Route::Clients
             | Route::Client(_)
+            | Route::Live
             | Route::Metrics
             | Route::Health
-            | Route::Fleet => &[Method::GET],
+            | Route::Fleet
+            | Route::Page(_) => &[Method::GET],
         }
     }
 }
 
-/// Serves one admin request.
+/// Serves one admin request: the checks against other web pages (`guard.rs`), the token
+/// (except `/healthz` with `admin.public_healthz`), the route and method, then the endpoint.
 pub(crate) async fn handle(
     core: &dyn Control,
-    token: Option<&str>,
+    site: &Site,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Reply {
-    if !authorized(req.headers(), token) {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    if let Err(e) = site.check_headers(req.headers()) {
+        return refused(peer, &method, &path, e);
+    }
+    if let Some(Route::Page(asset)) = Route::of(&path) {
+        if matches!(method, Method::GET | Method::HEAD) {
+            return page::reply(asset);
+        }
+    }
+    let public = site.public_healthz && path == "/healthz";
+    if !public && !authorized(req.headers(), site.token.as_deref()) {
         tracing::debug!(client = %peer, "admin request without the right token");
         let mut r = ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -103,11 +139,9 @@ pub(crate) async fn handle(
             .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
     }
-    let path = req.uri().path().to_owned();
     let Some(route) = Route::of(&path) else {
         return ApiError::new(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")).reply();
     };
-    let method = req.method().clone();
     let allowed = route.allowed();
     let head_of_get = method == Method::HEAD && allowed.contains(&Method::GET);
     if !(allowed.contains(&method) || head_of_get) {
@@ -126,16 +160,29 @@ pub(crate) async fn handle(
         }
         return r;
     }
+    if let Err(e) = check_content_type(&method, req.headers()) {
+        return refused(peer, &method, &path, e);
+    }
     let result = api::call(core, route, req).await;
     match result {
         Ok(reply) => reply,
-        Err(e) => {
-            if method != Method::GET {
-                tracing::info!(client = %peer, %method, %path, error = %e.message, "admin request refused");
-            }
-            e.reply()
-        }
+        Err(e) if method == Method::GET || method == Method::HEAD => e.reply(),
+        Err(e) => refused(peer, &method, &path, e),
     }
+}
+
+/// Logs a refused request (the path and the error, which may quote the request, escaped) and
+/// answers it.
+fn refused(peer: SocketAddr, method: &Method, path: &str, e: ApiError) -> Reply {
+    tracing::info!(
+        client = %peer,
+        %method,
+        path = %escaped(path),
+        status = e.status.as_u16(),
+        error = %escaped(&e.message),
+        "admin request refused"
+    );
+    e.reply()
 }
 
 /// Decodes `%XX` escapes (e.g. `%2F` in a prefix); invalid escapes are kept as they are.
@@ -168,6 +215,12 @@ mod tests {
     fn routes_and_methods() {
         assert_eq!(Route::of("/api/v1/mode"), Some(Route::Mode));
         assert_eq!(Route::of("/api/v1/nope"), None);
+        assert_eq!(Route::of("/api/v1/clients/live"), Some(Route::Live));
+        assert_eq!(
+            Route::of("/api/v1/clients/192.0.2.1"),
+            Some(Route::Client("192.0.2.1".into()))
+        );
+        assert_eq!(Route::of("/"), Some(Route::Page(Asset::Index)));
         assert_eq!(
             Route::of("/api/v1/blocks/2001:db8::%2F64"),
             Some(Route::Block("2001:db8::/64".into()))

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::account::meter::Meter;
 use crate::conn::tap::{Http2WriteTap, ReadTap};
+use crate::stats::Stats;
 
 /// A client stream as hyper sees it.
 pub struct ClientIo<S> {
@@ -24,12 +25,20 @@ pub struct ClientIo<S> {
     tap: ReadTap,
     /// HTTP/2 only: what the server sends.
     wtap: Option<Http2WriteTap>,
+    /// The server's byte counters, counted as bytes move.
+    stats: Arc<Stats>,
 }
 
 impl<S> ClientIo<S> {
     /// Wraps `inner`; `prefix` is replayed before anything else is read from it. Reads go
-    /// through `tap` to `meter`.
-    pub fn new(inner: S, prefix: Bytes, meter: Arc<Meter>, tap: ReadTap) -> Self {
+    /// through `tap` to `meter`; reads and writes are counted in `stats` as they happen.
+    pub fn new(
+        inner: S,
+        prefix: Bytes,
+        meter: Arc<Meter>,
+        tap: ReadTap,
+        stats: Arc<Stats>,
+    ) -> Self {
         let wtap = matches!(tap, ReadTap::Http2(_)).then(Http2WriteTap::new);
         Self {
             inner,
@@ -37,6 +46,7 @@ impl<S> ClientIo<S> {
             meter,
             tap,
             wtap,
+            stats,
         }
     }
 }
@@ -66,6 +76,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientIo<S> {
         }
         let new = &buf.filled()[before..];
         if !new.is_empty() {
+            this.stats.bytes_read(new.len());
             this.meter.bytes_read(new.len());
             this.tap.on_read(new, &this.meter);
         }
@@ -82,6 +93,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = res {
+            this.stats.bytes_written(n);
             this.meter.bytes_written(n);
             if let Some(w) = &mut this.wtap {
                 w.on_write(&buf[..n], &this.meter);
@@ -98,6 +110,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = res {
+            this.stats.bytes_written(n);
             this.meter.bytes_written(n);
             if let Some(w) = &mut this.wtap {
                 let mut left = n;
@@ -142,13 +155,14 @@ mod tests {
         let peer: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
         let (conn, _) = limiter.connection_opened(peer.ip(), clock.now());
         let (_, proxy_limits) = limits::from_config(&Default::default()).unwrap();
-        let meter = Meter::new(conn.unwrap(), clock, peer, proxy_limits);
+        let meter = Meter::new(conn.unwrap(), clock, peer, proxy_limits, Arc::default());
         let (client, server) = tokio::io::duplex(64);
         let mut io = ClientIo::new(
             server,
             Bytes::from_static(b"PRE"),
             meter.clone(),
             ReadTap::http1(8192),
+            Arc::new(Stats::default()),
         );
         let mut client = client;
         client.write_all(b"rest").await.unwrap();

@@ -85,7 +85,7 @@ pub async fn serve(
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
             let tap = tap(protocol, &settings);
-            let io = ClientIo::new(tls_stream, Bytes::new(), meter, tap);
+            let io = ClientIo::new(tls_stream, Bytes::new(), meter, tap, shared.stats.clone());
             run(shared, settings, io, protocol, info, &mut phase).await;
         }
         None => {
@@ -103,7 +103,7 @@ pub async fn serve(
                 }
             };
             let tap = tap(protocol, &settings);
-            let io = ClientIo::new(stream, prefix, meter, tap);
+            let io = ClientIo::new(stream, prefix, meter, tap, shared.stats.clone());
             run(shared, settings, io, protocol, info, &mut phase).await;
         }
     }
@@ -167,8 +167,4 @@ async fn run<S>(
             drive(conn, &link, t, false, phase).await;
         }
     }
-    let accounting = link.meter.accounting();
-    link.shared
-        .stats
-        .connection_bytes(accounting.bytes_in(), accounting.bytes_out());
 }

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::finish::Finish;
 use crate::account::meter::{InFlightRequest, Meter};
 use crate::upstream::{Outgoing, PoolReturn, UploadProgress};
 
@@ -31,6 +33,8 @@ pub enum ProxyBody {
         done: bool,
         /// The upload's pauses; `None` for a body that was complete with its head.
         upload: Option<Upload>,
+        /// Bytes forwarded, for the access log (`None` without it).
+        forwarded: Option<Arc<AtomicU64>>,
     },
     /// A backend's response on its way to the client: received bytes count as held for the
     /// client until written; the request stays in flight until the body ends or is dropped.
@@ -44,6 +48,8 @@ pub enum ProxyBody {
         /// The backend connection, given back to its pool when the body ends (dropped, and
         /// the connection with it, if the body is dropped before its end).
         pool: Option<PoolReturn<ProxyBody>>,
+        /// The request's end: measured and logged when the body ends or is dropped.
+        finish: Option<Finish>,
     },
     /// Complete in memory; `None` once sent.
     Full(Option<Bytes>),
@@ -86,6 +92,35 @@ pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if err.is::<BodyTimeout>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// The client's request body failed (a malformed chunk, a reset stream): the client's fault,
+/// answered 400, not a backend error.
+#[derive(Debug)]
+pub struct ClientBodyError(pub hyper::Error);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the client's request body failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Whether `e`, or an error it was caused by, is a [`ClientBodyError`].
+pub fn is_client_body_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<ClientBodyError>() {
             return true;
         }
         cur = err.source();
@@ -192,6 +227,7 @@ impl Body for ProxyBody {
                 meter,
                 done,
                 upload,
+                forwarded,
             } => {
                 let frame = match Pin::new(inner).poll_frame(cx) {
                     Poll::Ready(frame) => frame,
@@ -210,23 +246,32 @@ impl Body for ProxyBody {
                 let n = data_len(&frame);
                 if n > 0 {
                     meter.request_forwarded(n);
+                    if let Some(f) = forwarded {
+                        f.fetch_add(n as u64, Ordering::Relaxed);
+                    }
                 }
                 if frame.is_none() && !*done {
                     *done = true;
                     meter.message_done();
                 }
-                Poll::Ready(boxed(frame))
+                let frame =
+                    frame.map(|r| r.map_err(|e| -> BodyError { Box::new(ClientBodyError(e)) }));
+                Poll::Ready(frame)
             }
             ProxyBody::Response {
                 inner,
                 meter,
                 request,
                 pool,
+                finish,
             } => {
                 let frame = std::task::ready!(Pin::new(&mut *inner).poll_frame(cx));
                 let n = data_len(&frame);
                 if n > 0 {
                     meter.response_received(n);
+                    if let Some(f) = finish {
+                        f.sent(n);
+                    }
                 }
                 if frame.is_none() {
                     // The response is complete: the request is no longer in flight.
@@ -247,6 +292,8 @@ impl Body for ProxyBody {
                     if let Some(pool) = pool.take() {
                         pool.release();
                     }
+                    // The last byte is on its way: the request is finished.
+                    finish.take();
                 }
                 Poll::Ready(boxed(frame))
             }

@@ -4,11 +4,18 @@
 //!   (blocked, 502, 504, 408);
 //! - `headers.rs`: hop-by-hop headers removed, forwarding headers (`X-Forwarded-*`, `Via`)
 //!   added;
+//! - `finish.rs`: a request's end (its response's last byte, or its drop): the duration
+//!   histogram and the access log line;
+//! - `host.rs`: the `Host` the backend gets (RFC 9112 §3.2, RFC 9113 §8.3.1), or why the
+//!   request gets 400;
 //! - `body.rs`: the body type both ways: streamed and metered for the client, or zgate's own;
-//!   the request body's pause timer.
+//!   the request body's pause timer; a client's malformed body told apart from a backend's
+//!   failure.
 
 pub mod body;
+pub mod finish;
 pub mod headers;
+pub mod host;
 pub mod service;
 
 /// The backend pool as the proxy uses it: sending [`body::ProxyBody`] requests.

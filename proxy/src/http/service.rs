@@ -12,10 +12,11 @@ use hyper::body::Incoming;
 
 use crate::account::meter::{InFlightRequest, Meter};
 use crate::http::body::{self, ProxyBody, Upload};
-use crate::http::headers;
+use crate::http::finish::{Access, Finish};
 use crate::http::Upstream;
+use crate::http::{headers, host};
 use crate::limits::BlockAction;
-use crate::upstream::UpstreamError;
+use crate::upstream::{Answered, UpstreamError};
 
 /// What every connection shares: the backends, the limiter and the settings requests need.
 pub struct Services {
@@ -30,8 +31,10 @@ pub struct Services {
     pub clock: crate::clock::Clock,
     /// What a block does, memory costs (reloadable: new connections get the new values).
     pub limits: arc_swap::ArcSwap<crate::limits::ProxyLimits>,
+    /// Monitor mode's would-block lines, one per client per minute.
+    pub would_block_log: Arc<crate::account::would_block::WouldBlockLog>,
     /// Traffic counters for `/metrics`.
-    pub stats: crate::stats::Stats,
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 /// The connection a request arrived on, shared by its requests.
@@ -52,19 +55,17 @@ pub struct ConnInfo {
     pub body_read: std::time::Duration,
 }
 
-/// Proxies `req` to a backend and returns what the client gets.
-pub async fn handle(conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+/// Proxies `req` to a backend and returns what the client gets. The request is finished
+/// (duration measured, access line logged: see [`Finish`]) when the response's last byte has
+/// gone or the response is dropped.
+pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<ProxyBody> {
     let shared = &*conn.shared;
     shared.stats.request();
-    let access_log = shared.access_log.load(Ordering::Relaxed);
-    let started = access_log.then(Instant::now);
-    let log_method = access_log.then(|| req.method().clone());
-    let log_target = access_log.then(|| {
-        req.uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned()
-    });
+    let started = Instant::now();
+    let mut access = shared
+        .access_log
+        .load(Ordering::Relaxed)
+        .then(|| access_fields(&req));
     let client_version = req.version();
 
     let meter = &conn.meter;
@@ -77,43 +78,68 @@ pub async fn handle(conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBo
     if http_body::Body::is_end_stream(req.body()) {
         meter.message_done();
     }
-    let response = if in_flight.is_none() || meter.is_killed() {
+    let mut response = if in_flight.is_none() || meter.is_killed() {
         blocked_response(meter, client_version)
     } else if method == Method::CONNECT {
         error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n")
+    } else if let Err(e) = host::backend_host(req.version(), req.uri(), req.headers()) {
+        bad_request(e.message(), client_version)
     } else {
-        let upstream_req = rewrite_request(req, conn);
+        let forwarded = access.as_ref().map(|a| a.bytes_in.clone());
+        let upstream_req = rewrite_request(req, conn, forwarded);
+        if let Some(a) = access.as_deref_mut() {
+            a.host = upstream_req.headers().get(header::HOST).cloned();
+        }
         let upstream = shared.upstream.load_full();
         let sent = tokio::select! {
             biased;
             _ = meter.killed() => None,
-            r = upstream.send_pooled(upstream_req) => Some(r),
+            r = upstream.send(upstream_req) => Some(r),
         };
         if let Some(request) = in_flight.as_mut() {
             request.answered();
         }
         match sent {
             None => blocked_response(meter, client_version),
-            Some(Ok((resp, pool))) => {
-                rewrite_response(resp, pool, client_version, meter, in_flight)
+            Some(Ok(answered)) => {
+                if let Some(a) = access.as_deref_mut() {
+                    let name = upstream.backend_name(answered.backend).to_owned();
+                    a.upstream = Some((name, answered.waited));
+                }
+                rewrite_response(answered, client_version, meter, in_flight)
             }
             Some(Err(e)) => failed_response(shared, conn.peer, e, client_version),
         }
     };
     shared.stats.response(response.status());
-
-    if let (Some(started), Some(target), Some(method)) = (started, log_target, log_method) {
-        tracing::info!(
-            target: "zgate::access",
-            client = %conn.peer,
-            method = %method,
-            path = %target,
-            version = ?client_version,
-            status = response.status().as_u16(),
-            ms = started.elapsed().as_secs_f64() * 1e3,
-        );
+    if let Some(a) = access.as_deref_mut() {
+        a.status = response.status().as_u16();
+    }
+    let mut finish = Finish::new(conn.clone(), started, access);
+    match response.body_mut() {
+        ProxyBody::Response { finish: slot, .. } => *slot = Some(finish),
+        // zgate's own small answer: it is as good as sent.
+        own => {
+            let len = http_body::Body::size_hint(own).exact().unwrap_or(0);
+            finish.sent(usize::try_from(len).unwrap_or(usize::MAX));
+        }
     }
     response
+}
+
+/// The access line's fields known from the request head.
+fn access_fields(req: &Request<Incoming>) -> Box<Access> {
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    Box::new(Access {
+        method: req.method().clone(),
+        target: target.to_owned(),
+        version: req.version(),
+        host: req.headers().get(header::HOST).cloned(),
+        user_agent: req.headers().get(header::USER_AGENT).cloned(),
+        status: 0,
+        upstream: None,
+        bytes_in: Arc::default(),
+    })
 }
 
 /// The answer to a request that got no response from the backend, counted by kind.
@@ -138,6 +164,11 @@ fn failed_response(
             tracing::warn!(client = %peer, "backend response timed out");
             error_response(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n")
         }
+        UpstreamError::Failed(e) if body::is_client_body_error(&e) => {
+            stats.client_body_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(client = %peer, error = %e, "malformed request body");
+            bad_request("bad request: malformed body\n", client_version)
+        }
         UpstreamError::Failed(e) if body::is_body_timeout(&e) => {
             stats.client_body_timeout.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(client = %peer, "request body timed out");
@@ -152,18 +183,21 @@ fn failed_response(
 }
 
 /// The request as the backend must see it: origin-form, HTTP/1.1, hop-by-hop headers removed,
-/// forwarding headers added, `Host` kept (or taken from the HTTP/2 `:authority`).
-fn rewrite_request(req: Request<Incoming>, conn: &ConnInfo) -> Request<ProxyBody> {
+/// forwarding headers added, `Host` per [`host::backend_host`] (the target's authority wins,
+/// and `Connection` cannot remove it).
+fn rewrite_request(
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    forwarded: Option<Arc<std::sync::atomic::AtomicU64>>,
+) -> Request<ProxyBody> {
     let (mut parts, body) = req.into_parts();
+    // Checked by `handle` before: a request with a bad `Host` is answered 400 there.
+    let backend_host = host::backend_host(parts.version, &parts.uri, &parts.headers)
+        .ok()
+        .flatten();
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h);
-    if !h.contains_key(header::HOST) {
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-                h.insert(header::HOST, v);
-            }
-        }
-    }
+    host::apply(h, backend_host);
     if parts.version == Version::HTTP_2 {
         headers::join_cookies(h);
     }
@@ -176,18 +210,19 @@ fn rewrite_request(req: Request<Incoming>, conn: &ConnInfo) -> Request<ProxyBody
         meter: conn.meter.clone(),
         done: false,
         upload,
+        forwarded,
     };
     Request::from_parts(parts, body)
 }
 
 fn rewrite_response(
-    resp: Response<Incoming>,
-    pool: Option<crate::upstream::PoolReturn<ProxyBody>>,
+    answered: Answered<ProxyBody>,
     client_version: Version,
     meter: &Arc<Meter>,
     request: Option<InFlightRequest>,
 ) -> Response<ProxyBody> {
-    let (mut parts, body) = resp.into_parts();
+    let Answered { response, pool, .. } = answered;
+    let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::append_via(&mut parts.headers, headers::via_token(Version::HTTP_11));
     parts.version = client_version;
@@ -196,6 +231,7 @@ fn rewrite_response(
         meter: meter.clone(),
         request,
         pool,
+        finish: None,
     };
     Response::from_parts(parts, body)
 }
@@ -213,6 +249,17 @@ fn blocked_response(meter: &Meter, version: Version) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if version != Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// A 400 made by zgate: the client's request is at fault. Its body may not have been read to
+/// the end, so an HTTP/1 connection cannot carry another request.
+fn bad_request(text: &'static str, version: Version) -> Response<ProxyBody> {
+    let mut resp = error_response(StatusCode::BAD_REQUEST, text);
     if version != Version::HTTP_2 {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -14,7 +14,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio_rustls::TlsAcceptor;
 
-use crate::account::meter::Meter;
+use zgate_limiter::Verdict;
+
+use crate::account::meter::{log_block, Meter};
 use crate::conn::timed::Timed;
 use crate::conn::{reset_on_close, serve, ConnSettings, Phase};
 use crate::http::service::Services;
@@ -233,11 +235,17 @@ fn admit(
     }
     let (conn, verdict) = services.limiter.connection_opened(peer.ip(), now);
     let Some(conn) = conn else {
-        tracing::debug!(client = %peer.ip(), verdict = ?verdict, "connection refused");
+        // Decided here (a connection flood, a full table): logged at warn like any block.
+        match verdict {
+            Verdict::Block { reason, value, z } => log_block(peer.ip(), reason, value, z),
+            other => tracing::debug!(client = %peer.ip(), verdict = ?other, "connection refused"),
+        }
         reset_on_close(stream.as_raw_fd());
         return None;
     };
-    let meter = Meter::new(conn, services.clock, peer, **services.limits.load());
+    let limits = **services.limits.load();
+    let log = services.would_block_log.clone();
+    let meter = Meter::new(conn, services.clock, peer, limits, log);
     if !meter.verdict(verdict) || meter.is_killed() {
         reset_on_close(stream.as_raw_fd());
         return None;

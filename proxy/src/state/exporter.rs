@@ -1,36 +1,45 @@
 //! `/metrics`: Prometheus text, rendered at scrape time.
 //!
-//! The hot path only bumps plain relaxed atomics ([`crate::stats::Stats`] and the limiter's own
-//! counters). A scrape copies them into a `metrics`-facade recorder private to this server
-//! (`metrics-exporter-prometheus`'s recorder, installed with `with_local_recorder`, never
-//! globally and never on a port of its own) and renders it. Nothing is labelled by client.
+//! The hot path only bumps plain relaxed atomics ([`crate::stats::Stats`], the backends'
+//! [`crate::upstream::BackendStats`] and the limiter's own counters); a scrape reads them and
+//! writes the text ([`super::exposition`]). Every family has `# HELP` and `# TYPE`, families
+//! come in the order of this file on every scrape, values are in base units (seconds, bytes,
+//! CPU as a ratio of one core), and nothing is labelled by client. The README's metrics table
+//! lists every family and label.
 
-use std::sync::Mutex;
+use zgate_limiter::{Limiter, Nanos};
 
-use metrics::{counter, gauge, with_local_recorder};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
-use zgate_limiter::{Guard, Limiter, Metric, Mode, Nanos};
-
+use super::exposition::{Kind, Text};
+use super::limiter_metrics::{limiter_families, model_families, verdict_families};
+use crate::http::Upstream;
 use crate::stats::{Stats, STATUS_CLASSES};
 
-/// The server's Prometheus recorder.
-pub(crate) struct Exporter {
-    recorder: Mutex<PrometheusRecorder>,
-}
+/// zgate's version, for `zgate_build_info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit zgate was built from (`git rev-parse --short HEAD` at build time, `ZGATE_COMMIT`
+/// when set, else `unknown`), for `zgate_build_info`.
+pub const COMMIT: &str = env!("ZGATE_COMMIT");
+
+/// The server's `/metrics` renderer.
+pub(crate) struct Exporter;
 
 impl Exporter {
     pub(crate) fn new() -> Exporter {
-        Exporter {
-            recorder: Mutex::new(PrometheusBuilder::new().build_recorder()),
-        }
+        Exporter
     }
 
-    /// Publishes every counter and gauge of `scrape` and renders them as Prometheus text.
+    /// Renders every family of `scrape` as Prometheus text.
     pub(crate) fn render(&self, scrape: &Scrape<'_>) -> String {
-        // The recorder holds plain registries: a poisoned lock is still usable.
-        let recorder = self.recorder.lock().unwrap_or_else(|p| p.into_inner());
-        with_local_recorder(&*recorder, || publish(scrape));
-        recorder.handle().render()
+        let mut t = Text::default();
+        proxy_families(&mut t, scrape);
+        backend_families(&mut t, scrape.upstream);
+        limiter_families(&mut t, scrape.limiter, scrape.now);
+        model_families(&mut t, scrape.limiter);
+        verdict_families(&mut t, scrape.limiter);
+        if let Some(f) = &scrape.fleet {
+            fleet_families(&mut t, f);
+        }
+        t.finish()
     }
 }
 
@@ -40,6 +49,8 @@ pub(crate) struct Scrape<'a> {
     pub(crate) stats: &'a Stats,
     /// Open client connections.
     pub(crate) open_connections: usize,
+    /// The backends in force, with their counters.
+    pub(crate) upstream: &'a Upstream,
     /// The limiter: mode, model, its own counters.
     pub(crate) limiter: &'a Limiter,
     /// Now, on the limiter's clock.
@@ -48,90 +59,234 @@ pub(crate) struct Scrape<'a> {
     pub(crate) fleet: Option<zgate_fleet::StatusView>,
 }
 
-fn publish(scrape: &Scrape<'_>) {
+fn proxy_families(t: &mut Text, scrape: &Scrape<'_>) {
     let s = scrape.stats;
-    let c = |name: &'static str, v: &std::sync::atomic::AtomicU64| {
-        counter!(name).absolute(Stats::get(v));
-    };
-    counter!("zgate_requests_total").absolute(s.requests());
+    let get = Stats::get;
+    t.family(
+        "zgate_build_info",
+        Kind::Gauge,
+        "Always 1; the labels say which zgate this is.",
+    );
+    t.sample(
+        "zgate_build_info",
+        &[("version", VERSION), ("commit", COMMIT)],
+        1.0,
+    );
+    let requests = s.requests() as f64;
+    t.single(
+        "zgate_requests_total",
+        Kind::Counter,
+        "Requests received from clients.",
+        requests,
+    );
+    t.family(
+        "zgate_responses_total",
+        Kind::Counter,
+        "Responses sent to clients, by status class.",
+    );
     for (i, class) in STATUS_CLASSES.iter().enumerate() {
-        counter!("zgate_responses_total", "class" => *class).absolute(s.responses(i));
+        t.sample(
+            "zgate_responses_total",
+            &[("class", class)],
+            s.responses(i) as f64,
+        );
     }
-    c("zgate_connections_accepted_total", &s.connections_accepted);
-    c("zgate_connections_refused_total", &s.connections_refused);
-    c("zgate_bytes_in_total", &s.bytes_in);
-    c("zgate_bytes_out_total", &s.bytes_out);
+    t.family(
+        "zgate_request_duration_seconds",
+        Kind::Histogram,
+        "Requests from their head to the last byte of the response sent (or its end).",
+    );
+    t.histogram(
+        "zgate_request_duration_seconds",
+        &[],
+        &s.request_durations(),
+    );
+    for (name, help, v) in [
+        (
+            "zgate_connections_accepted_total",
+            "Client connections accepted, before the limiter's word.",
+            get(&s.connections_accepted),
+        ),
+        (
+            "zgate_connections_refused_total",
+            "Client connections refused at accept (blocked client, guard, full table).",
+            get(&s.connections_refused),
+        ),
+    ] {
+        t.single(name, Kind::Counter, help, v as f64);
+    }
+    t.single(
+        "zgate_connections_open",
+        Kind::Gauge,
+        "Client connections open now.",
+        scrape.open_connections as f64,
+    );
+    t.single(
+        "zgate_bytes_in_total",
+        Kind::Counter,
+        "Plaintext bytes read from clients, counted as they are read.",
+        s.bytes_in() as f64,
+    );
+    t.single(
+        "zgate_bytes_out_total",
+        Kind::Counter,
+        "Plaintext bytes written to clients, counted as they are written.",
+        s.bytes_out() as f64,
+    );
+    t.family(
+        "zgate_backend_errors_total",
+        Kind::Counter,
+        "Requests that got no backend response, by kind.",
+    );
     for (kind, v) in [
         ("unreachable", &s.backend_unreachable),
         ("timeout", &s.backend_timeout),
         ("failed", &s.backend_failed),
     ] {
-        counter!("zgate_backend_errors_total", "kind" => kind).absolute(Stats::get(v));
+        t.sample(
+            "zgate_backend_errors_total",
+            &[("kind", kind)],
+            get(v) as f64,
+        );
     }
-    c("zgate_client_body_timeouts_total", &s.client_body_timeout);
-    c("zgate_reloads_total", &s.reloads);
-    c("zgate_reload_failures_total", &s.reload_failures);
-    gauge!("zgate_connections_open").set(scrape.open_connections as f64);
+    for (name, help, v) in [
+        (
+            "zgate_client_body_timeouts_total",
+            "Requests answered 408: the client paused its body longer than timeouts.body_read.",
+            &s.client_body_timeout,
+        ),
+        (
+            "zgate_client_body_errors_total",
+            "Requests answered 400: the client's request body was malformed.",
+            &s.client_body_errors,
+        ),
+        ("zgate_reloads_total", "Config reloads applied.", &s.reloads),
+        (
+            "zgate_reload_failures_total",
+            "Config reloads refused.",
+            &s.reload_failures,
+        ),
+    ] {
+        t.single(name, Kind::Counter, help, get(v) as f64);
+    }
+}
 
-    let limiter = scrape.limiter;
-    let status = limiter.status(scrape.now);
-    for mode in [Mode::Disabled, Mode::Training, Mode::Defence, Mode::Monitor] {
-        let on = if status.mode == mode { 1.0 } else { 0.0 };
-        gauge!("zgate_limiter_mode", "mode" => mode.name()).set(on);
+fn backend_families(t: &mut Text, upstream: &Upstream) {
+    use std::sync::atomic::Ordering::Relaxed;
+    t.family(
+        "zgate_backend_up",
+        Kind::Gauge,
+        "1 when the backend is up: no connection to it failed since the last that succeeded.",
+    );
+    for (b, s) in upstream.backend_stats() {
+        let up = if s.is_up() { 1.0 } else { 0.0 };
+        t.sample("zgate_backend_up", &[("backend", b)], up);
     }
-    gauge!("zgate_limiter_epoch").set(status.epoch as f64);
-    gauge!("zgate_limiter_training_left_seconds")
-        .set(status.training_left.map_or(0.0, |d| d.as_secs_f64()));
-    gauge!("zgate_limiter_clients").set(status.clients as f64);
-    gauge!("zgate_limiter_blocklist_entries").set(status.blocks as f64);
-
-    let model = limiter.model();
-    gauge!("zgate_model_present").set(if model.is_some() { 1.0 } else { 0.0 });
-    let counters = limiter.counters();
-    for m in Metric::ALL {
-        let name = m.name();
-        let i = m.index();
-        let (n, mean, std) = model.as_ref().map_or((0.0, 0.0, 0.0), |md| {
-            let s = md.get(m);
-            (s.n as f64, s.mean, s.std)
-        });
-        gauge!("zgate_model_clients", "metric" => name).set(n);
-        gauge!("zgate_model_mean", "metric" => name).set(mean);
-        gauge!("zgate_model_std", "metric" => name).set(std);
-        gauge!("zgate_threshold_z", "metric" => name).set(limiter.threshold(m));
-        gauge!("zgate_metric_enabled", "metric" => name).set(if limiter.is_enabled(m) {
-            1.0
-        } else {
-            0.0
-        });
-        counter!("zgate_limiter_observations_total", "metric" => name)
-            .absolute(counters.observations[i]);
-        counter!("zgate_limiter_blocks_total", "metric" => name).absolute(counters.blocked[i]);
-        counter!("zgate_limiter_would_block_total", "metric" => name)
-            .absolute(counters.would_block[i]);
+    t.family(
+        "zgate_backend_requests_total",
+        Kind::Counter,
+        "Requests handed to the backend.",
+    );
+    for (b, s) in upstream.backend_stats() {
+        let v = s.requests.load(Relaxed) as f64;
+        t.sample("zgate_backend_requests_total", &[("backend", b)], v);
     }
-    for g in Guard::ALL {
-        counter!("zgate_limiter_guard_blocks_total", "guard" => g.name())
-            .absolute(counters.guard_blocked[g.index()]);
+    t.family(
+        "zgate_backend_failures_total",
+        Kind::Counter,
+        "Backend failures by kind: connect (refused, unreachable, timed out), timeout \
+         (no response head within timeouts.backend_response), failed (mid-exchange).",
+    );
+    for (b, s) in upstream.backend_stats() {
+        for (kind, v) in [
+            ("connect", &s.connect_failures),
+            ("timeout", &s.timeouts),
+            ("failed", &s.failures),
+        ] {
+            let labels = [("backend", b), ("kind", kind)];
+            t.sample(
+                "zgate_backend_failures_total",
+                &labels,
+                v.load(Relaxed) as f64,
+            );
+        }
     }
-    counter!("zgate_limiter_connections_total").absolute(counters.connections);
-    counter!("zgate_limiter_evictions_total").absolute(counters.evictions);
-    counter!("zgate_limiter_expired_total").absolute(counters.expired);
-    counter!("zgate_limiter_blocklist_full_total").absolute(counters.blocklist_full);
-    if let Some(f) = &scrape.fleet {
-        publish_fleet(f);
+    t.family(
+        "zgate_backend_down_total",
+        Kind::Counter,
+        "Times the backend went from up to down.",
+    );
+    for (b, s) in upstream.backend_stats() {
+        let v = s.marked_down.load(Relaxed) as f64;
+        t.sample("zgate_backend_down_total", &[("backend", b)], v);
+    }
+    t.family(
+        "zgate_backend_response_seconds",
+        Kind::Histogram,
+        "From a request handed to the backend to its response head.",
+    );
+    for (b, s) in upstream.backend_stats() {
+        let h = s.latency.snapshot();
+        t.histogram("zgate_backend_response_seconds", &[("backend", b)], &h);
     }
 }
 
 /// `[fleet]`: connection to Redis, outbox, event lag, events both ways (absent when alone).
-fn publish_fleet(f: &zgate_fleet::StatusView) {
-    gauge!("zgate_fleet_connected").set(if f.connected { 1.0 } else { 0.0 });
-    gauge!("zgate_fleet_outbox_events").set(f.outbox as f64);
-    gauge!("zgate_fleet_event_lag_seconds").set(f.lag_ms as f64 / 1000.0);
-    gauge!("zgate_fleet_epoch").set(f.epoch as f64);
-    gauge!("zgate_fleet_model_epoch").set(f.model_epoch as f64);
-    counter!("zgate_fleet_events_published_total").absolute(f.published);
-    counter!("zgate_fleet_events_received_total").absolute(f.received);
-    counter!("zgate_fleet_events_malformed_total").absolute(f.malformed);
-    counter!("zgate_fleet_dropped_total").absolute(f.dropped);
+fn fleet_families(t: &mut Text, f: &zgate_fleet::StatusView) {
+    let b = |on: bool| if on { 1.0 } else { 0.0 };
+    let gauges = [
+        (
+            "zgate_fleet_connected",
+            "1 while Redis answers, 0 while this instance blocks alone.",
+            b(f.connected),
+        ),
+        (
+            "zgate_fleet_outbox_events",
+            "Block and unblock events waiting for Redis.",
+            f.outbox as f64,
+        ),
+        (
+            "zgate_fleet_event_lag_seconds",
+            "Delay of the last event received from another instance.",
+            f.lag_ms as f64 / 1000.0,
+        ),
+        (
+            "zgate_fleet_epoch",
+            "The fleet's training epoch, now or last (0: none).",
+            f.epoch as f64,
+        ),
+        (
+            "zgate_fleet_model_epoch",
+            "The epoch of the fleet model in force (0: none).",
+            f.model_epoch as f64,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        t.single(name, Kind::Gauge, help, v);
+    }
+    let counters = [
+        (
+            "zgate_fleet_events_published_total",
+            "Events this instance published.",
+            f.published,
+        ),
+        (
+            "zgate_fleet_events_received_total",
+            "Events from other instances applied here.",
+            f.received,
+        ),
+        (
+            "zgate_fleet_events_malformed_total",
+            "Stream entries that did not decode.",
+            f.malformed,
+        ),
+        (
+            "zgate_fleet_dropped_total",
+            "Changes dropped (outbox bound, full queue, full block list).",
+            f.dropped,
+        ),
+    ];
+    for (name, help, v) in counters {
+        t.single(name, Kind::Counter, help, v as f64);
+    }
 }

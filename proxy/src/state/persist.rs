@@ -1,20 +1,30 @@
-//! Model persistence: the learned model and the mode, saved atomically to `[limits] state_file`
-//! and loaded at start, so a restarted zgate resumes defence at once.
+//! Model persistence: the learned model and the mode, the runtime overrides and the manual
+//! blocks, saved atomically to `[limits] state_file` and loaded at start, so a restarted zgate
+//! resumes defence at once with the operator's settings.
 //!
 //! The file is JSON: `{"version": 1, "mode": "defence", "model": {...}, "saved_at": 1763779200,
-//! "trained_at": 1763779100}` (times in seconds since the Unix epoch; `model` may be `null`).
-//! It is written to a temporary file in the same directory, fsynced, then renamed over the old
-//! one (and the directory fsynced), so a crash leaves either the old file or the new one, never
-//! a torn one. A missing file is normal (first start); a truncated or corrupted one is reported
-//! with its path and the parse error, and zgate starts without a model.
+//! "trained_at": 1763779100, "overrides": {"z.cpu": 5.0}, "blocks": [{"prefix":
+//! "192.0.2.0/24", "expires_at": 1763782800}]}` (times in seconds since the Unix epoch; `model`
+//! may be `null`; `overrides` and `blocks` may be absent). Per metric the model holds `n`,
+//! `mean`, `std`, `quantiles` and `buckets` (the histogram's non-empty buckets as `[lower,
+//! count]` pairs); files from before histograms, without the last two, still load (no
+//! distribution). It is written by
+//! [`atomic_file::write`]: mode 0600, a temporary file with a random name created exclusively
+//! and never through a symlink, fsync, rename. A missing file is normal (first start); a
+//! truncated or corrupted one is reported with its path and the parse error, and zgate starts
+//! without a model. Every number read is bounded: the model's epoch (at most
+//! [`zgate_limiter::MAX_EPOCH`]), the overrides (as the API checks them), block expiries (at
+//! most 365 days ahead).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use zgate_limiter::{Limiter, Mode, Model};
+use serde_json::{Map, Value};
+use zgate_limiter::{Limiter, Mode, Model, UnknownMode};
+
+use super::atomic_file;
 
 /// The state file format version this zgate writes and reads.
 pub const STATE_VERSION: u32 = 1;
@@ -35,12 +45,37 @@ pub struct SavedState {
     /// `None` if unknown.
     #[serde(default)]
     pub trained_at: Option<u64>,
+    /// The runtime overrides (`state/overrides.rs`), by key.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub overrides: Map<String, Value>,
+    /// The manual blocks (automatic ones are not kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<SavedBlock>,
+}
+
+/// A manual block in the state file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SavedBlock {
+    /// The blocked address or network, `192.0.2.7/32` or `2001:db8::/64`.
+    pub prefix: String,
+    /// When the block ends, seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+/// What the state file keeps besides the mode and model: set by the admin API after a change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Runtime {
+    /// The overrides, as [`SavedState::overrides`].
+    pub overrides: Map<String, Value>,
+    /// The manual blocks.
+    pub blocks: Vec<SavedBlock>,
 }
 
 impl SavedState {
     /// The saved mode, parsed.
-    pub fn mode(&self) -> Result<Mode, String> {
-        self.mode.parse::<Mode>().map_err(|e| e.to_string())
+    pub fn mode(&self) -> Result<Mode, UnknownMode> {
+        self.mode.parse::<Mode>()
     }
 }
 
@@ -80,61 +115,26 @@ pub fn load(path: &Path) -> Result<SavedState, LoadError> {
         .mode()
         .map_err(|e| LoadError::Invalid(format!("{}: `mode`: {e}", path.display())))?;
     if let Some(model) = &state.model {
-        validate_model(model)
+        if model.epoch > zgate_limiter::MAX_EPOCH {
+            return Err(LoadError::Invalid(format!(
+                "{}: `model.epoch` {} is out of range: at most {}",
+                path.display(),
+                model.epoch,
+                zgate_limiter::MAX_EPOCH
+            )));
+        }
+        model
+            .validate()
             .map_err(|e| LoadError::Invalid(format!("{}: `model`: {e}", path.display())))?;
     }
     Ok(state)
 }
 
-/// Checks that every statistic of `model` is usable: finite, non-negative std and min_std.
-pub fn validate_model(model: &Model) -> Result<(), String> {
-    for m in zgate_limiter::Metric::ALL {
-        let s = model.get(m);
-        if !s.mean.is_finite() || s.mean < 0.0 {
-            return Err(format!("{}.mean must be finite and >= 0", m.name()));
-        }
-        if !s.std.is_finite() || s.std < 0.0 {
-            return Err(format!("{}.std must be finite and >= 0", m.name()));
-        }
-        let floor = model.params.min_std(m);
-        if !floor.is_finite() || floor < 0.0 {
-            return Err(format!(
-                "params.min_std.{} must be finite and >= 0",
-                m.name()
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Writes `state` to `path` atomically: temporary file in the same directory, fsync, rename,
-/// fsync of the directory.
+/// Writes `state` to `path` atomically and privately (see [`atomic_file::write`]).
 pub fn save(path: &Path, state: &SavedState) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "state".into());
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&json)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        return written;
-    }
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    let mut json = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+    json.push(b'\n');
+    atomic_file::write(path, &json)
 }
 
 /// Seconds since the Unix epoch, now.
@@ -145,11 +145,19 @@ pub fn unix_now() -> u64 {
 }
 
 /// Keeps the state file in step with the limiter: [`Persist::sync`] saves when the model or the
-/// mode changed since the last save. Called by the ticker (training ending by itself) and by
+/// mode changed since the last save, or when [`Persist::set_runtime`] gave new overrides or
+/// manual blocks. Called by the ticker (training ending by itself) and by
 /// the admin API right after a change (so the file is written when the API answers).
 pub struct Persist {
     path: Option<PathBuf>,
     last: Mutex<Seen>,
+}
+
+/// The overrides and manual blocks to save, and whether they changed since the last save.
+#[derive(Default)]
+struct Pending {
+    runtime: Runtime,
+    dirty: bool,
 }
 
 /// What was last saved (or seen), to notice a change.
@@ -159,12 +167,20 @@ struct Seen {
     /// Epoch of the model last seen, to tell a newly trained model from a re-parameterised one.
     model_epoch: Option<u64>,
     trained_at: Option<u64>,
+    /// The overrides and manual blocks.
+    pending: Pending,
 }
 
 impl Persist {
     /// Tracks `limiter` (its state now counts as saved) and saves to `path`, if any.
     /// `trained_at` is when the current model was learned, if known (from the loaded file).
-    pub fn new(path: Option<PathBuf>, limiter: &Limiter, trained_at: Option<u64>) -> Persist {
+    /// `runtime` is what the file held besides the model (it counts as saved too).
+    pub fn new(
+        path: Option<PathBuf>,
+        limiter: &Limiter,
+        trained_at: Option<u64>,
+        runtime: Runtime,
+    ) -> Persist {
         let model = limiter.model();
         Persist {
             path,
@@ -173,7 +189,22 @@ impl Persist {
                 model,
                 mode: limiter.mode(),
                 trained_at,
+                pending: Pending {
+                    runtime,
+                    dirty: false,
+                },
             }),
+        }
+    }
+
+    /// Records new overrides and manual blocks; the next [`Persist::sync`] saves them.
+    pub fn set_runtime(&self, runtime: Runtime) {
+        let mut seen = self.lock();
+        if seen.pending.runtime != runtime {
+            seen.pending = Pending {
+                runtime,
+                dirty: true,
+            };
         }
     }
 
@@ -207,11 +238,12 @@ impl Persist {
             _ => false,
         };
         Self::note_epoch(&mut seen, &model);
-        if same_model && seen.mode == mode {
+        if same_model && seen.mode == mode && !seen.pending.dirty {
             return Ok(false);
         }
         seen.model = model.clone();
         seen.mode = mode;
+        seen.pending.dirty = false;
         let Some(path) = &self.path else {
             return Ok(false);
         };
@@ -221,6 +253,8 @@ impl Persist {
             model: model.map(|m| Model::clone(&m)),
             saved_at: unix_now(),
             trained_at: seen.trained_at,
+            overrides: seen.pending.runtime.overrides.clone(),
+            blocks: seen.pending.runtime.blocks.clone(),
         };
         match save(path, &state) {
             Ok(()) => {
@@ -268,8 +302,11 @@ mod tests {
     }
 
     fn model() -> Model {
+        // Connections with its distribution; the other metrics as saved before histograms.
         let json = r#"{"epoch":3,"metrics":{
-            "connections":{"n":20,"mean":2.0,"std":1.0},
+            "connections":{"n":20,"mean":2.0,"std":1.0,
+                "quantiles":{"p50":2,"p90":3,"p99":4,"p99_9":4,"max":4},
+                "buckets":[[1,5],[2,8],[3,5],[4,2]]},
             "requests_nonidempotent":{"n":20,"mean":0.0,"std":0.0},
             "requests":{"n":20,"mean":1.5,"std":0.5},
             "memory":{"n":20,"mean":20000.0,"std":100.0},
@@ -288,9 +325,23 @@ mod tests {
             model: Some(model()),
             saved_at: 10,
             trained_at: Some(5),
+            overrides: serde_json::json!({"z.cpu": 5.0})
+                .as_object()
+                .unwrap()
+                .clone(),
+            blocks: vec![SavedBlock {
+                prefix: "192.0.2.0/24".into(),
+                expires_at: 20,
+            }],
         };
         save(&path, &state).unwrap();
-        assert_eq!(load(&path).unwrap(), state);
+        let loaded = load(&path).unwrap();
+        assert_eq!(loaded, state);
+        let model = loaded.model.unwrap();
+        let conn = model.get(zgate_limiter::Metric::Connections);
+        assert_eq!(conn.quantiles.map(|q| q.p90), Some(3));
+        assert_eq!(conn.buckets.count(), 20);
+        assert!(model.get(zgate_limiter::Metric::Cpu).buckets.is_empty());
         // No temporary file left behind.
         let names: Vec<_> = std::fs::read_dir(&d).unwrap().collect();
         assert_eq!(names.len(), 1);
@@ -308,6 +359,8 @@ mod tests {
             model: Some(model()),
             saved_at: 10,
             trained_at: None,
+            overrides: Map::new(),
+            blocks: Vec::new(),
         };
         let json = serde_json::to_string(&state).unwrap();
         std::fs::write(&path, &json[..json.len() / 2]).unwrap();
@@ -321,16 +374,12 @@ mod tests {
         assert!(matches!(load(&path), Err(LoadError::Invalid(e)) if e.contains("mode")));
         std::fs::write(&path, json.replace("\"version\":1", "\"version\":9")).unwrap();
         assert!(matches!(load(&path), Err(LoadError::Invalid(e)) if e.contains("version 9")));
+        std::fs::write(
+            &path,
+            json.replace("\"epoch\":3", "\"epoch\":18446744073709551615"),
+        )
+        .unwrap();
+        assert!(matches!(load(&path), Err(LoadError::Invalid(e)) if e.contains("model.epoch")));
         let _ = std::fs::remove_dir_all(&d);
-    }
-
-    #[test]
-    fn bad_model_values_are_refused() {
-        let mut m = model();
-        m.metrics[0].std = -1.0;
-        assert!(validate_model(&m).unwrap_err().contains("connections.std"));
-        let mut m = model();
-        m.metrics[4].mean = f64::NAN;
-        assert!(validate_model(&m).unwrap_err().contains("cpu.mean"));
     }
 }

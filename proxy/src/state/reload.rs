@@ -9,7 +9,8 @@
 //!   the pool they started with, which is dropped when the last of them ends;
 //! - `[timeouts]`, `[http]`, `[limits]` block action and memory costs: new connections take the
 //!   new values; open connections keep theirs;
-//! - the rest of `[limits]`: `Limiter::reconfigure` (thresholds, enables, guards, durations);
+//! - the rest of `[limits]`: `Limiter::reconfigure` (thresholds, enables, guards, durations),
+//!   with the runtime overrides (`overrides.rs`) laid over the new file's values;
 //!   `limits.mode`, `max_clients`, `max_blocks` and `ipv6_prefix` apply at start only;
 //! - listeners, by their config address: a new one is bound (and a bind failure refuses the
 //!   reload), a removed one stops accepting while its connections finish, a kept one stays
@@ -24,10 +25,9 @@ use zgate_config::Config;
 use zgate_limiter::LimiterConfig;
 
 use crate::http::Upstream;
-use crate::limits::{self, ProxyLimits};
-use crate::listen::tls::TlsError;
-use crate::listen::{bind_listener, tls_acceptor, NewListener};
-use crate::upstream::BackendsError;
+use crate::limits::ProxyLimits;
+use crate::listen::{bind_listener, NewListener};
+use crate::state::checked::{CheckError, Checked};
 
 /// A new config, checked and ready to apply.
 pub(crate) struct Plan {
@@ -48,17 +48,20 @@ impl Plan {
     /// addresses `bound`) and binds its new listeners. Nothing running changes; on error the
     /// new sockets are closed again.
     pub(crate) fn prepare(
-        config: &Config,
+        checked: Checked,
         current: &Config,
         bound: &[SocketAddr],
-    ) -> Result<Plan, ReloadError> {
-        let (limiter_config, proxy_limits) =
-            limits::from_config(&config.limits).map_err(ReloadError::Limits)?;
-        let upstream = Upstream::new(config)?;
+    ) -> Result<(Config, Plan), ReloadError> {
+        let Checked {
+            config,
+            upstream,
+            limiter_config,
+            proxy_limits,
+            tls: acceptors,
+        } = checked;
         let mut tls = Vec::new();
         let mut new = Vec::new();
-        for (i, l) in config.listeners.iter().enumerate() {
-            let acceptor = tls_acceptor(l, i)?;
+        for ((i, l), acceptor) in config.listeners.iter().enumerate().zip(acceptors) {
             if bound.contains(&l.addr) {
                 tls.push((l.addr, acceptor));
             } else {
@@ -71,14 +74,15 @@ impl Plan {
                 });
             }
         }
-        warn_restart_only(config, current);
-        Ok(Plan {
+        warn_restart_only(&config, current);
+        let plan = Plan {
             upstream,
             limiter_config,
             proxy_limits,
             tls,
             new,
-        })
+        };
+        Ok((config, plan))
     }
 }
 
@@ -98,18 +102,13 @@ pub struct ReloadReport {
 pub enum ReloadError {
     /// zgate was started without a config file: there is nothing to re-read.
     NoConfigFile,
-    /// The file does not load (syntax, unknown key, a value out of range).
-    Config(zgate_config::ConfigError),
-    /// `[limits]` does not map onto the limiter's settings.
-    Limits(String),
-    /// The backends cannot be used.
-    Backends(BackendsError),
-    /// A listener's TLS files do not load.
-    Tls(TlsError),
+    /// The file fails a check (syntax, unknown key, a value out of range, `[limits]`, the
+    /// backends, TLS files): the same check as `zgate check-config`.
+    Check(CheckError),
     /// A new listener cannot be bound.
     Bind(crate::listen::bind::BindError),
     /// The limiter refused the new `[limits]`.
-    Limiter(zgate_limiter::ConfigError),
+    Limiter(zgate_limiter::LimiterConfigError),
     /// zgate is shutting down.
     ShuttingDown,
 }
@@ -120,10 +119,7 @@ impl std::fmt::Display for ReloadError {
             ReloadError::NoConfigFile => {
                 f.write_str("zgate was started without a config file: nothing to reload")
             }
-            ReloadError::Config(e) => e.fmt(f),
-            ReloadError::Limits(e) => f.write_str(e),
-            ReloadError::Backends(e) => e.fmt(f),
-            ReloadError::Tls(e) => e.fmt(f),
+            ReloadError::Check(e) => e.fmt(f),
             ReloadError::Bind(e) => e.fmt(f),
             ReloadError::Limiter(e) => write!(f, "`limits`: {e}"),
             ReloadError::ShuttingDown => f.write_str("zgate is shutting down"),
@@ -132,18 +128,6 @@ impl std::fmt::Display for ReloadError {
 }
 
 impl std::error::Error for ReloadError {}
-
-impl From<BackendsError> for ReloadError {
-    fn from(e: BackendsError) -> Self {
-        ReloadError::Backends(e)
-    }
-}
-
-impl From<TlsError> for ReloadError {
-    fn from(e: TlsError) -> Self {
-        ReloadError::Tls(e)
-    }
-}
 
 impl From<crate::listen::bind::BindError> for ReloadError {
     fn from(e: crate::listen::bind::BindError) -> Self {

@@ -3,6 +3,9 @@
 //!
 //! - `mod.rs`: [`Upstream`], the backends and sending a request;
 //! - `pool.rs`: one backend's idle connections and the [`PoolReturn`] guard;
+//! - `health.rs`: [`BackendStats`], one backend's counters and up/down state (logged once per
+//!   change);
+//! - `tests.rs`: the pool's tests against the demo backend;
 //! - `progress.rs`: what the wait for an answer knows of the request body being sent
 //!   ([`Outgoing`], [`UploadProgress`]), so this room never names the body type.
 //!
@@ -43,6 +46,7 @@
 //! No per-request allocation beyond hyper's own (its request channel and response body), and
 //! a request with a body's `Upload`.
 
+mod health;
 mod pool;
 mod progress;
 
@@ -60,6 +64,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use zgate_config::Config;
 
+pub use health::BackendStats;
 use pool::IdlePool;
 pub use pool::{PoolReturn, READY_WAIT};
 pub use progress::{Outgoing, UploadProgress};
@@ -124,6 +129,20 @@ struct BackendState<B> {
     /// Nanoseconds since `Upstream::clock` until which the backend is skipped; 0 when up.
     down_until: AtomicU64,
     idle: Arc<IdlePool<B>>,
+    /// Counters and up/down state, kept across reloads for the same address.
+    stats: Arc<BackendStats>,
+}
+
+/// A backend's response head, with where it came from.
+pub struct Answered<B> {
+    /// The response head (and its body, to stream).
+    pub response: Response<Incoming>,
+    /// Gives the connection back to the pool at the end of the body; `None` when given back.
+    pub pool: Option<PoolReturn<B>>,
+    /// Index of the backend that answered (see [`Upstream::backend_name`]).
+    pub backend: usize,
+    /// From the request handed to that backend to its response head.
+    pub waited: std::time::Duration,
 }
 
 /// Where to connect: an address, or a name resolved at each connect.
@@ -155,8 +174,8 @@ impl Target {
     }
 }
 
-/// A connect failure (refused, unreachable, resolution failed, timed out).
-struct ConnectFailed;
+/// A connect failure (refused, unreachable, resolution failed, timed out), in words.
+struct ConnectFailed(String);
 
 impl<B: Outgoing> Upstream<B> {
     /// Builds the pool for `config`'s backends. Backend addresses were validated by the config;
@@ -180,6 +199,7 @@ impl<B: Outgoing> Upstream<B> {
                     config.upstream.max_idle_per_backend,
                     config.upstream.pool_idle_timeout,
                 )),
+                stats: Arc::default(),
             });
         }
         if backends.is_empty() {
@@ -206,9 +226,16 @@ impl<B: Outgoing> Upstream<B> {
         &self,
         req: Request<B>,
     ) -> Result<(Response<Incoming>, Option<PoolReturn<B>>), UpstreamError> {
+        self.send(req).await.map(|a| (a.response, a.pool))
+    }
+
+    /// Like [`Upstream::send_pooled`], also saying which backend answered and how long it
+    /// took to.
+    pub async fn send(&self, req: Request<B>) -> Result<Answered<B>, UpstreamError> {
         let upload = req.body().progress().cloned();
         let limit = self.response_timeout;
-        let mut send = std::pin::pin!(self.send_inner(req));
+        let trying = AtomicUsize::new(usize::MAX);
+        let mut send = std::pin::pin!(self.send_inner(req, &trying));
         let mut deadline = tokio::time::Instant::now() + limit;
         loop {
             match tokio::time::timeout_at(deadline, send.as_mut()).await {
@@ -216,13 +243,18 @@ impl<B: Outgoing> Upstream<B> {
                 Err(_) => {
                     // Time is up unless a request body is being sent and the backend has not
                     // kept zgate waiting for `limit` (the client has, or it took a piece since).
-                    let Some(next) = upload.as_ref().map(|u| u.backend_deadline(limit)) else {
-                        return Err(UpstreamError::Timeout);
-                    };
-                    if next <= tokio::time::Instant::now() {
-                        return Err(UpstreamError::Timeout);
+                    let next = upload.as_ref().map(|u| u.backend_deadline(limit));
+                    match next {
+                        Some(next) if next > tokio::time::Instant::now() => deadline = next,
+                        _ => {
+                            let i = trying.load(Ordering::Relaxed);
+                            if let Some(b) = self.backends.get(i) {
+                                b.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                                b.stats.requests.fetch_add(1, Ordering::Relaxed);
+                            }
+                            return Err(UpstreamError::Timeout);
+                        }
                     }
-                    deadline = next;
                 }
             }
         }
@@ -231,7 +263,8 @@ impl<B: Outgoing> Upstream<B> {
     async fn send_inner(
         &self,
         mut req: Request<B>,
-    ) -> Result<(Response<Incoming>, Option<PoolReturn<B>>), UpstreamError> {
+        trying: &AtomicUsize,
+    ) -> Result<Answered<B>, UpstreamError> {
         origin_form(req.uri_mut());
         let n = self.backends.len();
         // One backend needs no turn-taking: skip the counter every core would write.
@@ -245,6 +278,7 @@ impl<B: Outgoing> Upstream<B> {
         let mut fresh_only = false;
         loop {
             let backend = &self.backends[index];
+            trying.store(index, Ordering::Relaxed);
             let pooled = if fresh_only {
                 None
             } else {
@@ -254,8 +288,13 @@ impl<B: Outgoing> Upstream<B> {
             let mut sender = match pooled {
                 Some(s) => s,
                 None => match self.connect(backend).await {
-                    Ok(s) => s,
-                    Err(ConnectFailed) => {
+                    Ok(s) => {
+                        backend.stats.connected(backend.authority.as_str());
+                        s
+                    }
+                    Err(ConnectFailed(error)) => {
+                        let name = backend.authority.as_str();
+                        backend.stats.connect_failed(name, self.down_for, &error);
                         self.mark_down(index);
                         tried += 1;
                         if tried >= n {
@@ -267,17 +306,26 @@ impl<B: Outgoing> Upstream<B> {
                     }
                 },
             };
+            let sent_at = Instant::now();
             match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    if resp.body().is_end_stream() {
+                Ok(response) => {
+                    let waited = sent_at.elapsed();
+                    backend.stats.answered(waited);
+                    let pool = if response.body().is_end_stream() {
                         backend.idle.put(sender);
-                        return Ok((resp, None));
-                    }
-                    let guard = PoolReturn {
-                        sender,
-                        pool: backend.idle.clone(),
+                        None
+                    } else {
+                        Some(PoolReturn {
+                            sender,
+                            pool: backend.idle.clone(),
+                        })
                     };
-                    return Ok((resp, Some(guard)));
+                    return Ok(Answered {
+                        response,
+                        pool,
+                        backend: index,
+                        waited,
+                    });
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => {
@@ -285,30 +333,29 @@ impl<B: Outgoing> Upstream<B> {
                         req = unsent;
                         fresh_only = true;
                     }
-                    _ => return Err(UpstreamError::Failed(e.into_error())),
+                    _ => {
+                        backend.stats.failed();
+                        return Err(UpstreamError::Failed(e.into_error()));
+                    }
                 },
             }
         }
     }
 
     async fn connect(&self, backend: &BackendState<B>) -> Result<SendRequest<B>, ConnectFailed> {
-        let stream = match tokio::time::timeout(self.connect_timeout, backend.target.connect())
-            .await
-        {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                tracing::debug!(backend = %backend.authority, error = %e, "backend connect failed");
-                return Err(ConnectFailed);
-            }
-            Err(_) => {
-                tracing::debug!(backend = %backend.authority, "backend connect timed out");
-                return Err(ConnectFailed);
-            }
-        };
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, backend.target.connect()).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return Err(ConnectFailed(e.to_string())),
+                Err(_) => {
+                    let limit = self.connect_timeout;
+                    return Err(ConnectFailed(format!("no connection within {limit:?}")));
+                }
+            };
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|_| ConnectFailed)?;
+            .map_err(|e| ConnectFailed(e.to_string()))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "backend connection ended with an error");
@@ -353,6 +400,30 @@ impl<B: Outgoing> Upstream<B> {
         })
     }
 
+    /// The backends with their counters, in config order: `(address, stats)`.
+    pub fn backend_stats(&self) -> impl Iterator<Item = (&str, &BackendStats)> {
+        self.backends
+            .iter()
+            .map(|b| (b.authority.as_str(), &*b.stats))
+    }
+
+    /// The address of backend `index` as configured (`""` for an index out of range).
+    pub fn backend_name(&self, index: usize) -> &str {
+        self.backends
+            .get(index)
+            .map_or("", |b| b.authority.as_str())
+    }
+
+    /// Takes over the counters of `old`'s backends that have the same address, so a reload
+    /// does not reset them.
+    pub fn carry_stats_from(&mut self, old: &Upstream<B>) {
+        for b in self.backends.iter_mut() {
+            if let Some(o) = old.backends.iter().find(|o| o.authority == b.authority) {
+                b.stats = o.stats.clone();
+            }
+        }
+    }
+
     /// Idle pooled connections per backend, in config order (closed ones not yet noticed
     /// included).
     pub fn idle_connections(&self) -> impl Iterator<Item = usize> + '_ {
@@ -373,138 +444,4 @@ fn origin_form(uri: &mut Uri) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    // Test-only: the pool is exercised with the proxy's real body type and demo backend.
-    use crate::cli::demo;
-    use crate::http::body::ProxyBody;
-    use http_body_util::BodyExt;
-
-    type Upstream = super::Upstream<ProxyBody>;
-
-    async fn setup(upstream: &str) -> (demo::Backend, Upstream) {
-        let b = demo::Backend::start(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("backend");
-        let text = format!(
-            "[[listener]]\naddr = \"127.0.0.1:0\"\n[[backend]]\naddr = \"{}\"\n[upstream]\n{upstream}\n",
-            b.addr()
-        );
-        let config = Config::parse(&text, std::path::Path::new(".")).expect("config");
-        let up = Upstream::new(&config).expect("upstream");
-        (b, up)
-    }
-
-    fn get(path: &str) -> Request<ProxyBody> {
-        Request::builder()
-            .uri(path)
-            .header("host", "test")
-            .body(ProxyBody::empty())
-            .expect("request")
-    }
-
-    /// Sends, reads the whole body through `ProxyBody::Response`-like handling: the guard is
-    /// released at the end, as the body does it.
-    async fn fetch(up: &Upstream, path: &str) -> usize {
-        let (resp, guard) = up.send_pooled(get(path)).await.expect("response");
-        assert_eq!(resp.status(), 200);
-        let body = resp.into_body().collect().await.expect("body").to_bytes();
-        if let Some(g) = guard {
-            g.release();
-        }
-        body.len()
-    }
-
-    #[tokio::test]
-    async fn sequential_requests_reuse_one_connection() {
-        let (b, up) = setup("").await;
-        for i in 0..20 {
-            let n = [0, 1, 1024, 100_000][i % 4];
-            assert_eq!(fetch(&up, &format!("/bytes?n={n}")).await, n);
-        }
-        assert_eq!(b.connections(), 1);
-        assert_eq!(up.idle_connections().collect::<Vec<_>>(), [1]);
-    }
-
-    #[tokio::test]
-    async fn idle_pool_is_bounded() {
-        let (b, up) = setup("max_idle_per_backend = 2").await;
-        // Five requests at once need five connections; only two stay idle.
-        let mut held = Vec::new();
-        for _ in 0..5 {
-            held.push(up.send_pooled(get("/bytes?n=10")).await.expect("response"));
-        }
-        for (resp, guard) in held {
-            resp.into_body().collect().await.expect("body");
-            if let Some(g) = guard {
-                g.release();
-            }
-        }
-        assert_eq!(b.connections(), 5);
-        assert_eq!(up.idle_connections().collect::<Vec<_>>(), [2]);
-        for _ in 0..10 {
-            fetch(&up, "/").await;
-        }
-        assert_eq!(b.connections(), 5, "later requests use the idle ones");
-    }
-
-    #[tokio::test]
-    async fn no_pool_when_max_idle_is_zero() {
-        let (b, up) = setup("max_idle_per_backend = 0").await;
-        for _ in 0..4 {
-            fetch(&up, "/").await;
-        }
-        assert_eq!(b.connections(), 4);
-    }
-
-    #[tokio::test]
-    async fn idle_connections_expire() {
-        let (b, up) = setup("pool_idle_timeout = \"50ms\"").await;
-        fetch(&up, "/").await;
-        fetch(&up, "/").await;
-        assert_eq!(b.connections(), 1);
-        tokio::time::sleep(Duration::from_millis(120)).await;
-        fetch(&up, "/").await;
-        assert_eq!(b.connections(), 2, "the expired connection was not reused");
-    }
-
-    #[tokio::test]
-    async fn unreleased_connection_is_not_reused() {
-        let (b, up) = setup("").await;
-        let (resp, guard) = up
-            .send_pooled(get("/bytes?n=10000000"))
-            .await
-            .expect("response");
-        assert!(guard.is_some());
-        let mut body = resp.into_body();
-        body.frame().await.expect("a frame").expect("data");
-        drop((body, guard));
-        fetch(&up, "/").await;
-        assert_eq!(b.connections(), 2);
-        fetch(&up, "/").await;
-        assert_eq!(b.connections(), 2);
-    }
-
-    #[test]
-    fn absolute_uris_become_origin_form() {
-        for (from, to) in [
-            ("http://example.com/a/b?c=d", "/a/b?c=d"),
-            ("https://example.com", "/"),
-            ("/already?x", "/already?x"),
-            ("*", "*"),
-        ] {
-            let mut uri: Uri = from.parse().expect("valid uri");
-            origin_form(&mut uri);
-            assert_eq!(uri.to_string(), to, "{from}");
-        }
-    }
-
-    #[test]
-    fn targets_parse_addresses_and_names() {
-        let t = |s: &str| Target::of(&s.parse::<Authority>().expect("authority"));
-        assert!(matches!(t("127.0.0.1:81"), Target::Addr(a) if a.port() == 81));
-        assert!(matches!(t("[::1]:82"), Target::Addr(a) if a.is_ipv6() && a.port() == 82));
-        assert!(matches!(t("localhost:83"), Target::Name(h, 83) if h == "localhost"));
-        assert!(matches!(t("10.0.0.1"), Target::Addr(a) if a.port() == 80));
-    }
-}
+mod tests;
