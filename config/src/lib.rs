@@ -11,6 +11,7 @@ mod cidr;
 mod client_ip;
 mod duration;
 mod error;
+mod fleet;
 mod limits;
 mod schema;
 
@@ -20,6 +21,7 @@ pub use cidr::{Cidr, CidrError};
 pub use client_ip::{ClientIp, ForwardHeader};
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
+pub use fleet::{Fleet, RedisUrl};
 pub use limits::{Guards, Limits, PerMetric};
 pub use schema::{
     Backend, Config, Http, Listener, Log, Runtime, Timeouts, TlsFiles, Upstream, DEFAULT_CONFIG,

@@ -11,6 +11,7 @@ use crate::admin::Admin;
 use crate::client_ip::ClientIp;
 use crate::duration::serde_human;
 use crate::error::ConfigError;
+use crate::fleet::{Fleet, RawFleet};
 use crate::limits::Limits;
 
 /// The config the demo runs on (`zgate demo`): a proxy on `127.0.0.1:8080` in front of the
@@ -40,6 +41,8 @@ pub struct Config {
     pub admin: Admin,
     /// `[client_ip]`: who the client is behind a load balancer or CDN.
     pub client_ip: ClientIp,
+    /// `[fleet]`: instances sharing blocks and the model through Redis; `None`: alone.
+    pub fleet: Option<Fleet>,
 }
 
 /// One `[[listener]]`.
@@ -239,6 +242,7 @@ struct RawConfig {
     admin: Admin,
     #[serde(default)]
     client_ip: ClientIp,
+    fleet: Option<RawFleet>,
 }
 
 impl Config {
@@ -342,6 +346,7 @@ impl Config {
         }
         raw.admin.validate()?;
         raw.client_ip.validate()?;
+        let fleet = raw.fleet.map(Fleet::from_raw).transpose()?;
         let mut limits = raw.limits;
         if let Some(state) = &mut limits.state_file {
             if state.as_os_str().is_empty() {
@@ -360,6 +365,7 @@ impl Config {
             limits,
             admin: raw.admin,
             client_ip: raw.client_ip,
+            fleet,
         })
     }
 }

@@ -77,6 +77,7 @@ mod queue;
 mod sampler;
 mod shared;
 mod snapshot;
+mod sync;
 mod table;
 mod time;
 mod verdict;
@@ -95,10 +96,11 @@ pub use live::{LiveClient, LiveMetric, LiveView};
 pub use mode::{Mode, ModeError, UnknownMode};
 pub use shared::MAX_EPOCH;
 pub use snapshot::{ClientSnapshot, Status};
+pub use sync::{BadPrefix, Change, UnknownReason};
 pub use time::Nanos;
 pub use verdict::{Guard, Reason, Verdict};
 // What the proxy needs of the statistics, so that it depends on this crate alone.
 pub use zgate_training::{
     check_threshold, Epoch, Fragments, InvalidModel, InvalidThreshold, Metric, MetricModel, Model,
-    ModelParams, Populations, UnknownMetric,
+    ModelParams, Moments, Populations, UnknownMetric,
 };

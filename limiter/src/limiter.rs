@@ -18,6 +18,7 @@ use crate::live::{self, LiveParams, LiveView};
 use crate::mode::{Mode, ModeError};
 use crate::shared::{enabled_mask, pack, Shared, MAX_EPOCH};
 use crate::snapshot::{ClientSnapshot, Status};
+use crate::sync::Change;
 use crate::time::{duration_ns, Nanos};
 use crate::verdict::{Guard, Verdict};
 
@@ -35,7 +36,7 @@ const EXPIRE_BUDGET: usize = 4096;
 /// [`Limiter::tick`] about once a second.
 #[derive(Clone)]
 pub struct Limiter {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Limiter {
@@ -203,7 +204,10 @@ impl Limiter {
     /// running training goes on).
     pub fn set_mode_checked(&self, mode: Mode, now: Nanos, force: bool) -> Result<(), ModeError> {
         let ctl = self.shared.lock_control();
-        self.shared.switch(&ctl, mode, now.0, force)
+        let before = self.shared.training.load_full();
+        self.shared.switch(&ctl, mode, now.0, force)?;
+        self.shared.emit_mode(before);
+        Ok(())
     }
 
     /// The current mode.
@@ -337,6 +341,7 @@ impl Limiter {
                 c.block(until.0)
             }
         });
+        s.emit(Change::Blocked { entry, now });
         Ok(())
     }
 
@@ -347,6 +352,7 @@ impl Limiter {
         let found = s.blocks.remove(prefix).is_some();
         if found {
             s.for_clients_in(prefix, |_, c| c.unblock());
+            s.emit(Change::Unblocked { prefix });
         }
         found
     }

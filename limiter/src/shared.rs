@@ -19,6 +19,7 @@ use crate::key::{ClientKey, IpPrefix};
 use crate::mode::{Mode, ModeError};
 use crate::sampler;
 use crate::snapshot::ClientSnapshot;
+use crate::sync::{Change, Sink};
 use crate::table::{Removed, Table};
 use crate::time::{duration_ns, Nanos};
 use crate::verdict::{Guard, Reason, Verdict};
@@ -84,6 +85,8 @@ pub(crate) struct Shared {
     shards: usize,
     /// Serialises mode switches and configuration changes.
     pub(crate) control: Mutex<Control>,
+    /// Where local block, unblock and mode changes are reported (a fleet); see `sync.rs`.
+    pub(crate) sink: ArcSwapOption<Sink>,
 }
 
 pub(crate) struct Control {
@@ -121,6 +124,7 @@ impl Shared {
                 after_training: config.after_training,
                 params: config.model_params(),
             }),
+            sink: ArcSwapOption::empty(),
         }
     }
 
@@ -214,6 +218,10 @@ impl Shared {
             self.counters.blocklist_full.fetch_add(1, Ordering::Relaxed);
         }
         self.counters.blocked(reason);
+        self.emit(Change::Blocked {
+            entry,
+            now: Nanos(now),
+        });
     }
 
     /// A `Block` verdict for `guard` that puts nobody on the block list (already blocked, or the
@@ -241,7 +249,10 @@ impl Shared {
             return;
         }
         // Training always yields a model and the switch is forced: it cannot be refused.
-        let _ = self.switch(&ctl, ctl.after_training, now, true);
+        let before = self.training.load_full();
+        if self.switch(&ctl, ctl.after_training, now, true).is_ok() {
+            self.emit_mode(before);
+        }
     }
 
     pub(crate) fn switch(

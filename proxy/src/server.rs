@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use zgate_config::Config;
 use zgate_limiter::{Limiter, LimiterConfig, Nanos};
 
-use crate::admin::{self, AdminHandle, Control};
+use crate::admin::{self, AdminHandle, Control, FleetView};
 use crate::clock::Clock;
 use crate::conn::{ConnSettings, Phase};
 use crate::http::identity::{self, Identity};
@@ -23,6 +23,7 @@ use crate::listen::{bind_listener, AcceptThread, Admission, ConnCount};
 use crate::listen::{Listeners, NewListener, Stopped};
 use crate::state::checked::{CheckError, Checked};
 use crate::state::exporter::{Exporter, Scrape};
+use crate::state::fleet::{self, FleetTask};
 use crate::state::overrides::Overrides;
 use crate::state::persist::{self, LoadError, Persist};
 use crate::state::reload::Plan;
@@ -41,6 +42,8 @@ pub enum StartError {
     Bind(BindError),
     /// The accept thread could not be started.
     AcceptThread(std::io::Error),
+    /// `[fleet]` cannot start (its message names `fleet.redis`).
+    Fleet(zgate_fleet::StartError),
 }
 
 impl std::fmt::Display for StartError {
@@ -50,6 +53,7 @@ impl std::fmt::Display for StartError {
             StartError::Limiter(e) => write!(f, "`limits`: {e}"),
             StartError::Bind(e) => e.fmt(f),
             StartError::AcceptThread(e) => write!(f, "cannot start the accept thread: {e}"),
+            StartError::Fleet(e) => e.fmt(f),
         }
     }
 }
@@ -109,6 +113,8 @@ struct Core {
     persist: Persist,
     /// The Prometheus exporter of `/metrics`.
     exporter: Exporter,
+    /// The fleet task (`[fleet]`), if configured.
+    fleet: Option<FleetTask>,
 }
 
 /// How often the limiter is ticked (training ends on time, blocks expire) when no event does it.
@@ -165,6 +171,8 @@ impl Server {
         if let Some(saved) = &saved {
             restore::blocks(&limiter, &saved.blocks, now, unix_now);
         }
+        let fleet =
+            fleet::start(config.fleet.as_ref(), &limiter, clock).map_err(StartError::Fleet)?;
         let persist = Persist::new(
             config.limits.state_file.clone(),
             &limiter,
@@ -206,6 +214,7 @@ impl Server {
             reloading: Mutex::new(()),
             persist,
             exporter: Exporter::new(),
+            fleet,
         });
         for ((i, l), tls) in config.listeners.iter().enumerate().zip(tls) {
             let (listener, local) = bind_listener(l.addr, &format!("listener[{i}].addr"))?;
@@ -257,6 +266,11 @@ impl Server {
         self.admin.as_ref().map(|a| a.addr)
     }
 
+    /// The fleet's state (`[fleet]`), `None` when this instance runs alone.
+    pub fn fleet(&self) -> Option<zgate_fleet::StatusView> {
+        self.core.fleet.as_ref().map(|f| f.handle.status())
+    }
+
     /// The proxy's traffic counters.
     pub fn stats(&self) -> &Stats {
         &self.core.services().stats
@@ -290,6 +304,9 @@ impl Server {
         };
         let _ = core.admission.phase.send(Phase::Abort);
         self.ticker.abort();
+        if let Some(f) = &core.fleet {
+            f.handle.stop();
+        }
         let _ = core.persist.sync(&core.services().limiter);
         outcome
     }
@@ -455,6 +472,16 @@ impl Control for Core {
             upstream: &upstream,
             limiter: &services.limiter,
             now: services.clock.now(),
+            fleet: self.fleet.as_ref().map(|f| f.handle.status()),
+        })
+    }
+
+    fn fleet(&self) -> Option<FleetView> {
+        let f = self.fleet.as_ref()?;
+        Some(FleetView {
+            instance: f.handle.instance().to_owned(),
+            redis: f.redis.clone(),
+            status: f.handle.status(),
         })
     }
 

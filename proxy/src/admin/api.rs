@@ -43,6 +43,7 @@ pub(crate) async fn call(
         Route::Thresholds if write => put_thresholds(core, j::body(req).await?),
         Route::Thresholds => Ok(ok(thresholds(core))),
         Route::Knobs => Ok(ok(knobs(core))),
+        Route::Fleet => Ok(ok(fleet(core))),
         Route::Clients => clients(core, req.uri().query().unwrap_or("")),
         Route::Client(ip) => client(core, &ip),
         Route::Live => live::live(core, req.uri().query().unwrap_or("")).map(ok),
@@ -193,6 +194,29 @@ fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     tracing::info!(epoch, "model imported through the admin API");
     save(core);
     Ok(ok(model_view(core)))
+}
+
+/// `GET /api/v1/fleet`: `{"enabled": false}` alone, else the instance, Redis (no password),
+/// whether it is connected, the outbox, the last event's lag and the fleet's training state.
+fn fleet(core: &dyn Control) -> Value {
+    let Some(f) = core.fleet() else {
+        return json!({ "enabled": false });
+    };
+    let s = &f.status;
+    json!({
+        "enabled": true,
+        "instance": f.instance,
+        "redis": f.redis,
+        "connected": s.connected,
+        "outbox": s.outbox,
+        "dropped": s.dropped,
+        "event_lag_ms": s.lag_ms,
+        "published": s.published,
+        "received": s.received,
+        "epoch": s.epoch,
+        "training": s.training,
+        "model_epoch": s.model_epoch,
+    })
 }
 
 fn thresholds(core: &dyn Control) -> Value {

@@ -77,6 +77,18 @@ pub(crate) trait Control: Send + Sync + 'static {
     fn metrics(&self) -> String;
     /// Re-reads the config file and applies it, or refuses it.
     fn reload(&self) -> Result<ReloadReport, ReloadError>;
+    /// The fleet's state, `None` without `[fleet]`.
+    fn fleet(&self) -> Option<FleetView>;
+}
+
+/// What `GET /api/v1/fleet` shows.
+pub(crate) struct FleetView {
+    /// This instance's name.
+    pub(crate) instance: String,
+    /// The Redis URL without its password.
+    pub(crate) redis: String,
+    /// Connection, outbox, lag, training.
+    pub(crate) status: zgate_fleet::StatusView,
 }
 pub use json::MAX_BODY_BYTES;
 

@@ -39,6 +39,8 @@ pub(crate) enum Route {
     Block(String),
     /// `/api/v1/reload`.
     Reload,
+    /// `/api/v1/fleet`: the fleet's state.
+    Fleet,
     /// `/api/v1/overrides`: the runtime overrides.
     Overrides,
     /// `/api/v1/overrides/{key}`.
@@ -63,6 +65,7 @@ impl Route {
             "/api/v1/clients/live" => Route::Live,
             "/api/v1/blocks" => Route::Blocks,
             "/api/v1/reload" => Route::Reload,
+            "/api/v1/fleet" => Route::Fleet,
             "/api/v1/overrides" => Route::Overrides,
             "/metrics" => Route::Metrics,
             "/healthz" => Route::Health,
@@ -100,6 +103,7 @@ impl Route {
             | Route::Live
             | Route::Metrics
             | Route::Health
+            | Route::Fleet
             | Route::Page(_) => &[Method::GET],
         }
     }

@@ -36,6 +36,9 @@ impl Exporter {
         limiter_families(&mut t, scrape.limiter, scrape.now);
         model_families(&mut t, scrape.limiter);
         verdict_families(&mut t, scrape.limiter);
+        if let Some(f) = &scrape.fleet {
+            fleet_families(&mut t, f);
+        }
         t.finish()
     }
 }
@@ -52,6 +55,8 @@ pub(crate) struct Scrape<'a> {
     pub(crate) limiter: &'a Limiter,
     /// Now, on the limiter's clock.
     pub(crate) now: Nanos,
+    /// The fleet's state, `None` without `[fleet]`.
+    pub(crate) fleet: Option<zgate_fleet::StatusView>,
 }
 
 fn proxy_families(t: &mut Text, scrape: &Scrape<'_>) {
@@ -235,5 +240,65 @@ fn backend_families(t: &mut Text, upstream: &Upstream) {
     for (b, s) in upstream.backend_stats() {
         let h = s.latency.snapshot();
         t.histogram("zgate_backend_response_seconds", &[("backend", b)], &h);
+    }
+}
+
+/// `[fleet]`: connection to Redis, outbox, event lag, events both ways (absent when alone).
+fn fleet_families(t: &mut Text, f: &zgate_fleet::StatusView) {
+    let b = |on: bool| if on { 1.0 } else { 0.0 };
+    let gauges = [
+        (
+            "zgate_fleet_connected",
+            "1 while Redis answers, 0 while this instance blocks alone.",
+            b(f.connected),
+        ),
+        (
+            "zgate_fleet_outbox_events",
+            "Block and unblock events waiting for Redis.",
+            f.outbox as f64,
+        ),
+        (
+            "zgate_fleet_event_lag_seconds",
+            "Delay of the last event received from another instance.",
+            f.lag_ms as f64 / 1000.0,
+        ),
+        (
+            "zgate_fleet_epoch",
+            "The fleet's training epoch, now or last (0: none).",
+            f.epoch as f64,
+        ),
+        (
+            "zgate_fleet_model_epoch",
+            "The epoch of the fleet model in force (0: none).",
+            f.model_epoch as f64,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        t.single(name, Kind::Gauge, help, v);
+    }
+    let counters = [
+        (
+            "zgate_fleet_events_published_total",
+            "Events this instance published.",
+            f.published,
+        ),
+        (
+            "zgate_fleet_events_received_total",
+            "Events from other instances applied here.",
+            f.received,
+        ),
+        (
+            "zgate_fleet_events_malformed_total",
+            "Stream entries that did not decode.",
+            f.malformed,
+        ),
+        (
+            "zgate_fleet_dropped_total",
+            "Changes dropped (outbox bound, full queue, full block list).",
+            f.dropped,
+        ),
+    ];
+    for (name, help, v) in counters {
+        t.single(name, Kind::Counter, help, v as f64);
     }
 }

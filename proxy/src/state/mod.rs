@@ -3,8 +3,7 @@
 //! - `checked.rs`: a config checked whole ([`checked::Checked`]): what `zgate check-config`,
 //!   start and a reload all run;
 //! - `reload.rs`: a new config checked whole ([`reload::Plan`]) before anything of it applies;
-//! - `checked.rs`: a config checked whole (limits mapped, backends parsed, TLS loaded): what
-//!   check-config, start and reload share;
+//! - `fleet.rs`: `[fleet]` started (the `zgate-fleet` task sharing blocks and the model);
 //! - `persist.rs`: the state file (mode, model, overrides, manual blocks), read at start;
 //! - `atomic_file.rs`: a private file written atomically (random exclusive temporary, rename);
 //! - `overrides.rs`: runtime overrides of `[limits]`, laid over the config file's values;
@@ -18,6 +17,7 @@ pub mod atomic_file;
 pub mod checked;
 pub mod exporter;
 mod exposition;
+pub(crate) mod fleet;
 mod limiter_metrics;
 pub mod overrides;
 pub mod persist;
