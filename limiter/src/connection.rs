@@ -13,6 +13,7 @@ use std::sync::Arc;
 use zgate_training::{Fragments, Metric};
 
 use crate::client::ClientState;
+use crate::glitches::Glitch;
 use crate::guards::{FrameGuards, H2Frame, LiveGuardLimits};
 use crate::key::ClientKey;
 use crate::mode::Mode;
@@ -34,6 +35,9 @@ pub struct Connection {
     /// Bytes this connection added to the client's memory.
     memory: AtomicU64,
     frames: FrameGuards,
+    /// Admitted while the client table was full: its client is not in the table, so it is
+    /// held to the static guards only (no scoring, no training samples).
+    untracked: bool,
 }
 
 impl Connection {
@@ -49,7 +53,14 @@ impl Connection {
             key,
             memory: AtomicU64::new(0),
             frames: FrameGuards::new(now),
+            untracked: false,
         }
+    }
+
+    /// This connection as one of a client the table had no room for (see `untracked`).
+    pub(crate) fn untracked(mut self) -> Connection {
+        self.untracked = true;
+        self
     }
 
     /// The client this connection belongs to.
@@ -204,6 +215,21 @@ impl Connection {
         }
     }
 
+    /// The client caused `glitch` (see [`Glitch`]): counted per client, weighted, and checked
+    /// against `max_glitches` per 10-second window, in every mode (untracked clients too).
+    pub fn glitch(&self, glitch: Glitch, now: Nanos) -> Verdict {
+        let now = now.0;
+        if self.client.is_blocked(now) {
+            return self.blocked();
+        }
+        let max = self.shared.max_glitches.load(Ordering::Relaxed);
+        let n = self.client.glitches.add(glitch.weight(), now);
+        match LiveGuardLimits::over(u64::from(max), n, Guard::Glitches) {
+            Some((g, v)) => self.block(Reason::Guard(g), v, 0.0, now),
+            None => Verdict::Allow,
+        }
+    }
+
     /// Closes the connection at `now` (same as dropping it, and records the time for idle
     /// expiry).
     pub fn close(self, now: Nanos) {
@@ -227,6 +253,9 @@ impl Connection {
     /// Records `x` as an observation of `m` and, in defence or monitor, scores it.
     #[inline]
     fn observe(&self, m: Metric, x: u64, st: State, now: u64) -> Verdict {
+        if self.untracked {
+            return Verdict::Allow;
+        }
         let s = &self.shared;
         s.counters.observed(m);
         let sample = self.client.observe(m, x, st.epoch);

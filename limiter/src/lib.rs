@@ -45,9 +45,10 @@
 //!   counter, and, in defence, a lock-free model read (`arc-swap`). Training samples go to a
 //!   per-thread shard writer cached in a thread-local; only a new per-client maximum takes the
 //!   client's small lock. Disabled mode returns after the mode load (plus the guards).
-//! - **Bounded table.** At `max_clients`, idle unblocked clients without open connections are
-//!   evicted (idle first); if none can be, the new client is refused with
-//!   [`Guard::TableFull`]. Memory per client is 232 to 254 bytes including the map and the
+//! - **Bounded table.** At `max_clients`, clients without open connections are evicted (idle
+//!   first; blocked or not: blocks live in the block list, which aggregates into wider prefixes
+//!   when full); if none can be, the new client is admitted untracked, with the static guards
+//!   only ([`Guard::TableFull`] is no longer returned for a newcomer). Memory per client is 232 to 254 bytes including the map and the
 //!   eviction queue (`cargo bench -p zgate-limiter --bench memory`).
 //! - **Epochs.** Live counters are never reset by an epoch; the RAII handles give back exactly
 //!   what they added, so nothing underflows across epochs. Per-epoch maxima reset lazily.
@@ -61,6 +62,7 @@ mod config;
 mod connection;
 mod counters;
 mod error;
+mod glitches;
 mod guards;
 mod key;
 mod limiter;
@@ -77,6 +79,7 @@ pub use config::{GuardLimits, LimiterConfig, LimiterConfigError};
 pub use connection::{AsConnection, Connection, Request};
 pub use counters::CountersSnapshot;
 pub use error::Error;
+pub use glitches::{Glitch, GLITCH_WINDOW_SECS};
 pub use guards::H2Frame;
 pub use key::{ClientKey, IpPrefix};
 pub use limiter::Limiter;

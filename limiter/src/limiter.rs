@@ -8,6 +8,7 @@ use std::sync::Arc;
 use zgate_training::{check_threshold, Epoch, InvalidThreshold, Metric, Model, Populations};
 
 use crate::blocklist::{BlockEntry, BlockListFull};
+use crate::client::ClientState;
 use crate::config::{GuardLimits, LimiterConfig, LimiterConfigError};
 use crate::connection::Connection;
 use crate::counters::CountersSnapshot;
@@ -64,8 +65,11 @@ impl Limiter {
     /// connection; nothing stays counted). Dropping the handle closes the connection in the
     /// limiter.
     ///
-    /// At `max_clients`, a new client evicts one (idle first; never one with an open connection
-    /// or blocked) or is refused with [`Guard::TableFull`]. An evicted client's samples leave a
+    /// At `max_clients`, a new client evicts one (idle first, blocked or not: a block lives in
+    /// the block list; never one with an open connection), or, if every client has an open
+    /// connection, is admitted untracked: static guards only, no scoring, no training samples
+    /// (counted in [`CountersSnapshot::untracked`]). An unblocked newcomer is never refused
+    /// for want of room. An evicted client's samples leave a
     /// running training epoch, so a flood of one-shot addresses weighs at most `max_clients`
     /// samples in the model.
     pub fn connection_opened(&self, ip: IpAddr, now: Nanos) -> (Option<Connection>, Verdict) {
@@ -83,7 +87,7 @@ impl Limiter {
         let idle = s.idle_ns.load(Ordering::Relaxed);
         let (client, n, evicted) = match s.table.open(key, now.0, idle) {
             Ok(opened) => opened,
-            Err(_) => return (None, s.refuse(Guard::TableFull, s.table.len() as u64)),
+            Err(_) => return self.open_untracked(key, now),
         };
         if let Some(gone) = evicted {
             s.counters.evictions.fetch_add(1, Ordering::Relaxed);
@@ -91,6 +95,22 @@ impl Limiter {
         }
         let conn = Connection::new(Arc::clone(s), client, key, now.0);
         let verdict = conn.opened(n, now.0);
+        if verdict.is_block() {
+            return (None, verdict);
+        }
+        (Some(conn), verdict)
+    }
+
+    /// A connection of a client the full table has no room for: admitted with a client state of
+    /// its own that is not in the table, held to the static guards only (a block still goes to
+    /// the block list).
+    fn open_untracked(&self, key: ClientKey, now: Nanos) -> (Option<Connection>, Verdict) {
+        let s = &self.shared;
+        s.counters.untracked.fetch_add(1, Ordering::Relaxed);
+        let client = Arc::new(ClientState::new(now.0));
+        client.add(Metric::Connections, 1);
+        let conn = Connection::new(Arc::clone(s), client, key, now.0).untracked();
+        let verdict = conn.opened(1, now.0);
         if verdict.is_block() {
             return (None, verdict);
         }
@@ -237,6 +257,7 @@ impl Limiter {
         }
         s.enabled.store(enabled_mask(&config.enabled), r);
         s.guards.store(&config.guards);
+        s.max_glitches.store(config.max_glitches, r);
         s.block_ns.store(duration_ns(config.block_duration), r);
         s.idle_ns.store(duration_ns(config.idle_expiry), r);
         s.cpu_half_life_ns

@@ -8,7 +8,8 @@
 //! - `router.rs`: paths and methods to endpoints (404 unknown path, 405 wrong method);
 //! - `api.rs`: the endpoints (mode, model, thresholds, knobs, clients);
 //! - `blocks.rs`: the block list's endpoints;
-//! - `runtime.rs`: the runtime overrides' endpoints.
+//! - `runtime.rs`: the runtime overrides' endpoints;
+//! - `thin.rs`: which metrics of the model are not enforceable (too few clients) and why.
 //!
 //! Every request passes the checks of `guard.rs` (Host, Origin, Content-Type), and is
 //! authenticated when a token is configured (except `/healthz` with `admin.public_healthz`); a
@@ -23,6 +24,7 @@ mod json;
 mod router;
 mod runtime;
 mod scope;
+mod thin;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
