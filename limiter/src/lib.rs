@@ -48,8 +48,9 @@
 //! - **Bounded table.** At `max_clients`, clients without open connections are evicted (idle
 //!   first; blocked or not: blocks live in the block list, which aggregates into wider prefixes
 //!   when full); if none can be, the new client is admitted untracked, with the static guards
-//!   only ([`Guard::TableFull`] is no longer returned for a newcomer). Memory per client is 232 to 254 bytes including the map and the
-//!   eviction queue (`cargo bench -p zgate-limiter --bench memory`).
+//!   only ([`Guard::TableFull`] is no longer returned for a newcomer). Memory per client is
+//!   240 to 262 bytes including the map and the eviction queue (8 more than before the glitch
+//!   window) (`cargo bench -p zgate-limiter --bench memory`).
 //! - **Epochs.** Live counters are never reset by an epoch; the RAII handles give back exactly
 //!   what they added, so nothing underflows across epochs. Per-epoch maxima reset lazily.
 

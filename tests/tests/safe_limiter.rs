@@ -269,3 +269,36 @@ async fn one_oversized_header_block_costs_the_request_and_a_flood_blocks() {
     let entry = lab.block_of(attacker).expect("the flood is blocked");
     assert_eq!(entry.reason, Some(Reason::Guard(Guard::Glitches)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_bad_requests_are_glitches() {
+    let _s = SERIAL.lock().await;
+    let lab = Lab::start("").await;
+    let to = lab.addr;
+    let bad = |from: IpAddr| async move {
+        let Ok(mut s) = connect_from(from, to).await else {
+            return;
+        };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = s
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+            .await;
+        let mut buf = [0u8; 256];
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    };
+    // One malformed request costs that request only.
+    let browser = ip(6, 2);
+    bad(browser).await;
+    assert!(!lab.is_blocked(browser), "{:?}", lab.block_of(browser));
+    assert_eq!(get_from(browser, to).await, 200);
+    // A stream of them (each a 400 from hyper) blocks.
+    let attacker = ip(9, 8);
+    for _ in 0..20 {
+        bad(attacker).await;
+        if lab.is_blocked(attacker) {
+            break;
+        }
+    }
+    let entry = lab.block_of(attacker).expect("blocked");
+    assert_eq!(entry.reason, Some(Reason::Guard(Guard::Glitches)));
+}
