@@ -7,6 +7,8 @@
 
 mod admin;
 mod choices;
+mod cidr;
+mod client_ip;
 mod duration;
 mod error;
 mod limits;
@@ -14,6 +16,8 @@ mod schema;
 
 pub use admin::{Admin, DEFAULT_ADMIN_ADDR, DEFAULT_ADMIN_PORT, MIN_TOKEN_LEN};
 pub use choices::{AfterTraining, BlockActionKind, StartMode, UnknownChoice};
+pub use cidr::{Cidr, CidrError};
+pub use client_ip::{ClientIp, ForwardHeader};
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use limits::{Guards, Limits, PerMetric};

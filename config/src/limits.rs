@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::choices::{AfterTraining, BlockActionKind, StartMode};
+use crate::cidr::Cidr;
 use crate::duration::serde_human_opt;
 
 /// `[limits]`.
@@ -82,6 +83,12 @@ pub struct Limits {
     /// Static guards (`[limits.guards]`), active in every mode.
     #[serde(default)]
     pub guards: Guards,
+    /// Clients never blocked (`["192.0.2.0/24", "2001:db8::/48", "198.51.100.7"]`): measured
+    /// and shown by the admin API, but never blocked by a metric, a guard or the accept path,
+    /// and never a training sample; a manual block covering only exempt addresses is refused.
+    /// Applies on reload. Default: none.
+    #[serde(default)]
+    pub exempt: Vec<Cidr>,
 }
 
 /// One optional value per metric; keys are the metric names. The proxy maps it onto the

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::admin::Admin;
+use crate::client_ip::ClientIp;
 use crate::duration::serde_human;
 use crate::error::ConfigError;
 use crate::limits::Limits;
@@ -37,6 +38,8 @@ pub struct Config {
     pub limits: Limits,
     /// `[admin]`: the admin HTTP API.
     pub admin: Admin,
+    /// `[client_ip]`: who the client is behind a load balancer or CDN.
+    pub client_ip: ClientIp,
 }
 
 /// One `[[listener]]`.
@@ -50,6 +53,12 @@ pub struct Listener {
     /// with prior knowledge (h2c), told apart by the connection preface. Default: none.
     #[serde(default)]
     pub tls: Option<TlsFiles>,
+    /// Every connection must open with a PROXY protocol header (v1 or v2, from an L4 load
+    /// balancer), read before TLS and protocol detection within `timeouts.protocol_detect`;
+    /// its source address is the client. A connection without a valid header is closed.
+    /// With `client_ip.trusted_proxies` set, only those peers may connect. Default `false`.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// PEM files for a TLS listener. Relative paths are relative to the config file's directory.
@@ -228,6 +237,8 @@ struct RawConfig {
     limits: Limits,
     #[serde(default)]
     admin: Admin,
+    #[serde(default)]
+    client_ip: ClientIp,
 }
 
 impl Config {
@@ -330,6 +341,7 @@ impl Config {
             ));
         }
         raw.admin.validate()?;
+        raw.client_ip.validate()?;
         let mut limits = raw.limits;
         if let Some(state) = &mut limits.state_file {
             if state.as_os_str().is_empty() {
@@ -347,6 +359,7 @@ impl Config {
             log: raw.log,
             limits,
             admin: raw.admin,
+            client_ip: raw.client_ip,
         })
     }
 }
@@ -378,6 +391,7 @@ fn validate_authority(addr: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::choices::StartMode;
+    use crate::client_ip::ForwardHeader;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/zgate"))
@@ -542,6 +556,75 @@ mod tests {
         assert!(e.to_string().contains("port"), "{e}");
         let e = parse(&format!("{MINIMAL}\n[limits]\nstate_file = \"\"\n")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("limits.state_file"));
+    }
+
+    #[test]
+    fn client_ip_section_proxy_protocol_and_exempt() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.client_ip, ClientIp::default());
+        assert!(!c.listeners[0].proxy_protocol);
+        assert!(c.limits.exempt.is_empty());
+        let c = parse(
+            r#"
+            [[listener]]
+            addr = "127.0.0.1:8080"
+            proxy_protocol = true
+            [[backend]]
+            addr = "127.0.0.1:3000"
+            [client_ip]
+            trusted_proxies = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.7"]
+            header = "forwarded"
+            [limits]
+            exempt = ["198.51.100.0/24"]
+        "#,
+        )
+        .unwrap();
+        assert!(c.listeners[0].proxy_protocol);
+        assert_eq!(c.client_ip.header, Some(ForwardHeader::Forwarded));
+        assert_eq!(c.client_ip.trusted_proxies.len(), 3);
+        assert!(c.client_ip.is_trusted("10.1.2.3".parse().unwrap()));
+        assert!(c.client_ip.is_trusted("192.0.2.7".parse().unwrap()));
+        assert!(!c.client_ip.is_trusted("192.0.2.8".parse().unwrap()));
+        assert_eq!(c.limits.exempt[0].to_string(), "198.51.100.0/24");
+        for h in ["x-forwarded-for", "x-real-ip"] {
+            let c = parse(&format!(
+                "{MINIMAL}\n[client_ip]\ntrusted_proxies = [\"10.0.0.0/8\"]\nheader = \"{h}\"\n"
+            ))
+            .unwrap();
+            assert_eq!(c.client_ip.header.map(|h| h.name()), Some(h));
+        }
+    }
+
+    #[test]
+    fn client_ip_mistakes_name_the_key() {
+        let e = parse(&format!(
+            "{MINIMAL}\n[client_ip]\nheader = \"x-forwarded-for\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("client_ip.header"));
+        assert!(e.message.contains("trusted_proxies"), "{e}");
+        let e = parse(&format!("{MINIMAL}\n[client_ip]\nheader = \"via\"\n")).unwrap_err();
+        assert!(e.to_string().contains("header"), "{e}");
+        let e = parse(&format!(
+            "{MINIMAL}\n[client_ip]\ntrusted_proxies = [\"10.0.0.1/8\"]\n"
+        ))
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("trusted_proxies") && s.contains("10.0.0.0/8"),
+            "{s}"
+        );
+        let e = parse(&format!(
+            "{MINIMAL}\n[limits]\nexempt = [\"300.0.0.0/8\"]\n"
+        ))
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("exempt") && s.contains("not an IP address"),
+            "{s}"
+        );
+        let e = parse(&format!("{MINIMAL}\n[client_ip]\ntrusted = []\n")).unwrap_err();
+        assert!(e.to_string().contains("trusted"), "{e}");
     }
 
     #[test]

@@ -44,6 +44,40 @@ impl core::fmt::Display for BlockListFull {
 
 impl std::error::Error for BlockListFull {}
 
+/// Why a manual block was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockError {
+    /// The block list is at `max_blocks` entries, none expired.
+    Full(BlockListFull),
+    /// Every address of the prefix is exempt: the block would never apply.
+    Exempt {
+        /// The prefix asked for.
+        prefix: IpPrefix,
+        /// The exempt prefix that covers it.
+        exempt: IpPrefix,
+    },
+}
+
+impl From<BlockListFull> for BlockError {
+    fn from(e: BlockListFull) -> BlockError {
+        BlockError::Full(e)
+    }
+}
+
+impl core::fmt::Display for BlockError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BlockError::Full(e) => e.fmt(f),
+            BlockError::Exempt { prefix, exempt } => write!(
+                f,
+                "{prefix} is exempt (inside {exempt}): exempt clients are never blocked"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BlockError {}
+
 pub(crate) struct BlockList {
     inner: RwLock<Inner>,
     /// Entries, expired or not: 0 lets lookups skip the lock.

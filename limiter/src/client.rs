@@ -11,13 +11,22 @@
 //! increment of the handle that made it (see `Connection`, `Request`), so they cannot underflow,
 //! whatever epochs pass in between. Only the maxima and the "entered the population" bits belong
 //! to an epoch: `tag` holds `epoch << 8 | entered_mask`, and a client seen in a newer epoch resets
-//! them lazily, under `slow`, before its first observation there.
+//! them lazily, under `slow`, before its first observation there. The two bits of the low byte
+//! that no metric uses (6 and 7) hold how the client was last identified ([`Identified`]),
+//! which outlives epochs: it costs no byte per client.
 
 use crate::glitches::GlitchWindow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use zgate_training::{CpuEma, Epoch, Metric};
+
+use crate::identified::Identified;
+
+/// Bits of `tag` holding how the client was identified; below them, one bit per metric.
+const SOURCE_SHIFT: u64 = 6;
+const SOURCE_MASK: u64 = 0b11 << SOURCE_SHIFT;
+const _: () = assert!(Metric::COUNT as u64 <= SOURCE_SHIFT);
 
 /// What an observation must add to the epoch's training set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,7 +161,7 @@ impl ClientState {
             for max in &self.max {
                 max.store(0, Ordering::Relaxed);
             }
-            tag = epoch << 8;
+            tag = epoch << 8 | (tag & SOURCE_MASK);
         }
         let max = &self.max[m.index()];
         let sample = if tag & bit == 0 {
@@ -186,6 +195,24 @@ impl ClientState {
             }
         }
         out
+    }
+
+    /// How the client was last identified.
+    pub(crate) fn identified(&self) -> Identified {
+        Identified::from_bits((self.tag.load(Ordering::Relaxed) & SOURCE_MASK) >> SOURCE_SHIFT)
+    }
+
+    /// Records how the client was identified: one relaxed load when unchanged, else the lock
+    /// (so that no update of `tag` is lost).
+    #[inline]
+    pub(crate) fn identified_by(&self, how: Identified) {
+        let bits = how.to_bits() << SOURCE_SHIFT;
+        if self.tag.load(Ordering::Relaxed) & SOURCE_MASK == bits {
+            return;
+        }
+        let _guard = self.lock();
+        let tag = self.tag.load(Ordering::Relaxed);
+        self.tag.store(tag & !SOURCE_MASK | bits, Ordering::Release);
     }
 
     /// The epoch maximum of `m` if the client was seen in `epoch`, else 0.
@@ -266,6 +293,25 @@ mod tests {
         assert_eq!(c.blocked_until(), 500);
         c.unblock();
         assert!(!c.is_blocked(0));
+    }
+
+    #[test]
+    fn how_it_was_identified_outlives_epochs_and_leaves_samples_alone() {
+        let c = ClientState::new(0);
+        assert_eq!(c.identified(), Identified::Peer);
+        assert_eq!(c.observe(Metric::Requests, 3, 1), Sample::Add(3));
+        c.identified_by(Identified::Header);
+        assert_eq!(c.identified(), Identified::Header);
+        assert_eq!(c.observe(Metric::Requests, 3, 1), Sample::None);
+        assert_eq!(c.observe(Metric::Requests, 4, 1), Sample::Raise(3, 4));
+        let mut expect = [None; Metric::COUNT];
+        expect[Metric::Requests.index()] = Some(4);
+        assert_eq!(c.samples(1), expect);
+        assert_eq!(c.observe(Metric::Requests, 1, 2), Sample::Add(1));
+        assert_eq!(c.identified(), Identified::Header);
+        c.identified_by(Identified::ProxyProtocol);
+        assert_eq!(c.identified(), Identified::ProxyProtocol);
+        assert_eq!(c.max(Metric::Requests, 2), 1);
     }
 
     #[test]

@@ -7,17 +7,18 @@
 //! an `Arc`, the caller's own per-connection state): it takes no reference count of its own,
 //! so starting and finishing a request touch only the client's two counters.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::glitches::Glitch;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use zgate_training::{Fragments, Metric};
 
 use crate::client::ClientState;
-use crate::glitches::Glitch;
 use crate::guards::{FrameGuards, H2Frame, LiveGuardLimits};
+use crate::handle::{ClientHandle, Counted};
 use crate::key::ClientKey;
 use crate::mode::Mode;
-use crate::shared::{Shared, State};
+use crate::shared::Shared;
 use crate::time::Nanos;
 use crate::verdict::{Guard, Reason, Verdict};
 
@@ -28,16 +29,13 @@ use crate::verdict::{Guard, Reason, Verdict};
 /// connection. Events of a client that is blocked return `Block` with [`Guard::Blocked`] at
 /// once. Dropping the handle closes the connection in the limiter (prefer
 /// [`Connection::close`], which also records the time).
+///
+/// Its events are charged to the client that owns the connection (its [`ClientHandle`]); a
+/// request of another client (behind a trusted proxy) is charged to that client's handle
+/// instead (see [`crate::Limiter::forwarded`]).
 pub struct Connection {
-    shared: Arc<Shared>,
-    client: Arc<ClientState>,
-    key: ClientKey,
-    /// Bytes this connection added to the client's memory.
-    memory: AtomicU64,
+    handle: ClientHandle,
     frames: FrameGuards,
-    /// Admitted while the client table was full: its client is not in the table, so it is
-    /// held to the static guards only (no scoring, no training samples).
-    untracked: bool,
 }
 
 impl Connection {
@@ -45,43 +43,40 @@ impl Connection {
         shared: Arc<Shared>,
         client: Arc<ClientState>,
         key: ClientKey,
+        exempt: bool,
         now: u64,
     ) -> Connection {
         Connection {
-            shared,
-            client,
-            key,
-            memory: AtomicU64::new(0),
+            handle: ClientHandle::new(shared, client, key, exempt),
             frames: FrameGuards::new(now),
-            untracked: false,
         }
-    }
-
-    /// This connection as one of a client the table had no room for (see `untracked`).
-    pub(crate) fn untracked(mut self) -> Connection {
-        self.untracked = true;
-        self
     }
 
     /// The client this connection belongs to.
     pub fn client(&self) -> ClientKey {
-        self.key
+        self.handle.client()
+    }
+
+    /// The handle on the client that owns the connection.
+    pub fn owner(&self) -> &ClientHandle {
+        &self.handle
     }
 
     /// The checks of a connection just counted as the client's `n`-th.
     pub(crate) fn opened(&self, n: u64, now: u64) -> Verdict {
-        if self.client.is_blocked(now) {
-            return self.shared.refuse(Guard::Blocked, 0);
+        let h = &self.handle;
+        if h.blocked_at(now) {
+            return h.blocked();
         }
-        let max = self.shared.guards.max_connections.load(Ordering::Relaxed);
+        let max = h.shared.guards.max_connections.load(Ordering::Relaxed);
         if let Some((g, v)) = LiveGuardLimits::over(max, n, Guard::Connections) {
-            return self.block(Reason::Guard(g), v, 0.0, now);
+            return h.block(Reason::Guard(g), v, 0.0, now);
         }
-        let st = self.shared.state();
+        let st = h.shared.state();
         if st.mode == Mode::Disabled {
             return Verdict::Allow;
         }
-        self.observe(Metric::Connections, n, st, now)
+        h.observe(Metric::Connections, n, st, now)
     }
 
     /// A request starts on this connection (`idempotent`: GET, HEAD, PUT, DELETE, OPTIONS,
@@ -92,113 +87,27 @@ impl Connection {
         Request::start(self, idempotent, now)
     }
 
-    /// Counts a request starting; returns whether it was counted (and as non-idempotent) and
-    /// the verdict.
-    fn count_request(&self, idempotent: bool, now: u64) -> (Counted, Verdict) {
-        if self.client.is_blocked(now) {
-            return (Counted::No, self.blocked());
-        }
-        let st = self.shared.state();
-        if st.mode == Mode::Disabled {
-            return (Counted::No, Verdict::Allow);
-        }
-        let mut verdict = Verdict::Allow;
-        if !idempotent {
-            let n = self.client.add(Metric::RequestsNonidempotent, 1);
-            verdict = self.observe(Metric::RequestsNonidempotent, n, st, now);
-        }
-        let n = self.client.add(Metric::Requests, 1);
-        let any = self.observe(Metric::Requests, n, st, now);
-        if verdict.is_allow() {
-            verdict = any;
-        }
-        let counted = if idempotent {
-            Counted::Idempotent
-        } else {
-            Counted::NonIdempotent
-        };
-        (counted, verdict)
-    }
-
-    /// Gives back what [`Connection::count_request`] counted.
-    fn uncount_request(&self, counted: Counted) {
-        match counted {
-            Counted::No => {}
-            Counted::Idempotent => self.client.sub(Metric::Requests, 1),
-            Counted::NonIdempotent => {
-                self.client.sub(Metric::Requests, 1);
-                self.client.sub(Metric::RequestsNonidempotent, 1);
-            }
-        }
-    }
-
-    /// The proxy now holds `bytes` more for this client (buffers, per-stream cost). Checked
-    /// against `max_memory_per_client` in every mode, scored as metric `memory` in
-    /// defence/monitor.
+    /// The proxy now holds `bytes` more for this connection's client: see
+    /// [`ClientHandle::memory_grew`].
     pub fn memory_grew(&self, bytes: u64, now: Nanos) -> Verdict {
-        let now = now.0;
-        if self.client.is_blocked(now) {
-            return self.blocked();
-        }
-        let st = self.shared.state();
-        let max = self.shared.guards.max_memory.load(Ordering::Relaxed);
-        if st.mode == Mode::Disabled && max == 0 {
-            return Verdict::Allow;
-        }
-        self.memory.fetch_add(bytes, Ordering::Relaxed);
-        let total = self.client.add(Metric::Memory, bytes);
-        if let Some((g, v)) = LiveGuardLimits::over(max, total, Guard::Memory) {
-            return self.block(Reason::Guard(g), v, 0.0, now);
-        }
-        if st.mode == Mode::Disabled {
-            return Verdict::Allow;
-        }
-        self.observe(Metric::Memory, total, st, now)
+        self.handle.memory_grew(bytes, now)
     }
 
-    /// The proxy released `bytes` it held for this client. Never releases more than this
-    /// connection reported.
+    /// The proxy released `bytes` it held for this connection's client. Never releases more
+    /// than this connection reported.
     pub fn memory_shrank(&self, bytes: u64) {
-        let taken = self
-            .memory
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                Some(held - bytes.min(held))
-            })
-            .map_or(0, |held| bytes.min(held));
-        if taken > 0 {
-            self.client.sub(Metric::Memory, taken);
-        }
+        self.handle.memory_shrank(bytes)
     }
 
-    /// `cpu_ns` nanoseconds of proxy CPU time were spent on this client's work (one poll).
-    /// Updates the client's CPU EMA and scores it as metric `cpu`.
+    /// `cpu_ns` nanoseconds of proxy CPU time were spent on this connection (one poll): see
+    /// [`ClientHandle::cpu_spent`].
     pub fn cpu_spent(&self, cpu_ns: u64, now: Nanos) -> Verdict {
-        let now = now.0;
-        let st = match self.scoring(now) {
-            Ok(st) => st,
-            Err(v) => return v,
-        };
-        let half_life = self.shared.cpu_half_life_ns.load(Ordering::Relaxed);
-        let ppm = self.client.charge_cpu(cpu_ns, now, half_life);
-        self.observe(Metric::Cpu, ppm, st, now)
+        self.handle.cpu_spent(cpu_ns, now)
     }
 
-    /// A chunk of `len` bytes of the message tracked by `message` arrived (an HTTP/2 DATA or
-    /// CONTINUATION payload, or one socket read's share of an HTTP/1 message). From the second
-    /// chunk on, the message's fragmentation score is metric `fragmentation`. The caller keeps
-    /// one [`Fragments`] per message and resets it when the message ends. Not recorded in
-    /// disabled mode.
+    /// A chunk of a message arrived on this connection: see [`ClientHandle::chunk`].
     pub fn chunk(&self, message: &mut Fragments, len: usize, now: Nanos) -> Verdict {
-        let now = now.0;
-        let st = match self.scoring(now) {
-            Ok(st) => st,
-            Err(v) => return v,
-        };
-        let Some(score) = message.chunk(len) else {
-            return Verdict::Allow;
-        };
-        self.client.set(Metric::Fragmentation, score);
-        self.observe(Metric::Fragmentation, score, st, now)
+        self.handle.chunk(message, len, now)
     }
 
     /// An HTTP/2 frame arrived on this connection: checked against the per-connection frame
@@ -206,105 +115,38 @@ impl Connection {
     /// block), in every mode.
     pub fn h2_frame(&self, frame: H2Frame, now: Nanos) -> Verdict {
         let now = now.0;
-        if self.client.is_blocked(now) {
-            return self.blocked();
+        let h = &self.handle;
+        if h.blocked_at(now) {
+            return h.blocked();
         }
-        match self.frames.frame(frame, now, &self.shared.guards) {
+        match self.frames.frame(frame, now, &h.shared.guards) {
             None => Verdict::Allow,
-            Some((g, v)) => self.block(Reason::Guard(g), v, 0.0, now),
+            Some((g, v)) => h.block(Reason::Guard(g), v, 0.0, now),
         }
     }
 
-    /// The client caused `glitch` (see [`Glitch`]): counted per client, weighted, and checked
-    /// against `max_glitches` per 10-second window, in every mode (untracked clients too).
+    /// The client caused `glitch`: see [`ClientHandle::glitch`].
     pub fn glitch(&self, glitch: Glitch, now: Nanos) -> Verdict {
-        let now = now.0;
-        if self.client.is_blocked(now) {
-            return self.blocked();
-        }
-        let max = self.shared.max_glitches.load(Ordering::Relaxed);
-        let n = self.client.glitches.add(glitch.weight(), now);
-        match LiveGuardLimits::over(u64::from(max), n, Guard::Glitches) {
-            Some((g, v)) => self.block(Reason::Guard(g), v, 0.0, now),
-            None => Verdict::Allow,
-        }
+        self.handle.glitch(glitch, now)
+    }
+
+    /// This connection as one of a client the table had no room for: static guards only.
+    pub(crate) fn untracked(mut self) -> Connection {
+        self.handle.set_untracked();
+        self
     }
 
     /// Closes the connection at `now` (same as dropping it, and records the time for idle
     /// expiry).
     pub fn close(self, now: Nanos) {
-        self.client.touch(now.0);
-    }
-
-    /// The state to score an event in, or the verdict without scoring: `Block` for a blocked
-    /// client, `Allow` in disabled mode.
-    #[inline]
-    fn scoring(&self, now: u64) -> Result<State, Verdict> {
-        if self.client.is_blocked(now) {
-            return Err(self.blocked());
-        }
-        let st = self.shared.state();
-        if st.mode == Mode::Disabled {
-            return Err(Verdict::Allow);
-        }
-        Ok(st)
-    }
-
-    /// Records `x` as an observation of `m` and, in defence or monitor, scores it.
-    #[inline]
-    fn observe(&self, m: Metric, x: u64, st: State, now: u64) -> Verdict {
-        if self.untracked {
-            return Verdict::Allow;
-        }
-        let s = &self.shared;
-        s.counters.observed(m);
-        let sample = self.client.observe(m, x, st.epoch);
-        match st.mode {
-            Mode::Training => {
-                s.train(m, sample, st.epoch, now);
-                Verdict::Allow
-            }
-            Mode::Defence | Mode::Monitor => match s.score(m, x) {
-                None => Verdict::Allow,
-                Some(z) if st.mode == Mode::Defence => self.block(Reason::Metric(m), x, z, now),
-                Some(z) => {
-                    s.counters.would_block(m);
-                    Verdict::WouldBlock {
-                        reason: Reason::Metric(m),
-                        value: x,
-                        z,
-                    }
-                }
-            },
-            Mode::Disabled => Verdict::Allow,
-        }
-    }
-
-    /// Blocks the client for `block_duration` and returns the verdict.
-    fn block(&self, reason: Reason, value: u64, z: f64, now: u64) -> Verdict {
-        let s = &self.shared;
-        let until = now.saturating_add(s.block_ns.load(Ordering::Relaxed));
-        self.client.block(until);
-        s.record_block(self.key, until, reason, value, z, now);
-        Verdict::Block { reason, value, z }
-    }
-
-    fn blocked(&self) -> Verdict {
-        self.shared.refuse(Guard::Blocked, 0)
+        self.handle.client.touch(now.0);
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        let held = *self.memory.get_mut();
-        if held > 0 {
-            self.client.sub(Metric::Memory, held);
-        }
-        self.client.sub(Metric::Connections, 1);
-        let now = self.shared.clock();
-        if now > self.client.last_seen() {
-            self.client.touch(now);
-        }
+        // The handle, dropped next, gives back the memory and records the time.
+        self.handle.client.sub(Metric::Connections, 1);
     }
 }
 
@@ -333,29 +175,46 @@ impl<T: AsConnection + ?Sized> AsConnection for Arc<T> {
     }
 }
 
-/// How a request was counted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Counted {
-    /// Not at all (disabled mode, or its client is blocked).
-    No,
-    Idempotent,
-    NonIdempotent,
+/// What a [`Request`] is charged to: anything that reaches a [`Connection`] (its owner's
+/// handle), or a [`ClientHandle`] of its own (a forwarded client's).
+pub trait AsClient {
+    /// The handle the request is counted on.
+    fn client_handle(&self) -> &ClientHandle;
+}
+
+impl<T: AsConnection + ?Sized> AsClient for T {
+    fn client_handle(&self) -> &ClientHandle {
+        &self.connection().handle
+    }
+}
+
+impl AsClient for ClientHandle {
+    fn client_handle(&self) -> &ClientHandle {
+        self
+    }
+}
+
+impl AsClient for Arc<ClientHandle> {
+    fn client_handle(&self) -> &ClientHandle {
+        self
+    }
 }
 
 /// One request in flight, counted in metric `requests` (and `requests_nonidempotent`) until
-/// dropped or [`Request::finish`]ed. It reaches its connection through `C`: a borrow, or an
-/// owning handle (`Arc<Connection>`, or the caller's per-connection state), with which it may
-/// outlive whoever started it. It adds no reference count of its own.
-pub struct Request<C: AsConnection> {
+/// dropped or [`Request::finish`]ed. It reaches its client through `C`: a borrow of its
+/// connection, an owning handle (`Arc<Connection>`, or the caller's per-connection state), with
+/// which it may outlive whoever started it, or a forwarded client's own [`ClientHandle`]. It
+/// adds no reference count of its own.
+pub struct Request<C: AsClient> {
     conn: C,
     counted: Counted,
 }
 
-impl<C: AsConnection> Request<C> {
-    /// A request starts on `conn`'s connection (`idempotent`: GET, HEAD, PUT, DELETE, OPTIONS,
+impl<C: AsClient> Request<C> {
+    /// A request of `conn`'s client starts (`idempotent`: GET, HEAD, PUT, DELETE, OPTIONS,
     /// TRACE): see [`Connection::request_started`]. The returned `Request` keeps `conn`.
     pub fn start(conn: C, idempotent: bool, now: Nanos) -> (Request<C>, Verdict) {
-        let (counted, verdict) = conn.connection().count_request(idempotent, now.0);
+        let (counted, verdict) = conn.client_handle().count_request(idempotent, now.0);
         (Request { conn, counted }, verdict)
     }
 
@@ -378,8 +237,8 @@ impl<C: AsConnection> Request<C> {
     }
 }
 
-impl<C: AsConnection> Drop for Request<C> {
+impl<C: AsClient> Drop for Request<C> {
     fn drop(&mut self) {
-        self.conn.connection().uncount_request(self.counted);
+        self.conn.client_handle().uncount_request(self.counted);
     }
 }

@@ -114,6 +114,11 @@ impl IpPrefix {
         mask(bits, self.len) == self.bits
     }
 
+    /// Whether every address of `other` is inside this network.
+    pub fn covers(self, other: IpPrefix) -> bool {
+        self.len <= other.len && mask(other.bits, self.len) == self.bits
+    }
+
     pub(crate) fn raw_len(self) -> u8 {
         self.len
     }
@@ -215,5 +220,11 @@ mod tests {
         assert!(!p6.contains(ip("10.0.0.1")));
         assert_eq!(IpPrefix::host(ip("1.2.3.4")).len(), 32);
         assert!(IpPrefix::new(ip("0.0.0.0"), 0).unwrap().is_empty());
+        let p16 = IpPrefix::new(ip("192.168.0.0"), 16).unwrap();
+        assert!(p16.covers(IpPrefix::new(ip("192.168.4.0"), 24).unwrap()));
+        assert!(p16.covers(p16));
+        assert!(!p16.covers(IpPrefix::new(ip("192.0.0.0"), 8).unwrap()));
+        assert!(!p16.covers(IpPrefix::host(ip("2001:db8::1"))));
+        assert!(p6.covers(IpPrefix::host(ip("2001:db8::1"))));
     }
 }

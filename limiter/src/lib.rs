@@ -51,6 +51,11 @@
 //!   only ([`Guard::TableFull`] is no longer returned for a newcomer). Memory per client is
 //!   240 to 262 bytes including the map and the eviction queue (8 more than before the glitch
 //!   window) (`cargo bench -p zgate-limiter --bench memory`).
+//! - **Client identity.** A request may belong to another client than its connection (behind
+//!   a trusted proxy): [`Limiter::forwarded`] gives a [`ClientHandle`] on that client, which a
+//!   [`Request`] and its memory, chunks and CPU are charged to; the connection-level metrics
+//!   stay with the connection's owner. Exempt prefixes ([`Limiter::set_exempt`]) are measured,
+//!   never blocked, never sampled.
 //! - **Epochs.** Live counters are never reset by an epoch; the RAII handles give back exactly
 //!   what they added, so nothing underflows across epochs. Per-epoch maxima reset lazily.
 
@@ -65,9 +70,13 @@ mod counters;
 mod error;
 mod glitches;
 mod guards;
+mod handle;
+mod identified;
 mod key;
 mod limiter;
+mod live;
 mod mode;
+mod queue;
 mod sampler;
 mod shared;
 mod snapshot;
@@ -75,15 +84,18 @@ mod table;
 mod time;
 mod verdict;
 
-pub use blocklist::{BlockEntry, BlockListFull};
+pub use blocklist::{BlockEntry, BlockError, BlockListFull};
 pub use config::{GuardLimits, LimiterConfig, LimiterConfigError};
-pub use connection::{AsConnection, Connection, Request};
+pub use connection::{AsClient, AsConnection, Connection, Request};
 pub use counters::CountersSnapshot;
 pub use error::Error;
 pub use glitches::{Glitch, GLITCH_WINDOW_SECS};
 pub use guards::H2Frame;
+pub use handle::ClientHandle;
+pub use identified::Identified;
 pub use key::{ClientKey, IpPrefix};
 pub use limiter::Limiter;
+pub use live::{LiveClient, LiveMetric, LiveView};
 pub use mode::{Mode, ModeError, UnknownMode};
 pub use shared::MAX_EPOCH;
 pub use snapshot::{ClientSnapshot, Status};

@@ -7,13 +7,15 @@ use std::sync::Arc;
 
 use zgate_training::{check_threshold, Epoch, InvalidThreshold, Metric, Model, Populations};
 
-use crate::blocklist::{BlockEntry, BlockListFull};
+use crate::blocklist::{BlockEntry, BlockError};
 use crate::client::ClientState;
 use crate::config::{GuardLimits, LimiterConfig, LimiterConfigError};
 use crate::connection::Connection;
 use crate::counters::CountersSnapshot;
 use crate::error::Error;
+use crate::handle::ClientHandle;
 use crate::key::{ClientKey, IpPrefix};
+use crate::live::{self, LiveParams, LiveView};
 use crate::mode::{Mode, ModeError};
 use crate::shared::{enabled_mask, pack, Shared, MAX_EPOCH};
 use crate::snapshot::{ClientSnapshot, Status};
@@ -80,20 +82,21 @@ impl Limiter {
         if st.mode == Mode::Training {
             s.end_training_if_due(now.0);
         }
-        if s.blocks.lookup(ip, now).is_some() {
+        let exempt = s.is_exempt(ip);
+        if !exempt && s.blocks.lookup(ip, now).is_some() {
             return (None, s.refuse(Guard::Blocked, 0));
         }
         let key = ClientKey::new(ip, s.ipv6_prefix);
         let idle = s.idle_ns.load(Ordering::Relaxed);
         let (client, n, evicted) = match s.table.open(key, now.0, idle) {
             Ok(opened) => opened,
-            Err(_) => return self.open_untracked(key, now),
+            Err(_) => return self.open_untracked(key, exempt, now),
         };
         if let Some(gone) = evicted {
             s.counters.evictions.fetch_add(1, Ordering::Relaxed);
             s.forget(&gone);
         }
-        let conn = Connection::new(Arc::clone(s), client, key, now.0);
+        let conn = Connection::new(Arc::clone(s), client, key, exempt, now.0);
         let verdict = conn.opened(n, now.0);
         if verdict.is_block() {
             return (None, verdict);
@@ -104,12 +107,17 @@ impl Limiter {
     /// A connection of a client the full table has no room for: admitted with a client state of
     /// its own that is not in the table, held to the static guards only (a block still goes to
     /// the block list).
-    fn open_untracked(&self, key: ClientKey, now: Nanos) -> (Option<Connection>, Verdict) {
+    fn open_untracked(
+        &self,
+        key: ClientKey,
+        exempt: bool,
+        now: Nanos,
+    ) -> (Option<Connection>, Verdict) {
         let s = &self.shared;
         s.counters.untracked.fetch_add(1, Ordering::Relaxed);
         let client = Arc::new(ClientState::new(now.0));
         client.add(Metric::Connections, 1);
-        let conn = Connection::new(Arc::clone(s), client, key, now.0).untracked();
+        let conn = Connection::new(Arc::clone(s), client, key, exempt, now.0).untracked();
         let verdict = conn.opened(1, now.0);
         if verdict.is_block() {
             return (None, verdict);
@@ -117,11 +125,78 @@ impl Limiter {
         (Some(conn), verdict)
     }
 
+    /// The client `ip` of a request that arrived through a trusted proxy on another client's
+    /// connection, at `now`: a handle to charge the request to (see [`ClientHandle`]). Finds
+    /// or creates the client without counting a connection for it; the handle keeps it in the
+    /// table while held.
+    ///
+    /// `None` with a `Block` verdict when the client is blocked (refuse the request, keep the
+    /// connection: it carries other clients' requests) or the table is full of clients that
+    /// cannot be evicted (then the handle is untracked: static guards only). An exempt client
+    /// is never refused for a block.
+    pub fn forwarded(&self, ip: IpAddr, now: Nanos) -> (Option<ClientHandle>, Verdict) {
+        let s = &self.shared;
+        s.advance_clock(now.0);
+        if s.state().mode == Mode::Training {
+            s.end_training_if_due(now.0);
+        }
+        let exempt = s.is_exempt(ip);
+        if !exempt && s.blocks.lookup(ip, now).is_some() {
+            return (None, s.refuse(Guard::Blocked, 0));
+        }
+        let key = ClientKey::new(ip, s.ipv6_prefix);
+        let idle = s.idle_ns.load(Ordering::Relaxed);
+        let (client, evicted) = match s.table.attach(key, now.0, idle) {
+            Ok(attached) => attached,
+            Err(_) => {
+                // Full of held clients: served untracked, like a newcomer's connection.
+                s.counters.untracked.fetch_add(1, Ordering::Relaxed);
+                let mut handle = ClientHandle::new(
+                    Arc::clone(s),
+                    Arc::new(ClientState::new(now.0)),
+                    key,
+                    exempt,
+                );
+                handle.set_untracked();
+                return (Some(handle), Verdict::Allow);
+            }
+        };
+        if let Some(gone) = evicted {
+            s.counters.evictions.fetch_add(1, Ordering::Relaxed);
+            s.forget(&gone);
+        }
+        let handle = ClientHandle::new(Arc::clone(s), client, key, exempt);
+        if handle.blocked_at(now.0) {
+            return (None, handle.blocked());
+        }
+        (Some(handle), Verdict::Allow)
+    }
+
     /// Whether `ip` is blocked at `now` (block list only: for the accept path, before any TLS).
-    /// Costs one relaxed load when the block list is empty.
+    /// An exempt address never is. Costs one relaxed load when the block list is empty.
     #[inline]
     pub fn is_blocked(&self, ip: IpAddr, now: Nanos) -> bool {
-        self.shared.blocks.lookup(ip, now).is_some()
+        let s = &self.shared;
+        s.blocks.lookup(ip, now).is_some() && !s.is_exempt(ip)
+    }
+
+    /// Replaces the exempt prefixes (at start and on config reload): clients inside them are
+    /// measured but never blocked (metrics, guards, block list at accept) and never a training
+    /// sample. A connection or forwarded handle keeps the exemption it was opened with.
+    pub fn set_exempt(&self, prefixes: Vec<IpPrefix>) {
+        let s = &self.shared;
+        s.any_exempt.store(!prefixes.is_empty(), Ordering::Relaxed);
+        s.exempt.store(Arc::new(prefixes));
+    }
+
+    /// The exempt prefixes.
+    pub fn exempt(&self) -> Vec<IpPrefix> {
+        self.shared.exempt.load().as_ref().clone()
+    }
+
+    /// Whether `ip` is inside an exempt prefix.
+    pub fn is_exempt(&self, ip: IpAddr) -> bool {
+        self.shared.is_exempt(ip)
     }
 
     /// Housekeeping, about once a second: ends training when due, purges expired blocks, and
@@ -273,14 +348,19 @@ impl Limiter {
     }
 
     /// Blocks `prefix` until `now + duration` (manual block). Clients in the table covered by
-    /// it are blocked at once (a walk over the table for a prefix shorter than a client).
+    /// it are blocked at once (a walk over the table for a prefix shorter than a client),
+    /// except exempt ones. Refused with [`BlockError::Exempt`] when every address of `prefix`
+    /// is exempt, and [`BlockError::Full`] when the block list is full.
     pub fn block(
         &self,
         prefix: IpPrefix,
         duration: Duration,
         now: Nanos,
-    ) -> Result<(), BlockListFull> {
+    ) -> Result<(), BlockError> {
         let s = &self.shared;
+        if let Some(&exempt) = s.exempt.load().iter().find(|e| e.covers(prefix)) {
+            return Err(BlockError::Exempt { prefix, exempt });
+        }
         let until = now.saturating_add(duration);
         let entry = BlockEntry {
             prefix,
@@ -290,7 +370,11 @@ impl Limiter {
             z: 0.0,
         };
         s.blocks.insert(entry, now)?;
-        s.for_clients_in(prefix, |c| c.block(until.0));
+        s.for_clients_in(prefix, |key, c| {
+            if !s.is_exempt(key.addr()) {
+                c.block(until.0)
+            }
+        });
         Ok(())
     }
 
@@ -300,7 +384,7 @@ impl Limiter {
         let s = &self.shared;
         let found = s.blocks.remove(prefix).is_some();
         if found {
-            s.for_clients_in(prefix, |c| c.unblock());
+            s.for_clients_in(prefix, |_, c| c.unblock());
         }
         found
     }
@@ -319,14 +403,15 @@ impl Limiter {
     }
 
     /// The `n` clients with the highest current value of `m`, highest first. Walks the table
-    /// (O(clients)): for the admin API, not the hot path.
+    /// (O(clients)) a chunk at a time, never holding a lock of the table for long: for the
+    /// admin API, not the hot path.
     pub fn top(&self, m: Metric, n: usize, now: Nanos) -> Vec<ClientSnapshot> {
         let s = &self.shared;
         if n == 0 {
             return Vec::new();
         }
         let mut best: Vec<(u64, ClientKey)> = Vec::with_capacity(n + 1);
-        s.table.for_each(|key, c| {
+        s.table.walk(|key, c| {
             let v = c.cur(m);
             if best.len() == n && best.last().is_some_and(|(min, _)| v <= *min) {
                 return;
@@ -342,6 +427,21 @@ impl Limiter {
                 Some(s.snapshot(key, &c, now.0, model.as_deref()))
             })
             .collect()
+    }
+
+    /// The clients now: per metric, the histogram of every tracked client's current value and
+    /// the `top` highest clients with their z. One walk of the table, a chunk at a time (see
+    /// [`Limiter::top`]): for the admin API's status page, not the hot path.
+    pub fn live(&self, top: usize, now: Nanos) -> LiveView {
+        let s = &self.shared;
+        let model = s.model.load_full();
+        let params = LiveParams {
+            model: model.as_deref(),
+            cpu_half_life_ns: s.cpu_half_life_ns.load(Ordering::Relaxed),
+            now: now.0,
+            top,
+        };
+        live::collect(&s.table, &params)
     }
 
     /// Mode, epoch, training time left, model epoch, table and block list sizes.
@@ -375,3 +475,7 @@ impl Limiter {
 #[cfg(test)]
 #[path = "limiter_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "identity_tests.rs"]
+mod identity_tests;

@@ -3,10 +3,11 @@
 //! `limiter.rs` and `connection.rs` both import it and not each other.
 
 use core::time::Duration;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use zgate_training::{Epoch, Metric, Model, ModelParams, TrainingSet};
 
 use crate::blocklist::{BlockEntry, BlockList};
@@ -77,6 +78,10 @@ pub(crate) struct Shared {
     pub(crate) blocks: BlockList,
     pub(crate) counters: Counters,
     pub(crate) ipv6_prefix: u8,
+    /// Prefixes never blocked nor sampled.
+    pub(crate) exempt: ArcSwap<Vec<IpPrefix>>,
+    /// `exempt` is not empty: lets the common case skip the load.
+    pub(crate) any_exempt: AtomicBool,
     /// Exclusive shards per training set.
     shards: usize,
     /// Serialises mode switches and configuration changes.
@@ -111,6 +116,8 @@ impl Shared {
             blocks: BlockList::new(config.max_blocks),
             counters: Counters::new(),
             ipv6_prefix: config.ipv6_prefix,
+            exempt: ArcSwap::from_pointee(Vec::new()),
+            any_exempt: AtomicBool::new(false),
             shards,
             control: Mutex::new(Control {
                 training_period: config.training_period,
@@ -138,6 +145,12 @@ impl Shared {
     #[inline]
     pub(crate) fn is_enabled(&self, m: Metric) -> bool {
         self.enabled.load(Ordering::Relaxed) & (1 << m.index()) != 0
+    }
+
+    /// Whether `ip` is inside an exempt prefix.
+    #[inline]
+    pub(crate) fn is_exempt(&self, ip: IpAddr) -> bool {
+        self.any_exempt.load(Ordering::Relaxed) && self.exempt.load().iter().any(|p| p.contains(ip))
     }
 
     pub(crate) fn clock(&self) -> u64 {
@@ -308,24 +321,22 @@ impl Shared {
         self.training.store(None);
     }
 
-    pub(crate) fn for_clients_in(&self, prefix: IpPrefix, f: impl Fn(&ClientState)) {
+    pub(crate) fn for_clients_in(&self, prefix: IpPrefix, f: impl Fn(ClientKey, &ClientState)) {
         let client_len = if prefix.addr().is_ipv4() {
             32
         } else {
             self.ipv6_prefix
         };
         if prefix.len() >= client_len {
-            if let Some(c) = self
-                .table
-                .get(&ClientKey::new(prefix.addr(), self.ipv6_prefix))
-            {
-                f(&c);
+            let key = ClientKey::new(prefix.addr(), self.ipv6_prefix);
+            if let Some(c) = self.table.get(&key) {
+                f(key, &c);
             }
             return;
         }
         self.table.for_each(|key, c| {
             if prefix.contains(key.addr()) {
-                f(c);
+                f(key, c);
             }
         });
     }
@@ -352,6 +363,8 @@ impl Shared {
             z,
             last_seen: Nanos(c.last_seen()),
             blocked_until: c.is_blocked(now).then(|| Nanos(c.blocked_until())),
+            exempt: self.is_exempt(key.addr()),
+            identified: c.identified(),
         }
     }
 

@@ -4,6 +4,7 @@ use core::time::Duration;
 
 use zgate_training::{Epoch, Metric};
 
+use crate::identified::Identified;
 use crate::key::{ClientKey, IpPrefix};
 use crate::mode::Mode;
 use crate::time::Nanos;
@@ -27,6 +28,11 @@ pub struct ClientSnapshot {
     pub last_seen: Nanos,
     /// Blocked until this time, if blocked now.
     pub blocked_until: Option<Nanos>,
+    /// Whether the client's address is exempt (measured, never blocked, never sampled).
+    pub exempt: bool,
+    /// How the client was last identified: its socket peer, a PROXY protocol header, or a
+    /// forwarding header from a trusted proxy.
+    pub identified: Identified,
 }
 
 /// The limiter's state at a glance.

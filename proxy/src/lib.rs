@@ -7,7 +7,7 @@
 //! The rooms, each a folder whose `mod.rs` lists its files, in the order a connection meets
 //! them; dependencies point down this list, never back up:
 //! - `server.rs`: the lifecycle (start, reload applied, shutdown) and what it shares;
-//! - `admin/`: the admin API;
+//! - `admin/`: the admin API and the status page (its files in `proxy/ui/`);
 //! - `listen/`: bind, accept, admission, TLS, protocol detection, SYN drop;
 //! - `conn/`: one connection's driver, IO wrapper, taps, CPU timing;
 //! - `http/`: one request: rewriting, bodies, responses of zgate's own;

@@ -25,29 +25,7 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Ctl(args) => ExitCode::from(ctl::main(&args)),
-        // The same check start runs (limits mapped, TLS files loaded, every range): what
-        // passes here starts, binding the listeners aside.
-        Command::CheckConfig(path) => match Checked::load(&path).and_then(|c| {
-            c.check_start().map_err(|e| CheckError {
-                file: Some(path.clone()),
-                ..e
-            })?;
-            Ok(c)
-        }) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} listener(s), {} backend(s))",
-                    path.display(),
-                    c.config.listeners.len(),
-                    c.config.backends.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("zgate: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::CheckConfig(path) => check_config(&path),
         Command::Run(path) => match Config::load(&path) {
             Ok(config) => run(config, None, Some(path)),
             Err(e) => {
@@ -92,6 +70,34 @@ fn main() -> ExitCode {
                     }
                 })
             })
+        }
+    }
+}
+
+/// `zgate check-config FILE`: the same check start runs (limits mapped, TLS files loaded,
+/// every range, the start mode against the state file): what passes here starts, binding the
+/// listeners aside.
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let checked = Checked::load(path).and_then(|c| {
+        c.check_start().map_err(|e| CheckError {
+            file: Some(path.to_owned()),
+            ..e
+        })?;
+        Ok(c)
+    });
+    match checked {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} listener(s), {} backend(s))",
+                path.display(),
+                c.config.listeners.len(),
+                c.config.backends.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("zgate: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -16,6 +16,7 @@ use zgate_limiter::{Limiter, LimiterConfig, Nanos};
 use crate::admin::{self, AdminHandle, Control};
 use crate::clock::Clock;
 use crate::conn::{ConnSettings, Phase};
+use crate::http::identity::{self, Identity};
 use crate::http::service::Services;
 use crate::listen::bind::BindError;
 use crate::listen::{bind_listener, AcceptThread, Admission, ConnCount};
@@ -178,7 +179,10 @@ impl Server {
             limits: ArcSwap::from_pointee(proxy_limits),
             would_block_log: Arc::default(),
             stats: Arc::new(Stats::default()),
+            identity: ArcSwap::from_pointee(Identity::new(&config.client_ip)),
         });
+        let identity = services.identity.load();
+        limiter.set_exempt(identity::exempt(&config.limits.exempt, &identity));
         let (phase, _) = watch::channel(Phase::Running);
         let (accept_thread, accept_rt) = AcceptThread::start().map_err(StartError::AcceptThread)?;
         let admission = Arc::new(Admission {
@@ -210,6 +214,7 @@ impl Server {
                 listener,
                 local,
                 tls,
+                proxy_protocol: l.proxy_protocol,
             };
             // Not stopped: nothing has stopped the listeners of a server still starting.
             let _ = core.listeners.add(new);
@@ -349,6 +354,11 @@ impl Core {
         upstream.carry_stats_from(&services.upstream.load());
         services.upstream.store(Arc::new(upstream));
         services.limits.store(Arc::new(proxy_limits));
+        let identity = Identity::new(&config.client_ip);
+        services
+            .limiter
+            .set_exempt(identity::exempt(&config.limits.exempt, &identity));
+        services.identity.store(Arc::new(identity));
         services
             .access_log
             .store(config.log.access, std::sync::atomic::Ordering::Relaxed);

@@ -42,6 +42,57 @@ pub struct Stats {
     pub reloads: AtomicU64,
     /// Config reloads refused (invalid config).
     pub reload_failures: AtomicU64,
+    /// Connections of `proxy_protocol` listeners closed for their PROXY header, by
+    /// [`HeaderFailure`] index.
+    pub proxy_protocol_errors: [AtomicU64; HeaderFailure::COUNT],
+}
+
+/// Why a connection of a `proxy_protocol` listener was closed before it was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderFailure {
+    /// It began with something else than a PROXY header.
+    Missing,
+    /// The header was malformed, or for a transport zgate does not serve.
+    Invalid,
+    /// The header was longer than the protocol (v1) or zgate (v2) accepts.
+    TooLong,
+    /// The header was not complete within `timeouts.protocol_detect`.
+    Timeout,
+    /// The peer closed (or the socket failed) before the header was complete.
+    Closed,
+    /// The peer is not in `client_ip.trusted_proxies` (refused at accept).
+    Untrusted,
+}
+
+impl HeaderFailure {
+    /// Number of kinds.
+    pub const COUNT: usize = 6;
+    /// Every kind, in index order.
+    pub const ALL: [HeaderFailure; HeaderFailure::COUNT] = [
+        HeaderFailure::Missing,
+        HeaderFailure::Invalid,
+        HeaderFailure::TooLong,
+        HeaderFailure::Timeout,
+        HeaderFailure::Closed,
+        HeaderFailure::Untrusted,
+    ];
+
+    /// The `reason` label: `missing`, `invalid`, `too_long`, `timeout`, `closed`, `untrusted`.
+    pub fn name(self) -> &'static str {
+        match self {
+            HeaderFailure::Missing => "missing",
+            HeaderFailure::Invalid => "invalid",
+            HeaderFailure::TooLong => "too_long",
+            HeaderFailure::Timeout => "timeout",
+            HeaderFailure::Closed => "closed",
+            HeaderFailure::Untrusted => "untrusted",
+        }
+    }
+
+    /// Index into [`Stats::proxy_protocol_errors`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// The per-request and per-IO counters of one thread.
@@ -82,6 +133,7 @@ impl Default for Stats {
             client_body_errors: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
+            proxy_protocol_errors: Default::default(),
         }
     }
 }
@@ -177,6 +229,11 @@ impl Stats {
         s
     }
 
+    /// Counts a connection closed for its PROXY header.
+    pub fn proxy_protocol_error(&self, why: HeaderFailure) {
+        self.proxy_protocol_errors[why.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
@@ -197,6 +254,16 @@ mod tests {
         assert_eq!(s.responses(1), 2);
         assert_eq!(s.responses(4), 1);
         assert_eq!(s.responses(0), 1);
+    }
+
+    #[test]
+    fn header_failures_index_their_counters() {
+        for (i, f) in HeaderFailure::ALL.into_iter().enumerate() {
+            assert_eq!(f.index(), i);
+        }
+        let s = Stats::default();
+        s.proxy_protocol_error(HeaderFailure::Untrusted);
+        assert_eq!(Stats::get(&s.proxy_protocol_errors[5]), 1);
     }
 
     #[test]

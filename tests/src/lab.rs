@@ -22,6 +22,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use zgate_limiter::{BlockEntry, Mode};
 use zgate_proxy::Server;
 
+use crate::balancer::{Balancer, Version};
 use crate::{backend, config, config_text, get, noise, request, Client, TempDir};
 
 /// The `[limits]` the lab runs with: z = 6 for every metric (a population of 20 can put no
@@ -52,8 +53,9 @@ memory = 131072.0
 pub struct Lab {
     /// The proxy.
     pub server: Server,
-    /// Its listener.
+    /// Where clients connect: the proxy's listener, or the balancer in front of it.
     pub addr: SocketAddr,
+    _balancer: Option<Balancer>,
     _backend: crate::demo::Backend,
     _dir: TempDir,
 }
@@ -67,15 +69,39 @@ impl Lab {
 
     /// [`Lab::start`], with `limits_keys` added to the `[limits]` table.
     pub async fn start_with(limits_keys: &str, extra: &str) -> Lab {
+        Lab::launch(limits_keys, extra, None).await
+    }
+
+    /// [`Lab::start`] behind an L4 balancer (on `127.0.0.1`, the only trusted proxy) that
+    /// speaks PROXY protocol `version` to a `proxy_protocol` listener: every client reaches
+    /// zgate from the balancer's address, and is known by the header's.
+    pub async fn start_behind_balancer(version: Version, extra: &str) -> Lab {
+        Lab::launch("", extra, Some(version)).await
+    }
+
+    async fn launch(limits_keys: &str, extra: &str, balancer: Option<Version>) -> Lab {
         let b = backend().await;
         let dir = TempDir::new("lab");
         let limits = LAB_LIMITS.replacen("[limits]\n", &format!("[limits]\n{limits_keys}\n"), 1);
-        let text = config_text(&[b.addr()], &format!("{limits}\n{extra}"));
+        let mut text = config_text(&[b.addr()], &format!("{limits}\n{extra}"));
+        if balancer.is_some() {
+            text = text.replacen(
+                "addr = \"127.0.0.1:0\"\n",
+                "addr = \"127.0.0.1:0\"\nproxy_protocol = true\n",
+                1,
+            );
+            text.push_str("\n[client_ip]\ntrusted_proxies = [\"127.0.0.1\"]\n");
+        }
         let server = crate::proxy(config(&text, dir.path())).await;
-        let addr = crate::addr(&server);
+        let direct = crate::addr(&server);
+        let balancer = match balancer {
+            Some(v) => Some(Balancer::start(direct, v).await),
+            None => None,
+        };
         Lab {
             server,
-            addr,
+            addr: balancer.as_ref().map_or(direct, |b| b.addr),
+            _balancer: balancer,
             _backend: b,
             _dir: dir,
         }

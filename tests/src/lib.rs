@@ -19,6 +19,8 @@ use zgate_config::Config;
 pub use zgate_proxy::cli::demo;
 use zgate_proxy::Server;
 
+pub mod balancer;
+pub mod browser;
 pub mod lab;
 
 pub use zgate_proxy::cli::demo::pattern_byte;
@@ -178,6 +180,13 @@ where
 
     /// Connects over TLS, offering `alpn` (`"h2"` or `"http/1.1"`) and trusting `ca`.
     pub async fn connect_tls(addr: SocketAddr, ca: &TestCert, alpn: &str) -> Self {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        Self::tls_over(tcp, ca, alpn).await
+    }
+
+    /// Speaks TLS over an open connection (e.g. after a PROXY protocol header), offering
+    /// `alpn` and trusting `ca`.
+    pub async fn tls_over(tcp: TcpStream, ca: &TestCert, alpn: &str) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(ca.cert_der.clone())
@@ -189,7 +198,6 @@ where
             .with_root_certificates(roots)
             .with_no_client_auth();
         cfg.alpn_protocols = vec![alpn.as_bytes().to_vec()];
-        let tcp = TcpStream::connect(addr).await.expect("connect");
         let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
         let tls = tokio::time::timeout(
             STEP,

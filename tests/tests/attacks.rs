@@ -2,6 +2,9 @@
 //! keeps working. Each scenario asserts that the attacker was cut off and blocked, and that no
 //! legitimate request failed. Every attack is bounded in count and time.
 //!
+//! The connection flood, the POST flood and the slow read also run through an L4 balancer that
+//! speaks PROXY protocol, with the same verdicts.
+//!
 //! Scenarios run one at a time (a process-wide lock): they measure CPU time per client, and
 //! two labs at once on two cores would make each other's clients look expensive.
 
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zgate_limiter::{Guard, Metric, Mode, Reason};
+use zgate_tests::balancer::Version;
 use zgate_tests::lab::*;
 
 /// An async mutex: tokio's works across the tests' separate runtimes.
@@ -25,6 +29,14 @@ const CONNECTION_FLOOD: &[Reason] = &[
 
 async fn trained(extra: &str) -> Lab {
     let lab = Lab::start(extra).await;
+    lab.train(TRAIN_ROUNDS, Mode::Defence).await;
+    lab
+}
+
+/// A lab behind an L4 balancer speaking PROXY protocol `version`, trained like [`trained`]:
+/// the population and the attackers are known by the header's addresses.
+async fn trained_behind_balancer(version: Version) -> Lab {
+    let lab = Lab::start_behind_balancer(version, "").await;
     lab.train(TRAIN_ROUNDS, Mode::Defence).await;
     lab
 }
@@ -64,10 +76,19 @@ async fn population_in_defence_is_never_blocked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_flood_from_one_address_is_blocked() {
     let _s = SERIAL.lock().await;
-    let lab = trained("").await;
+    connection_flood(&trained("").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_flood_through_a_proxy_protocol_balancer_is_blocked() {
+    let _s = SERIAL.lock().await;
+    connection_flood(&trained_behind_balancer(Version::V1).await).await;
+}
+
+async fn connection_flood(lab: &Lab) {
     let attacker = ip(9, 1);
     let to = lab.addr;
-    let (legit, seen) = under_attack(&lab, 30, async move {
+    let (legit, seen) = under_attack(lab, 30, async move {
         let mut seen = Seen::default();
         let mut open = Vec::new();
         let deadline = attack_deadline();
@@ -97,7 +118,7 @@ async fn connection_flood_from_one_address_is_blocked() {
         seen
     })
     .await;
-    report(&lab, attacker, "connection flood");
+    report(lab, attacker, "connection flood");
     lab.assert_legit(&legit, "during the connection flood");
     assert!(
         seen.cut + seen.refused > 0,
@@ -105,7 +126,7 @@ async fn connection_flood_from_one_address_is_blocked() {
     );
     // Memory charges `memory_per_connection` per connection, so for a flood of connections
     // it grows in step with their count and either may cross its threshold first.
-    assert_blocked_for(&lab, attacker, CONNECTION_FLOOD);
+    assert_blocked_for(lab, attacker, CONNECTION_FLOOD);
 }
 
 /// Prints the model and the attacker's block entry (for the closing figures).
@@ -167,14 +188,23 @@ async fn h2_concurrent(from: IpAddr, to: std::net::SocketAddr, n: usize, post: b
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_flood_against_a_slow_endpoint_is_blocked() {
     let _s = SERIAL.lock().await;
-    let lab = trained("").await;
+    post_flood(&trained("").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_flood_through_a_proxy_protocol_balancer_is_blocked() {
+    let _s = SERIAL.lock().await;
+    post_flood(&trained_behind_balancer(Version::V2).await).await;
+}
+
+async fn post_flood(lab: &Lab) {
     let attacker = ip(9, 2);
-    let (legit, seen) = under_attack(&lab, 30, h2_concurrent(attacker, lab.addr, 100, true)).await;
-    report(&lab, attacker, "post flood");
+    let (legit, seen) = under_attack(lab, 30, h2_concurrent(attacker, lab.addr, 100, true)).await;
+    report(lab, attacker, "post flood");
     lab.assert_legit(&legit, "during the POST flood");
     assert!(seen.cut > 0, "{seen:?}");
     assert_blocked_for(
-        &lab,
+        lab,
         attacker,
         &[
             Reason::Metric(Metric::RequestsNonidempotent),
@@ -405,7 +435,16 @@ async fn http1_data_dribble_is_blocked_for_fragmentation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_readers_are_blocked_for_memory() {
     let _s = SERIAL.lock().await;
-    let lab = trained("").await;
+    slow_read(&trained("").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_readers_through_a_proxy_protocol_balancer_are_blocked_for_memory() {
+    let _s = SERIAL.lock().await;
+    slow_read(&trained_behind_balancer(Version::V2).await).await;
+}
+
+async fn slow_read(lab: &Lab) {
     let attacker = ip(9, 8);
     let to = lab.addr;
     let attack = async move {
@@ -442,11 +481,11 @@ async fn slow_readers_are_blocked_for_memory() {
         }
         seen
     };
-    let (legit, seen) = under_attack(&lab, 30, attack).await;
-    report(&lab, attacker, "slow read");
+    let (legit, seen) = under_attack(lab, 30, attack).await;
+    report(lab, attacker, "slow read");
     lab.assert_legit(&legit, "during the slow read");
     assert!(seen.cut > 0, "{seen:?}");
-    assert_blocked_for(&lab, attacker, &[Reason::Metric(Metric::Memory)]);
+    assert_blocked_for(lab, attacker, &[Reason::Metric(Metric::Memory)]);
 }
 
 async fn control_flood(kind: u8, attacker: IpAddr, lab: &Lab) -> (Outcome, Seen) {

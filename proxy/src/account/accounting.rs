@@ -178,11 +178,16 @@ impl Accounting {
 
     /// A request starts (its head was parsed): in flight and awaiting its response until
     /// [`Accounting::response_started`] and [`Accounting::request_ended`]. Ends the request
-    /// head being read. The verdict is the per-request memory cost's.
-    pub fn request_started(&self, now: impl Now) -> Verdict {
+    /// head being read. With `own`, the request is the connection's client's and its
+    /// per-request memory cost is charged here (the verdict is that charge's); without, it is
+    /// a forwarded client's, charged to that client's handle by the caller.
+    pub fn request_started(&self, own: bool, now: impl Now) -> Verdict {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.awaiting.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
+        if !own {
+            return Verdict::Allow;
+        }
         self.memory_changed(self.costs.per_request as i64, now)
     }
 
@@ -193,9 +198,10 @@ impl Accounting {
 
     /// A request ended: its response body ended, or its stream was reset. When it was the
     /// last one in flight, request bytes still counted as held belonged to streams that were
-    /// reset or refused, or to HTTP/1 heads, and hyper has dropped them.
-    pub fn request_ended(&self, now: impl Now) -> Verdict {
-        let mut release = self.costs.per_request;
+    /// reset or refused, or to HTTP/1 heads, and hyper has dropped them. `own` as given to
+    /// [`Accounting::request_started`].
+    pub fn request_ended(&self, own: bool, now: impl Now) -> Verdict {
+        let mut release = if own { self.costs.per_request } else { 0 };
         let before = self
             .requests
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(1));
@@ -370,7 +376,7 @@ mod tests {
             Some(ms(5)),
             "later bytes do not move it"
         );
-        acc.request_started(ms(8));
+        acc.request_started(true, ms(8));
         assert_eq!(acc.head_started(), None);
         acc.bytes_read(100, ms(9)); // body bytes
         assert_eq!(acc.head_started(), None);
@@ -378,7 +384,7 @@ mod tests {
         // The response still streams: bytes read belong to its request.
         acc.bytes_read(1, ms(10));
         assert_eq!(acc.head_started(), None);
-        acc.request_ended(ms(11));
+        acc.request_ended(true, ms(11));
         acc.bytes_read(1, ms(12));
         assert_eq!(acc.head_started(), Some(ms(12)));
         acc.bytes_written(7, ms(12));
@@ -389,19 +395,44 @@ mod tests {
     #[test]
     fn one_in_flight_count_and_the_awaiting_part_of_it() {
         let (_l, acc) = setup();
-        acc.request_started(ms(1));
-        acc.request_started(ms(1));
+        acc.request_started(true, ms(1));
+        acc.request_started(true, ms(1));
         assert_eq!((acc.requests(), acc.awaiting()), (2, 2));
         acc.response_started();
         assert_eq!((acc.requests(), acc.awaiting()), (2, 1));
-        acc.request_ended(ms(2));
+        acc.request_ended(true, ms(2));
         acc.response_started();
-        acc.request_ended(ms(3));
+        acc.request_ended(true, ms(3));
         assert_eq!((acc.requests(), acc.awaiting()), (0, 0));
         // Never below zero, whatever a late event does.
-        acc.request_ended(ms(4));
+        acc.request_ended(true, ms(4));
         acc.response_started();
         assert_eq!((acc.requests(), acc.awaiting()), (0, 0));
+    }
+
+    #[test]
+    fn a_forwarded_clients_request_is_in_flight_here_but_costs_this_client_nothing() {
+        let (limiter, acc) = setup();
+        let step = MEM_GRANULARITY as usize;
+        // Enough own requests to cross a reporting step, then the same number forwarded.
+        let n = step / COSTS.per_request as usize + 1;
+        for _ in 0..n {
+            acc.request_started(false, ms(1));
+        }
+        assert_eq!(acc.requests(), n as u64);
+        assert_eq!(
+            memory(&limiter),
+            1000,
+            "no per-request cost for another's request"
+        );
+        for _ in 0..n {
+            acc.request_ended(false, ms(2));
+        }
+        assert_eq!((acc.requests(), memory(&limiter)), (0, 1000));
+        for _ in 0..n {
+            acc.request_started(true, ms(3));
+        }
+        assert!(memory(&limiter) > 1000);
     }
 
     #[test]
@@ -421,13 +452,13 @@ mod tests {
     #[test]
     fn held_request_bytes_are_capped_and_released_with_the_last_request() {
         let (limiter, acc) = setup();
-        acc.request_started(ms(1));
+        acc.request_started(true, ms(1));
         acc.request_read(40_000, 32_768, ms(1));
         assert_eq!(acc.held(), 32_768, "never more than the cap");
         acc.request_forwarded(10_000, ms(2));
         assert_eq!(acc.held(), 22_768);
         acc.response_started();
-        acc.request_ended(ms(3));
+        acc.request_ended(true, ms(3));
         assert_eq!(acc.held(), 0, "the last request takes what is left with it");
         assert_eq!(memory(&limiter), 1000);
     }

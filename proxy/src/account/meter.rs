@@ -9,14 +9,13 @@
 //! minute ([`WouldBlockLog`]). [`log_block`] is the one place a block is logged, at `warn`,
 //! wherever it was decided (here, or at accept).
 
-use std::net::IpAddr;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Notify;
-use zgate_limiter::{AsConnection, Connection, Fragments, Guard, H2Frame, Nanos, Reason};
-use zgate_limiter::{Glitch, Request, Verdict};
+use zgate_limiter::{AsConnection, ClientHandle, Connection, Fragments, Guard, H2Frame};
+use zgate_limiter::{Glitch, Identified, Limiter, Nanos, Reason, Request, Verdict};
 
 use super::accounting::{Accounting, Costs, Now};
 use super::would_block::{Decision, WouldBlockLog};
@@ -171,12 +170,89 @@ impl Meter {
         // The request reaches the limiter through this meter: one reference count, on the
         // connection's meter, not on the client's state shared by all its connections.
         let (request, v) = Request::start(self.clone(), idempotent, now);
-        let mem = self.accounting.request_started(now);
+        let mem = self.accounting.request_started(true, now);
         let guard = InFlightRequest {
-            request,
+            charge: Charge::Own(request),
             awaiting: true,
         };
         (self.verdict(v) && self.verdict(mem)).then_some(guard)
+    }
+
+    /// A request of `ip`, a forwarded client (named by a trusted proxy's header) other than
+    /// the connection's, starts: counted in flight on this connection, charged to that client
+    /// (requests, per-request memory). `Err` with the request (still counted in flight until
+    /// dropped) when it must be refused: the client is blocked, or the client table is full.
+    /// A block of a forwarded client never cuts the connection, which carries other clients'
+    /// requests.
+    pub fn forwarded_request_started(
+        self: &Arc<Self>,
+        limiter: &Limiter,
+        ip: IpAddr,
+        idempotent: bool,
+    ) -> Result<InFlightRequest, InFlightRequest> {
+        let now = self.now();
+        let client = match limiter.forwarded(ip, now) {
+            (Some(client), _) => Arc::new(client),
+            (None, v) => {
+                self.forwarded_verdict(ip, v);
+                self.accounting.request_started(false, now);
+                return Err(InFlightRequest {
+                    charge: Charge::Nobody(self.clone()),
+                    awaiting: true,
+                });
+            }
+        };
+        client.identified_by(Identified::Header);
+        let mem = client.memory_grew(self.limits.memory_per_stream, now);
+        let (request, v) = Request::start(client, idempotent, now);
+        self.accounting.request_started(false, now);
+        let guard = InFlightRequest {
+            charge: Charge::Forwarded {
+                request,
+                meter: self.clone(),
+            },
+            awaiting: true,
+        };
+        if self.forwarded_verdict(ip, v) && self.forwarded_verdict(ip, mem) {
+            Ok(guard)
+        } else {
+            Err(guard)
+        }
+    }
+
+    /// Acts on a verdict about a forwarded client `ip` of this connection: logs it (a block
+    /// once, where it fired; a would-block once per connection) and says whether its request
+    /// may go on. Never cuts the connection.
+    pub fn forwarded_verdict(&self, ip: IpAddr, v: Verdict) -> bool {
+        match v {
+            Verdict::Allow => true,
+            Verdict::WouldBlock { reason, value, z } => {
+                if !self.monitor_logged.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        client = %ip,
+                        via = %self.peer.ip(),
+                        reason = %reason,
+                        value,
+                        z = format_args!("{z:.2}"),
+                        "monitor: would block"
+                    );
+                }
+                true
+            }
+            Verdict::Block { reason, value, z } => {
+                if reason != Reason::Guard(Guard::Blocked) {
+                    tracing::warn!(
+                        client = %ip,
+                        via = %self.peer.ip(),
+                        reason = %reason,
+                        value,
+                        z = format_args!("{z:.2}"),
+                        "blocked"
+                    );
+                }
+                false
+            }
+        }
     }
 
     /// `n` bytes were read from the client (any protocol).
@@ -274,15 +350,43 @@ impl AsConnection for Meter {
 /// reset), with its per-request memory; awaiting its response until
 /// [`InFlightRequest::answered`] or the drop.
 pub struct InFlightRequest {
-    request: Request<Arc<Meter>>,
+    charge: Charge,
     awaiting: bool,
+}
+
+/// Whom a request in flight is charged to.
+enum Charge {
+    /// The connection's client, reached through the meter.
+    Own(Request<Arc<Meter>>),
+    /// A forwarded client, through its own handle; the connection still counts it in flight.
+    Forwarded {
+        request: Request<Arc<ClientHandle>>,
+        meter: Arc<Meter>,
+    },
+    /// A refused forwarded client's request: only in flight on the connection.
+    Nobody(Arc<Meter>),
 }
 
 impl InFlightRequest {
     /// The request's response has started (its head is ready, from the backend or zgate).
     pub fn answered(&mut self) {
         if std::mem::take(&mut self.awaiting) {
-            self.request.owner().accounting.response_started();
+            self.meter().accounting.response_started();
+        }
+    }
+
+    /// The forwarded client the request is charged to, if it is not the connection's.
+    pub fn forwarded(&self) -> Option<&Arc<ClientHandle>> {
+        match &self.charge {
+            Charge::Own(_) | Charge::Nobody(_) => None,
+            Charge::Forwarded { request, .. } => Some(request.owner()),
+        }
+    }
+
+    fn meter(&self) -> &Arc<Meter> {
+        match &self.charge {
+            Charge::Own(request) => request.owner(),
+            Charge::Forwarded { meter, .. } | Charge::Nobody(meter) => meter,
         }
     }
 }
@@ -290,7 +394,8 @@ impl InFlightRequest {
 impl Drop for InFlightRequest {
     fn drop(&mut self) {
         self.answered();
-        let m = self.request.owner();
-        m.verdict(m.accounting.request_ended(m.clock));
+        let own = matches!(self.charge, Charge::Own(_));
+        let m = self.meter();
+        m.verdict(m.accounting.request_ended(own, m.clock));
     }
 }

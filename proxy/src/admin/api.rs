@@ -18,7 +18,7 @@ use zgate_limiter::{
 use super::json::{self as j, ApiError, Reply};
 use super::router::Route;
 use super::Control;
-use super::{blocks, runtime, thin};
+use super::{blocks, live, page, runtime, thin};
 use crate::state::overrides::{Knob, Setting};
 
 /// Most clients `GET /api/v1/clients?top=N` returns.
@@ -45,6 +45,8 @@ pub(crate) async fn call(
         Route::Knobs => Ok(ok(knobs(core))),
         Route::Clients => clients(core, req.uri().query().unwrap_or("")),
         Route::Client(ip) => client(core, &ip),
+        Route::Live => live::live(core, req.uri().query().unwrap_or("")).map(ok),
+        Route::Page(asset) => Ok(page::reply(asset)),
         Route::Blocks if write => blocks::post_block(core, j::body(req).await?),
         Route::Blocks => Ok(ok(blocks::blocks(core))),
         Route::Block(ip) => blocks::delete_block(core, &ip),
@@ -406,6 +408,8 @@ fn client_json(core: &dyn Control, c: &ClientSnapshot) -> Value {
         "z": per_metric(&z),
         "last_seen_secs_ago": secs(Duration::from_nanos(now.0.saturating_sub(c.last_seen.0))),
         "blocked_for_secs": c.blocked_until.map(|u| secs(Duration::from_nanos(u.0.saturating_sub(now.0)))),
+        "identified": c.identified.name(),
+        "exempt": c.exempt,
     })
 }
 

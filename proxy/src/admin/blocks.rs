@@ -8,7 +8,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use zgate_config::{format_duration, parse_duration};
-use zgate_limiter::{BlockEntry, IpPrefix, Reason};
+use zgate_limiter::{BlockEntry, BlockError, IpPrefix, Reason};
 
 use super::api::{parse_ip, secs};
 use super::json::{self as j, ApiError, Reply};
@@ -85,7 +85,14 @@ pub(crate) fn post_block(core: &dyn Control, body: BlockBody) -> Result<Reply, A
     let now = core.now();
     core.limiter()
         .block(prefix, duration, now)
-        .map_err(|e| ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()))?;
+        .map_err(|e| match e {
+            // Exempt: `limits.exempt`, or a trusted proxy (`client_ip.trusted_proxies`).
+            BlockError::Exempt { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                format!("{e} (limits.exempt and client_ip.trusted_proxies are never blocked)"),
+            ),
+            BlockError::Full(_) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+        })?;
     tracing::warn!(
         client = %prefix,
         duration = %format_duration(duration),

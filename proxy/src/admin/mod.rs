@@ -9,11 +9,14 @@
 //! - `api.rs`: the endpoints (mode, model, thresholds, knobs, clients);
 //! - `blocks.rs`: the block list's endpoints;
 //! - `runtime.rs`: the runtime overrides' endpoints;
+//! - `live.rs`: `GET /api/v1/clients/live`, the clients' current values per metric;
+//! - `page.rs`: the status page at `/`, its files embedded from `proxy/ui/`.
 //! - `thin.rs`: which metrics of the model are not enforceable (too few clients) and why.
 //!
 //! Every request passes the checks of `guard.rs` (Host, Origin, Content-Type), and is
-//! authenticated when a token is configured (except `/healthz` with `admin.public_healthz`); a
-//! non-loopback address without a token is refused by the config. The admin listener is separate from the client listeners: it is
+//! authenticated when a token is configured (except `/healthz` with `admin.public_healthz`, and
+//! the status page's own files, which hold no data); a non-loopback address without a token is
+//! refused by the config. The admin listener is separate from the client listeners: it is
 //! not metered by the limiter and its requests are not counted in the proxy's traffic stats.
 
 mod api;
@@ -21,6 +24,8 @@ mod auth;
 mod blocks;
 mod guard;
 mod json;
+mod live;
+mod page;
 mod router;
 mod runtime;
 mod scope;

@@ -1,5 +1,6 @@
 //! Admin routing: path and method to an endpoint; 401 without the token, 404 for an unknown
-//! path, 405 (with `Allow`) for a method the path does not take.
+//! path, 405 (with `Allow`) for a method the path does not take. The status page's own files
+//! (`/`, `/ui/...`) are served without the token: they hold no data.
 
 use std::net::SocketAddr;
 
@@ -11,6 +12,7 @@ use super::api;
 use super::auth::authorized;
 use super::guard::{check_content_type, Site};
 use super::json::{ApiError, Reply};
+use super::page::{self, Asset};
 use super::Control;
 use crate::escape::escaped;
 
@@ -29,6 +31,8 @@ pub(crate) enum Route {
     Clients,
     /// `/api/v1/clients/{ip}`.
     Client(String),
+    /// `/api/v1/clients/live`: the clients' current values per metric.
+    Live,
     /// `/api/v1/blocks`.
     Blocks,
     /// `/api/v1/blocks/{ip or prefix}`.
@@ -43,6 +47,8 @@ pub(crate) enum Route {
     Metrics,
     /// `/healthz`.
     Health,
+    /// The status page: `/` and its files.
+    Page(Asset),
 }
 
 impl Route {
@@ -54,12 +60,16 @@ impl Route {
             "/api/v1/thresholds" => Route::Thresholds,
             "/api/v1/knobs" => Route::Knobs,
             "/api/v1/clients" => Route::Clients,
+            "/api/v1/clients/live" => Route::Live,
             "/api/v1/blocks" => Route::Blocks,
             "/api/v1/reload" => Route::Reload,
             "/api/v1/overrides" => Route::Overrides,
             "/metrics" => Route::Metrics,
             "/healthz" => Route::Health,
             _ => {
+                if let Some(asset) = Asset::of(path) {
+                    return Some(Route::Page(asset));
+                }
                 if let Some(ip) = path.strip_prefix("/api/v1/clients/") {
                     return Some(Route::Client(percent_decode(ip)));
                 }
@@ -84,9 +94,13 @@ impl Route {
             Route::Blocks => &[Method::GET, Method::POST],
             Route::Block(_) | Route::Override(_) => &[Method::DELETE],
             Route::Reload => &[Method::POST],
-            Route::Knobs | Route::Clients | Route::Client(_) | Route::Metrics | Route::Health => {
-                &[Method::GET]
-            }
+            Route::Knobs
+            | Route::Clients
+            | Route::Client(_)
+            | Route::Live
+            | Route::Metrics
+            | Route::Health
+            | Route::Page(_) => &[Method::GET],
         }
     }
 }
@@ -103,6 +117,11 @@ pub(crate) async fn handle(
     let path = req.uri().path().to_owned();
     if let Err(e) = site.check_headers(req.headers()) {
         return refused(peer, &method, &path, e);
+    }
+    if let Some(Route::Page(asset)) = Route::of(&path) {
+        if matches!(method, Method::GET | Method::HEAD) {
+            return page::reply(asset);
+        }
     }
     let public = site.public_healthz && path == "/healthz";
     if !public && !authorized(req.headers(), site.token.as_deref()) {
@@ -192,6 +211,12 @@ mod tests {
     fn routes_and_methods() {
         assert_eq!(Route::of("/api/v1/mode"), Some(Route::Mode));
         assert_eq!(Route::of("/api/v1/nope"), None);
+        assert_eq!(Route::of("/api/v1/clients/live"), Some(Route::Live));
+        assert_eq!(
+            Route::of("/api/v1/clients/192.0.2.1"),
+            Some(Route::Client("192.0.2.1".into()))
+        );
+        assert_eq!(Route::of("/"), Some(Route::Page(Asset::Index)));
         assert_eq!(
             Route::of("/api/v1/blocks/2001:db8::%2F64"),
             Some(Route::Block("2001:db8::/64".into()))

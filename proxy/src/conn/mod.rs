@@ -7,6 +7,7 @@
 //! - `drive.rs`: polls the hyper connection beside the watchdog, the kill switch of a block,
 //!   and the server's shutdown phase;
 //! - `watchdog.rs`: the header deadline and idle timeout decided from the accounting, sans-IO;
+//! - `rewind.rs`: bytes read past a PROXY protocol header put back in front of the stream;
 //! - `io.rs`: the IO wrapper between the client's stream and hyper (the linkerd "sensor"):
 //!   replays detected bytes, forwards every read and write to the taps and the meter;
 //! - `tap/`: parsers of the byte stream (HTTP/1 reads, HTTP/2 frame headers) into events;
@@ -21,6 +22,7 @@
 mod detect;
 mod drive;
 pub mod io;
+mod rewind;
 mod serve;
 pub mod tap;
 pub mod timed;

@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use zgate_config::{Http, Timeouts};
 
 use super::drive::{drive, Link};
+use super::rewind::Rewind;
 
 use crate::account::meter::Meter;
 use crate::conn::detect::{detect, DetectError, Protocol};
@@ -46,23 +47,31 @@ pub struct ConnSettings {
 }
 
 /// Serves one accepted connection (admitted by the limiter, measured by `meter`) until it
-/// closes, the watchdog or a block closes it, or the server stops.
+/// closes, the watchdog or a block closes it, or the server stops. `peer` is the connection's
+/// client: the socket's peer, or the address of its PROXY protocol header, after which
+/// `rest` was read (the client's first bytes, replayed before the socket's).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     shared: Arc<Services>,
     settings: Arc<ConnSettings>,
     stream: TcpStream,
     peer: SocketAddr,
+    rest: Bytes,
     tls: Option<TlsAcceptor>,
     meter: Arc<Meter>,
     mut phase: watch::Receiver<Phase>,
 ) {
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
+    let stream = Rewind::new(stream, rest);
     let t = &settings.timeouts;
+    let identity = shared.identity.load_full();
     let info = ConnInfo {
         shared: shared.clone(),
         forwarded_for: crate::http::headers::forwarded_for(peer.ip()),
         peer,
+        trusted: identity.is_trusted(peer.ip()),
+        identity,
         tls: tls.is_some(),
         meter: meter.clone(),
         fd,

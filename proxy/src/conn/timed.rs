@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use zgate_limiter::ClientHandle;
+
+use crate::account::accounting::CPU_BATCH_NS;
 use crate::account::meter::Meter;
 
 pin_project_lite::pin_project! {
@@ -35,6 +38,50 @@ impl<F: Future> Future for Timed<F> {
         let end = Instant::now();
         let spent = end.saturating_duration_since(start).as_nanos() as u64;
         this.meter.cpu(spent, this.meter.clock().at(end));
+        out
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's work (its handler, up to the response head) whose polls are also charged
+    /// to the forwarded client the request belongs to, in batches of [`CPU_BATCH_NS`] and at
+    /// the end. The same polls stay charged to the connection (a trusted proxy, never
+    /// blocked) through its task; without a forwarded client this only polls `inner`.
+    pub struct ChargedTo<F> {
+        #[pin]
+        inner: F,
+        client: Option<(Arc<ClientHandle>, Arc<Meter>)>,
+        pending: u64,
+    }
+}
+
+impl<F> ChargedTo<F> {
+    /// Charges `inner`'s polls to `client` (its verdicts acted on by `meter`), if any.
+    pub fn new(inner: F, client: Option<(Arc<ClientHandle>, Arc<Meter>)>) -> Self {
+        ChargedTo {
+            inner,
+            client,
+            pending: 0,
+        }
+    }
+}
+
+impl<F: Future> Future for ChargedTo<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let Some((client, meter)) = this.client.as_ref() else {
+            return this.inner.poll(cx);
+        };
+        let start = Instant::now();
+        let out = this.inner.poll(cx);
+        let end = Instant::now();
+        *this.pending += end.saturating_duration_since(start).as_nanos() as u64;
+        if *this.pending >= CPU_BATCH_NS || out.is_ready() {
+            let v = client.cpu_spent(std::mem::take(this.pending), meter.clock().at(end));
+            meter.forwarded_verdict(client.client().addr(), v);
+        }
         out
     }
 }

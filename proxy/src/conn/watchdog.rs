@@ -139,7 +139,7 @@ mod tests {
         assert_eq!(w.tick(s(60), &acc, false), Watch::Quiet, "a byte moved");
         assert_eq!(w.tick(s(119), &acc, false), Watch::Quiet);
         // A request waiting on its backend keeps it open, however long.
-        acc.request_started(s(119));
+        acc.request_started(true, s(119));
         assert_eq!(w.tick(s(500), &acc, false), Watch::Quiet);
         // Its response started but the client reads nothing: idle again.
         acc.response_started();

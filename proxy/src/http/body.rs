@@ -15,6 +15,8 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::finish::Finish;
+use zgate_limiter::{ClientHandle, Fragments};
+
 use crate::account::meter::{InFlightRequest, Meter};
 use crate::upstream::{Outgoing, PoolReturn, UploadProgress};
 
@@ -140,6 +142,9 @@ pub struct Upload {
     body_read: Duration,
     /// The pause timer, allocated on the first pause.
     sleep: Option<Pin<Box<Sleep>>>,
+    /// A forwarded client's body: its handle and the body's chunks so far (metric F is its,
+    /// not the connection's).
+    charged: Option<(Arc<ClientHandle>, Fragments)>,
 }
 
 impl Upload {
@@ -150,6 +155,21 @@ impl Upload {
             progress: Arc::new(UploadProgress::new()),
             body_read,
             sleep: None,
+            charged: None,
+        }
+    }
+
+    /// The body's chunks are a forwarded client's: they count towards its fragmentation.
+    pub fn charging(mut self, client: Arc<ClientHandle>) -> Upload {
+        self.charged = Some((client, Fragments::default()));
+        self
+    }
+
+    /// A piece of `n` bytes was taken from the body: a chunk of a forwarded client's message.
+    fn chunk(&mut self, n: usize, meter: &Meter) {
+        if let Some((client, fragments)) = &mut self.charged {
+            let v = client.chunk(fragments, n, meter.now());
+            meter.forwarded_verdict(client.client().addr(), v);
         }
     }
 
@@ -248,6 +268,9 @@ impl Body for ProxyBody {
                     meter.request_forwarded(n);
                     if let Some(f) = forwarded {
                         f.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                    if let Some(u) = upload {
+                        u.chunk(n, meter);
                     }
                 }
                 if frame.is_none() && !*done {

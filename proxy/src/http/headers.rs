@@ -1,4 +1,5 @@
-//! Header rewriting between client and backend: hop-by-hop headers go, forwarding headers come.
+//! Header rewriting between client and backend: hop-by-hop headers go, forwarding headers come
+//! (believed and extended from a trusted proxy, replaced from anyone else).
 
 use std::net::IpAddr;
 
@@ -71,22 +72,83 @@ pub fn forwarded_for(client: IpAddr) -> HeaderValue {
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// Sets the forwarding headers of a request sent to a backend: the client's address (from
-/// [`forwarded_for`]) appended to `X-Forwarded-For`, `X-Forwarded-Proto` replaced by the scheme
-/// the client used.
-pub fn set_forwarded(headers: &mut HeaderMap, client: &HeaderValue, tls: bool) {
+/// Where a request came from, for its forwarding headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Hop<'a> {
+    /// The connection's client (socket peer or PROXY header address) as an `X-Forwarded-For`
+    /// element ([`forwarded_for`]).
+    pub peer: &'a HeaderValue,
+    /// The same address.
+    pub peer_ip: IpAddr,
+    /// The request's client: the peer, or the client a trusted peer's forwarding header named.
+    pub client: IpAddr,
+    /// Whether the peer is a trusted proxy.
+    pub trusted: bool,
+    /// Whether the peer connected over TLS.
+    pub tls: bool,
+}
+
+/// Sets the forwarding headers of a request sent to a backend.
+///
+/// From an untrusted peer, any forwarding header may be made up: `Forwarded`, `X-Real-IP` and
+/// every `X-Forwarded-*` header are dropped, then zgate sets its own: `X-Forwarded-For` and
+/// `X-Real-IP` name the peer, `X-Forwarded-Proto` the scheme it used.
+///
+/// From a trusted proxy, the chain goes on: the peer is appended to `X-Forwarded-For` (and to
+/// `Forwarded`, as a `for=` element, when the request has one), an `X-Forwarded-Proto` it set
+/// is kept (the proxy knows the scheme its client used), and `X-Real-IP` names the request's
+/// client as zgate decided it.
+pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
+    if !hop.trusted {
+        drop_forwarding(headers);
+        headers.insert(X_FORWARDED_FOR.clone(), hop.peer.clone());
+        headers.insert(X_REAL_IP.clone(), hop.peer.clone());
+        headers.insert(X_FORWARDED_PROTO.clone(), scheme(hop.tls));
+        return;
+    }
     if headers.contains_key(&X_FORWARDED_FOR) {
-        if let Ok(text) = client.to_str() {
+        if let Ok(text) = hop.peer.to_str() {
             append_list(headers, X_FORWARDED_FOR.clone(), text);
         }
     } else {
-        headers.insert(X_FORWARDED_FOR.clone(), client.clone());
+        headers.insert(X_FORWARDED_FOR.clone(), hop.peer.clone());
     }
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
+    if headers.contains_key(header::FORWARDED) {
+        let element = match hop.peer_ip {
+            IpAddr::V4(v4) => format!("for={v4}"),
+            IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+        };
+        append_list(headers, header::FORWARDED, &element);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), scheme(hop.tls));
+    }
+    let client = if hop.client == hop.peer_ip {
+        hop.peer.clone()
+    } else {
+        forwarded_for(hop.client)
+    };
+    headers.insert(X_REAL_IP.clone(), client);
+}
+
+fn scheme(tls: bool) -> HeaderValue {
+    HeaderValue::from_static(if tls { "https" } else { "http" })
+}
+
+/// Removes `Forwarded`, `X-Real-IP` and every `X-Forwarded-*` header.
+fn drop_forwarding(headers: &mut HeaderMap) {
+    let named = |n: &HeaderName| {
+        n == header::FORWARDED || n == X_REAL_IP || n.as_str().starts_with("x-forwarded-")
+    };
+    if !headers.keys().any(named) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| named(n)).cloned().collect();
+    for n in names {
+        headers.remove(n);
+    }
 }
 
 /// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
@@ -157,19 +219,70 @@ mod tests {
         assert_eq!(names, ["host", "x-kept"]);
     }
 
+    fn hop<'a>(peer: &'a HeaderValue, client: &str, trusted: bool, tls: bool) -> Hop<'a> {
+        Hop {
+            peer,
+            peer_ip: peer.to_str().unwrap().parse().unwrap(),
+            client: client.parse().unwrap(),
+            trusted,
+            tls,
+        }
+    }
+
     #[test]
-    fn forwarded_headers_append_and_replace() {
+    fn an_untrusted_peer_gets_its_own_forwarding_headers_only() {
         let mut h = map(&[
-            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "203.0.113.9"),
             ("x-forwarded-proto", "ftp"),
+            ("x-forwarded-host", "evil.example"),
+            ("X-Forwarded-Port", "1"),
+            ("forwarded", "for=198.51.100.1"),
+            ("x-real-ip", "198.51.100.2"),
+            ("x-kept", "yes"),
         ]);
-        set_forwarded(&mut h, &forwarded_for("192.0.2.7".parse().unwrap()), true);
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        let peer = forwarded_for("192.0.2.7".parse().unwrap());
+        set_forwarded(&mut h, &hop(&peer, "192.0.2.7", false, true));
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-real-ip"], "192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-kept"], "yes");
+        for gone in ["x-forwarded-host", "x-forwarded-port", "forwarded"] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, &forwarded_for("::1".parse().unwrap()), false);
+        let peer = forwarded_for("::1".parse().unwrap());
+        set_forwarded(&mut h, &hop(&peer, "::1", false, false));
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn a_trusted_peer_extends_the_chain() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "shop.example"),
+            ("forwarded", "for=203.0.113.9;proto=https"),
+            ("x-real-ip", "10.0.0.1"),
+        ]);
+        let peer = forwarded_for("10.0.0.2".parse().unwrap());
+        set_forwarded(&mut h, &hop(&peer, "203.0.113.9", true, false));
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.1, 10.0.0.2");
+        assert_eq!(h["forwarded"], "for=203.0.113.9;proto=https, for=10.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert_eq!(h["x-real-ip"], "203.0.113.9");
+        // IPv6 in Forwarded is quoted and bracketed; no Forwarded, none added.
+        let mut h = map(&[("forwarded", "for=unknown")]);
+        let peer = forwarded_for("2001:db8::2".parse().unwrap());
+        set_forwarded(&mut h, &hop(&peer, "2001:db8::2", true, true));
+        assert_eq!(h["forwarded"], "for=unknown, for=\"[2001:db8::2]\"");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, &hop(&peer, "2001:db8::2", true, true));
+        assert!(!h.contains_key("forwarded"));
+        assert_eq!(h["x-real-ip"], "2001:db8::2");
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //!
 //! - `service.rs`: serving one request: rewrite, send upstream, map the outcome to a response
 //!   (blocked, 502, 504, 408);
+//! - `identity.rs`: who a request's client is, from `[client_ip]`: the connection's, or the
+//!   one a trusted proxy's forwarding header names;
+//! - `forwarded.rs`: the client a forwarding header names (sans-IO);
 //! - `headers.rs`: hop-by-hop headers removed, forwarding headers (`X-Forwarded-*`, `Via`)
 //!   added;
 //! - `finish.rs`: a request's end (its response's last byte, or its drop): the duration
@@ -14,8 +17,10 @@
 
 pub mod body;
 pub mod finish;
+pub mod forwarded;
 pub mod headers;
 pub mod host;
+pub mod identity;
 pub mod service;
 
 /// The backend pool as the proxy uses it: sending [`body::ProxyBody`] requests.

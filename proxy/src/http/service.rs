@@ -1,7 +1,7 @@
 //! Serving one request: rewrite it for the backend, send it, and turn the answer (or the
 //! failure) into the client's response.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +10,10 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
+use zgate_limiter::ClientHandle;
+
 use crate::account::meter::{InFlightRequest, Meter};
+use crate::conn::timed::ChargedTo;
 use crate::http::body::{self, ProxyBody, Upload};
 use crate::http::finish::{Access, Finish};
 use crate::http::Upstream;
@@ -35,6 +38,9 @@ pub struct Services {
     pub would_block_log: Arc<crate::account::would_block::WouldBlockLog>,
     /// Traffic counters for `/metrics`.
     pub stats: Arc<crate::stats::Stats>,
+    /// `[client_ip]`: trusted proxies and the forwarding header (reloadable: new connections
+    /// get the new rules).
+    pub identity: arc_swap::ArcSwap<crate::http::identity::Identity>,
 }
 
 /// The connection a request arrived on, shared by its requests.
@@ -43,8 +49,13 @@ pub struct ConnInfo {
     pub shared: Arc<Services>,
     /// The client's address as an `X-Forwarded-For` element, made once.
     pub forwarded_for: HeaderValue,
-    /// The client's address.
+    /// The connection's client: its socket peer, or its PROXY protocol header's address.
     pub peer: SocketAddr,
+    /// Whether that client is a trusted proxy (its requests' forwarding headers are believed
+    /// and appended to; it is never blocked).
+    pub trusted: bool,
+    /// The `[client_ip]` rules in force when the connection started.
+    pub identity: Arc<crate::http::identity::Identity>,
     /// Whether the client connected over TLS.
     pub tls: bool,
     /// The connection's link to the limiter.
@@ -74,19 +85,39 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
         *method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
     );
-    let mut in_flight = meter.request_started(idempotent);
+    // Whose request this is: the connection's client, or the one a trusted proxy names.
+    let forwarded_client = if conn.trusted {
+        conn.identity
+            .forwarded_client(req.headers())
+            .filter(|ip| *ip != conn.peer.ip())
+    } else {
+        None
+    };
+    let (mut in_flight, refused) = match forwarded_client {
+        None => (meter.request_started(idempotent), false),
+        Some(ip) => match meter.forwarded_request_started(&shared.limiter, ip, idempotent) {
+            Ok(r) => (Some(r), false),
+            Err(r) => (Some(r), true),
+        },
+    };
     if http_body::Body::is_end_stream(req.body()) {
         meter.message_done();
     }
     let mut response = if in_flight.is_none() || meter.is_killed() {
         blocked_response(meter, client_version)
+    } else if refused {
+        forwarded_blocked_response(meter)
     } else if method == Method::CONNECT {
         error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n")
     } else if let Err(e) = host::backend_host(req.version(), req.uri(), req.headers()) {
         bad_request(e.message(), client_version)
     } else {
-        let forwarded = access.as_ref().map(|a| a.bytes_in.clone());
-        let upstream_req = rewrite_request(req, conn, forwarded);
+        let bytes_in = access.as_ref().map(|a| a.bytes_in.clone());
+        let charged = in_flight
+            .as_ref()
+            .and_then(|r| r.forwarded())
+            .map(|c| (c.clone(), meter.clone()));
+        let upstream_req = rewrite_request(req, conn, bytes_in, forwarded_client, charged.as_ref());
         if let Some(a) = access.as_deref_mut() {
             a.host = upstream_req.headers().get(header::HOST).cloned();
         }
@@ -94,7 +125,7 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
         let sent = tokio::select! {
             biased;
             _ = meter.killed() => None,
-            r = upstream.send(upstream_req) => Some(r),
+            r = ChargedTo::new(upstream.send(upstream_req), charged) => Some(r),
         };
         if let Some(request) = in_flight.as_mut() {
             request.answered();
@@ -183,12 +214,16 @@ fn failed_response(
 }
 
 /// The request as the backend must see it: origin-form, HTTP/1.1, hop-by-hop headers removed,
-/// forwarding headers added, `Host` per [`host::backend_host`] (the target's authority wins,
-/// and `Connection` cannot remove it).
+/// forwarding headers set (see `headers::set_forwarded`), `Host` per [`host::backend_host`]
+/// (the target's authority wins, and `Connection` cannot remove it). `bytes_in` counts the
+/// body's bytes for the access log; `client` is the client a trusted proxy named, and
+/// `charged` its handle, which the body's chunks are charged to (metric F).
 fn rewrite_request(
     req: Request<Incoming>,
     conn: &ConnInfo,
-    forwarded: Option<Arc<std::sync::atomic::AtomicU64>>,
+    bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
+    client: Option<IpAddr>,
+    charged: Option<&(Arc<ClientHandle>, Arc<Meter>)>,
 ) -> Request<ProxyBody> {
     let (mut parts, body) = req.into_parts();
     // Checked by `handle` before: a request with a bad `Host` is answered 400 there.
@@ -201,16 +236,29 @@ fn rewrite_request(
     if parts.version == Version::HTTP_2 {
         headers::join_cookies(h);
     }
-    headers::set_forwarded(h, &conn.forwarded_for, conn.tls);
+    let hop = headers::Hop {
+        peer: &conn.forwarded_for,
+        peer_ip: conn.peer.ip(),
+        client: client.unwrap_or(conn.peer.ip()),
+        trusted: conn.trusted,
+        tls: conn.tls,
+    };
+    headers::set_forwarded(h, &hop);
     headers::append_via(h, headers::via_token(parts.version));
     parts.version = Version::HTTP_11;
-    let upload = (!http_body::Body::is_end_stream(&body)).then(|| Upload::new(conn.body_read));
+    let upload = (!http_body::Body::is_end_stream(&body)).then(|| {
+        let upload = Upload::new(conn.body_read);
+        match charged {
+            Some((client, _)) => upload.charging(client.clone()),
+            None => upload,
+        }
+    });
     let body = ProxyBody::Request {
         inner: body,
         meter: conn.meter.clone(),
         done: false,
         upload,
-        forwarded,
+        forwarded: bytes_in,
     };
     Request::from_parts(parts, body)
 }
@@ -264,6 +312,19 @@ fn bad_request(text: &'static str, version: Version) -> Response<ProxyBody> {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    resp
+}
+
+/// The answer to a request of a forwarded client that is blocked: `limits.block_status` (403
+/// with `block_action = "reset"`), and the connection stays up, since it carries other
+/// clients' requests.
+fn forwarded_blocked_response(meter: &Meter) -> Response<ProxyBody> {
+    let status = match meter.limits().block_action {
+        BlockAction::Reply(status) => status,
+        BlockAction::Reset => StatusCode::FORBIDDEN,
+    };
+    let mut resp = error_response(StatusCode::FORBIDDEN, "blocked\n");
+    *resp.status_mut() = status;
     resp
 }
 

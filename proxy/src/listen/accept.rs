@@ -1,13 +1,17 @@
 //! The accept thread and its loops: a new connection is taken as a plain socket, checked by
-//! the limiter before any byte of it is read, and handed to a worker, or reset.
+//! the limiter before any byte of it is read, and handed to a worker, or reset. On a
+//! `proxy_protocol` listener only the peer is checked here (a trusted proxy, when
+//! `client_ip.trusted_proxies` is set); the client its PROXY header names is checked on the
+//! worker, right after the header.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use bytes::Bytes;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::net::TcpListener;
@@ -20,7 +24,10 @@ use crate::account::meter::{log_block, Meter};
 use crate::conn::timed::Timed;
 use crate::conn::{reset_on_close, serve, ConnSettings, Phase};
 use crate::http::service::Services;
-use crate::stats::Stats;
+use zgate_limiter::Identified;
+
+use super::proxied::read_header;
+use crate::stats::{HeaderFailure, Stats};
 
 /// A thread of its own for the accept loops, with a single-threaded runtime.
 ///
@@ -76,10 +83,13 @@ pub(crate) struct Admission {
     pub(crate) workers: tokio::runtime::Handle,
 }
 
-/// Accepts on `listener` until the task is aborted.
+/// Accepts on `listener` until the task is aborted. With `proxy_protocol` set, connections
+/// are admitted on a worker once their PROXY header names the client (see
+/// [`hand_over_proxied`]).
 pub(super) async fn accept_loop(
     listener: TcpListener,
     tls: Arc<ArcSwapOption<TlsAcceptor>>,
+    proxy_protocol: Arc<AtomicBool>,
     admission: Arc<Admission>,
 ) {
     let services = &admission.services;
@@ -127,7 +137,25 @@ pub(super) async fn accept_loop(
             }
         };
         Stats::add(&services.stats.connections_accepted, 1);
-        let Some(meter) = admit(services, &stream, peer) else {
+        if proxy_protocol.load(Ordering::Relaxed) {
+            let identity = services.identity.load();
+            if identity.has_trusted() && !identity.is_trusted(peer.ip()) {
+                tracing::debug!(peer = %peer, "refused: not a trusted proxy (client_ip.trusted_proxies)");
+                reset_on_close(stream.as_raw_fd());
+                Stats::add(&services.stats.connections_refused, 1);
+                services
+                    .stats
+                    .proxy_protocol_error(HeaderFailure::Untrusted);
+                continue;
+            }
+            if let Err(e) = stream.set_nonblocking(true) {
+                tracing::debug!(peer = %peer, error = %e, "cannot hand the connection over");
+                continue;
+            }
+            hand_over_proxied(&admission, stream, peer, &tls);
+            continue;
+        }
+        let Some(meter) = admit(services, stream.as_raw_fd(), peer, Identified::Peer) else {
             Stats::add(&services.stats.connections_refused, 1);
             #[cfg(target_os = "linux")]
             syn_drop_refused(&mut syn_drop, listener.get_ref(), services, peer);
@@ -174,6 +202,67 @@ fn hand_over(
             settings,
             stream,
             peer,
+            Bytes::new(),
+            acceptor,
+            meter.clone(),
+            phase,
+        );
+        Timed::new(task, meter).await;
+        drop(guard);
+    });
+}
+
+/// Serves a connection of a `proxy_protocol` listener on a worker: its PROXY header is read
+/// first (within `timeouts.protocol_detect`, before TLS and protocol detection), then the
+/// client it names is admitted as any other at accept, so a blocked client is reset right
+/// after its header, before any TLS work. A connection without a valid header is closed and
+/// counted (`zgate_proxy_protocol_errors_total`).
+fn hand_over_proxied(
+    admission: &Admission,
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    tls: &ArcSwapOption<TlsAcceptor>,
+) {
+    let guard = ConnGuard::new(admission.conns.clone());
+    let acceptor = tls.load_full().map(|a| TlsAcceptor::clone(&a));
+    let settings = admission.settings.load_full();
+    let phase = admission.phase.subscribe();
+    let services = admission.services.clone();
+    admission.workers.spawn(async move {
+        let mut stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(peer = %peer, error = %e, "cannot register the connection");
+                return;
+            }
+        };
+        let deadline = settings.timeouts.protocol_detect;
+        let proxied = match read_header(&mut stream, peer, deadline).await {
+            Ok(p) => p,
+            Err(f) => {
+                services.stats.proxy_protocol_error(f.why);
+                match f.error {
+                    Some(e) => tracing::debug!(peer = %peer, reason = f.why.name(), error = %e, "PROXY header refused"),
+                    None => tracing::debug!(peer = %peer, reason = f.why.name(), "no PROXY header"),
+                }
+                return;
+            }
+        };
+        let how = if proxied.from_header {
+            Identified::ProxyProtocol
+        } else {
+            Identified::Peer
+        };
+        let Some(meter) = admit(&services, stream.as_raw_fd(), proxied.client, how) else {
+            Stats::add(&services.stats.connections_refused, 1);
+            return;
+        };
+        let task = serve(
+            services,
+            settings,
+            stream,
+            proxied.client,
+            proxied.rest,
             acceptor,
             meter.clone(),
             phase,
@@ -221,33 +310,37 @@ fn accept_raw(
     Ok((sock.into(), peer))
 }
 
-/// The limiter's word on a new connection, before any byte of it is read (so a blocked client
-/// costs no TLS handshake). A refused connection is reset (SO_LINGER 0) when `stream` drops.
+/// The limiter's word on a new connection of `client` (identified `how`), before any byte of
+/// its own is read (so a blocked client costs no TLS handshake). A refused connection is reset
+/// (SO_LINGER 0 on `fd`) when its socket drops.
 fn admit(
     services: &Services,
-    stream: &std::net::TcpStream,
-    peer: SocketAddr,
+    fd: std::os::fd::RawFd,
+    client: SocketAddr,
+    how: Identified,
 ) -> Option<Arc<Meter>> {
     let now = services.clock.now();
-    if services.limiter.is_blocked(peer.ip(), now) {
-        reset_on_close(stream.as_raw_fd());
+    if services.limiter.is_blocked(client.ip(), now) {
+        reset_on_close(fd);
         return None;
     }
-    let (conn, verdict) = services.limiter.connection_opened(peer.ip(), now);
+    let (conn, verdict) = services.limiter.connection_opened(client.ip(), now);
     let Some(conn) = conn else {
         // Decided here (a connection flood, a full table): logged at warn like any block.
         match verdict {
-            Verdict::Block { reason, value, z } => log_block(peer.ip(), reason, value, z),
-            other => tracing::debug!(client = %peer.ip(), verdict = ?other, "connection refused"),
+            Verdict::Block { reason, value, z } => log_block(client.ip(), reason, value, z),
+            other => tracing::debug!(client = %client.ip(), verdict = ?other, "connection refused"),
         }
-        reset_on_close(stream.as_raw_fd());
+        reset_on_close(fd);
         return None;
     };
+    conn.owner().identified_by(how);
+    let peer = client;
     let limits = **services.limits.load();
     let log = services.would_block_log.clone();
     let meter = Meter::new(conn, services.clock, peer, limits, log);
     if !meter.verdict(verdict) || meter.is_killed() {
-        reset_on_close(stream.as_raw_fd());
+        reset_on_close(fd);
         return None;
     }
     Some(meter)

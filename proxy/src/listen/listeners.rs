@@ -2,6 +2,7 @@
 //! still names (with their TLS re-read), closes the others and adds new ones.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwapOption;
@@ -29,6 +30,18 @@ pub(crate) struct NewListener {
     pub(crate) local: SocketAddr,
     /// TLS, if the listener has it.
     pub(crate) tls: Option<TlsAcceptor>,
+    /// `listener[].proxy_protocol`.
+    pub(crate) proxy_protocol: bool,
+}
+
+/// What a reload sets on a listener it keeps.
+pub(crate) struct Kept {
+    /// The listener, by config address.
+    pub(crate) config_addr: SocketAddr,
+    /// Its TLS, re-read.
+    pub(crate) tls: Option<TlsAcceptor>,
+    /// `listener[].proxy_protocol`: new connections follow the new value.
+    pub(crate) proxy_protocol: bool,
 }
 
 /// One running listener.
@@ -37,6 +50,8 @@ struct Bound {
     local: SocketAddr,
     /// TLS, swappable by a reload (certificate rotation).
     tls: Arc<ArcSwapOption<TlsAcceptor>>,
+    /// Whether connections open with a PROXY protocol header, changeable by a reload.
+    proxy_protocol: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -65,18 +80,23 @@ impl Listeners {
     pub(crate) fn add(&self, new: NewListener) -> Result<(), Stopped> {
         let mut guard = self.lock();
         let list = guard.as_mut().ok_or(Stopped)?;
-        tracing::info!(addr = %new.local, tls = new.tls.is_some(), "listening");
+        tracing::info!(
+            addr = %new.local,
+            tls = new.tls.is_some(),
+            proxy_protocol = new.proxy_protocol,
+            "listening"
+        );
         list.push(self.spawn(new));
         Ok(())
     }
 
     /// Makes the set of listeners the config's (`order`, by config address): closes those
-    /// not in it (their connections finish on their own), re-reads the TLS of those kept
-    /// (`tls`, by config address) and starts `new`.
+    /// not in it (their connections finish on their own), re-reads the TLS and PROXY protocol
+    /// setting of those kept (`kept`, by config address) and starts `new`.
     pub(crate) fn apply(
         &self,
         order: &[SocketAddr],
-        tls: Vec<(SocketAddr, Option<TlsAcceptor>)>,
+        kept: Vec<Kept>,
         new: Vec<NewListener>,
     ) -> Result<Changes, Stopped> {
         let mut guard = self.lock();
@@ -93,12 +113,18 @@ impl Listeners {
             keep
         });
         for b in list.iter() {
-            if let Some((_, acceptor)) = tls.iter().find(|(a, _)| *a == b.config_addr) {
-                b.tls.store(acceptor.clone().map(Arc::new));
+            if let Some(k) = kept.iter().find(|k| k.config_addr == b.config_addr) {
+                b.tls.store(k.tls.clone().map(Arc::new));
+                b.proxy_protocol.store(k.proxy_protocol, Ordering::Relaxed);
             }
         }
         for n in new {
-            tracing::info!(addr = %n.local, tls = n.tls.is_some(), "listening");
+            tracing::info!(
+                addr = %n.local,
+                tls = n.tls.is_some(),
+                proxy_protocol = n.proxy_protocol,
+                "listening"
+            );
             changes.added.push(n.local);
             list.push(self.spawn(n));
         }
@@ -139,8 +165,11 @@ impl Listeners {
             listener,
             local,
             tls,
+            proxy_protocol,
         } = new;
         let tls = Arc::new(ArcSwapOption::from(tls.map(Arc::new)));
+        let proxy_protocol = Arc::new(AtomicBool::new(proxy_protocol));
+        let loop_proxy = proxy_protocol.clone();
         // The listener was registered with the binding runtime's reactor: hand it to the
         // accept thread's (epoll registration follows the runtime that polls it).
         let admission = self.admission.clone();
@@ -148,7 +177,7 @@ impl Listeners {
         let task = self.accept_rt.spawn(async move {
             let listener = listener.into_std().and_then(TcpListener::from_std);
             match listener {
-                Ok(l) => accept_loop(l, loop_tls, admission).await,
+                Ok(l) => accept_loop(l, loop_tls, loop_proxy, admission).await,
                 Err(e) => {
                     tracing::error!(addr = %local, error = %e, "cannot accept on the listener")
                 }
@@ -158,6 +187,7 @@ impl Listeners {
             config_addr,
             local,
             tls,
+            proxy_protocol,
             task,
         }
     }

@@ -6,6 +6,9 @@
 //!   connection before any byte of it is read, so a blocked client costs no TLS handshake);
 //! - `listeners.rs`: the set of bound listeners, kept across reloads by config address;
 //! - `tls.rs`: PEM files to a rustls server config, and a listener's acceptor;
+//! - `proxied.rs`: reading that header off a connection, bounded and under a deadline;
+//! - `proxy_header.rs`: the PROXY protocol header (v1, v2) an L4 balancer sends first: who
+//!   the client is (sans-IO, incremental, bounded);
 //! - `syndrop.rs` (Linux): a BPF filter that drops the SYNs of a blocked client that keeps
 //!   reconnecting.
 //!
@@ -14,11 +17,13 @@
 mod accept;
 pub mod bind;
 mod listeners;
+pub mod proxied;
+pub mod proxy_header;
 #[cfg(target_os = "linux")]
 pub mod syndrop;
 pub mod tls;
 
 pub(crate) use accept::{AcceptThread, Admission, ConnCount};
 pub(crate) use bind::{bind, bind_listener};
-pub(crate) use listeners::{Listeners, NewListener, Stopped};
+pub(crate) use listeners::{Kept, Listeners, NewListener, Stopped};
 pub(crate) use tls::tls_acceptor;

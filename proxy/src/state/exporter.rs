@@ -12,7 +12,7 @@ use zgate_limiter::{Limiter, Nanos};
 use super::exposition::{Kind, Text};
 use super::limiter_metrics::{limiter_families, model_families, verdict_families};
 use crate::http::Upstream;
-use crate::stats::{Stats, STATUS_CLASSES};
+use crate::stats::{HeaderFailure, Stats, STATUS_CLASSES};
 
 /// zgate's version, for `zgate_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -142,6 +142,18 @@ fn proxy_families(t: &mut Text, scrape: &Scrape<'_>) {
             "zgate_backend_errors_total",
             &[("kind", kind)],
             get(v) as f64,
+        );
+    }
+    t.family(
+        "zgate_proxy_protocol_errors_total",
+        Kind::Counter,
+        "Connections of proxy_protocol listeners closed for their PROXY header, by reason.",
+    );
+    for why in HeaderFailure::ALL {
+        t.sample(
+            "zgate_proxy_protocol_errors_total",
+            &[("reason", why.name())],
+            get(&s.proxy_protocol_errors[why.index()]) as f64,
         );
     }
     for (name, help, v) in [

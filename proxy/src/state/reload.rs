@@ -20,13 +20,12 @@
 
 use std::net::SocketAddr;
 
-use tokio_rustls::TlsAcceptor;
 use zgate_config::Config;
 use zgate_limiter::LimiterConfig;
 
 use crate::http::Upstream;
 use crate::limits::ProxyLimits;
-use crate::listen::{bind_listener, NewListener};
+use crate::listen::{bind_listener, Kept, NewListener};
 use crate::state::checked::{CheckError, Checked};
 
 /// A new config, checked and ready to apply.
@@ -37,8 +36,8 @@ pub(crate) struct Plan {
     pub(crate) limiter_config: LimiterConfig,
     /// The new `[limits]`, for the proxy.
     pub(crate) proxy_limits: ProxyLimits,
-    /// TLS of the listeners that stay, by config address.
-    pub(crate) tls: Vec<(SocketAddr, Option<TlsAcceptor>)>,
+    /// TLS and PROXY protocol of the listeners that stay, by config address.
+    pub(crate) tls: Vec<Kept>,
     /// Listeners to add, bound.
     pub(crate) new: Vec<NewListener>,
 }
@@ -63,7 +62,11 @@ impl Plan {
         let mut new = Vec::new();
         for ((i, l), acceptor) in config.listeners.iter().enumerate().zip(acceptors) {
             if bound.contains(&l.addr) {
-                tls.push((l.addr, acceptor));
+                tls.push(Kept {
+                    config_addr: l.addr,
+                    tls: acceptor,
+                    proxy_protocol: l.proxy_protocol,
+                });
             } else {
                 let (listener, local) = bind_listener(l.addr, &format!("listener[{i}].addr"))?;
                 new.push(NewListener {
@@ -71,6 +74,7 @@ impl Plan {
                     listener,
                     local,
                     tls: acceptor,
+                    proxy_protocol: l.proxy_protocol,
                 });
             }
         }
