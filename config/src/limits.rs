@@ -74,6 +74,12 @@ pub struct Limits {
     /// Per-metric std floor in the metric's unit (`[limits.min_std]`).
     #[serde(default)]
     pub min_std: PerMetric<f64>,
+    /// Per-metric static cap in the metric's unit (`[limits.fallback]`) that a metric learned
+    /// from fewer than `min_clients` clients falls back to: values above it block. Defaults:
+    /// connections 64, requests_nonidempotent 32, requests 256, memory 67108864 bytes,
+    /// cpu 500000 ppm, fragmentation 100000.
+    #[serde(default)]
+    pub fallback: PerMetric<u64>,
     /// Static guards (`[limits.guards]`), active in every mode.
     #[serde(default)]
     pub guards: Guards,
@@ -122,6 +128,11 @@ pub struct Guards {
     pub empty_data_per_sec: Option<u32>,
     /// CONTINUATION frames per header block. Default `32`.
     pub max_continuation_per_block: Option<u32>,
+    /// Weighted glitches per client per 10-second window: streams reset before their response
+    /// (1 each), streams the server reset (1), connections ended by a protocol error or an
+    /// oversized header block (10). Above it the client is blocked (`guard:glitches`), in
+    /// every mode. `0` turns it off. Default `100`.
+    pub max_glitches: Option<u32>,
 }
 
 #[cfg(test)]

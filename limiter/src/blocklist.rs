@@ -3,7 +3,10 @@
 //! Bounded (`max_blocks`). Lookups take a read lock and one hash lookup per prefix length in use
 //! (usually one or two: /32 and the IPv6 client prefix); an empty list costs one relaxed load.
 //! Expired entries are ignored by lookups and removed by [`BlockList::purge`] (run from
-//! `Limiter::tick`, and when the list is full).
+//! `Limiter::tick`, and when the list is full). A full list aggregates automatic blocks into
+//! wider prefixes (see `aggregate`).
+
+mod aggregate;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -116,6 +119,13 @@ impl BlockList {
                 return Err(BlockListFull);
             }
         }
+        Self::put(&mut inner, entry);
+        self.len.store(inner.map.len(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Inserts a new entry (its prefix is not in the map) and counts its length.
+    fn put(inner: &mut Inner, entry: BlockEntry) {
         let len = entry.prefix.raw_len();
         inner.map.insert(entry.prefix, entry);
         *inner.per_len.entry(len).or_insert(0) += 1;
@@ -123,8 +133,6 @@ impl BlockList {
             inner.lens.push(len);
             inner.lens.sort_unstable_by(|a, b| b.cmp(a));
         }
-        self.len.store(inner.map.len(), Ordering::Relaxed);
-        Ok(())
     }
 
     /// Removes the entry for exactly `prefix`; returns it.

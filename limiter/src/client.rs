@@ -15,6 +15,7 @@
 //! that no metric uses (6 and 7) hold how the client was last identified ([`Identified`]),
 //! which outlives epochs: it costs no byte per client.
 
+use crate::glitches::GlitchWindow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -53,6 +54,8 @@ pub(crate) struct ClientState {
     blocked_until: AtomicU64,
     /// The CPU EMA; the lock also serialises maxima and `tag` updates.
     slow: Mutex<CpuEma>,
+    /// Weighted glitches in the current window (see `glitches.rs`).
+    pub(crate) glitches: GlitchWindow,
 }
 
 impl ClientState {
@@ -64,6 +67,7 @@ impl ClientState {
             last_seen: AtomicU64::new(now),
             blocked_until: AtomicU64::new(0),
             slow: Mutex::new(CpuEma::started(now)),
+            glitches: GlitchWindow::default(),
         }
     }
 
@@ -119,14 +123,15 @@ impl ClientState {
         self.blocked_until.store(0, Ordering::Relaxed);
     }
 
-    /// No open connection and not blocked: may be evicted.
-    pub(crate) fn is_evictable(&self, now: u64) -> bool {
-        self.cur(Metric::Connections) == 0 && !self.is_blocked(now)
+    /// No open connection: may be evicted. A blocked client may be too: its block lives in the
+    /// block list, which refuses it at accept whether or not it is in the table.
+    pub(crate) fn is_evictable(&self) -> bool {
+        self.cur(Metric::Connections) == 0
     }
 
     /// Evictable and unseen for `idle_ns`.
     pub(crate) fn is_idle(&self, now: u64, idle_ns: u64) -> bool {
-        self.is_evictable(now) && self.last_seen().saturating_add(idle_ns) <= now
+        self.is_evictable() && self.last_seen().saturating_add(idle_ns) <= now
     }
 
     /// Records the observation `x` of `m` in `epoch`: raises the epoch's maximum, and says what
@@ -274,14 +279,15 @@ mod tests {
     #[test]
     fn blocks_and_eviction_rules() {
         let c = ClientState::new(100);
-        assert!(c.is_evictable(100));
+        assert!(c.is_evictable());
         assert!(!c.is_idle(150, 100));
         assert!(c.is_idle(200, 100));
         c.add(Metric::Connections, 1);
-        assert!(!c.is_evictable(1000));
+        assert!(!c.is_evictable());
         c.sub(Metric::Connections, 1);
         c.block(500);
-        assert!(c.is_blocked(499) && !c.is_evictable(499));
+        // The block lives in the block list too: a blocked client may be evicted.
+        assert!(c.is_blocked(499) && c.is_evictable());
         assert!(!c.is_blocked(500));
         c.block(300);
         assert_eq!(c.blocked_until(), 500);
@@ -310,7 +316,7 @@ mod tests {
 
     #[test]
     fn size_is_as_documented() {
-        assert_eq!(core::mem::size_of::<ClientState>(), 152);
+        assert_eq!(core::mem::size_of::<ClientState>(), 160);
     }
 
     #[test]

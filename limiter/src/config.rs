@@ -38,10 +38,16 @@ pub struct LimiterConfig {
     /// Minimum population size for a metric's model to score at all. Unit: clients.
     /// Default: [`ModelParams::default`]'s, 10.
     pub min_clients: u64,
-    /// Maximum number of tracked clients. At the bound, idle unblocked clients without open
-    /// connections are evicted; if none can be, a new client is refused with
-    /// [`crate::Guard::TableFull`]. Default: 4_000_000 (about 0.95 GiB at the measured
-    /// 232..=254 bytes per client including the map, see `benches/memory.rs`).
+    /// Per-metric static cap, in the metric's unit, that a metric learned from fewer than
+    /// `min_clients` clients falls back to (values above it block). Defaults:
+    /// [`ModelParams::default`]'s (connections 64, requests_nonidempotent 32, requests 256,
+    /// memory 64 MiB, cpu 500000 ppm, fragmentation 100000).
+    pub fallback: [u64; Metric::COUNT],
+    /// Maximum number of tracked clients. At the bound, clients without open connections are
+    /// evicted, idle ones first (blocked ones too: blocks live in the block list); if none can
+    /// be, a new client is admitted untracked, with the static guards only. Default: 4_000_000
+    /// (about 0.98 GiB at the measured 240..=262 bytes per client including the map, see
+    /// `benches/memory.rs`).
     pub max_clients: usize,
     /// A client with no open connection and no event for this long is removed by
     /// [`crate::Limiter::tick`] (and is the first choice for eviction). Default: 600 s.
@@ -58,6 +64,11 @@ pub struct LimiterConfig {
     pub training_shards: usize,
     /// The static guards (active in every mode).
     pub guards: GuardLimits,
+    /// The glitch guard (active in every mode): the most weighted glitches (protocol errors,
+    /// abandoned requests, oversized header blocks; see [`crate::Glitch`]) one client may cause
+    /// in a 10-second window before it is blocked. 0 = off. Default: 100 (e.g. 100 reset
+    /// streams, or 10 connections ended by protocol errors).
+    pub max_glitches: u32,
 }
 
 impl Default for LimiterConfig {
@@ -72,6 +83,7 @@ impl Default for LimiterConfig {
             enabled: [true; Metric::COUNT],
             min_std: params.min_std,
             min_clients: params.min_clients,
+            fallback: params.fallback,
             max_clients: 4_000_000,
             idle_expiry: Duration::from_secs(600),
             ipv6_prefix: 64,
@@ -79,6 +91,7 @@ impl Default for LimiterConfig {
             max_blocks: 65536,
             training_shards: 0,
             guards: GuardLimits::default(),
+            max_glitches: 100,
         }
     }
 }
@@ -123,6 +136,8 @@ impl LimiterConfig {
         ModelParams {
             min_std: self.min_std,
             min_clients: self.min_clients,
+            fallback: self.fallback,
+            ..ModelParams::default()
         }
     }
 }

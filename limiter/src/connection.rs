@@ -7,6 +7,7 @@
 //! an `Arc`, the caller's own per-connection state): it takes no reference count of its own,
 //! so starting and finishing a request touch only the client's two counters.
 
+use crate::glitches::Glitch;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -122,6 +123,17 @@ impl Connection {
             None => Verdict::Allow,
             Some((g, v)) => h.block(Reason::Guard(g), v, 0.0, now),
         }
+    }
+
+    /// The client caused `glitch`: see [`ClientHandle::glitch`].
+    pub fn glitch(&self, glitch: Glitch, now: Nanos) -> Verdict {
+        self.handle.glitch(glitch, now)
+    }
+
+    /// This connection as one of a client the table had no room for: static guards only.
+    pub(crate) fn untracked(mut self) -> Connection {
+        self.handle.set_untracked();
+        self
     }
 
     /// Closes the connection at `now` (same as dropping it, and records the time for idle

@@ -41,6 +41,9 @@ pub struct CountersSnapshot {
     pub evictions: u64,
     /// Idle clients removed by `tick`.
     pub expired: u64,
+    /// Connections admitted untracked because the table was full of clients with open
+    /// connections (static guards only, no scoring, no training samples).
+    pub untracked: u64,
     /// Automatic blocks that did not fit in the block list (the client is still blocked in the
     /// table).
     pub blocklist_full: u64,
@@ -68,6 +71,7 @@ pub(crate) struct Counters {
     connections: CachePadded<AtomicU64>,
     pub(crate) evictions: AtomicU64,
     pub(crate) expired: AtomicU64,
+    pub(crate) untracked: AtomicU64,
     pub(crate) blocklist_full: AtomicU64,
 }
 
@@ -83,6 +87,7 @@ impl Counters {
             connections: CachePadded::new(AtomicU64::new(0)),
             evictions: AtomicU64::new(0),
             expired: AtomicU64::new(0),
+            untracked: AtomicU64::new(0),
             blocklist_full: AtomicU64::new(0),
         }
     }
@@ -128,6 +133,7 @@ impl Counters {
             connections: self.connections.load(r),
             evictions: self.evictions.load(r),
             expired: self.expired.load(r),
+            untracked: self.untracked.load(r),
             blocklist_full: self.blocklist_full.load(r),
             clients,
             blocks,

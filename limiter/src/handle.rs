@@ -21,6 +21,7 @@ use std::sync::Arc;
 use zgate_training::{Fragments, Metric};
 
 use crate::client::ClientState;
+use crate::glitches::Glitch;
 use crate::guards::LiveGuardLimits;
 use crate::identified::Identified;
 use crate::key::ClientKey;
@@ -38,6 +39,9 @@ pub struct ClientHandle {
     pub(crate) client: Arc<ClientState>,
     key: ClientKey,
     exempt: bool,
+    /// Admitted while the client table was full: its client is not in the table, so it is
+    /// held to the static guards only (no scoring, no training samples).
+    untracked: bool,
     /// Bytes this handle added to the client's memory.
     memory: AtomicU64,
 }
@@ -54,7 +58,29 @@ impl ClientHandle {
             client,
             key,
             exempt,
+            untracked: false,
             memory: AtomicU64::new(0),
+        }
+    }
+
+    /// This handle as one of a client the table had no room for (see `untracked`).
+    pub(crate) fn set_untracked(&mut self) {
+        self.untracked = true;
+    }
+
+    /// The client caused `glitch` (see [`Glitch`]): counted per client, weighted, and checked
+    /// against `max_glitches` per 10-second window, in every mode (untracked clients too;
+    /// never for an exempt handle).
+    pub fn glitch(&self, glitch: Glitch, now: Nanos) -> Verdict {
+        let now = now.0;
+        if self.blocked_at(now) {
+            return self.blocked();
+        }
+        let max = self.shared.max_glitches.load(Ordering::Relaxed);
+        let n = self.client.glitches.add(glitch.weight(), now);
+        match LiveGuardLimits::over(u64::from(max), n, Guard::Glitches) {
+            Some((g, v)) => self.block(Reason::Guard(g), v, 0.0, now),
+            None => Verdict::Allow,
         }
     }
 
@@ -215,6 +241,9 @@ impl ClientHandle {
     /// sampled and never scored.
     #[inline]
     pub(crate) fn observe(&self, m: Metric, x: u64, st: State, now: u64) -> Verdict {
+        if self.untracked {
+            return Verdict::Allow;
+        }
         let s = &self.shared;
         s.counters.observed(m);
         if self.exempt {

@@ -123,6 +123,11 @@ impl IpPrefix {
         self.len
     }
 
+    /// The network's bits in the IPv6 space (IPv4 mapped).
+    pub(crate) fn bits(self) -> u128 {
+        self.bits
+    }
+
     /// The prefix of length `raw_len` (IPv6 space) containing the address `bits`.
     pub(crate) fn of_bits(bits: u128, raw_len: u8) -> IpPrefix {
         IpPrefix {

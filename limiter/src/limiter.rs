@@ -8,6 +8,7 @@ use std::sync::Arc;
 use zgate_training::{check_threshold, Epoch, InvalidThreshold, Metric, Model, Populations};
 
 use crate::blocklist::{BlockEntry, BlockError};
+use crate::client::ClientState;
 use crate::config::{GuardLimits, LimiterConfig, LimiterConfigError};
 use crate::connection::Connection;
 use crate::counters::CountersSnapshot;
@@ -67,8 +68,11 @@ impl Limiter {
     /// connection; nothing stays counted). Dropping the handle closes the connection in the
     /// limiter.
     ///
-    /// At `max_clients`, a new client evicts one (idle first; never one with an open connection
-    /// or blocked) or is refused with [`Guard::TableFull`]. An evicted client's samples leave a
+    /// At `max_clients`, a new client evicts one (idle first, blocked or not: a block lives in
+    /// the block list; never one with an open connection), or, if every client has an open
+    /// connection, is admitted untracked: static guards only, no scoring, no training samples
+    /// (counted in [`CountersSnapshot::untracked`]). An unblocked newcomer is never refused
+    /// for want of room. An evicted client's samples leave a
     /// running training epoch, so a flood of one-shot addresses weighs at most `max_clients`
     /// samples in the model.
     pub fn connection_opened(&self, ip: IpAddr, now: Nanos) -> (Option<Connection>, Verdict) {
@@ -87,7 +91,7 @@ impl Limiter {
         let idle = s.idle_ns.load(Ordering::Relaxed);
         let (client, n, evicted) = match s.table.open(key, now.0, idle) {
             Ok(opened) => opened,
-            Err(_) => return (None, s.refuse(Guard::TableFull, s.table.len() as u64)),
+            Err(_) => return self.open_untracked(key, exempt, now),
         };
         if let Some(gone) = evicted {
             s.counters.evictions.fetch_add(1, Ordering::Relaxed);
@@ -101,6 +105,27 @@ impl Limiter {
         (Some(conn), verdict)
     }
 
+    /// A connection of a client the full table has no room for: admitted with a client state of
+    /// its own that is not in the table, held to the static guards only (a block still goes to
+    /// the block list).
+    fn open_untracked(
+        &self,
+        key: ClientKey,
+        exempt: bool,
+        now: Nanos,
+    ) -> (Option<Connection>, Verdict) {
+        let s = &self.shared;
+        s.counters.untracked.fetch_add(1, Ordering::Relaxed);
+        let client = Arc::new(ClientState::new(now.0));
+        client.add(Metric::Connections, 1);
+        let conn = Connection::new(Arc::clone(s), client, key, exempt, now.0).untracked();
+        let verdict = conn.opened(1, now.0);
+        if verdict.is_block() {
+            return (None, verdict);
+        }
+        (Some(conn), verdict)
+    }
+
     /// The client `ip` of a request that arrived through a trusted proxy on another client's
     /// connection, at `now`: a handle to charge the request to (see [`ClientHandle`]). Finds
     /// or creates the client without counting a connection for it; the handle keeps it in the
@@ -108,7 +133,8 @@ impl Limiter {
     ///
     /// `None` with a `Block` verdict when the client is blocked (refuse the request, keep the
     /// connection: it carries other clients' requests) or the table is full of clients that
-    /// cannot be evicted ([`Guard::TableFull`]). An exempt client is never refused for a block.
+    /// cannot be evicted (then the handle is untracked: static guards only). An exempt client
+    /// is never refused for a block.
     pub fn forwarded(&self, ip: IpAddr, now: Nanos) -> (Option<ClientHandle>, Verdict) {
         let s = &self.shared;
         s.advance_clock(now.0);
@@ -123,7 +149,18 @@ impl Limiter {
         let idle = s.idle_ns.load(Ordering::Relaxed);
         let (client, evicted) = match s.table.attach(key, now.0, idle) {
             Ok(attached) => attached,
-            Err(_) => return (None, s.refuse(Guard::TableFull, s.table.len() as u64)),
+            Err(_) => {
+                // Full of held clients: served untracked, like a newcomer's connection.
+                s.counters.untracked.fetch_add(1, Ordering::Relaxed);
+                let mut handle = ClientHandle::new(
+                    Arc::clone(s),
+                    Arc::new(ClientState::new(now.0)),
+                    key,
+                    exempt,
+                );
+                handle.set_untracked();
+                return (Some(handle), Verdict::Allow);
+            }
         };
         if let Some(gone) = evicted {
             s.counters.evictions.fetch_add(1, Ordering::Relaxed);
@@ -299,6 +336,7 @@ impl Limiter {
         }
         s.enabled.store(enabled_mask(&config.enabled), r);
         s.guards.store(&config.guards);
+        s.max_glitches.store(config.max_glitches, r);
         s.block_ns.store(duration_ns(config.block_duration), r);
         s.idle_ns.store(duration_ns(config.idle_expiry), r);
         s.cpu_half_life_ns

@@ -238,9 +238,10 @@ fn population_1_to_20_blocks_exactly_per_the_z_semantics() {
     }
 
     // For each threshold, a client ramps up towards 23, 30 and 40 connections; it is blocked
-    // at the first count whose z exceeds the threshold (threshold 1: 17, 2: 23, 5: 40).
+    // at the first count whose z exceeds the threshold and that is above the trained maximum
+    // (the poisoning floor, 20 here): threshold 1: 21 (z alone: 17), 2: 23, 5: 40.
     let mut next = 0;
-    for (threshold, first_block) in [(1.0, 17u64), (2.0, 23), (5.0, 40)] {
+    for (threshold, first_block) in [(1.0, 21u64), (2.0, 23), (5.0, 40)] {
         l.set_threshold(Metric::Connections, threshold).unwrap();
         let mut blocked_at = Vec::new();
         for target in [23u64, 30, 40] {
@@ -297,10 +298,11 @@ fn identical_population_still_blocks_an_outlier_through_the_std_floor() {
 fn a_client_below_the_mean_is_never_blocked() {
     let l = trained(&(1..=20).collect::<Vec<_>>());
     l.set_threshold(Metric::Connections, 0.0).unwrap();
-    let (conns, outcome) = ramp(&l, 1, 10);
+    let (conns, outcome) = ramp(&l, 1, 20);
     assert_eq!(outcome, None);
-    assert_eq!(conns.len(), 10);
-    // 11 > mean 10.5: over a threshold of 0.
+    assert_eq!(conns.len(), 20);
+    // 11 > mean 10.5 is over a threshold of 0, but only values above the trained maximum (20)
+    // block: 21 does.
     let (c, v) = l.connection_opened(ip(1), t(10));
     assert!(c.is_none() && v.is_block());
 }
@@ -401,30 +403,68 @@ fn a_million_distinct_clients_keep_the_table_at_its_bound() {
 }
 
 #[test]
-fn a_full_table_of_busy_clients_refuses_new_ones() {
+fn a_full_table_of_busy_clients_admits_newcomers_untracked() {
     let l = limiter(LimiterConfig {
         max_clients: 100,
         ..config()
     });
+    l.set_mode(Mode::Training, t(0)).unwrap();
     let held: Vec<_> = (0..100).map(|i| open(&l, i, t(1))).collect();
-    for i in 100..200 {
-        let (c, v) = l.connection_opened(ip(i), t(2));
-        assert!(c.is_none());
-        assert_eq!(
-            v,
-            Verdict::Block {
-                reason: Reason::Guard(Guard::TableFull),
-                value: 100,
-                z: 0.0
-            }
-        );
-    }
-    assert_eq!(l.counters().clients, 100);
-    assert_eq!(l.counters().guard_blocked[Guard::TableFull.index()], 100);
-    // A table-full refusal is not a block.
-    assert!(!l.is_blocked(ip(150), t(2)));
+    let newcomers: Vec<_> = (100..200).map(|i| open(&l, i, t(2))).collect();
+    let c = l.counters();
+    assert_eq!((c.clients, c.untracked), (100, 100));
+    assert_eq!(c.guard_blocked[Guard::TableFull.index()], 0);
+    // Untracked: no training samples, but the static guards still hold.
+    let p = l.training_preview().unwrap();
+    assert_eq!(p.get(Metric::Connections).n, 100);
+    let v = (0..200)
+        .map(|i| newcomers[0].h2_frame(H2Frame::Ping, Nanos(2 * SEC + i)))
+        .find(|v| v.is_block());
+    assert_eq!(v.map(|v| v.is_block()), Some(true));
+    assert!(l.is_blocked(ip(100), t(3)));
     drop(held);
     assert!(l.connection_opened(ip(150), t(3)).0.is_some());
+}
+
+#[test]
+fn a_table_full_of_blocked_clients_serves_a_newcomer() {
+    // The case: 300 clients each blocked by a PING flood fill the table.
+    let l = limiter(LimiterConfig {
+        max_clients: 300,
+        ..config()
+    });
+    for i in 0..300 {
+        let c = open(&l, i, t(1));
+        let blocked = (0..200).any(|k| c.h2_frame(H2Frame::Ping, Nanos(SEC + k)).is_block());
+        assert!(blocked, "client {i}");
+        c.close(t(1));
+    }
+    assert_eq!(l.counters().clients, 300);
+    let newcomer = l.connection_opened(ip(1000), t(2));
+    assert_eq!(newcomer.1, Verdict::Allow);
+    assert!(newcomer.0.is_some());
+    // The evicted blocked clients stay blocked: the block list holds them.
+    assert!((0..300).all(|i| l.is_blocked(ip(i), t(2))));
+    assert!(l.connection_opened(ip(0), t(2)).0.is_none());
+}
+
+#[test]
+fn a_full_block_list_aggregates_instead_of_dropping_blocks() {
+    let l = limiter(LimiterConfig {
+        max_blocks: 4,
+        ..config()
+    });
+    // Five clients in five /24s of 10.0.0.0/16: the fifth block finds the list full and
+    // aggregates the four into the /16.
+    for i in 0..5 {
+        let c = open(&l, i * 256, t(1));
+        assert!((0..200).any(|k| c.h2_frame(H2Frame::Ping, Nanos(SEC + k)).is_block()));
+    }
+    assert!((0..5).all(|i| l.is_blocked(ip(i * 256), t(2))));
+    assert_eq!(l.counters().blocklist_full, 0);
+    assert_eq!(l.counters().blocks, 1);
+    assert!(l.is_blocked(ip(77), t(2)));
+    assert!(!l.is_blocked("10.1.0.1".parse().unwrap(), t(2)));
 }
 
 #[test]
@@ -851,4 +891,34 @@ fn model_epochs_above_the_bound_are_refused() {
     assert_eq!(l.mode(), Mode::Disabled);
     // A full model is accepted without force.
     l.set_mode_checked(Mode::Defence, t(1), false).unwrap();
+}
+
+#[test]
+fn glitches_block_per_client_across_reconnections() {
+    use crate::glitches::Glitch;
+    let l = limiter(config());
+    // A MadeYouReset attacker: each connection ends in a protocol error (weight 10) after one
+    // abandoned request; it reconnects. The 10th connection's error reaches 100 + 9 > 100.
+    let mut blocked_at = None;
+    for k in 0..20u64 {
+        let c = open(&l, 1, Nanos(SEC + k));
+        let a = c.glitch(Glitch::AbandonedRequest, Nanos(SEC + k));
+        let e = c.glitch(Glitch::ConnectionError, Nanos(SEC + k));
+        if a.is_block() || e.is_block() {
+            blocked_at = Some(k);
+            break;
+        }
+    }
+    assert_eq!(blocked_at, Some(9));
+    assert!(l.is_blocked(ip(1), t(2)));
+    assert_eq!(l.counters().guard_blocked[Guard::Glitches.index()], 1);
+    // One oversized header block, or a few cancelled requests, cost nothing.
+    let c = open(&l, 2, t(1));
+    assert!(c.glitch(Glitch::OversizedHeaders, t(1)).is_allow());
+    assert!((0..50).all(|_| c.glitch(Glitch::AbandonedRequest, t(1)).is_allow()));
+    // A new window starts over.
+    let c = open(&l, 3, t(1));
+    assert!((0..10).all(|_| c.glitch(Glitch::OversizedHeaders, t(1)).is_allow()));
+    assert!(c.glitch(Glitch::OversizedHeaders, t(11)).is_allow());
+    assert!(c.glitch(Glitch::OversizedHeaders, t(11)).is_allow());
 }

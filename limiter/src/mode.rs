@@ -92,7 +92,7 @@ pub enum ModeError {
     },
     /// Defence or monitor was asked without `force`, and some enabled metrics of the model
     /// (the one in use, or the one training would yield) were learned from fewer than
-    /// `min_clients` clients: those metrics would never block.
+    /// `min_clients` clients: those metrics are not scored and fall back to their static caps.
     ThinModel {
         /// The mode that was asked for.
         requested: Mode,
@@ -126,7 +126,8 @@ impl fmt::Display for ModeError {
                 write!(
                     f,
                     "cannot switch to {requested}: these metrics were learned from fewer than \
-                     min_clients ({min_clients}) clients and would never block:"
+                     min_clients ({min_clients}) clients and fall back to their static caps \
+                     (limits.fallback):"
                 )?;
                 for (i, (m, n)) in thin.iter().enumerate() {
                     let sep = if i == 0 { " " } else { ", " };

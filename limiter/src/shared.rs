@@ -4,7 +4,7 @@
 
 use core::time::Duration;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -73,6 +73,8 @@ pub(crate) struct Shared {
     /// `close(now)`.
     clock: AtomicU64,
     pub(crate) guards: LiveGuardLimits,
+    /// `max_glitches` in force (0 = off).
+    pub(crate) max_glitches: AtomicU32,
     pub(crate) table: Table,
     pub(crate) blocks: BlockList,
     pub(crate) counters: Counters,
@@ -112,6 +114,7 @@ impl Shared {
             idle_ns: AtomicU64::new(duration_ns(config.idle_expiry)),
             clock: AtomicU64::new(now.0),
             guards: LiveGuardLimits::new(&config.guards),
+            max_glitches: AtomicU32::new(config.max_glitches),
             table: Table::new(config.max_clients),
             blocks: BlockList::new(config.max_blocks),
             counters: Counters::new(),
@@ -214,7 +217,7 @@ impl Shared {
             value,
             z,
         };
-        if self.blocks.insert(entry, Nanos(now)).is_err() {
+        if self.blocks.insert_aggregating(entry, Nanos(now)).is_err() {
             self.counters.blocklist_full.fetch_add(1, Ordering::Relaxed);
         }
         self.counters.blocked(reason);

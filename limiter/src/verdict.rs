@@ -107,11 +107,14 @@ pub enum Guard {
     Continuation,
     /// The proxy's HTTP/2 stack found the client abusive (GOAWAY `ENHANCE_YOUR_CALM`).
     H2Abuse,
+    /// `max_glitches`: the client's weighted protocol errors, abandoned requests and oversized
+    /// header blocks in one 10-second window (see [`crate::Glitch`]).
+    Glitches,
 }
 
 impl Guard {
-    /// Number of guards: 10.
-    pub const COUNT: usize = 10;
+    /// Number of guards: 11.
+    pub const COUNT: usize = 11;
 
     /// All guards, in index order.
     pub const ALL: [Guard; Guard::COUNT] = [
@@ -125,6 +128,7 @@ impl Guard {
         Guard::EmptyData,
         Guard::Continuation,
         Guard::H2Abuse,
+        Guard::Glitches,
     ];
 
     /// Position in [`Guard::ALL`].
@@ -146,6 +150,7 @@ impl Guard {
             Guard::EmptyData => "empty_data",
             Guard::Continuation => "continuation",
             Guard::H2Abuse => "h2_abuse",
+            Guard::Glitches => "glitches",
         }
     }
 }

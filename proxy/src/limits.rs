@@ -56,6 +56,7 @@ pub fn from_config(l: &Limits) -> Result<(LimiterConfig, ProxyLimits), LimitsErr
     set_per_metric(&mut c.thresholds, &l.z);
     set_per_metric(&mut c.enabled, &l.enabled);
     set_per_metric(&mut c.min_std, &l.min_std);
+    set_per_metric(&mut c.fallback, &l.fallback);
     let g = &l.guards;
     set(
         &mut c.guards.max_connections_per_client,
@@ -70,6 +71,7 @@ pub fn from_config(l: &Limits) -> Result<(LimiterConfig, ProxyLimits), LimitsErr
         &mut c.guards.max_continuation_per_block,
         g.max_continuation_per_block,
     );
+    set(&mut c.max_glitches, g.max_glitches);
     c.validate().map_err(LimitsError::Limiter)?;
 
     let status = l.block_status.unwrap_or(403);

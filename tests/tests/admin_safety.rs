@@ -227,7 +227,10 @@ async fn a_thin_model_needs_force_for_defence() {
     );
     let out = ctl(a, None, &["mode=defence"]).await;
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("would never block"), "{out:?}");
+    assert!(
+        out.stderr.contains("fall back to their static caps"),
+        "{out:?}"
+    );
     let out = ctl(a, None, &["mode=defence", "--force"]).await;
     assert_eq!(
         (out.code, out.stdout.as_str()),
@@ -237,6 +240,23 @@ async fn a_thin_model_needs_force_for_defence() {
     assert_eq!(s.limiter().mode(), Mode::Defence);
     let r = put(r#"{"mode": "monitor", "force": true}"#).await;
     assert_eq!(r.status, 200, "{}", r.body);
+    // The forced answer says which metrics are not enforceable, and so does the model.
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let w = v["warning"].as_str().unwrap_or_default();
+    assert!(
+        w.contains("fragmentation (n = 0, static cap 100000)"),
+        "{}",
+        r.body
+    );
+    let m = admin_request(a, "GET", "/api/v1/model", None, None).await;
+    let m: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+    let f = &m["metrics"]["fragmentation"];
+    assert_eq!(f["enforceable"], false, "{f}");
+    assert_eq!(f["blocks_above"], 100000.0, "{f}");
+    assert!(f["not_enforceable"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("fewer than min_clients"));
     s.shutdown().await;
 }
 

@@ -301,6 +301,7 @@ async fn rapid_reset_is_blocked() {
         attacker,
         &[
             Reason::Guard(Guard::H2Abuse),
+            Reason::Guard(Guard::Glitches),
             Reason::Guard(Guard::RstStream),
             Reason::Metric(Metric::Cpu),
             Reason::Metric(Metric::Requests),
@@ -325,7 +326,7 @@ async fn rapid_reset_is_blocked() {
 async fn continuation_flood_is_cut_by_its_guard() {
     let _s = SERIAL.lock().await;
     // h2 itself gives up on a header block after a few CONTINUATIONs (GOAWAY
-    // ENHANCE_YOUR_CALM, which zgate also turns into a block: see rapid_reset_is_blocked).
+    // ENHANCE_YOUR_CALM, which zgate counts as a glitch: see rapid_reset_is_blocked).
     // A cap below h2's shows zgate's own guard acting first, on the frame that passes it.
     let cap = 3;
     let lab = trained(&format!(

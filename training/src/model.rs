@@ -8,6 +8,7 @@ use crate::metric::Metric;
 use crate::per_metric;
 use crate::population::Populations;
 use crate::quantiles::Quantiles;
+use crate::robust::Enforcement;
 use crate::sparse::SparseHistogram;
 
 /// The learned statistics of one metric.
@@ -48,16 +49,45 @@ pub struct ModelParams {
     /// fragmentation 8 score units.
     #[serde(with = "per_metric")]
     pub min_std: [f64; Metric::COUNT],
-    /// The minimum population: a metric learned from fewer clients never blocks
-    /// ([`Model::exceeds`] is false), because its mean and std say nothing yet. Default 10
+    /// The minimum population: a metric learned from fewer clients is not scored, because its
+    /// mean and std say nothing yet; it blocks above its static [`ModelParams::fallback`] cap
+    /// only. Default 10
     /// clients.
     pub min_clients: u64,
+    /// Per metric, the static cap a thin metric (fewer than `min_clients` clients) falls back
+    /// to, in the metric's unit: values above it block (see [`crate::Enforcement`]). Defaults:
+    /// connections 64, requests_nonidempotent 32, requests 256, memory 67108864 bytes (64
+    /// MiB), cpu 500000 ppm (half a core), fragmentation 100000 score units. Absent from models
+    /// saved before it existed: reads as the defaults.
+    #[serde(with = "per_metric", default = "default_fallbacks")]
+    pub fallback: [u64; Metric::COUNT],
+    /// Per metric, a value at or below which a learned metric never blocks, in the metric's
+    /// unit, whatever the training saw (the poisoning floor is the larger of this and the
+    /// trained maximum, see [`crate::Enforcement`]). Defaults: memory 2097152 bytes (2 MiB:
+    /// what one HTTP/2 upload may hold at hyper's 1 MiB stream and connection windows, so a
+    /// site trained on GETs does not block its first upload), 0 for the other metrics. Absent
+    /// from models saved before it existed: reads as the defaults.
+    #[serde(with = "per_metric", default = "default_min_floors")]
+    pub min_floor: [u64; Metric::COUNT],
+}
+
+fn default_fallbacks() -> [u64; Metric::COUNT] {
+    Metric::ALL.map(crate::robust::default_fallback)
+}
+
+fn default_min_floors() -> [u64; Metric::COUNT] {
+    Metric::ALL.map(crate::robust::default_min_floor)
 }
 
 impl ModelParams {
     /// The std floor of `metric`, in its unit.
     pub fn min_std(&self, metric: Metric) -> f64 {
         self.min_std[metric.index()]
+    }
+
+    /// The static cap of `metric` when its population is thin, in its unit.
+    pub fn fallback(&self, metric: Metric) -> u64 {
+        self.fallback[metric.index()]
     }
 }
 
@@ -66,6 +96,8 @@ impl Default for ModelParams {
         ModelParams {
             min_std: Metric::ALL.map(default_min_std),
             min_clients: 10,
+            fallback: default_fallbacks(),
+            min_floor: default_min_floors(),
         }
     }
 }
@@ -160,29 +192,38 @@ impl Model {
     /// The value of `metric` above which a client is blocked at `threshold` (in standard
     /// deviations), in the metric's unit: `mean + max(threshold, 0) * std_effective`. A sample
     /// `x` exceeds ([`Model::exceeds`]) exactly when `x >` this value (up to the rounding of
-    /// `f64` at the boundary). `None` when the metric never blocks: fewer than `min_clients`
-    /// clients, or a NaN threshold or mean.
+    /// `f64` at the boundary), and never below the trained maximum (see [`Enforcement`]). For a thin
+    /// metric (fewer than `min_clients` clients), its static fallback cap. `None` when the
+    /// metric never blocks: a NaN threshold or mean.
     pub fn blocks_above(&self, metric: Metric, threshold: f64) -> Option<f64> {
         let s = self.get(metric);
-        if s.n < self.params.min_clients || threshold.is_nan() || s.mean.is_nan() {
+        let floor = match self.enforcement(metric) {
+            Enforcement::Fallback { cap, .. } => return Some(cap as f64),
+            Enforcement::Learned { floor } => floor as f64,
+        };
+        if threshold.is_nan() || s.mean.is_nan() {
             return None;
         }
-        Some(s.mean + threshold.max(0.0) * self.std_effective(metric))
+        Some((s.mean + threshold.max(0.0) * self.std_effective(metric)).max(floor))
     }
 
     /// Whether `x` is an anomaly for `metric` at `threshold` (in standard deviations).
     ///
-    /// True iff the metric's population has at least `min_clients` clients, `x > mean`, and the
+    /// For a thin metric (fewer than `min_clients` clients): true iff `x` is above its static
+    /// fallback cap. Otherwise true iff `x` is above the trained maximum (the poisoning floor,
+    /// see [`Enforcement`]), `x > mean`, and the
     /// real z of [`Model::z`] is strictly greater than `threshold`: `z == threshold` is not
     /// blocked, and e.g. threshold 3.0 blocks z 3.0001. A value at or below the mean never
     /// exceeds, whatever the threshold (so a threshold <= 0 blocks everything above the mean, and
     /// nothing else). A NaN threshold never exceeds.
     pub fn exceeds(&self, metric: Metric, x: u64, threshold: f64) -> bool {
-        if self.get(metric).n < self.params.min_clients {
-            return false;
+        match self.enforcement(metric) {
+            Enforcement::Fallback { cap, .. } => x > cap,
+            Enforcement::Learned { floor } => {
+                let z = self.z(metric, x);
+                x > floor && z > 0.0 && z > threshold
+            }
         }
-        let z = self.z(metric, x);
-        z > 0.0 && z > threshold
     }
 }
 
@@ -221,7 +262,10 @@ mod tests {
         assert!(m.exceeds(Metric::Connections, 17, 3.0));
         assert!(m.exceeds(Metric::Connections, 16, 2.999));
         assert_eq!(m.blocks_above(Metric::Connections, 3.0), Some(16.0));
-        assert_eq!(m.blocks_above(Metric::Connections, -1.0), Some(10.0));
+        // Never below the trained maximum (12 here): the poisoning floor.
+        assert_eq!(m.blocks_above(Metric::Connections, -1.0), Some(12.0));
+        assert!(!m.exceeds(Metric::Connections, 12, -1.0));
+        assert!(m.exceeds(Metric::Connections, 13, -1.0));
         assert_eq!(m.blocks_above(Metric::Connections, f64::NAN), None);
         assert!(!m.exceeds(Metric::Connections, 9, -1.0));
         assert!(!m.exceeds(Metric::Connections, 100, f64::NAN));
@@ -237,18 +281,23 @@ mod tests {
         assert!(!m.exceeds(Metric::Connections, 5, 3.0));
         let no_floor = m.with_params(ModelParams {
             min_std: [0.0; Metric::COUNT],
-            min_clients: 10,
+            ..ModelParams::default()
         });
         assert_eq!(no_floor.z(Metric::Connections, 3), f64::INFINITY);
         assert_eq!(no_floor.z(Metric::Connections, 2), 0.0);
     }
 
     #[test]
-    fn small_population_never_exceeds() {
+    fn small_population_is_not_scored_but_capped() {
         let m = trained(&[1; 9], Metric::Memory, &ModelParams::default());
-        assert!(!m.exceeds(Metric::Memory, u64::MAX, 3.0));
-        assert_eq!(m.blocks_above(Metric::Memory, 3.0), None);
-        assert!(m.z(Metric::Memory, u64::MAX) > 3.0);
+        // z is far over 3, but 9 < min_clients: only the static fallback cap (64 MiB) applies.
+        assert!(m.z(Metric::Memory, 1 << 20) > 3.0);
+        assert!(!m.exceeds(Metric::Memory, 64 << 20, 3.0));
+        assert!(m.exceeds(Metric::Memory, (64 << 20) + 1, 3.0));
+        assert_eq!(
+            m.blocks_above(Metric::Memory, 3.0),
+            Some((64u64 << 20) as f64)
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Notify;
 use zgate_limiter::{AsConnection, ClientHandle, Connection, Fragments, Guard, H2Frame};
-use zgate_limiter::{Identified, Limiter, Nanos, Reason, Request, Verdict};
+use zgate_limiter::{Glitch, Identified, Limiter, Nanos, Reason, Request, Verdict};
 
 use super::accounting::{Accounting, Costs, Now};
 use super::would_block::{Decision, WouldBlockLog};
@@ -305,6 +305,12 @@ impl Meter {
     #[inline]
     pub fn h2_frame(&self, frame: H2Frame, now: Nanos) {
         self.verdict(self.accounting.h2_frame(frame, now));
+    }
+
+    /// The client caused `glitch` (a protocol error, a request abandoned, an oversized header
+    /// block): counted per client against `limits.guards.max_glitches`.
+    pub fn glitch(&self, glitch: Glitch) {
+        self.verdict(self.accounting.conn().glitch(glitch, self.now()));
     }
 
     /// HTTP/1: the request being read is complete.

@@ -18,7 +18,7 @@ use zgate_limiter::{
 use super::json::{self as j, ApiError, Reply};
 use super::router::Route;
 use super::Control;
-use super::{blocks, live, page, runtime};
+use super::{blocks, live, page, runtime, thin};
 use crate::state::overrides::{Knob, Setting};
 
 /// Most clients `GET /api/v1/clients?top=N` returns.
@@ -106,7 +106,12 @@ fn put_mode(core: &dyn Control, body: ModeBody) -> Result<Reply, ApiError> {
         .map_err(mode_error)?;
     tracing::info!(mode = %mode, epoch = limiter.epoch(), force = body.force, "mode set through the admin API");
     save(core);
-    Ok(ok(mode_view(core)))
+    let mut view = mode_view(core);
+    if let Some(warning) = thin::warning(core, mode) {
+        tracing::warn!(mode = %mode, "{warning}");
+        view["warning"] = json!(warning);
+    }
+    Ok(ok(view))
 }
 
 /// A refused mode switch or import: 409 when the limiter's state is in the way (no model, a
@@ -145,6 +150,7 @@ fn model_view(core: &dyn Control) -> Value {
                 .then(|| model.blocks_above(m, limiter.threshold(m)))
                 .flatten();
             entry.insert("blocks_above".into(), json!(above));
+            thin::describe(&mut entry, model, m);
         }
         entry.insert("threshold".into(), json!(limiter.threshold(m)));
         entry.insert("enabled".into(), json!(limiter.is_enabled(m)));
@@ -161,7 +167,7 @@ fn model_view(core: &dyn Control) -> Value {
 
 /// `PUT /api/v1/model`: a model as `GET` shows it (or as the state file holds it). The fields
 /// only `GET` has (`present`, `trained_at`, and per metric `std_effective`, `blocks_above`,
-/// `threshold`, `enabled`) are ignored: thresholds are set with `/api/v1/thresholds`.
+/// `threshold`, `enabled`, `enforceable`, `not_enforceable`) are ignored: thresholds are set with `/api/v1/thresholds`.
 fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     let Some(obj) = body.as_object_mut() else {
         return Err(ApiError::bad_request("the model must be a JSON object"));
@@ -175,7 +181,14 @@ fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
     if let Some(Value::Object(metrics)) = obj.get_mut("metrics") {
         for (_, v) in metrics.iter_mut() {
             if let Value::Object(entry) = v {
-                for k in ["std_effective", "blocks_above", "threshold", "enabled"] {
+                for k in [
+                    "std_effective",
+                    "blocks_above",
+                    "threshold",
+                    "enabled",
+                    "enforceable",
+                    "not_enforceable",
+                ] {
                     entry.remove(k);
                 }
             }

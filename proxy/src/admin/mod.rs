@@ -11,6 +11,7 @@
 //! - `runtime.rs`: the runtime overrides' endpoints;
 //! - `live.rs`: `GET /api/v1/clients/live`, the clients' current values per metric;
 //! - `page.rs`: the status page at `/`, its files embedded from `proxy/ui/`.
+//! - `thin.rs`: which metrics of the model are not enforceable (too few clients) and why.
 //!
 //! Every request passes the checks of `guard.rs` (Host, Origin, Content-Type), and is
 //! authenticated when a token is configured (except `/healthz` with `admin.public_healthz`, and
@@ -28,6 +29,7 @@ mod page;
 mod router;
 mod runtime;
 mod scope;
+mod thin;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

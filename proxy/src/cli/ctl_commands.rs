@@ -195,7 +195,11 @@ pub(crate) async fn command(
 async fn set(api: &Api, key: &str, value: &str, force: bool) -> Result<(), CtlError> {
     if key == "mode" {
         let body = json!({ "mode": value, "force": force });
-        api.call("PUT", "/api/v1/mode", Some(body)).await?;
+        let v = api.call("PUT", "/api/v1/mode", Some(body)).await?;
+        if let Some(warning) = v["warning"].as_str() {
+            // A warning, not a result: stderr, so that the output stays `mode = ...`.
+            eprintln!("zgate ctl: warning: {warning}");
+        }
         return Ok(());
     }
     if key.starts_with("z.") && value.parse::<f64>().is_err() {

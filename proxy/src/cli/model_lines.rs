@@ -9,6 +9,10 @@ use serde_json::Value;
 pub(crate) fn distribution_line(name: &str, m: &Value) -> String {
     let mut line = format!("{name}: ");
     match m["blocks_above"].as_f64() {
+        Some(v) if m["enforceable"] == Value::Bool(false) => line.push_str(&format!(
+            "NOT ENFORCEABLE (too few clients), static cap: blocks above {}",
+            in_unit(name, v, true)
+        )),
         Some(v) => line.push_str(&format!("blocks above {}", in_unit(name, v, true))),
         None if m["enabled"] == Value::Bool(false) => line.push_str("scoring disabled"),
         None => line.push_str("never blocks (too few clients)"),

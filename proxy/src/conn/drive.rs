@@ -8,6 +8,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use zgate_limiter::Glitch;
 
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -94,6 +95,13 @@ pub(super) async fn drive<C: Graceful>(
             res = conn.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+                    // HTTP/1: hyper answered 400 (431 for a head too large) and closed: the
+                    // client's glitch. (HTTP/2's errors are counted by the write tap.)
+                    if http1 && e.is_parse_too_large() {
+                        link.meter.glitch(Glitch::OversizedHeaders);
+                    } else if http1 && e.is_parse() {
+                        link.meter.glitch(Glitch::ConnectionError);
+                    }
                 }
                 if kill_deadline.is_some() && http1 {
                     reset_on_close(link.fd);

@@ -39,7 +39,7 @@ impl<S> ClientIo<S> {
         tap: ReadTap,
         stats: Arc<Stats>,
     ) -> Self {
-        let wtap = matches!(tap, ReadTap::Http2(_)).then(Http2WriteTap::new);
+        let wtap = Http2WriteTap::of(&tap);
         Self {
             inner,
             prefix,

@@ -204,6 +204,12 @@ pub(super) fn verdict_families(t: &mut Text, limiter: &Limiter) {
             c.expired,
         ),
         (
+            "zgate_limiter_untracked_total",
+            "Connections admitted untracked (static guards only) because the client table was \
+             full of clients with open connections.",
+            c.untracked,
+        ),
+        (
             "zgate_limiter_blocklist_full_total",
             "Blocks not recorded because the block list was full.",
             c.blocklist_full,

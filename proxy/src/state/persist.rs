@@ -281,12 +281,33 @@ impl Persist {
                 seen.trained_at = Some(unix_now());
             }
             seen.model_epoch = epoch;
+            if let Some(m) = model {
+                warn_thin(m);
+            }
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
         // `Seen` is plain data, consistent after every statement: a poisoned lock is usable.
         self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Logs, once per new model, the metrics that are not enforceable (learned from fewer than
+/// `min_clients` clients) and the static cap each falls back to.
+fn warn_thin(model: &Model) {
+    let thin: Vec<String> = model
+        .thin_metrics()
+        .map(|(m, n)| format!("{m} (n = {n}, static cap {})", model.params.fallback(m)))
+        .collect();
+    if !thin.is_empty() {
+        tracing::warn!(
+            epoch = model.epoch,
+            min_clients = model.params.min_clients,
+            "model: not enforceable, too few clients, falling back to static caps \
+             (limits.fallback): {}",
+            thin.join(", ")
+        );
     }
 }
 

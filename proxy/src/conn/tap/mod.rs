@@ -4,9 +4,11 @@
 //! message per socket read (metric F) and the bytes read, held (M); for HTTP/2, the frame
 //! headers: DATA and CONTINUATION payload sizes per message (F), inbound body bytes held (M),
 //! and the control frames the static guards count. The write tap (HTTP/2 only) sees the
-//! server's own RST_STREAMs and a GOAWAY with which its HTTP/2 stack gives up on an abusive
-//! client. Bytes pass through untouched.
+//! server's own RST_STREAMs, response heads and ends, and a GOAWAY with which its HTTP/2 stack
+//! gives up on a client; with the read tap's client RST_STREAMs they make the client's glitches
+//! (`glitches.rs`). Bytes pass through untouched.
 
+pub mod glitches;
 pub mod h2frames;
 
 use std::collections::HashMap;
@@ -14,7 +16,8 @@ use std::collections::HashMap;
 use zgate_limiter::{Fragments, H2Frame};
 
 use crate::account::meter::Meter;
-use h2frames::{flag, kind, FrameEvent, FrameParser, ENHANCE_YOUR_CALM};
+use glitches::Pending;
+use h2frames::{flag, kind, FrameEvent, FrameParser};
 
 /// Streams whose body fragmentation is tracked at once per connection; more are not scored
 /// (hyper refuses streams beyond `http.h2_max_concurrent_streams` anyway).
@@ -83,6 +86,8 @@ pub struct Http2Tap {
     block: Fragments,
     /// Request bodies being received, by stream.
     bodies: HashMap<u32, Fragments>,
+    /// Streams waiting for their response, shared with the write tap (see `glitches.rs`).
+    pending: Pending,
 }
 
 impl Http2Tap {
@@ -92,9 +97,11 @@ impl Http2Tap {
             parser,
             block,
             bodies,
+            pending,
         } = self;
         parser.feed(data, |e| {
             let FrameEvent::Header(h) = e else { return };
+            pending.client_frame(&h, meter);
             let len = h.len as usize;
             match h.kind {
                 kind::DATA => {
@@ -152,6 +159,7 @@ impl Http2Tap {
 #[derive(Debug)]
 pub struct Http2WriteTap {
     parser: FrameParser,
+    pending: Pending,
 }
 
 impl Http2WriteTap {
@@ -159,20 +167,35 @@ impl Http2WriteTap {
     pub fn new() -> Self {
         Http2WriteTap {
             parser: FrameParser::server(),
+            pending: Pending::default(),
+        }
+    }
+
+    /// The write tap of the HTTP/2 connection whose read tap is `read`: they share the streams
+    /// waiting for their response. `None` for HTTP/1.
+    pub fn of(read: &ReadTap) -> Option<Self> {
+        match read {
+            ReadTap::Http2(r) => Some(Http2WriteTap {
+                parser: FrameParser::server(),
+                pending: r.pending.clone(),
+            }),
+            ReadTap::Http1(_) => None,
         }
     }
 
     /// Observes bytes just written to the client.
     pub fn on_write(&mut self, data: &[u8], meter: &Meter) {
-        self.parser.feed(data, |e| {
-            let frame = match e {
-                FrameEvent::Header(h) if h.kind == kind::RST_STREAM => H2Frame::ServerRstStream,
-                FrameEvent::GoAway { error, .. } if error == ENHANCE_YOUR_CALM => {
-                    H2Frame::EnhanceYourCalm
+        let pending = &self.pending;
+        self.parser.feed(data, |e| match e {
+            FrameEvent::Header(h) => {
+                pending.server_frame(&h, meter);
+                if h.kind == kind::RST_STREAM {
+                    meter.h2_frame(H2Frame::ServerRstStream, meter.now());
                 }
-                _ => return,
-            };
-            meter.h2_frame(frame, meter.now());
+            }
+            // Counted, not a block by itself (GOAWAY ENHANCE_YOUR_CALM included): one
+            // oversized header block costs the request, a flood blocks.
+            FrameEvent::GoAway { error, .. } => glitches::server_goaway(error, meter),
         });
     }
 }
