@@ -16,7 +16,9 @@
 # How to run (from the repository root; needs valgrind and h2load, installed with apt when
 # missing):
 #     bash bench/callgrind.sh [ZGATE_BIN ...]      # default: builds and measures target/release/zgate
-# Knobs (environment): N=2000 requests per row, BASE_PORT=18380.
+# Knobs (environment): N=2000 requests per row, BASE_PORT=18380, EXTRA_TOML (appended to
+#   zgate's config, e.g. a `[fleet]` section, to compare the same binary with a feature on/off;
+#   LABEL names the rows then).
 # Output: one markdown table on stdout, a row per binary and protocol.
 # Everything listens on 127.0.0.1 only; every load run is bounded by N; every process the
 # script starts is stopped on exit.
@@ -84,6 +86,7 @@ enabled = false
 [log]
 level = "warn"
 EOF
+printf '%s\n' "${EXTRA_TOML:-}" >>"$TMP/zgate.toml"
 
 # Instructions per request of binary $1 for protocol $2 (h1 or h2c).
 measure() {
@@ -114,7 +117,7 @@ echo "| binary | row | instructions per request |"
 echo "|---|---|---:|"
 for bin in "$@"; do
   for proto in h1 h2c; do
-    echo "| \`$bin\` | $proto 0 B | $(measure "$bin" "$proto") |"
+    echo "| \`$bin\`${LABEL:+ ($LABEL)} | $proto 0 B | $(measure "$bin" "$proto") |"
   done
 done
 echo
