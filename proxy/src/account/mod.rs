@@ -6,11 +6,14 @@
 //! - `meter.rs`: the connection's handle on it, shared by the connection's IO, its requests and
 //!   its bodies, and the kill switch that acts on the verdicts (logs a block once, wakes the
 //!   driver);
+//! - `timed.rs`: every poll of a connection's task, its HTTP/2 stream tasks and a forwarded
+//!   request's work timed and charged (metric P);
 //! - `would_block.rs`: monitor mode's would-block lines, one per client per minute (sans-IO).
 //!
-//! The IO glue (the `conn` room's IO wrapper, taps and timed polls; the `http` room's bodies)
-//! only forwards events here.
+//! The IO glue (the `conn` room's IO wrapper and taps; the `http` room's bodies) only forwards
+//! events here.
 
 pub mod accounting;
 pub mod meter;
+pub mod timed;
 pub mod would_block;

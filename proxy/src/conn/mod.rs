@@ -10,13 +10,12 @@
 //! - `rewind.rs`: bytes read past a PROXY protocol header put back in front of the stream;
 //! - `io.rs`: the IO wrapper between the client's stream and hyper (the linkerd "sensor"):
 //!   replays detected bytes, forwards every read and write to the taps and the meter;
-//! - `tap/`: parsers of the byte stream (HTTP/1 reads, HTTP/2 frame headers) into events;
-//! - `timed.rs`: every poll of the connection and its HTTP/2 streams timed and charged.
+//! - `tap/`: parsers of the byte stream (HTTP/1 reads, HTTP/2 frame headers) into events.
 //!
 //! Where a metric is measured: `tap/` (F, HTTP/2 control frames, held request bytes),
-//! `io.rs` (bytes moved, released), `timed.rs` (P), the http room's bodies (bytes forwarded,
-//! response bytes held) and service (requests); where it is counted: the `account` room's
-//! `accounting.rs`; where it is scored: the limiter crate; where it is enforced:
+//! `io.rs` (bytes moved, released), the `account` room's `timed.rs` (P), the http room's
+//! bodies (bytes forwarded, response bytes held) and service (requests); where it is counted:
+//! the `account` room's `accounting.rs`; where it is scored: the limiter crate; where it is enforced:
 //! `account/meter.rs` (the kill switch) and `drive.rs` (reset, GOAWAY).
 
 mod detect;
@@ -25,7 +24,6 @@ pub mod io;
 mod rewind;
 mod serve;
 pub mod tap;
-pub mod timed;
 mod watchdog;
 
 pub use detect::H2_PREFACE;

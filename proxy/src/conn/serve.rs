@@ -20,10 +20,10 @@ use super::drive::{drive, Link};
 use super::rewind::Rewind;
 
 use crate::account::meter::Meter;
+use crate::account::timed::MeteredExec;
 use crate::conn::detect::{detect, DetectError, Protocol};
 use crate::conn::io::ClientIo;
 use crate::conn::tap::ReadTap;
-use crate::conn::timed::MeteredExec;
 use crate::http::service::{handle, ConnInfo, Services};
 
 /// The server's lifecycle, as connections see it.

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use zgate_limiter::ClientHandle;
 
 use crate::account::meter::{InFlightRequest, Meter};
-use crate::conn::timed::ChargedTo;
+use crate::account::timed::ChargedTo;
 use crate::http::body::{self, ProxyBody, Upload};
 use crate::http::finish::{Access, Finish};
 use crate::http::Upstream;

@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use zgate_limiter::Verdict;
 
 use crate::account::meter::{log_block, Meter};
-use crate::conn::timed::Timed;
+use crate::account::timed::Timed;
 use crate::conn::{reset_on_close, serve, ConnSettings, Phase};
 use crate::http::service::Services;
 use zgate_limiter::Identified;
