@@ -115,6 +115,12 @@ pub struct Guards {
     pub empty_data_per_sec: Option<u32>,
     /// CONTINUATION frames per header block. Default `32`.
     pub max_continuation_per_block: Option<u32>,
+    /// HTTP/2 WINDOW_UPDATE frames per connection per second. Default `1000`.
+    pub window_update_per_sec: Option<u32>,
+    /// HTTP/2 PRIORITY frames per connection per second. Default `100`.
+    pub priority_per_sec: Option<u32>,
+    /// HTTP/2 frames of unknown types per connection per second. Default `10`.
+    pub unknown_frame_per_sec: Option<u32>,
 }
 
 #[cfg(test)]

@@ -85,6 +85,12 @@ pub struct Timeouts {
     /// `"0"` disables it. Default `"60s"`.
     #[serde(with = "serde_human")]
     pub body_read: Duration,
+    /// The least rate a request body must average, in bytes per second, over the time zgate
+    /// waits on the client (like Apache's `RequestReadTimeout body=…,MinRate=…`): every byte
+    /// earns the client `1 / body_min_rate` s of waiting on top of a grace of `body_read`
+    /// (60 s when that is `"0"`); a body whose pauses add up to more is answered 408. Time the
+    /// backend makes zgate wait does not count. `0` disables it. Default `100`.
+    pub body_min_rate: u64,
     /// A connection with no request in flight and no bytes moving for this long is closed
     /// (gracefully: HTTP/2 gets a GOAWAY). `"0"` disables it. Default `"60s"`.
     #[serde(with = "serde_human")]
@@ -116,6 +122,7 @@ impl Default for Timeouts {
         Self {
             header_read: Duration::from_secs(10),
             body_read: Duration::from_secs(60),
+            body_min_rate: 100,
             idle: Duration::from_secs(60),
             protocol_detect: Duration::from_secs(5),
             tls_handshake: Duration::from_secs(10),

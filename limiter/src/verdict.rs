@@ -107,11 +107,17 @@ pub enum Guard {
     Continuation,
     /// The proxy's HTTP/2 stack found the client abusive (GOAWAY `ENHANCE_YOUR_CALM`).
     H2Abuse,
+    /// HTTP/2 WINDOW_UPDATE frames per second per connection.
+    WindowUpdate,
+    /// HTTP/2 PRIORITY frames per second per connection.
+    Priority,
+    /// HTTP/2 frames of unknown types per second per connection.
+    UnknownFrame,
 }
 
 impl Guard {
-    /// Number of guards: 10.
-    pub const COUNT: usize = 10;
+    /// Number of guards: 13.
+    pub const COUNT: usize = 13;
 
     /// All guards, in index order.
     pub const ALL: [Guard; Guard::COUNT] = [
@@ -125,6 +131,9 @@ impl Guard {
         Guard::EmptyData,
         Guard::Continuation,
         Guard::H2Abuse,
+        Guard::WindowUpdate,
+        Guard::Priority,
+        Guard::UnknownFrame,
     ];
 
     /// Position in [`Guard::ALL`].
@@ -146,6 +155,9 @@ impl Guard {
             Guard::EmptyData => "empty_data",
             Guard::Continuation => "continuation",
             Guard::H2Abuse => "h2_abuse",
+            Guard::WindowUpdate => "window_update",
+            Guard::Priority => "priority",
+            Guard::UnknownFrame => "unknown_frame",
         }
     }
 }

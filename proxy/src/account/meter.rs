@@ -175,6 +175,7 @@ impl Meter {
         let guard = InFlightRequest {
             request,
             awaiting: true,
+            backend_buffer: 0,
         };
         (self.verdict(v) && self.verdict(mem)).then_some(guard)
     }
@@ -225,6 +226,13 @@ impl Meter {
         self.verdict(self.accounting.chunk(message, n, now));
     }
 
+    /// `n` bytes of HTTP/2 control frames moved (either way): not activity for the idle
+    /// timeout. See [`Accounting::control_bytes`].
+    #[inline]
+    pub fn control_bytes(&self, n: usize) {
+        self.accounting.control_bytes(n);
+    }
+
     /// An HTTP/2 frame the static guards count.
     #[inline]
     pub fn h2_frame(&self, frame: H2Frame, now: Nanos) {
@@ -270,6 +278,8 @@ impl AsConnection for Meter {
 pub struct InFlightRequest {
     request: Request<Arc<Meter>>,
     awaiting: bool,
+    /// Bytes of a backend connection's buffers held for the response, charged until the drop.
+    backend_buffer: u64,
 }
 
 impl InFlightRequest {
@@ -281,10 +291,28 @@ impl InFlightRequest {
     }
 }
 
+impl InFlightRequest {
+    /// The response streams over a backend connection whose buffers (`bytes`) are held for
+    /// this client until the request ends: charged to its memory now, released at the drop.
+    pub fn holds_backend_buffer(&mut self, bytes: u64) {
+        let add = bytes.saturating_sub(self.backend_buffer);
+        if add == 0 {
+            return;
+        }
+        self.backend_buffer += add;
+        let m = self.request.owner();
+        m.verdict(m.accounting.backend_buffer(add as i64, m.clock));
+    }
+}
+
 impl Drop for InFlightRequest {
     fn drop(&mut self) {
         self.answered();
         let m = self.request.owner();
+        if self.backend_buffer > 0 {
+            let held = std::mem::take(&mut self.backend_buffer);
+            m.verdict(m.accounting.backend_buffer(-(held as i64), m.clock));
+        }
         m.verdict(m.accounting.request_ended(m.clock));
     }
 }

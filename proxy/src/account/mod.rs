@@ -6,6 +6,8 @@
 //! - `meter.rs`: the connection's handle on it, shared by the connection's IO, its requests and
 //!   its bodies, and the kill switch that acts on the verdicts (logs a block once, wakes the
 //!   driver);
+//! - `window.rs`: which held request bytes are charged: those beyond the inbound window
+//!   zgate granted (sans-IO);
 //! - `would_block.rs`: monitor mode's would-block lines, one per client per minute (sans-IO).
 //!
 //! The IO glue (the `conn` room's IO wrapper, taps and timed polls; the `http` room's bodies)
@@ -13,4 +15,5 @@
 
 pub mod accounting;
 pub mod meter;
+pub mod window;
 pub mod would_block;

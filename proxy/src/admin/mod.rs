@@ -18,9 +18,9 @@
 mod api;
 mod auth;
 mod blocks;
-mod guard;
+pub(crate) mod guard;
 mod json;
-mod router;
+pub(crate) mod router;
 mod runtime;
 mod scope;
 
