@@ -229,7 +229,7 @@ fn rewrite_response(
     let mut request = request;
     if let (Some(_), Some(r)) = (&pool, &mut request) {
         // The body streams over the backend connection, held for this client until it ends.
-        r.holds_backend_buffer(crate::upstream::BACKEND_BUFFER as u64);
+        r.holds_backend_buffer(crate::upstream::BACKEND_BUFFER_HELD as u64);
     }
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);

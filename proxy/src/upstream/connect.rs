@@ -25,6 +25,14 @@ use super::Outgoing;
 /// and this much of it is charged to the client (metric M) until the body ends.
 pub const BACKEND_BUFFER: usize = 64 * 1024;
 
+/// What a response streaming over a backend connection pins there, charged to its client:
+/// two [`BACKEND_BUFFER`]s, 128 KiB. hyper hands body chunks out as slices of its read
+/// buffer, so while the chunks on their way to a slow client are held, the next read goes to
+/// a new buffer: the one being filled and the one the held chunks keep alive. Measured by
+/// `tests/tests/memory_figure.rs` (one buffer left a slow reader's figure at 0.69 of the
+/// RSS it cost).
+pub const BACKEND_BUFFER_HELD: usize = 2 * BACKEND_BUFFER;
+
 /// Where to connect: an address, or a name resolved at each connect.
 #[derive(Debug)]
 pub(super) enum Target {

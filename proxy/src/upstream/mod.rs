@@ -71,8 +71,8 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use zgate_config::Config;
 
-pub use connect::BACKEND_BUFFER;
 use connect::{ConnectFailed, Target};
+pub use connect::{BACKEND_BUFFER, BACKEND_BUFFER_HELD};
 use exchange::Exchange;
 pub use health::BackendStats;
 use pool::IdlePool;
