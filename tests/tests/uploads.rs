@@ -1,9 +1,10 @@
 //! A fast legitimate upload after a training that saw none (issue 18, point 8), over real
 //! sockets: zgate trains on clients that only GET, then in defence a newcomer uploads 20 MiB
 //! at full speed over HTTP/2 and another over HTTP/1.1. What a client sends inside the window
-//! zgate granted (hyper's HTTP/2 connection window, its HTTP/1 read buffer) is zgate's choice
-//! and is not charged to the client's memory, so neither upload is an outlier. A slow reader
-//! still is: `attacks.rs`'s `slow_readers_are_blocked_for_memory`.
+//! zgate granted (hyper's HTTP/2 connection window) is zgate's choice and is not charged to the
+//! client's memory; HTTP/1 is charged what hyper buffers, at most twice its read buffer. So
+//! neither upload is an outlier. A slow reader still is: `attacks.rs`'s
+//! `slow_readers_are_blocked_for_memory`.
 
 use std::net::IpAddr;
 

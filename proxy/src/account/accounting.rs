@@ -177,8 +177,8 @@ impl Accounting {
     }
 
     /// The inbound window zgate granted on this connection, in bytes (HTTP/2: hyper's
-    /// connection window; HTTP/1: hyper's read buffer): held request bytes up to it are not
-    /// charged (see `window.rs`). Set once, before any byte is read.
+    /// connection window; HTTP/1 grants none): held request bytes up to it are not charged
+    /// (see `window.rs`). Set once, before any byte is read.
     pub fn grant_inbound(&self, bytes: u64) {
         self.granted_in.store(bytes, Ordering::Relaxed);
     }

@@ -3,11 +3,12 @@
 //!
 //! A client that sends a body at full speed fills whatever zgate lets it send before the
 //! backend drains it: on HTTP/2 the flow-control window hyper grants (its connection window,
-//! [`H2_CONNECTION_WINDOW`]), on HTTP/1 hyper's read buffer. Those bytes are zgate's choice,
-//! not the client's abuse: charging them made a newcomer's fast upload score as an outlier on
-//! memory after a training that saw no uploads. So the held request bytes of a connection are
-//! charged beyond its grant only (both in training and in defence, so the model sees the same
-//! rule). What a slow reader pins (response bytes) and the fixed per-connection and
+//! [`H2_CONNECTION_WINDOW`]). Those bytes are zgate's choice, not the client's abuse:
+//! charging them made a newcomer's fast upload score as an outlier on memory after a training
+//! that saw no uploads. So the held request bytes of an HTTP/2 connection are charged beyond
+//! its grant only (both in training and in defence, so the model sees the same rule). HTTP/1
+//! has no window and grants nothing: what hyper buffers of it is capped at twice its read
+//! buffer and charged, so a large head being received (slowloris) still counts. What a slow reader pins (response bytes) and the fixed per-connection and
 //! per-request costs are charged in full; a client that pins request buffers on many
 //! connections is charged their fixed costs and counted on connections.
 

@@ -115,11 +115,9 @@ pub async fn serve(
 /// (held request bytes within it are not charged, see `account/window.rs`).
 fn tap(protocol: Protocol, settings: &ConnSettings, meter: &Meter) -> ReadTap {
     match protocol {
-        Protocol::Http1 => {
-            let max_buf = http1_max_buf(settings);
-            meter.accounting().grant_inbound(max_buf as u64);
-            ReadTap::http1(max_buf)
-        }
+        // HTTP/1 has no window: what hyper buffers (at most twice its read buffer) is charged,
+        // so a large head being received still counts.
+        Protocol::Http1 => ReadTap::http1(http1_max_buf(settings)),
         Protocol::Http2 => {
             meter
                 .accounting()
