@@ -133,6 +133,12 @@ pub struct Guards {
     /// oversized header block (10). Above it the client is blocked (`guard:glitches`), in
     /// every mode. `0` turns it off. Default `100`.
     pub max_glitches: Option<u32>,
+    /// HTTP/2 WINDOW_UPDATE frames per connection per second. Default `1000`.
+    pub window_update_per_sec: Option<u32>,
+    /// HTTP/2 PRIORITY frames per connection per second. Default `100`.
+    pub priority_per_sec: Option<u32>,
+    /// HTTP/2 frames of unknown types per connection per second. Default `10`.
+    pub unknown_frame_per_sec: Option<u32>,
 }
 
 #[cfg(test)]

@@ -160,6 +160,16 @@ pub struct GuardLimits {
     pub empty_data_per_sec: u32,
     /// CONTINUATION frames in one header block. Default: 32.
     pub max_continuation_per_block: u32,
+    /// HTTP/2 WINDOW_UPDATE frames received per connection per second. A legitimate client
+    /// sends about one per DATA frame it reads, so the default leaves room for ~16 MB/s of
+    /// 16 KiB frames. Default: 1000.
+    pub window_update_per_sec: u32,
+    /// HTTP/2 PRIORITY frames received per connection per second (deprecated by RFC 9113;
+    /// browsers send a handful per page). Default: 100.
+    pub priority_per_sec: u32,
+    /// HTTP/2 frames of unknown or extension types received per connection per second (the
+    /// receiver must ignore them, RFC 9113 §4.1, so they only cost). Default: 10.
+    pub unknown_frame_per_sec: u32,
 }
 
 impl Default for GuardLimits {
@@ -172,6 +182,9 @@ impl Default for GuardLimits {
             rst_stream_per_sec: 200,
             empty_data_per_sec: 200,
             max_continuation_per_block: 32,
+            window_update_per_sec: 1000,
+            priority_per_sec: 100,
+            unknown_frame_per_sec: 10,
         }
     }
 }

@@ -42,6 +42,12 @@ pub enum H2Frame {
         /// The END_HEADERS flag: the block ends with this frame.
         end_headers: bool,
     },
+    /// A WINDOW_UPDATE frame from the client.
+    WindowUpdate,
+    /// A PRIORITY frame from the client.
+    Priority,
+    /// A frame of a type RFC 9113 does not define (receivers ignore it, so it only costs).
+    Unknown,
 }
 
 /// The rate-capped frame kinds. A kind's discriminant indexes `LiveGuardLimits::per_sec` and
@@ -52,15 +58,21 @@ enum Rated {
     Settings,
     RstStream,
     EmptyData,
+    WindowUpdate,
+    Priority,
+    Unknown,
 }
 
 impl Rated {
-    const COUNT: usize = 4;
+    const COUNT: usize = 7;
     const ALL: [Rated; Rated::COUNT] = [
         Rated::Ping,
         Rated::Settings,
         Rated::RstStream,
         Rated::EmptyData,
+        Rated::WindowUpdate,
+        Rated::Priority,
+        Rated::Unknown,
     ];
 
     fn index(self) -> usize {
@@ -74,6 +86,9 @@ impl Rated {
             Rated::Settings => Guard::Settings,
             Rated::RstStream => Guard::RstStream,
             Rated::EmptyData => Guard::EmptyData,
+            Rated::WindowUpdate => Guard::WindowUpdate,
+            Rated::Priority => Guard::Priority,
+            Rated::Unknown => Guard::UnknownFrame,
         }
     }
 
@@ -84,6 +99,9 @@ impl Rated {
             Rated::Settings => limits.settings_per_sec,
             Rated::RstStream => limits.rst_stream_per_sec,
             Rated::EmptyData => limits.empty_data_per_sec,
+            Rated::WindowUpdate => limits.window_update_per_sec,
+            Rated::Priority => limits.priority_per_sec,
+            Rated::Unknown => limits.unknown_frame_per_sec,
         }
     }
 }
@@ -130,6 +148,9 @@ impl LiveGuardLimits {
             rst_stream_per_sec: self.rate(Rated::RstStream),
             empty_data_per_sec: self.rate(Rated::EmptyData),
             max_continuation_per_block: self.max_continuation.load(r),
+            window_update_per_sec: self.rate(Rated::WindowUpdate),
+            priority_per_sec: self.rate(Rated::Priority),
+            unknown_frame_per_sec: self.rate(Rated::Unknown),
         }
     }
 
@@ -178,6 +199,9 @@ impl FrameGuards {
             H2Frame::Settings => Rated::Settings,
             H2Frame::RstStream | H2Frame::ServerRstStream => Rated::RstStream,
             H2Frame::EmptyData => Rated::EmptyData,
+            H2Frame::WindowUpdate => Rated::WindowUpdate,
+            H2Frame::Priority => Rated::Priority,
+            H2Frame::Unknown => Rated::Unknown,
             H2Frame::EnhanceYourCalm => return Some((Guard::H2Abuse, 1)),
             H2Frame::Headers { .. } => {
                 self.continuation.store(0, r);
@@ -292,6 +316,9 @@ mod tests {
             settings_per_sec: 2,
             rst_stream_per_sec: 3,
             empty_data_per_sec: 4,
+            window_update_per_sec: 5,
+            priority_per_sec: 6,
+            unknown_frame_per_sec: 7,
             ..GuardLimits::default()
         };
         assert_eq!(LiveGuardLimits::new(&c).load(), c);
@@ -304,6 +331,9 @@ mod tests {
             settings_per_sec: 1,
             rst_stream_per_sec: 1,
             empty_data_per_sec: 1,
+            window_update_per_sec: 1,
+            priority_per_sec: 1,
+            unknown_frame_per_sec: 1,
             ..GuardLimits::default()
         });
         for (frame, guard) in [
@@ -312,6 +342,9 @@ mod tests {
             (H2Frame::RstStream, Guard::RstStream),
             (H2Frame::ServerRstStream, Guard::RstStream),
             (H2Frame::EmptyData, Guard::EmptyData),
+            (H2Frame::WindowUpdate, Guard::WindowUpdate),
+            (H2Frame::Priority, Guard::Priority),
+            (H2Frame::Unknown, Guard::UnknownFrame),
         ] {
             let g = FrameGuards::new(0);
             assert_eq!(g.frame(frame, 0, &l), None);

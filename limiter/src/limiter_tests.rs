@@ -549,6 +549,7 @@ fn static_guards_act_in_every_mode() {
         rst_stream_per_sec: 2,
         empty_data_per_sec: 2,
         max_continuation_per_block: 2,
+        ..GuardLimits::default()
     };
     let model = trained(&[1; 20]).model().unwrap();
     for mode in [Mode::Disabled, Mode::Training, Mode::Defence, Mode::Monitor] {

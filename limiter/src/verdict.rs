@@ -110,11 +110,17 @@ pub enum Guard {
     /// `max_glitches`: the client's weighted protocol errors, abandoned requests and oversized
     /// header blocks in one 10-second window (see [`crate::Glitch`]).
     Glitches,
+    /// HTTP/2 WINDOW_UPDATE frames per second per connection.
+    WindowUpdate,
+    /// HTTP/2 PRIORITY frames per second per connection.
+    Priority,
+    /// HTTP/2 frames of unknown types per second per connection.
+    UnknownFrame,
 }
 
 impl Guard {
-    /// Number of guards: 11.
-    pub const COUNT: usize = 11;
+    /// Number of guards: 14.
+    pub const COUNT: usize = 14;
 
     /// All guards, in index order.
     pub const ALL: [Guard; Guard::COUNT] = [
@@ -129,6 +135,9 @@ impl Guard {
         Guard::Continuation,
         Guard::H2Abuse,
         Guard::Glitches,
+        Guard::WindowUpdate,
+        Guard::Priority,
+        Guard::UnknownFrame,
     ];
 
     /// Position in [`Guard::ALL`].
@@ -151,6 +160,9 @@ impl Guard {
             Guard::Continuation => "continuation",
             Guard::H2Abuse => "h2_abuse",
             Guard::Glitches => "glitches",
+            Guard::WindowUpdate => "window_update",
+            Guard::Priority => "priority",
+            Guard::UnknownFrame => "unknown_frame",
         }
     }
 }

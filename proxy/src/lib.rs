@@ -18,7 +18,8 @@
 //! - `limits.rs` (`[limits]` mapped onto the limiter's and the proxy's settings), `clock.rs`
 //!   (the limiter's clock), `stats.rs` (traffic counters), `histogram.rs` (latency buckets),
 //!   `escape.rs` (client text made safe for a log line) and `log.rs` (the log subscriber, text
-//!   or JSON) are small shared leaves.
+//!   or JSON) are small shared leaves;
+//! - `fuzzing/` (feature `fuzzing`, for `fuzz/` only): the fuzz targets' entry points.
 
 pub mod account;
 pub mod admin;
@@ -26,6 +27,8 @@ pub mod cli;
 pub mod clock;
 pub mod conn;
 pub mod escape;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod histogram;
 pub mod http;
 pub mod limits;

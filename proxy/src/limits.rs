@@ -67,6 +67,9 @@ pub fn from_config(l: &Limits) -> Result<(LimiterConfig, ProxyLimits), LimitsErr
     set(&mut c.guards.settings_per_sec, g.settings_per_sec);
     set(&mut c.guards.rst_stream_per_sec, g.rst_stream_per_sec);
     set(&mut c.guards.empty_data_per_sec, g.empty_data_per_sec);
+    set(&mut c.guards.window_update_per_sec, g.window_update_per_sec);
+    set(&mut c.guards.priority_per_sec, g.priority_per_sec);
+    set(&mut c.guards.unknown_frame_per_sec, g.unknown_frame_per_sec);
     set(
         &mut c.guards.max_continuation_per_block,
         g.max_continuation_per_block,

@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use zgate_limiter::{Connection, Fragments, H2Frame, Nanos, Verdict};
 
+use super::window;
+
 /// Memory changes are reported to the limiter once they add up to this many bytes either way.
 /// The client's counters are shared by all its connections (and, for a NAT or a load
 /// generator, by many of them on every core): a small request's per-stream cost and response
@@ -75,11 +77,18 @@ pub struct Accounting {
     costs: Costs,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Bytes of HTTP/2 control frames (PING, SETTINGS, WINDOW_UPDATE, PRIORITY, unknown
+    /// types) moved either way, headers included: part of `bytes_in + bytes_out` that is not
+    /// activity for `timeouts.idle`.
+    control: AtomicU64,
     /// Response bytes received from the backend and not yet written to the client.
     held_out: AtomicU64,
     /// Request bytes read from the client and not yet forwarded (HTTP/2: DATA payloads;
     /// HTTP/1: every byte read, the head included, until its request ends).
     held_in: AtomicU64,
+    /// Request bytes held that are not charged: the inbound window zgate granted (see
+    /// `window.rs`); 0 until [`Accounting::grant_inbound`].
+    granted_in: AtomicU64,
     /// Memory changes not yet reported to the limiter, net bytes.
     mem_unreported: AtomicI64,
     /// Requests in flight (see the module docs for the lifetime).
@@ -107,8 +116,10 @@ impl Accounting {
             costs,
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            control: AtomicU64::new(0),
             held_out: AtomicU64::new(0),
             held_in: AtomicU64::new(0),
+            granted_in: AtomicU64::new(0),
             mem_unreported: AtomicI64::new(0),
             requests: AtomicU64::new(0),
             awaiting: AtomicU64::new(0),
@@ -155,19 +166,43 @@ impl Accounting {
     /// chunked framing), until no request is in flight any more; never more than `max_held`
     /// in all (HTTP/1: what hyper can buffer; HTTP/2: no cap, `u64::MAX`).
     pub fn request_read(&self, n: usize, max_held: u64, now: impl Now) -> Verdict {
-        let held = self.held_in.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        let before = self.held_in.fetch_add(n as u64, Ordering::Relaxed);
+        let held = before + n as u64;
         let dropped = if held > max_held {
             take(&self.held_in, held - max_held)
         } else {
             0
         };
-        self.memory_changed(n as i64 - dropped as i64, now)
+        self.held_in_changed(before, held - dropped, now)
+    }
+
+    /// The inbound window zgate granted on this connection, in bytes (HTTP/2: hyper's
+    /// connection window; HTTP/1 grants none): held request bytes up to it are not charged
+    /// (see `window.rs`). Set once, before any byte is read.
+    pub fn grant_inbound(&self, bytes: u64) {
+        self.granted_in.store(bytes, Ordering::Relaxed);
     }
 
     /// `n` request body bytes were handed to the backend.
     pub fn request_forwarded(&self, n: usize, now: impl Now) -> Verdict {
-        let released = take(&self.held_in, n as u64);
-        self.memory_changed(-(released as i64), now)
+        let (released, before) = take_from(&self.held_in, n as u64);
+        self.held_in_changed(before, before - released, now)
+    }
+
+    /// Held request bytes went from `before` to `after`: the charge changes by what is beyond
+    /// the grant.
+    fn held_in_changed(&self, before: u64, after: u64, now: impl Now) -> Verdict {
+        let granted = self.granted_in.load(Ordering::Relaxed);
+        match window::charge_delta(before, after, granted) {
+            0 => Verdict::Allow,
+            delta => self.memory_changed(delta, now),
+        }
+    }
+
+    /// A backend connection's buffers are held for this client (`delta` > 0: a response
+    /// started streaming over it) or no longer (`delta` < 0: its body ended or was dropped).
+    pub fn backend_buffer(&self, delta: i64, now: impl Now) -> Verdict {
+        self.memory_changed(delta, now)
     }
 
     /// `n` response bytes arrived from the backend for this client.
@@ -206,7 +241,11 @@ impl Accounting {
             .requests
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(1));
         match before {
-            Ok(1) => release += self.held_in.swap(0, Ordering::Relaxed),
+            Ok(1) => {
+                let held = self.held_in.swap(0, Ordering::Relaxed);
+                let granted = self.granted_in.load(Ordering::Relaxed);
+                release += window::charged(held, granted);
+            }
             Ok(_) => {}
             // Not in flight (a late event): nothing to release.
             Err(_) => return Verdict::Allow,
@@ -257,6 +296,22 @@ impl Accounting {
     /// Bytes moved in either direction so far; two readings tell whether the connection idled.
     pub fn bytes_moved(&self) -> u64 {
         self.bytes_in() + self.bytes_out()
+    }
+
+    /// `n` bytes of HTTP/2 control frames were (or are being) moved, either way: counted
+    /// from the frame header, so this may run ahead of the bytes moved until the payload
+    /// arrives (called by the IO task only).
+    #[inline]
+    pub fn control_bytes(&self, n: usize) {
+        add_single_writer(&self.control, n as u64);
+    }
+
+    /// Bytes moved that were not HTTP/2 control frames: what `timeouts.idle` counts as
+    /// activity, so a client that only PINGs stays idle. May step back while a control frame's
+    /// payload is in transit; a reader keeps its own maximum.
+    pub fn active_bytes(&self) -> u64 {
+        self.bytes_moved()
+            .saturating_sub(self.control.load(Ordering::Relaxed))
     }
 
     /// Bytes read from the client so far.
@@ -317,6 +372,17 @@ impl Accounting {
 #[inline]
 fn add_single_writer(cell: &AtomicU64, n: u64) {
     cell.store(cell.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
+/// Subtracts up to `n` from `cell`, never below zero; returns what was subtracted and what
+/// the cell held before.
+fn take_from(cell: &AtomicU64, n: u64) -> (u64, u64) {
+    match cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+        (held > 0).then(|| held - n.min(held))
+    }) {
+        Ok(held) => (n.min(held), held),
+        Err(_) => (0, 0),
+    }
 }
 
 /// Subtracts up to `n` from `cell`, never below zero; returns what was subtracted.

@@ -174,6 +174,7 @@ impl Meter {
         let guard = InFlightRequest {
             charge: Charge::Own(request),
             awaiting: true,
+            backend_buffer: 0,
         };
         (self.verdict(v) && self.verdict(mem)).then_some(guard)
     }
@@ -199,6 +200,7 @@ impl Meter {
                 return Err(InFlightRequest {
                     charge: Charge::Nobody(self.clone()),
                     awaiting: true,
+                    backend_buffer: 0,
                 });
             }
         };
@@ -212,6 +214,7 @@ impl Meter {
                 meter: self.clone(),
             },
             awaiting: true,
+            backend_buffer: 0,
         };
         if self.forwarded_verdict(ip, v) && self.forwarded_verdict(ip, mem) {
             Ok(guard)
@@ -301,6 +304,13 @@ impl Meter {
         self.verdict(self.accounting.chunk(message, n, now));
     }
 
+    /// `n` bytes of HTTP/2 control frames moved (either way): not activity for the idle
+    /// timeout. See [`Accounting::control_bytes`].
+    #[inline]
+    pub fn control_bytes(&self, n: usize) {
+        self.accounting.control_bytes(n);
+    }
+
     /// An HTTP/2 frame the static guards count.
     #[inline]
     pub fn h2_frame(&self, frame: H2Frame, now: Nanos) {
@@ -352,6 +362,8 @@ impl AsConnection for Meter {
 pub struct InFlightRequest {
     charge: Charge,
     awaiting: bool,
+    /// Bytes of a backend connection's buffers held for the response, charged until the drop.
+    backend_buffer: u64,
 }
 
 /// Whom a request in flight is charged to.
@@ -391,11 +403,29 @@ impl InFlightRequest {
     }
 }
 
+impl InFlightRequest {
+    /// The response streams over a backend connection whose buffers (`bytes`) are held for
+    /// this client until the request ends: charged to its memory now, released at the drop.
+    pub fn holds_backend_buffer(&mut self, bytes: u64) {
+        let add = bytes.saturating_sub(self.backend_buffer);
+        if add == 0 {
+            return;
+        }
+        self.backend_buffer += add;
+        let m = self.meter();
+        m.verdict(m.accounting.backend_buffer(add as i64, m.clock));
+    }
+}
+
 impl Drop for InFlightRequest {
     fn drop(&mut self) {
         self.answered();
         let own = matches!(self.charge, Charge::Own(_));
+        let held = std::mem::take(&mut self.backend_buffer);
         let m = self.meter();
+        if held > 0 {
+            m.verdict(m.accounting.backend_buffer(-(held as i64), m.clock));
+        }
         m.verdict(m.accounting.request_ended(own, m.clock));
     }
 }

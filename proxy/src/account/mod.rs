@@ -8,6 +8,8 @@
 //!   driver);
 //! - `timed.rs`: every poll of a connection's task, its HTTP/2 stream tasks and a forwarded
 //!   request's work timed and charged (metric P);
+//! - `window.rs`: which held request bytes are charged: those beyond the inbound window
+//!   zgate granted (sans-IO);
 //! - `would_block.rs`: monitor mode's would-block lines, one per client per minute (sans-IO).
 //!
 //! The IO glue (the `conn` room's IO wrapper and taps; the `http` room's bodies) only forwards
@@ -16,4 +18,5 @@
 pub mod accounting;
 pub mod meter;
 pub mod timed;
+pub mod window;
 pub mod would_block;

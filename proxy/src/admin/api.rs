@@ -383,6 +383,9 @@ fn knobs(core: &dyn Control) -> Value {
         ("settings_per_sec", u64::from(g.settings_per_sec)),
         ("rst_stream_per_sec", u64::from(g.rst_stream_per_sec)),
         ("empty_data_per_sec", u64::from(g.empty_data_per_sec)),
+        ("window_update_per_sec", u64::from(g.window_update_per_sec)),
+        ("priority_per_sec", u64::from(g.priority_per_sec)),
+        ("unknown_frame_per_sec", u64::from(g.unknown_frame_per_sec)),
         (
             "max_continuation_per_block",
             u64::from(g.max_continuation_per_block),

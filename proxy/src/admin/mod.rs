@@ -22,11 +22,11 @@
 mod api;
 mod auth;
 mod blocks;
-mod guard;
+pub(crate) mod guard;
 mod json;
 mod live;
 mod page;
-mod router;
+pub(crate) mod router;
 mod runtime;
 mod scope;
 mod thin;

@@ -28,4 +28,6 @@ mod watchdog;
 
 pub use detect::H2_PREFACE;
 pub(crate) use drive::reset_on_close;
+#[cfg(feature = "fuzzing")]
+pub(crate) use serve::run_http1;
 pub use serve::{serve, ConnSettings, Phase};

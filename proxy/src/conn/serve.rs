@@ -21,6 +21,7 @@ use super::rewind::Rewind;
 
 use crate::account::meter::Meter;
 use crate::account::timed::MeteredExec;
+use crate::account::window::{H2_CONNECTION_WINDOW, H2_STREAM_WINDOW};
 use crate::conn::detect::{detect, DetectError, Protocol};
 use crate::conn::io::ClientIo;
 use crate::conn::tap::ReadTap;
@@ -76,6 +77,7 @@ pub async fn serve(
         meter: meter.clone(),
         fd,
         body_read: t.body_read,
+        body_min_rate: t.body_min_rate,
     };
     match tls {
         Some(acceptor) => {
@@ -93,7 +95,7 @@ pub async fn serve(
             };
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
-            let tap = tap(protocol, &settings);
+            let tap = tap(protocol, &settings, &meter);
             let io = ClientIo::new(tls_stream, Bytes::new(), meter, tap, shared.stats.clone());
             run(shared, settings, io, protocol, info, &mut phase).await;
         }
@@ -111,23 +113,47 @@ pub async fn serve(
                     return;
                 }
             };
-            let tap = tap(protocol, &settings);
+            let tap = tap(protocol, &settings, &meter);
             let io = ClientIo::new(stream, prefix, meter, tap, shared.stats.clone());
             run(shared, settings, io, protocol, info, &mut phase).await;
         }
     }
 }
 
-fn tap(protocol: Protocol, settings: &ConnSettings) -> ReadTap {
+/// The read tap of a connection, and the inbound window granted to it in its accounting
+/// (held request bytes within it are not charged, see `account/window.rs`).
+fn tap(protocol: Protocol, settings: &ConnSettings, meter: &Meter) -> ReadTap {
     match protocol {
+        // HTTP/1 has no window: what hyper buffers (at most twice its read buffer) is charged,
+        // so a large head being received still counts.
         Protocol::Http1 => ReadTap::http1(http1_max_buf(settings)),
-        Protocol::Http2 => ReadTap::http2(),
+        Protocol::Http2 => {
+            meter
+                .accounting()
+                .grant_inbound(u64::from(H2_CONNECTION_WINDOW));
+            ReadTap::http2()
+        }
     }
 }
 
 /// hyper's HTTP/1 read buffer limit: a whole request head must fit.
 fn http1_max_buf(settings: &ConnSettings) -> usize {
     settings.http.max_header_bytes.max(8192)
+}
+
+/// Serves an HTTP/1 connection over any IO, as [`serve`] does after protocol detection (for
+/// the fuzz targets, which use in-memory IO).
+#[cfg(feature = "fuzzing")]
+pub(crate) async fn run_http1<S>(
+    shared: Arc<Services>,
+    settings: Arc<ConnSettings>,
+    io: ClientIo<S>,
+    info: ConnInfo,
+    phase: &mut watch::Receiver<Phase>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    run(shared, settings, io, Protocol::Http1, info, phase).await;
 }
 
 async fn run<S>(
@@ -170,6 +196,8 @@ async fn run<S>(
         Protocol::Http2 => {
             let conn = http2::Builder::new(exec)
                 .timer(TokioTimer::new())
+                .initial_connection_window_size(H2_CONNECTION_WINDOW)
+                .initial_stream_window_size(H2_STREAM_WINDOW)
                 .max_concurrent_streams(settings.http.h2_max_concurrent_streams)
                 .max_header_list_size(settings.http.h2_max_header_list_bytes)
                 .serve_connection(io, service);

@@ -16,7 +16,7 @@ pub(super) enum Watch {
     Quiet,
     /// HTTP/1: a request head has been arriving for longer than `timeouts.header_read`.
     HeaderDeadline,
-    /// No byte moved for `timeouts.idle` and no request awaits its response: close
+    /// No byte moved for `timeouts.idle` (HTTP/2 control frames do not count) and no request awaits its response: close
     /// gracefully.
     Idle,
     /// Still silent for another `timeouts.idle` after a graceful close was asked: drop it.
@@ -40,7 +40,7 @@ impl Watchdog {
             header_read: t.header_read,
             idle: t.idle,
             http1,
-            last_bytes: accounting.bytes_moved(),
+            last_bytes: accounting.active_bytes(),
             last_change: now,
         }
     }
@@ -54,8 +54,10 @@ impl Watchdog {
                 }
             }
         }
-        let moved = accounting.bytes_moved();
-        if moved != self.last_bytes {
+        // Control frames are not activity; `active_bytes` can step back while a control
+        // frame's payload is in transit, so only a new maximum is progress.
+        let moved = accounting.active_bytes();
+        if moved > self.last_bytes {
             self.last_bytes = moved;
             self.last_change = now;
             return Watch::Quiet;
@@ -146,6 +148,27 @@ mod tests {
         assert_eq!(w.tick(s(501), &acc, false), Watch::Idle);
         assert_eq!(w.tick(s(560), &acc, true), Watch::Quiet);
         assert_eq!(w.tick(s(561), &acc, true), Watch::StillIdle);
+    }
+
+    #[test]
+    fn control_frames_are_not_activity() {
+        let (_l, acc) = accounting();
+        let mut w = Watchdog::new(&timeouts(100, 60), false, &acc, s(0));
+        // A PING every 2 s and its ACK, the header counted before the payload arrives.
+        for t in (2..60).step_by(2) {
+            acc.control_bytes(17);
+            acc.bytes_read(9, s(t));
+            assert_eq!(w.tick(s(t), &acc, false), Watch::Quiet);
+            acc.bytes_read(8, s(t));
+            acc.control_bytes(17);
+            acc.bytes_written(17, s(t));
+        }
+        assert_eq!(w.tick(s(61), &acc, false), Watch::Idle, "PINGs only: idle");
+        // One byte of anything else is activity.
+        acc.bytes_written(1, s(62));
+        assert_eq!(w.tick(s(62), &acc, false), Watch::Quiet);
+        assert_eq!(w.tick(s(121), &acc, false), Watch::Quiet);
+        assert_eq!(w.tick(s(122), &acc, false), Watch::Idle);
     }
 
     #[test]

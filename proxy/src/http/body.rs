@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::finish::Finish;
+use super::min_rate::{MinRate, DEFAULT_GRACE};
 use zgate_limiter::{ClientHandle, Fragments};
 
 use crate::account::meter::{InFlightRequest, Meter};
@@ -140,6 +141,10 @@ pub fn is_client_body_error(e: &(dyn std::error::Error + 'static)) -> bool {
 pub struct Upload {
     progress: Arc<UploadProgress>,
     body_read: Duration,
+    /// `timeouts.body_min_rate`'s budget; `None` when it is off.
+    min_rate: Option<MinRate>,
+    /// When the current pause on the client started.
+    paused_at: Option<Instant>,
     /// The pause timer, allocated on the first pause.
     sleep: Option<Pin<Box<Sleep>>>,
     /// A forwarded client's body: its handle and the body's chunks so far (metric F is its,
@@ -147,13 +152,24 @@ pub struct Upload {
     charged: Option<(Arc<ClientHandle>, Fragments)>,
 }
 
+/// Far enough to mean never, near enough not to overflow an `Instant`: a year.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl Upload {
     /// The upload of a body that starts now; its pauses may last up to `body_read` (zero:
-    /// any).
-    pub fn new(body_read: Duration) -> Upload {
+    /// any), and its pauses in all no more than `min_rate` allows (bytes per second, 0: off;
+    /// see [`MinRate`], whose grace is `body_read`, or [`DEFAULT_GRACE`] when that is zero).
+    pub fn new(body_read: Duration, min_rate: u64) -> Upload {
+        let grace = if body_read.is_zero() {
+            DEFAULT_GRACE
+        } else {
+            body_read
+        };
         Upload {
             progress: Arc::new(UploadProgress::new()),
             body_read,
+            min_rate: MinRate::new(min_rate, grace),
+            paused_at: None,
             sleep: None,
             charged: None,
         }
@@ -173,30 +189,57 @@ impl Upload {
         }
     }
 
+    /// How long the pause starting now may last: `body_read`, or less when the minimum rate
+    /// allows less; `None`: any.
+    fn pause_limit(&self) -> Option<Duration> {
+        let pause = (!self.body_read.is_zero()).then_some(self.body_read);
+        let rate = self.min_rate.as_ref().map(MinRate::allowance);
+        match (pause, rate) {
+            (Some(p), Some(r)) => Some(p.min(r)),
+            (p, r) => p.or(r),
+        }
+    }
+
     /// The body had nothing to give: the upload waits on the client. Ready once this pause
-    /// has lasted `body_read`.
+    /// has lasted its limit ([`Upload::pause_limit`]).
     fn poll_paused(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let new_pause = self.progress.waits_on_client();
-        if self.body_read.is_zero() {
-            return Poll::Pending;
+        let now = Instant::now();
+        if new_pause || self.paused_at.is_none() {
+            self.paused_at = Some(now);
         }
+        let Some(limit) = self.pause_limit() else {
+            return Poll::Pending;
+        };
+        let start = self.paused_at.unwrap_or(now);
+        let deadline = start
+            .checked_add(limit.min(NEVER))
+            .unwrap_or(start + Duration::from_secs(1));
         let sleep = match &mut self.sleep {
             Some(sleep) => {
                 if new_pause {
-                    sleep.as_mut().reset(Instant::now() + self.body_read);
+                    sleep.as_mut().reset(deadline);
                 }
                 sleep
             }
             None => self
                 .sleep
-                .insert(Box::pin(tokio::time::sleep(self.body_read))),
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
         };
         sleep.as_mut().poll(cx)
     }
 
-    /// The body gave something (a piece, its end or an error): the pause, if any, is over.
-    fn progressed(&self) {
+    /// The body gave something (a piece of `n` bytes, its end or an error): the pause, if
+    /// any, is over.
+    fn progressed(&mut self, n: usize) {
         self.progress.progressed();
+        let paused = self.paused_at.take();
+        if let Some(m) = &mut self.min_rate {
+            if let Some(start) = paused {
+                m.paused(start.elapsed());
+            }
+            m.received(n);
+        }
     }
 }
 
@@ -260,10 +303,10 @@ impl Body for ProxyBody {
                         return Poll::Pending;
                     }
                 };
-                if let Some(u) = upload {
-                    u.progressed();
-                }
                 let n = data_len(&frame);
+                if let Some(u) = upload {
+                    u.progressed(n);
+                }
                 if n > 0 {
                     meter.request_forwarded(n);
                     if let Some(f) = forwarded {
@@ -359,11 +402,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_pause_is_timed_from_its_start_and_a_piece_ends_it() {
-        let mut u = Upload::new(Duration::from_millis(100));
+        let mut u = Upload::new(Duration::from_millis(100), 0);
         assert!(poll_paused(&mut u).await.is_pending(), "t=0: pause starts");
         advance_ms(60).await;
         assert!(poll_paused(&mut u).await.is_pending(), "t=60: same pause");
-        u.progressed();
+        u.progressed(1);
         advance_ms(60).await;
         // A new pause from t=120: the first one's 100 ms have passed, this one's have not.
         assert!(poll_paused(&mut u).await.is_pending(), "t=120: new pause");
@@ -381,7 +424,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_zero_limit_allows_any_pause() {
-        let mut u = Upload::new(Duration::ZERO);
+        let mut u = Upload::new(Duration::ZERO, 0);
         assert!(poll_paused(&mut u).await.is_pending());
         advance_ms(3_600_000).await;
         assert!(poll_paused(&mut u).await.is_pending());
@@ -390,8 +433,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_backend_deadline_waits_while_the_client_pauses() {
         let limit = Duration::from_millis(100);
-        let mut u = Upload::new(Duration::ZERO);
-        u.progressed();
+        let mut u = Upload::new(Duration::ZERO, 0);
+        u.progressed(1);
         let from_piece = Instant::now() + limit;
         assert_eq!(u.progress.backend_deadline(limit), from_piece);
         advance_ms(500).await;

@@ -13,7 +13,8 @@
 //!   request gets 400;
 //! - `body.rs`: the body type both ways: streamed and metered for the client, or zgate's own;
 //!   the request body's pause timer; a client's malformed body told apart from a backend's
-//!   failure.
+//!   failure;
+//! - `min_rate.rs`: `timeouts.body_min_rate`, the minimum rate of a request body, sans-IO.
 
 pub mod body;
 pub mod finish;
@@ -21,6 +22,7 @@ pub mod forwarded;
 pub mod headers;
 pub mod host;
 pub mod identity;
+pub mod min_rate;
 pub mod service;
 
 /// The backend pool as the proxy uses it: sending [`body::ProxyBody`] requests.

@@ -64,6 +64,9 @@ pub struct ConnInfo {
     pub fd: std::os::fd::RawFd,
     /// `timeouts.body_read`: the longest pause allowed within a request body.
     pub body_read: std::time::Duration,
+    /// `timeouts.body_min_rate`: bytes per second a request body must average over the time
+    /// zgate waits on it (0: off).
+    pub body_min_rate: u64,
 }
 
 /// Proxies `req` to a backend and returns what the client gets. The request is finished
@@ -251,7 +254,7 @@ fn rewrite_request(
     headers::append_via(h, headers::via_token(parts.version));
     parts.version = Version::HTTP_11;
     let upload = (!http_body::Body::is_end_stream(&body)).then(|| {
-        let upload = Upload::new(conn.body_read);
+        let upload = Upload::new(conn.body_read, conn.body_min_rate);
         match charged {
             Some((client, _)) => upload.charging(client.clone()),
             None => upload,
@@ -274,6 +277,11 @@ fn rewrite_response(
     request: Option<InFlightRequest>,
 ) -> Response<ProxyBody> {
     let Answered { response, pool, .. } = answered;
+    let mut request = request;
+    if let (Some(_), Some(r)) = (&pool, &mut request) {
+        // The body streams over the backend connection, held for this client until it ends.
+        r.holds_backend_buffer(crate::upstream::BACKEND_BUFFER_HELD as u64);
+    }
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::append_via(&mut parts.headers, headers::via_token(Version::HTTP_11));

@@ -3,6 +3,10 @@
 //!
 //! - `mod.rs`: [`Upstream`], the backends and sending a request;
 //! - `pool.rs`: one backend's idle connections and the [`PoolReturn`] guard;
+//! - `connect.rs`: a backend connect in a task of its own, whose connection goes to the pool
+//!   if its request is gone;
+//! - `exchange.rs`: a request handed to a connection until its answer; if the request is
+//!   dropped first, the answer is read and discarded in a task and the connection pooled;
 //! - `health.rs`: [`BackendStats`], one backend's counters and up/down state (logged once per
 //!   change);
 //! - `tests.rs`: the pool's tests against the demo backend;
@@ -22,13 +26,17 @@
 //!   and the next one tried. A sender that is open but not ready yet (its connection task has
 //!   not looped back to idle after the previous response) is awaited for at most
 //!   [`READY_WAIT`], then dropped.
-//! - **Connect** when no idle sender is usable: `TcpStream::connect` (resolution included)
-//!   under `timeouts.backend_connect`, `TCP_NODELAY`, an HTTP/1 handshake, and the connection
+//! - **Connect** when no idle sender is usable (`connect.rs`): in a task of its own, so a
+//!   request dropped half way (a reset stream) leaves its connection to the idle pool instead
+//!   of abandoning it: `TcpStream::connect` (resolution included) under
+//!   `timeouts.backend_connect`, `TCP_NODELAY`, an HTTP/1 handshake, and the connection
 //!   future spawned as its own task (it ends when the connection closes or its sender is
 //!   dropped while idle). A failed connect marks the backend down for `upstream.down_for`;
 //!   since nothing of the request was sent, it is retried on the next backend that is up
 //!   (whatever its body), until every backend was tried.
-//! - **Send** with `try_send_request` and the origin-form URI (absolute URIs of HTTP/2
+//! - **Send** with `try_send_request` (`exchange.rs`: a request dropped before its answer,
+//!   as a reset stream is, leaves the exchange to finish in a task, and the connection to the
+//!   pool; a checkout dropped while it waits for a ready sender gives the sender back) and the origin-form URI (absolute URIs of HTTP/2
 //!   clients are cut to their path and query). A pooled connection can have been closed by
 //!   the backend while idle: when hyper hands the request back unsent, it is retried once on
 //!   a fresh connection, so requests with bodies are safe too.
@@ -46,11 +54,12 @@
 //! No per-request allocation beyond hyper's own (its request channel and response body), and
 //! a request with a body's `Upload`.
 
+mod connect;
+mod exchange;
 mod health;
 mod pool;
 mod progress;
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,11 +68,12 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper::client::conn::http1::SendRequest;
 use zgate_config::Config;
 
+use connect::{ConnectFailed, Target};
+pub use connect::{BACKEND_BUFFER, BACKEND_BUFFER_HELD};
+use exchange::Exchange;
 pub use health::BackendStats;
 use pool::IdlePool;
 pub use pool::{PoolReturn, READY_WAIT};
@@ -125,7 +135,7 @@ pub struct Upstream<B> {
 #[derive(Debug)]
 struct BackendState<B> {
     authority: Authority,
-    target: Target,
+    target: Arc<Target>,
     /// Nanoseconds since `Upstream::clock` until which the backend is skipped; 0 when up.
     down_until: AtomicU64,
     idle: Arc<IdlePool<B>>,
@@ -145,38 +155,6 @@ pub struct Answered<B> {
     pub waited: std::time::Duration,
 }
 
-/// Where to connect: an address, or a name resolved at each connect.
-#[derive(Debug)]
-enum Target {
-    Addr(SocketAddr),
-    Name(String, u16),
-}
-
-impl Target {
-    fn of(authority: &Authority) -> Self {
-        let port = authority.port_u16().unwrap_or(80);
-        let host = authority.host();
-        let bare = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        match bare.parse::<IpAddr>() {
-            Ok(ip) => Target::Addr(SocketAddr::new(ip, port)),
-            Err(_) => Target::Name(host.to_owned(), port),
-        }
-    }
-
-    async fn connect(&self) -> std::io::Result<TcpStream> {
-        match self {
-            Target::Addr(addr) => TcpStream::connect(*addr).await,
-            Target::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await,
-        }
-    }
-}
-
-/// A connect failure (refused, unreachable, resolution failed, timed out), in words.
-struct ConnectFailed(String);
-
 impl<B: Outgoing> Upstream<B> {
     /// Builds the pool for `config`'s backends. Backend addresses were validated by the config;
     /// one that still fails to parse as an authority is reported with its key.
@@ -192,7 +170,7 @@ impl<B: Outgoing> Upstream<B> {
                         reason: e.to_string(),
                     })?;
             backends.push(BackendState {
-                target: Target::of(&authority),
+                target: Arc::new(Target::of(&authority)),
                 authority,
                 down_until: AtomicU64::new(0),
                 idle: Arc::new(IdlePool::new(
@@ -285,7 +263,7 @@ impl<B: Outgoing> Upstream<B> {
                 backend.idle.checkout().await
             };
             let reused = pooled.is_some();
-            let mut sender = match pooled {
+            let sender = match pooled {
                 Some(s) => s,
                 None => match self.connect(backend).await {
                     Ok(s) => {
@@ -307,18 +285,26 @@ impl<B: Outgoing> Upstream<B> {
                 },
             };
             let sent_at = Instant::now();
-            match sender.try_send_request(req).await {
+            let mut exchange = Exchange::start(sender, req, &backend.idle, self.response_timeout);
+            let Some(answer) = exchange.answer().await else {
+                // Answered once only: not reached.
+                return Err(UpstreamError::Unreachable);
+            };
+            match answer {
                 Ok(response) => {
                     let waited = sent_at.elapsed();
                     backend.stats.answered(waited);
-                    let pool = if response.body().is_end_stream() {
-                        backend.idle.put(sender);
-                        None
-                    } else {
-                        Some(PoolReturn {
+                    let sender = exchange.into_sender();
+                    let pool = match sender {
+                        Some(sender) if response.body().is_end_stream() => {
+                            backend.idle.put(sender);
+                            None
+                        }
+                        Some(sender) => Some(PoolReturn {
                             sender,
                             pool: backend.idle.clone(),
-                        })
+                        }),
+                        None => None,
                     };
                     return Ok(Answered {
                         response,
@@ -343,25 +329,7 @@ impl<B: Outgoing> Upstream<B> {
     }
 
     async fn connect(&self, backend: &BackendState<B>) -> Result<SendRequest<B>, ConnectFailed> {
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, backend.target.connect()).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return Err(ConnectFailed(e.to_string())),
-                Err(_) => {
-                    let limit = self.connect_timeout;
-                    return Err(ConnectFailed(format!("no connection within {limit:?}")));
-                }
-            };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ConnectFailed(e.to_string()))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "backend connection ended with an error");
-            }
-        });
-        Ok(sender)
+        connect::connect(&backend.target, self.connect_timeout, &backend.idle).await
     }
 
     /// The first backend from `start` (round-robin) that is up, or `start`'s own when all are

@@ -95,15 +95,28 @@ impl<B> IdlePool<B> {
     }
 
     /// An idle sender ready for a request, waiting briefly for one that is finishing its
-    /// previous exchange.
+    /// previous exchange. Dropped during that wait (its request was reset), the sender goes
+    /// back to the pool rather than closing with the request.
     pub(super) async fn checkout(&self) -> Option<SendRequest<B>> {
         loop {
-            let mut sender = self.pop()?;
+            let sender = self.pop()?;
             if sender.is_ready() {
                 return Some(sender);
             }
-            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, sender.ready()).await {
-                return Some(sender);
+            let mut lent = Lent {
+                sender: Some(sender),
+                pool: self,
+            };
+            let ready = match lent.sender.as_mut() {
+                Some(s) => matches!(
+                    tokio::time::timeout(READY_WAIT, s.ready()).await,
+                    Ok(Ok(()))
+                ),
+                None => false,
+            };
+            let sender = lent.sender.take();
+            if ready {
+                return sender;
             }
         }
     }
@@ -114,6 +127,20 @@ impl<B> IdlePool<B> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
+    }
+}
+
+/// A sender popped from the pool while it is awaited: back to the pool if dropped with it.
+struct Lent<'a, B> {
+    sender: Option<SendRequest<B>>,
+    pool: &'a IdlePool<B>,
+}
+
+impl<B> Drop for Lent<'_, B> {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.pool.put(sender);
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use super::*;
 use crate::cli::demo;
 use crate::http::body::ProxyBody;
 use http_body_util::BodyExt;
+use std::net::SocketAddr;
 
 type Upstream = super::Upstream<ProxyBody>;
 

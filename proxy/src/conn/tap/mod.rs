@@ -139,19 +139,34 @@ impl Http2Tap {
                         block.reset();
                     }
                 }
-                kind::PING => {
-                    meter.h2_frame(H2Frame::Ping, now);
-                }
-                kind::SETTINGS => {
-                    meter.h2_frame(H2Frame::Settings, now);
-                }
                 kind::RST_STREAM => {
                     bodies.remove(&h.stream);
                     meter.h2_frame(H2Frame::RstStream, now);
                 }
-                _ => {}
+                other => {
+                    if let Some(frame) = control_frame(other) {
+                        meter.control_bytes(9 + len);
+                        meter.h2_frame(frame, now);
+                    }
+                }
             }
         });
+    }
+}
+
+/// The guard kind of a frame that carries no request, response or stream state: these are
+/// rate-capped per connection and do not count as activity for `timeouts.idle`. GOAWAY and
+/// the frame kinds handled apart (DATA, HEADERS, PUSH_PROMISE, CONTINUATION, RST_STREAM) are
+/// not control frames here.
+fn control_frame(k: u8) -> Option<H2Frame> {
+    match k {
+        kind::PING => Some(H2Frame::Ping),
+        kind::SETTINGS => Some(H2Frame::Settings),
+        kind::WINDOW_UPDATE => Some(H2Frame::WindowUpdate),
+        kind::PRIORITY => Some(H2Frame::Priority),
+        kind::GOAWAY => None,
+        k if k > kind::CONTINUATION => Some(H2Frame::Unknown),
+        _ => None,
     }
 }
 
@@ -188,6 +203,9 @@ impl Http2WriteTap {
         let pending = &self.pending;
         self.parser.feed(data, |e| match e {
             FrameEvent::Header(h) => {
+                if matches!(h.kind, kind::PING | kind::SETTINGS | kind::WINDOW_UPDATE) {
+                    meter.control_bytes(9 + h.len as usize);
+                }
                 pending.server_frame(&h, meter);
                 if h.kind == kind::RST_STREAM {
                     meter.h2_frame(H2Frame::ServerRstStream, meter.now());
