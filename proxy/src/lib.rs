@@ -6,7 +6,7 @@
 //!
 //! The rooms, each a folder whose `mod.rs` lists its files, in the order a connection meets
 //! them; dependencies point down this list, never back up:
-//! - `server.rs`: the lifecycle (start, reload applied, shutdown) and what it shares;
+//! - `server/`: the lifecycle (start, reload applied, shutdown) and what it shares;
 //! - `admin/`: the admin API and the status page (its files in `proxy/ui/`);
 //! - `listen/`: bind, accept, admission, TLS, protocol detection, SYN drop;
 //! - `conn/`: one connection's driver, IO wrapper, taps, CPU timing;
