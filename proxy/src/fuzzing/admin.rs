@@ -178,4 +178,8 @@ impl Control for FuzzCore {
     fn reload(&self) -> Result<ReloadReport, ReloadError> {
         Err(ReloadError::NoConfigFile)
     }
+
+    fn fleet(&self) -> Option<crate::admin::FleetView> {
+        None
+    }
 }

@@ -85,6 +85,8 @@ async fn connection(w: &World, data: &[u8]) {
         fd: std::os::fd::AsRawFd::as_raw_fd(&w.stand_in),
         body_read: w.settings.timeouts.body_read,
         body_min_rate: w.settings.timeouts.body_min_rate,
+        trusted: false,
+        identity: s.identity.load_full(),
     };
     let mut phase = w.phase.clone();
     let settings = w.settings.clone();
@@ -126,6 +128,9 @@ fn build() -> Option<World> {
         limits: arc_swap::ArcSwap::from_pointee(proxy_limits),
         would_block_log: Arc::new(WouldBlockLog::default()),
         stats: Arc::new(Stats::default()),
+        identity: arc_swap::ArcSwap::from_pointee(crate::http::identity::Identity::new(
+            &config.client_ip,
+        )),
     });
     let settings = Arc::new(ConnSettings {
         timeouts: config.timeouts.clone(),
