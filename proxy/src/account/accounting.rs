@@ -100,6 +100,9 @@ pub struct Accounting {
     head_started: AtomicU64,
     /// HTTP/1: the message being read is complete; the next read starts a new one.
     message_done: AtomicBool,
+    /// HTTP/1: the connection is a tunnel now (a protocol upgrade): its bytes are not HTTP
+    /// messages (not chunks of one, not held as a request's).
+    tunnel: AtomicBool,
     /// CPU time measured but not yet charged to the limiter, ns.
     cpu_pending: AtomicU64,
     /// When CPU time was last charged, ns on the limiter's clock.
@@ -125,6 +128,7 @@ impl Accounting {
             awaiting: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             message_done: AtomicBool::new(false),
+            tunnel: AtomicBool::new(false),
             cpu_pending: AtomicU64::new(0),
             cpu_charged_at: AtomicU64::new(0),
         };
@@ -181,6 +185,21 @@ impl Accounting {
     /// (see `window.rs`). Set once, before any byte is read.
     pub fn grant_inbound(&self, bytes: u64) {
         self.granted_in.store(bytes, Ordering::Relaxed);
+    }
+
+    /// HTTP/1: the connection became a tunnel (a protocol upgrade was switched to): what
+    /// was held of its requests is released (the tunnel's own buffers are charged with its
+    /// request), and from now on its reads are neither held nor chunks of a message.
+    pub fn enter_tunnel(&self, now: impl Now) -> Verdict {
+        self.tunnel.store(true, Ordering::Relaxed);
+        let before = self.held_in.swap(0, Ordering::Relaxed);
+        self.held_in_changed(before, 0, now)
+    }
+
+    /// HTTP/1: whether the connection is a tunnel (see [`Accounting::enter_tunnel`]).
+    #[inline]
+    pub fn in_tunnel(&self) -> bool {
+        self.tunnel.load(Ordering::Relaxed)
     }
 
     /// `n` request body bytes were handed to the backend.

@@ -323,6 +323,11 @@ impl Meter {
         self.verdict(self.accounting.conn().glitch(glitch, self.now()));
     }
 
+    /// HTTP/1: the connection became a tunnel. See [`Accounting::enter_tunnel`].
+    pub fn enter_tunnel(&self) {
+        self.verdict(self.accounting.enter_tunnel(self.clock));
+    }
+
     /// HTTP/1: the request being read is complete.
     pub fn message_done(&self) {
         self.accounting.message_done();

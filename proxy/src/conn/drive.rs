@@ -42,6 +42,19 @@ where
     }
 }
 
+impl<I, S, B> Graceful for http1::UpgradeableConnection<I, S>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
 impl<I, S, E, B> Graceful for http2::Connection<I, S, E>
 where
     S: HttpService<Incoming, ResBody = B>,
@@ -163,6 +176,46 @@ pub(super) async fn drive<C: Graceful>(
             }
         }
     }
+}
+
+/// HTTP/1: runs the tunnel the connection switched to (a `101` was written and hyper let go
+/// of the connection) to its end, in the connection's task, so its polls are charged with the
+/// connection's and the connection stays counted until it ends. The tunnel keeps its own idle
+/// timeout (`timeouts.idle`); here a block resets it (also a block through another connection
+/// of the client, seen at a tick), and the server's abort drops it (a drain lets it run, as
+/// any request in flight, until `timeouts.shutdown_grace` ends in an abort).
+pub(super) async fn tunnel(
+    tunnel: crate::http::upgrade::Tunnel,
+    link: &Link,
+    t: &Timeouts,
+    phase: &mut watch::Receiver<Phase>,
+) {
+    let mut tunnel = tunnel;
+    let tick = watchdog_tick(t);
+    loop {
+        tokio::select! {
+            biased;
+            _ = link.meter.killed() => break,
+            _ = tunnel.as_mut() => {
+                if !link.meter.is_killed() {
+                    return;
+                }
+                break;
+            }
+            changed = phase.changed() => {
+                if changed.is_err() || *phase.borrow_and_update() == Phase::Abort {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(tick) => {
+                if link.shared.limiter.is_blocked(link.peer.ip(), link.shared.clock.now()) {
+                    link.meter.kill_blocked();
+                }
+            }
+        }
+    }
+    // Blocked: the socket, still open in the tunnel, is reset when the tunnel is dropped.
+    reset_on_close(link.fd);
 }
 
 /// Completes at `deadline`, or never without one.

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use zgate_config::{Http, Timeouts};
 
-use super::drive::{drive, Link};
+use super::drive::{drive, tunnel, Link};
 use super::rewind::Rewind;
 
 use crate::account::meter::Meter;
@@ -78,6 +78,8 @@ pub async fn serve(
         fd,
         body_read: t.body_read,
         body_min_rate: t.body_min_rate,
+        idle: t.idle,
+        tunnel: Default::default(),
     };
     match tls {
         Some(acceptor) => {
@@ -175,6 +177,7 @@ async fn run<S>(
     let exec = MeteredExec::new(info.meter.clone());
     // One reference count per request: everything a request needs hangs off `info`.
     let info = Arc::new(info);
+    let slot = info.clone();
     let service = service_fn(move |req| {
         let info = info.clone();
         async move { Ok::<_, Infallible>(handle(&info, req).await) }
@@ -190,8 +193,14 @@ async fn run<S>(
                 .header_read_timeout(None)
                 .keep_alive(true)
                 .max_buf_size(http1_max_buf(&settings))
-                .serve_connection(io, service);
+                .serve_connection(io, service)
+                .with_upgrades();
             drive(conn, &link, t, true, phase).await;
+            // A `101` was written: the connection is a tunnel now (the http room's
+            // `upgrade.rs`).
+            if let Some(opened) = slot.tunnel.take() {
+                tunnel(opened, &link, t, phase).await;
+            }
         }
         Protocol::Http2 => {
             let conn = http2::Builder::new(exec)
@@ -200,6 +209,8 @@ async fn run<S>(
                 .initial_stream_window_size(H2_STREAM_WINDOW)
                 .max_concurrent_streams(settings.http.h2_max_concurrent_streams)
                 .max_header_list_size(settings.http.h2_max_header_list_bytes)
+                // RFC 8441: WebSocket over HTTP/2 (extended CONNECT), see `upgrade.rs`.
+                .enable_connect_protocol()
                 .serve_connection(io, service);
             drive(conn, &link, t, false, phase).await;
         }

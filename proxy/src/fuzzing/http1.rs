@@ -85,6 +85,8 @@ async fn connection(w: &World, data: &[u8]) {
         fd: std::os::fd::AsRawFd::as_raw_fd(&w.stand_in),
         body_read: w.settings.timeouts.body_read,
         body_min_rate: w.settings.timeouts.body_min_rate,
+        idle: w.settings.timeouts.idle,
+        tunnel: Default::default(),
         trusted: false,
         identity: s.identity.load_full(),
     };

@@ -14,7 +14,12 @@
 //! - `body.rs`: the body type both ways: streamed and metered for the client, or zgate's own;
 //!   the request body's pause timer; a client's malformed body told apart from a backend's
 //!   failure;
-//! - `min_rate.rs`: `timeouts.body_min_rate`, the minimum rate of a request body, sans-IO.
+//! - `min_rate.rs`: `timeouts.body_min_rate`, the minimum rate of a request body, sans-IO;
+//! - `upgrade.rs`: protocol upgrades (WebSocket, HTTP/2 extended CONNECT): which requests are
+//!   tunnelled, the backend's upgrade request, the client's `101` (or `200`), the tunnel and
+//!   what it counts in the limiter;
+//! - `splice.rs`: a tunnel's bytes copied both ways, with backpressure, half-close and
+//!   `timeouts.idle`.
 
 pub mod body;
 pub mod finish;
@@ -24,6 +29,8 @@ pub mod host;
 pub mod identity;
 pub mod min_rate;
 pub mod service;
+pub mod splice;
+pub mod upgrade;
 
 /// The backend pool as the proxy uses it: sending [`body::ProxyBody`] requests.
 pub type Upstream = crate::upstream::Upstream<body::ProxyBody>;

@@ -16,6 +16,7 @@ use crate::account::meter::{InFlightRequest, Meter};
 use crate::account::timed::ChargedTo;
 use crate::http::body::{self, ProxyBody, Upload};
 use crate::http::finish::{Access, Finish};
+use crate::http::upgrade::{self, Wanted};
 use crate::http::Upstream;
 use crate::http::{headers, host};
 use crate::limits::BlockAction;
@@ -67,6 +68,12 @@ pub struct ConnInfo {
     /// `timeouts.body_min_rate`: bytes per second a request body must average over the time
     /// zgate waits on it (0: off).
     pub body_min_rate: u64,
+    /// `timeouts.idle`: a tunnel (an upgraded connection) with no byte moving either way for
+    /// this long is closed (zero: never).
+    pub idle: std::time::Duration,
+    /// HTTP/1: the tunnel a `101` opened, left for the connection's task to run once hyper
+    /// has written the `101` (see `upgrade.rs`).
+    pub tunnel: crate::http::upgrade::TunnelSlot,
 }
 
 /// Proxies `req` to a backend and returns what the client gets. The request is finished
@@ -83,11 +90,19 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
     let client_version = req.version();
 
     let meter = &conn.meter;
+    let wanted = upgrade::wanted(&req);
     let method = req.method();
-    let idempotent = matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
-    );
+    // An extended CONNECT is a GET to the backend.
+    let idempotent = wanted.as_ref().is_some_and(Wanted::is_connect)
+        || matches!(
+            *method,
+            Method::GET
+                | Method::HEAD
+                | Method::PUT
+                | Method::DELETE
+                | Method::OPTIONS
+                | Method::TRACE
+        );
     // Whose request this is: the connection's client, or the one a trusted proxy names.
     let forwarded_client = if conn.trusted {
         conn.identity
@@ -113,7 +128,7 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
         blocked_response(meter, client_version)
     } else if refused {
         forwarded_blocked_response(meter)
-    } else if method == Method::CONNECT {
+    } else if method == Method::CONNECT && wanted.is_none() {
         error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n")
     } else if let Err(e) = host::backend_host(req.version(), req.uri(), req.headers()) {
         bad_request(e.message(), client_version)
@@ -123,15 +138,35 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
             .as_ref()
             .and_then(|r| r.forwarded())
             .map(|c| (c.clone(), meter.clone()));
-        let upstream_req = rewrite_request(req, conn, bytes_in, forwarded_client, charged.as_ref());
+        // A tunnel's CPU is charged to a forwarded client as its request's was.
+        let tunnel_charged = if wanted.is_some() {
+            charged.clone()
+        } else {
+            None
+        };
+        let mut req = req;
+        let on_client = wanted.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let mut upstream_req =
+            rewrite_request(req, conn, bytes_in, forwarded_client, charged.as_ref());
+        if let Some(w) = &wanted {
+            upgrade::to_backend(&mut upstream_req, w);
+        }
         if let Some(a) = access.as_deref_mut() {
             a.host = upstream_req.headers().get(header::HOST).cloned();
         }
         let upstream = shared.upstream.load_full();
+        let tunnelled = wanted.is_some();
+        let send = async {
+            if tunnelled {
+                upstream.send_upgrade(upstream_req).await
+            } else {
+                upstream.send(upstream_req).await
+            }
+        };
         let sent = tokio::select! {
             biased;
             _ = meter.killed() => None,
-            r = ChargedTo::new(upstream.send(upstream_req), charged) => Some(r),
+            r = ChargedTo::new(send, charged) => Some(r),
         };
         if let Some(request) = in_flight.as_mut() {
             request.answered();
@@ -143,7 +178,19 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
                     let name = upstream.backend_name(answered.backend).to_owned();
                     a.upstream = Some((name, answered.waited));
                 }
-                rewrite_response(answered, client_version, meter, in_flight)
+                let status = answered.response.status();
+                match (&wanted, on_client) {
+                    (Some(w), Some(on_client)) if status == StatusCode::SWITCHING_PROTOCOLS => {
+                        let response = answered.response;
+                        upgrade::switch(conn, w, on_client, response, in_flight, tunnel_charged)
+                    }
+                    // A 2xx would open a tunnel to a backend that did not switch.
+                    (Some(Wanted::Connect(_)), _) if status.is_success() => error_response(
+                        StatusCode::BAD_GATEWAY,
+                        "bad gateway: the backend did not switch protocols\n",
+                    ),
+                    _ => rewrite_response(answered, client_version, meter, in_flight),
+                }
             }
             Some(Err(e)) => failed_response(shared, conn.peer, e, client_version),
         }

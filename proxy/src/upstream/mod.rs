@@ -11,7 +11,9 @@
 //!   change);
 //! - `tests.rs`: the pool's tests against the demo backend;
 //! - `progress.rs`: what the wait for an answer knows of the request body being sent
-//!   ([`Outgoing`], [`UploadProgress`]), so this room never names the body type.
+//!   ([`Outgoing`], [`UploadProgress`]), so this room never names the body type;
+//! - `tunnel.rs`: [`Upstream::send_upgrade`], a protocol upgrade on a connection of its own,
+//!   never pooled, whose `101` hands its IO over for the tunnel.
 //!
 //! # Design
 //!
@@ -59,6 +61,7 @@ mod exchange;
 mod health;
 mod pool;
 mod progress;
+mod tunnel;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -60,7 +60,8 @@ impl ReadTap {
 /// HTTP/1: each socket read is one chunk of the message being received, and its bytes are
 /// held for the client (in hyper's read buffer, then as the parsed head) until forwarded as
 /// body or until their request ends; never more than hyper can hold, so bytes read but never
-/// forwarded as body (chunked framing) do not pile up over a long upload.
+/// forwarded as body (chunked framing) do not pile up over a long upload. Once the connection
+/// is a tunnel (an upgrade switched to), reads are neither: see the http room's `upgrade.rs`.
 #[derive(Debug)]
 pub struct Http1Tap {
     message: Fragments,
@@ -69,6 +70,10 @@ pub struct Http1Tap {
 
 impl Http1Tap {
     fn on_read(&mut self, n: usize, meter: &Meter) {
+        if meter.accounting().in_tunnel() {
+            // A tunnel's bytes: no HTTP message, held in the tunnel's charged buffers.
+            return;
+        }
         meter.request_read(n, self.max_held);
         if meter.take_message_done() {
             self.message.reset();
