@@ -23,6 +23,7 @@ pub mod balancer;
 pub mod browser;
 pub mod lab;
 pub mod redis;
+pub mod websocket;
 
 pub use zgate_proxy::cli::demo::pattern_byte;
 
