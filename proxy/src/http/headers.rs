@@ -21,7 +21,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Removes hop-by-hop headers, including those the `Connection` header names. `Upgrade` goes
-/// too: zgate does not tunnel protocol upgrades.
+/// too: an upgrade zgate tunnels is put back for the backend by `upgrade.rs`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Names listed in Connection are hop-by-hop for this message.
     if headers.contains_key(header::CONNECTION) {
