@@ -181,27 +181,24 @@ pub(super) async fn drive<C: Graceful>(
 /// HTTP/1: runs the tunnel the connection switched to (a `101` was written and hyper let go
 /// of the connection) to its end, in the connection's task, so its polls are charged with the
 /// connection's and the connection stays counted until it ends. The tunnel keeps its own idle
-/// timeout (`timeouts.idle`); here a block resets it (also a block through another connection
-/// of the client, seen at a tick), and the server's abort drops it (a drain lets it run, as
-/// any request in flight, until `timeouts.shutdown_grace` ends in an abort).
+/// timeout (`timeouts.idle`) and acts on a block itself (it resets the socket it holds); here
+/// a block through another connection of the client, seen at a tick, fires the kill switch,
+/// and the server's abort drops the tunnel (a drain lets it run, as any request in flight,
+/// until `timeouts.shutdown_grace` ends in an abort).
 pub(super) async fn tunnel(
     tunnel: crate::http::upgrade::Tunnel,
     link: &Link,
     t: &Timeouts,
     phase: &mut watch::Receiver<Phase>,
 ) {
+    if *phase.borrow() == Phase::Abort {
+        return;
+    }
     let mut tunnel = tunnel;
     let tick = watchdog_tick(t);
     loop {
         tokio::select! {
-            biased;
-            _ = link.meter.killed() => break,
-            _ = tunnel.as_mut() => {
-                if !link.meter.is_killed() {
-                    return;
-                }
-                break;
-            }
+            _ = tunnel.as_mut() => return,
             changed = phase.changed() => {
                 if changed.is_err() || *phase.borrow_and_update() == Phase::Abort {
                     return;
@@ -214,8 +211,6 @@ pub(super) async fn tunnel(
             }
         }
     }
-    // Blocked: the socket, still open in the tunnel, is reset when the tunnel is dropped.
-    reset_on_close(link.fd);
 }
 
 /// Completes at `deadline`, or never without one.

@@ -30,7 +30,11 @@
 //! its own. Once a tunnel is open, its bytes are not HTTP messages: the HTTP/1 read tap stops
 //! scoring fragmentation (F) and holding read bytes for the connection (the splice buffers
 //! are the memory), and an HTTP/2 tunnel's DATA payloads are released as the splice reads
-//! them.
+//! them. (An HTTP/2 tunnel's DATA frames still count towards F as one long message of their
+//! stream: the read tap sees frame headers only and cannot tell a tunnel's stream.)
+//!
+//! A block while a tunnel is open resets an HTTP/1 client's socket (the tunnel holds it) and
+//! ends an HTTP/2 one's stream (the connection's driver sends GOAWAY and closes).
 
 use std::collections::hash_map::RandomState;
 use std::future::Future;
@@ -149,6 +153,9 @@ pub fn switch(
     let meter = conn.meter.clone();
     let idle = conn.idle;
     let peer = conn.peer;
+    // HTTP/1: the client's socket, reset if the client is blocked while the tunnel holds it.
+    // (HTTP/2's connection is the driver's to end, with GOAWAY.)
+    let reset_fd = (!h2).then_some(conn.fd);
     let tunnel = async move {
         // In flight, with the splice's buffers charged, until the tunnel ends.
         let _request = request;
@@ -164,11 +171,23 @@ pub fn switch(
             meter.enter_tunnel();
         }
         let forwarded = h2.then(|| meter.clone());
-        let splice = splice(TokioIo::new(client), TokioIo::new(backend), idle, forwarded);
+        let mut splice = std::pin::pin!(splice(
+            TokioIo::new(client),
+            TokioIo::new(backend),
+            idle,
+            forwarded
+        ));
         let end = tokio::select! {
             biased;
-            _ = meter.killed() => return,
-            end = splice => end,
+            _ = meter.killed() => None,
+            end = splice.as_mut() => Some(end),
+        };
+        let Some(end) = end else {
+            // Blocked: the client's socket is still open in `splice`, dropped right after.
+            if let Some(fd) = reset_fd {
+                crate::conn::reset_on_close(fd);
+            }
+            return;
         };
         match end {
             End::Closed { up, down } => {
