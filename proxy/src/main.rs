@@ -103,12 +103,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
 }
 
 fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all().thread_name("zgate-worker");
-    if workers > 0 {
-        builder.worker_threads(workers);
-    }
-    match builder.build() {
+    match zgate_proxy::server::worker_runtime(workers) {
         Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("zgate: cannot start the runtime: {e}");

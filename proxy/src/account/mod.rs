@@ -6,6 +6,8 @@
 //! - `meter.rs`: the connection's handle on it, shared by the connection's IO, its requests and
 //!   its bodies, and the kill switch that acts on the verdicts (logs a block once, wakes the
 //!   driver);
+//! - `run_share.rs`: the share of its busy wall time a worker thread ran on a CPU, which turns
+//!   a poll's wall time into CPU time on a loaded machine;
 //! - `timed.rs`: every poll of a connection's task, its HTTP/2 stream tasks and a forwarded
 //!   request's work timed and charged (metric P);
 //! - `window.rs`: which held request bytes are charged: those beyond the inbound window
@@ -17,6 +19,7 @@
 
 pub mod accounting;
 pub mod meter;
+pub mod run_share;
 pub mod timed;
 pub mod window;
 pub mod would_block;

@@ -1,5 +1,6 @@
 //! CPU accounting: every poll of a client's connection task and of its HTTP/2 stream tasks is
-//! timed and charged to that client, and only to it (DESIGN.md §2, metric P).
+//! timed and charged to that client, and only to it (DESIGN.md §2, metric P). A poll's wall time
+//! is charged as CPU time through the worker thread's running share (`run_share.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,6 +12,7 @@ use zgate_limiter::ClientHandle;
 
 use crate::account::accounting::CPU_BATCH_NS;
 use crate::account::meter::Meter;
+use crate::account::run_share;
 
 pin_project_lite::pin_project! {
     /// A future whose polls are charged to a client.
@@ -36,8 +38,9 @@ impl<F: Future> Future for Timed<F> {
         let start = Instant::now();
         let out = this.inner.poll(cx);
         let end = Instant::now();
-        let spent = end.saturating_duration_since(start).as_nanos() as u64;
-        this.meter.cpu(spent, this.meter.clock().at(end));
+        let wall = end.saturating_duration_since(start).as_nanos() as u64;
+        this.meter
+            .cpu(run_share::cpu_ns(wall, end), this.meter.clock().at(end));
         out
     }
 }
@@ -77,7 +80,8 @@ impl<F: Future> Future for ChargedTo<F> {
         let start = Instant::now();
         let out = this.inner.poll(cx);
         let end = Instant::now();
-        *this.pending += end.saturating_duration_since(start).as_nanos() as u64;
+        let wall = end.saturating_duration_since(start).as_nanos() as u64;
+        *this.pending += run_share::cpu_ns(wall, end);
         if *this.pending >= CPU_BATCH_NS || out.is_ready() {
             let v = client.cpu_spent(std::mem::take(this.pending), meter.clock().at(end));
             meter.forwarded_verdict(client.client().addr(), v);
