@@ -65,8 +65,9 @@
 //!   piece of the body for that long while the client has one ready); the client's pauses are
 //!   `timeouts.body_read`'s.
 //!
-//! No per-request allocation beyond hyper's own (its request channel and response body), and
-//! a request with a body's `Upload`.
+//! No per-request allocation beyond hyper's own (its request channel and response body), a
+//! request with a body's `Upload`, and, while a retry is possible (`upstream.retries` > 0, two
+//! backends or more), a copy of an idempotent bodiless request's head to send it again.
 
 mod checker;
 mod connect;
