@@ -12,6 +12,7 @@ mod client_ip;
 mod duration;
 mod error;
 mod fleet;
+mod health;
 mod limits;
 mod schema;
 
@@ -22,6 +23,7 @@ pub use client_ip::{ClientIp, ForwardHeader};
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use fleet::{Fleet, RedisUrl};
+pub use health::HealthCheck;
 pub use limits::{Guards, Limits, PerMetric};
 pub use schema::{
     Backend, Config, Http, Listener, Log, Runtime, Timeouts, TlsFiles, Upstream, DEFAULT_CONFIG,

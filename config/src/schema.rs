@@ -12,6 +12,7 @@ use crate::client_ip::ClientIp;
 use crate::duration::serde_human;
 use crate::error::ConfigError;
 use crate::fleet::{Fleet, RawFleet};
+use crate::health::HealthCheck;
 use crate::limits::Limits;
 
 /// The config the demo runs on (`zgate demo`): a proxy on `127.0.0.1:8080` in front of the
@@ -156,10 +157,24 @@ pub struct Upstream {
     /// An idle pooled connection is closed after this long. Default `"90s"`.
     #[serde(with = "serde_human")]
     pub pool_idle_timeout: Duration,
-    /// A backend that refused a connection (or could not be reached) is skipped by the
-    /// round-robin for this long, unless every backend is skipped. Default `"5s"`.
+    /// A backend taken out by passive detection (`fail_after` failures in a row) is skipped by
+    /// the balancer for this long, unless every backend is skipped; then it is tried again,
+    /// and one more failure before a success takes it out again at once. Default `"5s"`.
     #[serde(with = "serde_human")]
     pub down_for: Duration,
+    /// Passive detection: this many failures of a backend in a row (connect failures,
+    /// failures before a response head, timeouts, 5xx answers other than 501 and 505) take it
+    /// out for `down_for`; one success resets the count. At least 1. Default `3`.
+    pub fail_after: u32,
+    /// How many times a request that was sent and failed before any response head (reset,
+    /// closed) is sent again, each time to another backend: only an idempotent request
+    /// (`GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`) without a body. `0` disables it.
+    /// A request that never left zgate (connect failure) always moves on to the next backend.
+    /// Default `1`.
+    pub retries: u32,
+    /// Active health checks (`health = { path = "/healthz", interval = "2s", ... }`, see
+    /// [`HealthCheck`]). Default: none, no active checks.
+    pub health: Option<HealthCheck>,
 }
 
 impl Default for Upstream {
@@ -168,6 +183,9 @@ impl Default for Upstream {
             max_idle_per_backend: 1024,
             pool_idle_timeout: Duration::from_secs(90),
             down_for: Duration::from_secs(5),
+            fail_after: 3,
+            retries: 1,
+            health: None,
         }
     }
 }
@@ -304,6 +322,15 @@ impl Config {
         for (i, b) in raw.backend.iter().enumerate() {
             validate_authority(&b.addr)
                 .map_err(|m| ConfigError::key(format!("backend[{i}].addr"), m))?;
+        }
+        if raw.upstream.fail_after == 0 {
+            return Err(ConfigError::key(
+                "upstream.fail_after",
+                "must be at least 1",
+            ));
+        }
+        if let Some(h) = &raw.upstream.health {
+            h.validate("upstream.health")?;
         }
         let t = &raw.timeouts;
         for (key, value) in [

@@ -121,7 +121,7 @@ fn build() -> Option<World> {
     let (limiter_config, proxy_limits) = limits::from_config(&config.limits).ok()?;
     let clock = Clock::new();
     let limiter = zgate_limiter::Limiter::new(limiter_config, None, clock.now()).ok()?;
-    let upstream = Upstream::new(&config).ok()?;
+    let upstream = Upstream::new(&config, None).ok()?;
     let shared = Arc::new(Services {
         upstream: arc_swap::ArcSwap::from_pointee(upstream),
         access_log: false.into(),

@@ -253,6 +253,12 @@ impl Outgoing for ProxyBody {
             _ => None,
         }
     }
+
+    /// An empty body again, for an empty one (no bytes, complete with its head).
+    fn replay(&self) -> Option<Self> {
+        let empty = self.is_end_stream() && self.size_hint().exact() == Some(0);
+        empty.then(ProxyBody::empty)
+    }
 }
 
 impl From<Incoming> for ProxyBody {

@@ -113,7 +113,9 @@ impl Core {
             .reconfigure(&effective)
             .map_err(ReloadError::Limiter)?;
         upstream.carry_stats_from(&services.upstream.load());
-        services.upstream.store(Arc::new(upstream));
+        upstream.start_checks();
+        // The old pool's checks stop now; its requests in flight finish on it.
+        services.upstream.swap(Arc::new(upstream)).retire();
         services.limits.store(Arc::new(proxy_limits));
         let identity = Identity::new(&config.client_ip);
         services

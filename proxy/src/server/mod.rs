@@ -122,6 +122,7 @@ impl Server {
             stats: Arc::new(Stats::default()),
             identity: ArcSwap::from_pointee(Identity::new(&config.client_ip)),
         });
+        services.upstream.load().start_checks();
         let identity = services.identity.load();
         limiter.set_exempt(identity::exempt(&config.limits.exempt, &identity));
         let (phase, _) = watch::channel(Phase::Running);
@@ -226,6 +227,7 @@ impl Server {
         };
         let _ = core.admission.phase.send(Phase::Abort);
         self.ticker.abort();
+        core.services().upstream.load().retire();
         if let Some(f) = &core.fleet {
             f.handle.stop();
         }

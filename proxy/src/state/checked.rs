@@ -135,7 +135,8 @@ impl Checked {
         check_ranges(&config).map_err(fail)?;
         let (limiter_config, proxy_limits) =
             limits::from_config(&config.limits).map_err(|e| fail(Problem::Limits(e)))?;
-        let upstream = Upstream::new(&config).map_err(|e| fail(Problem::Backends(e)))?;
+        let upstream = Upstream::new(&config, config.upstream.health.as_ref())
+            .map_err(|e| fail(Problem::Backends(e)))?;
         let tls = config
             .listeners
             .iter()

@@ -183,16 +183,26 @@ fn proxy_families(t: &mut Text, scrape: &Scrape<'_>) {
     }
 }
 
+/// The labels of one backend's series, `extra` after them: the one place that says how a
+/// backend is labelled.
+fn backend_labels<'a>(backend: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut labels = Vec::with_capacity(1 + extra.len());
+    labels.push(("backend", backend));
+    labels.extend_from_slice(extra);
+    labels
+}
+
 fn backend_families(t: &mut Text, upstream: &Upstream) {
     use std::sync::atomic::Ordering::Relaxed;
     t.family(
         "zgate_backend_up",
         Kind::Gauge,
-        "1 when the backend is up: no connection to it failed since the last that succeeded.",
+        "1 when the backend is up; 0 from when passive detection (upstream.fail_after failures \
+         in a row) or health checks took it out until it proved itself again.",
     );
     for (b, s) in upstream.backend_stats() {
         let up = if s.is_up() { 1.0 } else { 0.0 };
-        t.sample("zgate_backend_up", &[("backend", b)], up);
+        t.sample("zgate_backend_up", &backend_labels(b, &[]), up);
     }
     t.family(
         "zgate_backend_requests_total",
@@ -201,26 +211,50 @@ fn backend_families(t: &mut Text, upstream: &Upstream) {
     );
     for (b, s) in upstream.backend_stats() {
         let v = s.requests.load(Relaxed) as f64;
-        t.sample("zgate_backend_requests_total", &[("backend", b)], v);
+        t.sample("zgate_backend_requests_total", &backend_labels(b, &[]), v);
     }
     t.family(
         "zgate_backend_failures_total",
         Kind::Counter,
         "Backend failures by kind: connect (refused, unreachable, timed out), timeout \
-         (no response head within timeouts.backend_response), failed (mid-exchange).",
+         (no response head within timeouts.backend_response), failed (mid-exchange), \
+         5xx (answered with a 5xx other than 501 and 505).",
     );
     for (b, s) in upstream.backend_stats() {
         for (kind, v) in [
             ("connect", &s.connect_failures),
             ("timeout", &s.timeouts),
             ("failed", &s.failures),
+            ("5xx", &s.server_errors),
         ] {
-            let labels = [("backend", b), ("kind", kind)];
+            let labels = backend_labels(b, &[("kind", kind)]);
             t.sample(
                 "zgate_backend_failures_total",
                 &labels,
                 v.load(Relaxed) as f64,
             );
+        }
+    }
+    t.family(
+        "zgate_backend_retries_total",
+        Kind::Counter,
+        "Requests that failed on the backend before a response head and were sent again to \
+         another one (idempotent, without a body; upstream.retries).",
+    );
+    for (b, s) in upstream.backend_stats() {
+        let v = s.retried.load(Relaxed) as f64;
+        t.sample("zgate_backend_retries_total", &backend_labels(b, &[]), v);
+    }
+    t.family(
+        "zgate_backend_health_checks_total",
+        Kind::Counter,
+        "Active health checks of the backend, by result (ok: 2xx or 3xx in time; failed).",
+    );
+    for (b, s) in upstream.backend_stats() {
+        for (result, v) in [("ok", &s.checks_passed), ("failed", &s.checks_failed)] {
+            let labels = backend_labels(b, &[("result", result)]);
+            let v = v.load(Relaxed) as f64;
+            t.sample("zgate_backend_health_checks_total", &labels, v);
         }
     }
     t.family(
@@ -230,7 +264,7 @@ fn backend_families(t: &mut Text, upstream: &Upstream) {
     );
     for (b, s) in upstream.backend_stats() {
         let v = s.marked_down.load(Relaxed) as f64;
-        t.sample("zgate_backend_down_total", &[("backend", b)], v);
+        t.sample("zgate_backend_down_total", &backend_labels(b, &[]), v);
     }
     t.family(
         "zgate_backend_response_seconds",
@@ -239,7 +273,11 @@ fn backend_families(t: &mut Text, upstream: &Upstream) {
     );
     for (b, s) in upstream.backend_stats() {
         let h = s.latency.snapshot();
-        t.histogram("zgate_backend_response_seconds", &[("backend", b)], &h);
+        t.histogram(
+            "zgate_backend_response_seconds",
+            &backend_labels(b, &[]),
+            &h,
+        );
     }
 }
 

@@ -6,7 +6,8 @@
 //! half-way. What applies how:
 //!
 //! - backends and `[upstream]`: a new pool is swapped in (`arc-swap`); requests in flight keep
-//!   the pool they started with, which is dropped when the last of them ends;
+//!   the pool they started with, which is dropped when the last of them ends; the old pool's
+//!   health checks stop at the swap and the new pool's start (`upstream.health`);
 //! - `[timeouts]`, `[http]`, `[limits]` block action and memory costs: new connections take the
 //!   new values; open connections keep theirs;
 //! - the rest of `[limits]`: `Limiter::reconfigure` (thresholds, enables, guards, durations),

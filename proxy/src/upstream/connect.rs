@@ -54,7 +54,7 @@ impl Target {
         }
     }
 
-    async fn connect(&self) -> std::io::Result<TcpStream> {
+    pub(super) async fn connect(&self) -> std::io::Result<TcpStream> {
         match self {
             Target::Addr(addr) => TcpStream::connect(*addr).await,
             Target::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await,

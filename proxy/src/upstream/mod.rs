@@ -1,5 +1,6 @@
-//! The backends: round-robin choice, skipping of backends that refuse connections, and a small
-//! pool of HTTP/1.1 connections per backend built directly on `hyper::client::conn::http1`.
+//! The backends: round-robin choice, skipping of backends that are down (passive detection and
+//! active health checks), retries, and a small pool of HTTP/1.1 connections per backend built
+//! directly on `hyper::client::conn::http1`.
 //!
 //! - `mod.rs`: [`Upstream`], the backends and sending a request;
 //! - `pool.rs`: one backend's idle connections and the [`PoolReturn`] guard;
@@ -7,8 +8,12 @@
 //!   if its request is gone;
 //! - `exchange.rs`: a request handed to a connection until its answer; if the request is
 //!   dropped first, the answer is read and discarded in a task and the connection pooled;
-//! - `health.rs`: [`BackendStats`], one backend's counters and up/down state (logged once per
-//!   change);
+//! - `health.rs`: [`BackendStats`], one backend's counters and its state in rotation (logged
+//!   once per change);
+//! - `tally.rs`: the sans-IO state machine that state comes from: consecutive request
+//!   failures (passive) and health check results (active), time as a parameter;
+//! - `checker.rs`: the active health checks, one task per `Upstream`, stopped with it;
+//! - `retry.rs`: which failed requests are sent again, and where;
 //! - `tests.rs`: the pool's tests against the demo backend;
 //! - `progress.rs`: what the wait for an answer knows of the request body being sent
 //!   ([`Outgoing`], [`UploadProgress`]), so this room never names the body type;
@@ -33,15 +38,24 @@
 //!   of abandoning it: `TcpStream::connect` (resolution included) under
 //!   `timeouts.backend_connect`, `TCP_NODELAY`, an HTTP/1 handshake, and the connection
 //!   future spawned as its own task (it ends when the connection closes or its sender is
-//!   dropped while idle). A failed connect marks the backend down for `upstream.down_for`;
-//!   since nothing of the request was sent, it is retried on the next backend that is up
-//!   (whatever its body), until every backend was tried.
+//!   dropped while idle). A failed connect counts against the backend (`upstream.fail_after`
+//!   in a row take it out for `upstream.down_for`); since nothing of the request was sent, it
+//!   moves on to the next backend that is up (whatever its body), until every backend was
+//!   tried (`retry.rs`).
+//! - **Choice**: round-robin over the backends in rotation. When every backend is out, the
+//!   round-robin goes over all of them anyway: a backend wrongly out still serves, and a dead
+//!   one costs a refused connect before the next is tried, where a 502 for everything would
+//!   cost every request.
 //! - **Send** with `try_send_request` (`exchange.rs`: a request dropped before its answer,
 //!   as a reset stream is, leaves the exchange to finish in a task, and the connection to the
 //!   pool; a checkout dropped while it waits for a ready sender gives the sender back) and the origin-form URI (absolute URIs of HTTP/2
 //!   clients are cut to their path and query). A pooled connection can have been closed by
 //!   the backend while idle: when hyper hands the request back unsent, it is retried once on
-//!   a fresh connection, so requests with bodies are safe too.
+//!   a fresh connection, so requests with bodies are safe too. A request that was sent and
+//!   failed before its response head is sent again to another backend only when it is
+//!   idempotent and has no body (`upstream.retries`, `retry.rs`).
+//! - **Outcome**: every answer, failure and timeout steps the backend's tally (a 5xx answer
+//!   other than 501 and 505 counts as a failure, and still goes to the client).
 //! - **Return**: an HTTP/1 sender is reusable only after its response body was read to the
 //!   end. A response whose body is already complete with its head gives its sender back at
 //!   once; otherwise [`Upstream::send_pooled`] returns a [`PoolReturn`] guard that the response
@@ -53,18 +67,22 @@
 //!   piece of the body for that long while the client has one ready); the client's pauses are
 //!   `timeouts.body_read`'s.
 //!
-//! No per-request allocation beyond hyper's own (its request channel and response body), and
-//! a request with a body's `Upload`.
+//! No per-request allocation beyond hyper's own (its request channel and response body), a
+//! request with a body's `Upload`, and, while a retry is possible (`upstream.retries` > 0, two
+//! backends or more), a copy of an idempotent bodiless request's head to send it again.
 
+mod checker;
 mod connect;
 mod exchange;
 mod health;
 mod pool;
 mod progress;
+mod retry;
+mod tally;
 mod tunnel;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, PathAndQuery};
@@ -72,8 +90,10 @@ use http::{Request, Response, Uri};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use zgate_config::Config;
+use zgate_config::{Config, HealthCheck};
 
+use checker::Checks;
+pub use checker::USER_AGENT as HEALTH_USER_AGENT;
 use connect::{ConnectFailed, Target};
 pub use connect::{BACKEND_BUFFER, BACKEND_BUFFER_HELD};
 use exchange::Exchange;
@@ -81,6 +101,8 @@ pub use health::BackendStats;
 use pool::IdlePool;
 pub use pool::{PoolReturn, READY_WAIT};
 pub use progress::{Outgoing, UploadProgress};
+use retry::{Replay, Tried};
+use tally::{Cause, Outcome, Rules};
 
 /// Why a request got no response from any backend.
 #[derive(Debug)]
@@ -129,8 +151,14 @@ impl std::error::Error for BackendsError {}
 pub struct Upstream<B> {
     backends: Box<[BackendState<B>]>,
     next: AtomicUsize,
-    clock: Instant,
-    down_for: Duration,
+    /// Passive detection's thresholds and the health checks' counts.
+    rules: Rules,
+    /// Sends again of a sent request that failed before its head (`upstream.retries`).
+    retries: u32,
+    /// The active health checks, `None` without.
+    health: Option<HealthCheck>,
+    /// The running checker ([`Upstream::start_checks`]); stops when the pool is dropped.
+    checks: OnceLock<Checks>,
     connect_timeout: Duration,
     response_timeout: Duration,
 }
@@ -139,10 +167,8 @@ pub struct Upstream<B> {
 struct BackendState<B> {
     authority: Authority,
     target: Arc<Target>,
-    /// Nanoseconds since `Upstream::clock` until which the backend is skipped; 0 when up.
-    down_until: AtomicU64,
     idle: Arc<IdlePool<B>>,
-    /// Counters and up/down state, kept across reloads for the same address.
+    /// Counters and state in rotation, kept across reloads for the same address.
     stats: Arc<BackendStats>,
 }
 
@@ -159,9 +185,10 @@ pub struct Answered<B> {
 }
 
 impl<B: Outgoing> Upstream<B> {
-    /// Builds the pool for `config`'s backends. Backend addresses were validated by the config;
-    /// one that still fails to parse as an authority is reported with its key.
-    pub fn new(config: &Config) -> Result<Self, BackendsError> {
+    /// Builds the pool for `config`'s backends, checked per `health` (`None`: no active
+    /// checks; they start with [`Upstream::start_checks`]). Backend addresses were validated
+    /// by the config; one that still fails to parse as an authority is reported with its key.
+    pub fn new(config: &Config, health: Option<&HealthCheck>) -> Result<Self, BackendsError> {
         let mut backends = Vec::with_capacity(config.backends.len());
         for (i, b) in config.backends.iter().enumerate() {
             let authority: Authority =
@@ -175,7 +202,6 @@ impl<B: Outgoing> Upstream<B> {
             backends.push(BackendState {
                 target: Arc::new(Target::of(&authority)),
                 authority,
-                down_until: AtomicU64::new(0),
                 idle: Arc::new(IdlePool::new(
                     config.upstream.max_idle_per_backend,
                     config.upstream.pool_idle_timeout,
@@ -189,8 +215,14 @@ impl<B: Outgoing> Upstream<B> {
         Ok(Self {
             backends: backends.into_boxed_slice(),
             next: AtomicUsize::new(0),
-            clock: Instant::now(),
-            down_for: config.upstream.down_for,
+            rules: Rules {
+                fail_after: config.upstream.fail_after,
+                down_for: config.upstream.down_for,
+                checks: health.map(|h| (h.unhealthy_after, h.healthy_after)),
+            },
+            retries: config.upstream.retries,
+            health: health.cloned(),
+            checks: OnceLock::new(),
             connect_timeout: config.timeouts.backend_connect,
             response_timeout: config.timeouts.backend_response,
         })
@@ -200,9 +232,11 @@ impl<B: Outgoing> Upstream<B> {
     /// returns its response head, with the guard that gives the connection back to the pool
     /// when the body has been read to its end (`None` when it was given back already).
     ///
-    /// A backend that cannot be connected to is marked down and the request goes to the next
-    /// one (nothing of it was sent). A pooled connection found closed when the request is
-    /// handed to it gets the request back unsent: it is retried once on a fresh connection.
+    /// A backend that cannot be connected to counts a failure and the request goes to the
+    /// next one (nothing of it was sent). A pooled connection found closed when the request
+    /// is handed to it gets the request back unsent: it is retried once on a fresh
+    /// connection. A request that was sent and failed before its response head is sent again
+    /// to another backend if it is idempotent and has no body (`retry.rs`).
     pub async fn send_pooled(
         &self,
         req: Request<B>,
@@ -230,8 +264,9 @@ impl<B: Outgoing> Upstream<B> {
                         _ => {
                             let i = trying.load(Ordering::Relaxed);
                             if let Some(b) = self.backends.get(i) {
-                                b.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                                b.stats.requests.fetch_add(1, Ordering::Relaxed);
+                                b.stats.timed_out();
+                                let timeout = Outcome::Failed(Cause::Timeout);
+                                b.stats.record(b.authority.as_str(), &self.rules, timeout);
                             }
                             return Err(UpstreamError::Timeout);
                         }
@@ -254,11 +289,13 @@ impl<B: Outgoing> Upstream<B> {
         } else {
             self.next.fetch_add(1, Ordering::Relaxed)
         };
-        let mut index = self.pick(start);
-        let mut tried = 0;
+        let mut tried = Tried::default();
+        let mut index = self.pick(start, &tried).unwrap_or(0);
+        let mut retries = self.retries;
         let mut fresh_only = false;
         loop {
             let backend = &self.backends[index];
+            let name = backend.authority.as_str();
             trying.store(index, Ordering::Relaxed);
             let pooled = if fresh_only {
                 None
@@ -269,23 +306,26 @@ impl<B: Outgoing> Upstream<B> {
             let sender = match pooled {
                 Some(s) => s,
                 None => match self.connect(backend).await {
-                    Ok(s) => {
-                        backend.stats.connected(backend.authority.as_str());
-                        s
-                    }
+                    Ok(s) => s,
                     Err(ConnectFailed(error)) => {
-                        let name = backend.authority.as_str();
-                        backend.stats.connect_failed(name, self.down_for, &error);
-                        self.mark_down(index);
-                        tried += 1;
-                        if tried >= n {
-                            return Err(UpstreamError::Unreachable);
-                        }
-                        index = self.pick(index + 1);
+                        tracing::debug!(backend = name, error, "backend connect failed");
+                        let failed = Outcome::Failed(Cause::Connect);
+                        backend.stats.record(name, &self.rules, failed);
+                        // Nothing of the request was sent: any request moves on.
+                        tried.add(index);
+                        index = self
+                            .untried(index, &tried)
+                            .ok_or(UpstreamError::Unreachable)?;
                         fresh_only = false;
                         continue;
                     }
                 },
+            };
+            // A copy to send again, kept only while a retry is possible.
+            let replay = if retries > 0 && n > 1 {
+                Replay::of(&req)
+            } else {
+                None
             };
             let sent_at = Instant::now();
             let mut exchange = Exchange::start(sender, req, &backend.idle, self.response_timeout);
@@ -297,6 +337,8 @@ impl<B: Outgoing> Upstream<B> {
                 Ok(response) => {
                     let waited = sent_at.elapsed();
                     backend.stats.answered(waited);
+                    let outcome = outcome_of(response.status());
+                    backend.stats.record(name, &self.rules, outcome);
                     let sender = exchange.into_sender();
                     let pool = match sender {
                         Some(sender) if response.body().is_end_stream() => {
@@ -322,53 +364,111 @@ impl<B: Outgoing> Upstream<B> {
                         req = unsent;
                         fresh_only = true;
                     }
-                    _ => {
+                    Some(unsent) => {
+                        // A fresh connection failed before the request was written: as a
+                        // connect failure, it moves on.
+                        let failed = Outcome::Failed(Cause::Reset);
+                        backend.stats.record(name, &self.rules, failed);
+                        tried.add(index);
+                        req = unsent;
+                        index = self
+                            .untried(index, &tried)
+                            .ok_or(UpstreamError::Unreachable)?;
+                        fresh_only = false;
+                    }
+                    None => {
+                        let e = e.into_error();
                         backend.stats.failed();
-                        return Err(UpstreamError::Failed(e.into_error()));
+                        if e.is_user() {
+                            // The client's own body failed: not the backend's doing.
+                            return Err(UpstreamError::Failed(e));
+                        }
+                        let failed = Outcome::Failed(Cause::Reset);
+                        backend.stats.record(name, &self.rules, failed);
+                        tried.add(index);
+                        let again = replay.and_then(|r| Some((r, self.untried(index, &tried)?)));
+                        let Some((replay, next)) = again else {
+                            return Err(UpstreamError::Failed(e));
+                        };
+                        tracing::debug!(backend = name, error = %e, "request failed before its answer; sent again to another backend");
+                        backend.stats.retried.fetch_add(1, Ordering::Relaxed);
+                        retries -= 1;
+                        req = replay.into_request();
+                        index = next;
+                        fresh_only = false;
                     }
                 },
             }
         }
     }
 
+    /// Connects to `backend` within `timeouts.backend_connect`.
     async fn connect(&self, backend: &BackendState<B>) -> Result<SendRequest<B>, ConnectFailed> {
         connect::connect(&backend.target, self.connect_timeout, &backend.idle).await
     }
 
-    /// The first backend from `start` (round-robin) that is up, or `start`'s own when all are
-    /// down (trying beats refusing everything).
-    fn pick(&self, start: usize) -> usize {
+    /// The first backend from `start` on (round-robin) that is in rotation and has not
+    /// failed this request; when every one left is out of rotation, the first of those
+    /// (tried anyway); `None` when every backend failed it.
+    fn pick(&self, start: usize, tried: &Tried) -> Option<usize> {
         let n = self.backends.len();
-        let mut now = None;
+        if tried.count() >= n {
+            return None;
+        }
+        let mut out = None;
         for k in 0..n {
             let i = (start + k) % n;
-            let until = self.backends[i].down_until.load(Ordering::Relaxed);
-            if until == 0 {
-                return i;
+            if tried.has(i) {
+                continue;
             }
-            let now = *now.get_or_insert_with(|| self.clock.elapsed().as_nanos() as u64);
-            if now >= until {
-                self.backends[i].down_until.store(0, Ordering::Relaxed);
-                return i;
+            if !self.backends[i].stats.skipped() {
+                return Some(i);
             }
+            out.get_or_insert(i);
         }
-        start % n
+        out
     }
 
-    fn mark_down(&self, index: usize) {
-        let until = (self.clock.elapsed() + self.down_for).as_nanos() as u64;
-        self.backends[index]
-            .down_until
-            .store(until.max(1), Ordering::Relaxed);
+    /// The next backend after `failed` for a request that failed there.
+    fn untried(&self, failed: usize, tried: &Tried) -> Option<usize> {
+        self.pick(failed + 1, tried)
+    }
+
+    /// Starts the active health checks of this pool, if it has any and they are not running
+    /// (on the current tokio runtime). They stop when the pool is dropped or
+    /// [`Upstream::retire`]d.
+    pub fn start_checks(&self) {
+        let Some(health) = &self.health else { return };
+        if self.checks.get().is_some() {
+            return;
+        }
+        let backends = self
+            .backends
+            .iter()
+            .map(|b| checker::Checked {
+                authority: b.authority.clone(),
+                target: b.target.clone(),
+                stats: b.stats.clone(),
+            })
+            .collect();
+        if let Some(checks) = Checks::start(backends, health.clone(), self.rules) {
+            let _ = self.checks.set(checks);
+        }
+    }
+
+    /// This pool was replaced (a reload) or the server stops: its health checks stop now,
+    /// though requests in flight may still hold it.
+    pub fn retire(&self) {
+        if let Some(c) = self.checks.get() {
+            c.stop();
+        }
     }
 
     /// Backends and whether each is currently skipped.
     pub fn backends(&self) -> impl Iterator<Item = (&Authority, bool)> {
-        let now = self.clock.elapsed().as_nanos() as u64;
-        self.backends.iter().map(move |b| {
-            let until = b.down_until.load(Ordering::Relaxed);
-            (&b.authority, until != 0 && now < until)
-        })
+        self.backends
+            .iter()
+            .map(|b| (&b.authority, b.stats.skipped()))
     }
 
     /// The backends with their counters, in config order: `(address, stats)`.
@@ -385,12 +485,14 @@ impl<B: Outgoing> Upstream<B> {
             .map_or("", |b| b.authority.as_str())
     }
 
-    /// Takes over the counters of `old`'s backends that have the same address, so a reload
-    /// does not reset them.
+    /// Takes over the counters and state of `old`'s backends that have the same address, so
+    /// a reload does not reset them (nor put a dead backend back in rotation); the state is
+    /// then judged by this pool's rules. Call before [`Upstream::start_checks`].
     pub fn carry_stats_from(&mut self, old: &Upstream<B>) {
         for b in self.backends.iter_mut() {
             if let Some(o) = old.backends.iter().find(|o| o.authority == b.authority) {
                 b.stats = o.stats.clone();
+                b.stats.rules_changed(b.authority.as_str(), &self.rules);
             }
         }
     }
@@ -399,6 +501,17 @@ impl<B: Outgoing> Upstream<B> {
     /// included).
     pub fn idle_connections(&self) -> impl Iterator<Item = usize> + '_ {
         self.backends.iter().map(|b| b.idle.len())
+    }
+}
+
+/// What an answer with `status` says of its backend: 5xx is a failure, except 501 (Not
+/// Implemented) and 505 (HTTP Version Not Supported), which are about the client's request.
+fn outcome_of(status: http::StatusCode) -> Outcome {
+    let code = status.as_u16();
+    if status.is_server_error() && code != 501 && code != 505 {
+        Outcome::Failed(Cause::Status(code))
+    } else {
+        Outcome::Answered
     }
 }
 

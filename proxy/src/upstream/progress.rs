@@ -1,5 +1,5 @@
-//! What the wait for a backend's answer knows of the request body being sent: who the upload
-//! waits on. The body type itself belongs to the http room; it reports here through
+//! What the upstream knows of the request body being sent: who the upload waits on, and
+//! whether the request can be sent again. The body type itself belongs to the http room; it reports here through
 //! [`Outgoing`], so this room never names it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,6 +18,12 @@ pub trait Outgoing:
 {
     /// Who the body's upload waits on; `None` for a body complete with its head.
     fn progress(&self) -> Option<&Arc<UploadProgress>>;
+
+    /// A fresh body to send the request again with, for a body that is empty (complete with
+    /// its head, no bytes); `None` for a body with content, which cannot be sent twice.
+    fn replay(&self) -> Option<Self>
+    where
+        Self: Sized;
 }
 
 /// Who a request body's upload waits on, as the wait for the backend's answer sees it:

@@ -18,7 +18,7 @@ async fn setup(upstream: &str) -> (demo::Backend, Upstream) {
         b.addr()
     );
     let config = Config::parse(&text, std::path::Path::new(".")).expect("config");
-    let up = Upstream::new(&config).expect("upstream");
+    let up = Upstream::new(&config, config.upstream.health.as_ref()).expect("upstream");
     (b, up)
 }
 
@@ -133,4 +133,79 @@ fn targets_parse_addresses_and_names() {
     assert!(matches!(t("[::1]:82"), Target::Addr(a) if a.is_ipv6() && a.port() == 82));
     assert!(matches!(t("localhost:83"), Target::Name(h, 83) if h == "localhost"));
     assert!(matches!(t("10.0.0.1"), Target::Addr(a) if a.port() == 80));
+}
+
+#[test]
+fn only_idempotent_requests_without_a_body_are_replayable() {
+    let req = |method: &str, body: ProxyBody| {
+        Request::builder()
+            .method(method)
+            .uri("/x?y")
+            .header("host", "test")
+            .header("x-one", "1")
+            .body(body)
+            .expect("request")
+    };
+    let again = Replay::of(&req("GET", ProxyBody::empty()))
+        .expect("a bodiless GET")
+        .into_request();
+    assert_eq!(again.method(), "GET");
+    assert_eq!(again.uri(), "/x?y");
+    assert_eq!(again.headers()["x-one"], "1");
+    assert!(Replay::of(&req("DELETE", ProxyBody::empty())).is_some());
+    assert!(Replay::of(&req("POST", ProxyBody::empty())).is_none());
+    assert!(Replay::of(&req("PUT", ProxyBody::full("body"))).is_none());
+}
+
+#[test]
+fn server_errors_count_against_the_backend_except_501_and_505() {
+    for (code, failed) in [
+        (200, false),
+        (404, false),
+        (500, true),
+        (501, false),
+        (503, true),
+        (505, false),
+    ] {
+        let status = http::StatusCode::from_u16(code).expect("status");
+        assert_eq!(
+            matches!(outcome_of(status), Outcome::Failed(_)),
+            failed,
+            "{code}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn passive_detection_skips_a_backend_answering_5xx_and_checks_start_and_stop() {
+    let b = demo::Backend::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("backend");
+    let text = format!(
+        "[[listener]]\naddr = \"127.0.0.1:0\"\n[[backend]]\naddr = \"{}\"\n[upstream]\nfail_after = 2\n",
+        b.addr()
+    );
+    let config = Config::parse(&text, std::path::Path::new(".")).expect("config");
+    let up = Upstream::new(&config, None).expect("upstream");
+    for _ in 0..2 {
+        let (resp, _) = up.send_pooled(get("/status/502")).await.expect("answer");
+        assert_eq!(resp.status(), 502);
+    }
+    assert_eq!(
+        up.backends()
+            .map(|(_, skipped)| skipped)
+            .collect::<Vec<_>>(),
+        [true]
+    );
+    // The only backend, skipped, is still tried: it answers.
+    fetch(&up, "/").await;
+    assert_eq!(
+        up.backends()
+            .map(|(_, skipped)| skipped)
+            .collect::<Vec<_>>(),
+        [false]
+    );
+    // Without `health`, nothing to start.
+    up.start_checks();
+    assert!(up.checks.get().is_none());
 }

@@ -19,7 +19,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::connect::{Target, BACKEND_BUFFER};
-use super::{origin_form, Answered, Outgoing, Upstream, UpstreamError};
+use super::retry::Tried;
+use super::tally::{Cause, Outcome};
+use super::{origin_form, outcome_of, Answered, Outgoing, Upstream, UpstreamError};
 
 impl<B: Outgoing> Upstream<B> {
     /// Sends `req` (headers rewritten, `Connection: upgrade` and `Upgrade` set) to the next
@@ -34,28 +36,27 @@ impl<B: Outgoing> Upstream<B> {
         } else {
             self.next.fetch_add(1, Ordering::Relaxed)
         };
-        let mut index = self.pick(start);
-        let mut tried = 0;
+        let mut tried = Tried::default();
+        let mut index = self.pick(start, &tried).unwrap_or(0);
         let sender = loop {
             let backend = &self.backends[index];
+            let name = backend.authority.as_str();
             match connect(&backend.target, self.connect_timeout).await {
-                Ok(sender) => {
-                    backend.stats.connected(backend.authority.as_str());
-                    break sender;
-                }
+                Ok(sender) => break sender,
                 Err(error) => {
-                    let name = backend.authority.as_str();
-                    backend.stats.connect_failed(name, self.down_for, &error);
-                    self.mark_down(index);
-                    tried += 1;
-                    if tried >= n {
-                        return Err(UpstreamError::Unreachable);
-                    }
-                    index = self.pick(index + 1);
+                    tracing::debug!(backend = name, error, "backend connect failed (upgrade)");
+                    backend
+                        .stats
+                        .record(name, &self.rules, Outcome::Failed(Cause::Connect));
+                    tried.add(index);
+                    index = self
+                        .untried(index, &tried)
+                        .ok_or(UpstreamError::Unreachable)?;
                 }
             }
         };
         let backend = &self.backends[index];
+        let name = backend.authority.as_str();
         let mut sender = sender;
         let sent_at = Instant::now();
         let answer = tokio::time::timeout(self.response_timeout, sender.send_request(req)).await;
@@ -63,6 +64,8 @@ impl<B: Outgoing> Upstream<B> {
             Ok(Ok(response)) => {
                 let waited = sent_at.elapsed();
                 backend.stats.answered(waited);
+                let outcome = outcome_of(response.status());
+                backend.stats.record(name, &self.rules, outcome);
                 Ok(Answered {
                     response,
                     pool: None,
@@ -72,11 +75,16 @@ impl<B: Outgoing> Upstream<B> {
             }
             Ok(Err(e)) => {
                 backend.stats.failed();
+                if !e.is_user() {
+                    let failed = Outcome::Failed(Cause::Reset);
+                    backend.stats.record(name, &self.rules, failed);
+                }
                 Err(UpstreamError::Failed(e))
             }
             Err(_) => {
-                backend.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                backend.stats.requests.fetch_add(1, Ordering::Relaxed);
+                backend.stats.timed_out();
+                let timeout = Outcome::Failed(Cause::Timeout);
+                backend.stats.record(name, &self.rules, timeout);
                 Err(UpstreamError::Timeout)
             }
         }
