@@ -1,6 +1,7 @@
 //! `[fleet]` end to end: two to four zgate instances and a real redis-server (each test starts
 //! its own on a loopback port, persistence off, and stops it). Blocks and unblocks propagate,
-//! training on two instances with disjoint clients gives both the same model of all clients,
+//! training on two instances with disjoint clients gives both the same model of all clients
+//! (the exact sums, and the histograms summed bucket by bucket),
 //! a Redis killed mid-run leaves both instances serving and blocking, and they converge when it
 //! is back; a bad URL is refused naming `fleet.redis`.
 //!
@@ -243,6 +244,34 @@ async fn training_on_two_instances_gives_both_the_model_of_all_clients() {
         a.fleet().map(|f| f.model_epoch),
         bb.fleet().map(|f| f.model_epoch)
     );
+
+    // The histograms are the fleet's too: the bucket-by-bucket sums of both instances', their
+    // counts adding up to n on every metric, and the status page's source says the same.
+    for m in Metric::ALL {
+        let s = ma.get(m);
+        assert_eq!(s.buckets.count(), s.n, "{m}: the buckets add up to n");
+    }
+    let buckets: Vec<(u64, u64)> = c
+        .buckets
+        .buckets()
+        .iter()
+        .map(|b| (b.lower, b.count))
+        .collect();
+    assert_eq!(
+        buckets,
+        [(1, 2), (2, 2), (3, 2), (4, 2), (5, 1)],
+        "A's 1..=5, B's 1..=4"
+    );
+    assert_eq!(c.quantiles.map(|q| q.max), Some(5));
+    for s in [&a, &bb] {
+        let model = admin_get(admin(s), "/api/v1/model").await.json();
+        let shown = &model["metrics"]["connections"]["buckets"];
+        assert_eq!(
+            shown.to_string(),
+            "[[1,2],[2,2],[3,2],[4,2],[5,1]]",
+            "{model}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
