@@ -299,6 +299,7 @@ impl Driver {
     /// A Redis exchange failed: the breaker counts it; the fleet is down until a resync.
     pub(crate) fn failed(&mut self, e: &RedisError) {
         self.breaker.failure(now_ms());
+        self.status.set_error(e.to_string(), now_ms());
         if let Some(t) = self.tail.take() {
             t.abort();
         }
