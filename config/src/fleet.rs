@@ -2,9 +2,11 @@
 //!
 //! Absent: zgate runs alone and needs no Redis. Present: `redis` is required and checked here,
 //! once, so the proxy trusts a [`RedisUrl`] (scheme, host, port, database; the password is never
-//! printed).
+//! printed). `ca`, the CA certificates that `rediss://` trusts, is resolved against the config
+//! file's directory here; the proxy reads and checks the file itself when it checks the config.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -29,6 +31,10 @@ pub struct Fleet {
     /// Changes waiting for Redis while it is unreachable, at most; the oldest are dropped
     /// beyond it (the block list resynchronises on reconnect anyway). Default `10000`.
     pub outbox: usize,
+    /// `rediss://` only: a PEM file of the CA certificates that sign Redis's certificate, trusted
+    /// instead of the system's roots (a private CA). Relative to the config file's directory.
+    /// Default: none (the system's trusted roots).
+    pub ca: Option<PathBuf>,
 }
 
 /// `[fleet]` as written.
@@ -42,6 +48,7 @@ pub(crate) struct RawFleet {
     timeout: Duration,
     #[serde(default = "default_outbox")]
     outbox: usize,
+    ca: Option<PathBuf>,
 }
 
 fn default_timeout() -> Duration {
@@ -53,7 +60,7 @@ fn default_outbox() -> usize {
 }
 
 impl Fleet {
-    pub(crate) fn from_raw(raw: RawFleet) -> Result<Fleet, ConfigError> {
+    pub(crate) fn from_raw(raw: RawFleet, base_dir: &Path) -> Result<Fleet, ConfigError> {
         let url = raw.redis.ok_or_else(|| {
             ConfigError::key("fleet.redis", "required: e.g. \"redis://127.0.0.1:6379/0\"")
         })?;
@@ -81,12 +88,25 @@ impl Fleet {
         if raw.outbox == 0 {
             return Err(ConfigError::key("fleet.outbox", "must be at least 1"));
         }
+        let ca =
+            match raw.ca {
+                None => None,
+                Some(p) if p.as_os_str().is_empty() => {
+                    return Err(ConfigError::key("fleet.ca", "empty path"))
+                }
+                Some(_) if !redis.tls => return Err(ConfigError::key(
+                    "fleet.ca",
+                    "a CA is for TLS: use a rediss:// URL in `fleet.redis`, or remove `fleet.ca`",
+                )),
+                Some(p) => Some(base_dir.join(p)),
+            };
         Ok(Fleet {
             redis,
             instance,
             prefix,
             timeout: raw.timeout,
             outbox: raw.outbox,
+            ca,
         })
     }
 }
@@ -269,5 +289,18 @@ mod tests {
         let e = parse("[fleet]\nredis = \"redis://h\"\nprefix = \"a b\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("fleet.prefix"));
         assert!(parse("[fleet]\nredis = \"redis://h\"\nport = 1\n").is_err());
+        assert_eq!(f.ca, None);
+        let parse_in =
+            |extra: &str| crate::Config::parse(&format!("{base}{extra}"), "/etc/zgate".as_ref());
+        let f = parse_in("[fleet]\nredis = \"rediss://h:6380\"\nca = \"redis-ca.pem\"\n")
+            .unwrap()
+            .fleet
+            .unwrap();
+        assert_eq!(f.ca, Some(PathBuf::from("/etc/zgate/redis-ca.pem")));
+        let e = parse_in("[fleet]\nredis = \"redis://h\"\nca = \"ca.pem\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("fleet.ca"));
+        assert!(e.to_string().contains("rediss://"), "{e}");
+        let e = parse_in("[fleet]\nredis = \"rediss://h\"\nca = \"\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("fleet.ca"));
     }
 }

@@ -382,7 +382,10 @@ impl Config {
         }
         raw.admin.validate()?;
         raw.client_ip.validate()?;
-        let fleet = raw.fleet.map(Fleet::from_raw).transpose()?;
+        let fleet = raw
+            .fleet
+            .map(|f| Fleet::from_raw(f, base_dir))
+            .transpose()?;
         let mut limits = raw.limits;
         if let Some(state) = &mut limits.state_file {
             if state.as_os_str().is_empty() {

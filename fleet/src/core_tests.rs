@@ -34,6 +34,7 @@ fn snapshot(n: u64) -> Box<Snapshot> {
     (0..n).for_each(|x| moments[0].add(x));
     Box::new(Snapshot {
         moments,
+        histograms: Default::default(),
         last: true,
     })
 }

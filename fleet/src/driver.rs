@@ -42,6 +42,9 @@ pub struct Settings {
     pub outbox: usize,
     /// Snapshot and model-build timing.
     pub timing: Timing,
+    /// `rediss://` only: PEM CA certificates trusted instead of the system's roots (`None`:
+    /// the system's roots). The caller has checked them (`fleet.ca`).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// Why the fleet cannot start.
@@ -49,12 +52,15 @@ pub struct Settings {
 pub enum StartError {
     /// The Redis client refuses the URL.
     Url(redis::RedisError),
+    /// The Redis client refuses the CA certificates of `fleet.ca`.
+    Ca(redis::RedisError),
 }
 
 impl core::fmt::Display for StartError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             StartError::Url(e) => write!(f, "`fleet.redis`: not a usable Redis URL: {e}"),
+            StartError::Ca(e) => write!(f, "`fleet.ca`: not usable for rediss://: {e}"),
         }
     }
 }
@@ -103,7 +109,7 @@ pub fn start(
     limiter: Limiter,
     clock: ClockFn,
 ) -> Result<FleetHandle, StartError> {
-    let client = Client::open(settings.url.as_str()).map_err(StartError::Url)?;
+    let client = client(&settings)?;
     let status = Arc::new(Status::default());
     let (tx, rx) = mpsc::channel(QUEUE);
     let st = status.clone();
@@ -136,6 +142,29 @@ pub fn start(
         limiter,
         instance: settings.instance,
     })
+}
+
+/// The Redis client of `settings.url`: over TLS (rustls with the `ring` provider, as the rest of
+/// zgate) for `rediss://`, trusting `settings.ca_pem` if given, else the system's roots.
+fn client(settings: &Settings) -> Result<Client, StartError> {
+    let url = settings.url.as_str();
+    if url.starts_with("rediss://") {
+        // The redis crate builds its rustls config with the process's default provider; install
+        // ring's unless one is installed already (an error here only says one is).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    match &settings.ca_pem {
+        Some(pem) => {
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            };
+            let info =
+                redis::IntoConnectionInfo::into_connection_info(url).map_err(StartError::Url)?;
+            Client::build_with_tls(info, certs).map_err(StartError::Ca)
+        }
+        None => Client::open(url).map_err(StartError::Url),
+    }
 }
 
 pub(crate) enum TailMsg {
@@ -299,6 +328,7 @@ impl Driver {
     /// A Redis exchange failed: the breaker counts it; the fleet is down until a resync.
     pub(crate) fn failed(&mut self, e: &RedisError) {
         self.breaker.failure(now_ms());
+        self.status.set_error(e.to_string(), now_ms());
         if let Some(t) = self.tail.take() {
             t.abort();
         }

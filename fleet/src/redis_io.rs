@@ -110,10 +110,13 @@ impl Redis {
         keys: Keys,
         timeout: Duration,
     ) -> Result<Redis, RedisError> {
+        // One attempt per connect: the circuit breaker paces the retries, and the attempt's own
+        // error (refused, a TLS certificate not trusted) reaches `last_error` instead of the
+        // deadline's.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout)
-            .set_number_of_retries(1)
+            .set_number_of_retries(0)
             .set_max_delay(100);
         let conn = within(
             timeout * 2,

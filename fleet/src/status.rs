@@ -2,6 +2,7 @@
 //! `/metrics`, the admin API and the status page.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// The fleet's state as last published by its task.
 #[derive(Debug, Default)]
@@ -27,6 +28,9 @@ pub struct Status {
     pub training: AtomicBool,
     /// The epoch of the fleet model in force (0: none).
     pub model_epoch: AtomicU64,
+    /// The last failed Redis exchange: what went wrong and when (Unix ms). Written by the task
+    /// on a failure only, read by the admin API; never touched on the request path.
+    pub last_error: Mutex<Option<(String, u64)>>,
 }
 
 /// A copy of [`Status`] at one instant.
@@ -52,12 +56,22 @@ pub struct StatusView {
     pub training: bool,
     /// See [`Status::model_epoch`].
     pub model_epoch: u64,
+    /// See [`Status::last_error`]: the error's text (`None`: none since start).
+    pub last_error: Option<String>,
+    /// See [`Status::last_error`]: when, Unix ms (0: never).
+    pub last_error_ms: u64,
 }
 
 impl Status {
     /// A copy now.
     pub fn view(&self) -> StatusView {
         let r = Ordering::Relaxed;
+        let (last_error, last_error_ms) = self
+            .last_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default()
+            .map_or((None, 0), |(e, at)| (Some(e), at));
         StatusView {
             connected: self.connected.load(r),
             outbox: self.outbox.load(r),
@@ -69,6 +83,15 @@ impl Status {
             epoch: self.epoch.load(r),
             training: self.training.load(r),
             model_epoch: self.model_epoch.load(r),
+            last_error,
+            last_error_ms,
+        }
+    }
+
+    /// Records a failed exchange at `now_ms`.
+    pub(crate) fn set_error(&self, error: String, now_ms: u64) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some((error, now_ms));
         }
     }
 

@@ -1,5 +1,5 @@
 // zgate's status page: polls the admin JSON API every POLL_MS and draws the trained model, the
-// clients now and the block list. No library and nothing from another origin: the charts are
+// clients now, the block list and, with `[fleet]`, the fleet's state (GET /api/v1/fleet). No library and nothing from another origin: the charts are
 // SVG built here. Text that comes from the API goes into the page through textContent only.
 //
 // Authentication is the API's: with a token configured, the first 401 shows a form; the token
@@ -216,6 +216,28 @@ function renderUnenforced(model, mode) {
     }
   }
   $('unenforced').hidden = list.children.length === 0;
+}
+
+// ---- the fleet ----
+
+/** `[fleet]`'s state, as `GET /api/v1/fleet` gives it; the section stays hidden without it. */
+function renderFleet(f) {
+  $('fleet').hidden = !f.enabled;
+  if (!f.enabled) return;
+  const st = $('fleet-state');
+  st.textContent = f.connected ? 'connected' : 'disconnected';
+  st.className = f.connected ? 'tag connected' : 'tag blocked';
+  st.dataset.connected = String(f.connected);
+  $('fleet-instance').textContent = f.instance;
+  $('fleet-redis').textContent = f.redis;
+  $('fleet-epoch').textContent = f.epoch
+    ? `${f.epoch}${f.training ? ' (training)' : ''}` : 'none';
+  $('fleet-model').textContent = f.model_epoch ? `epoch ${f.model_epoch}` : 'none';
+  $('fleet-outbox').textContent = `${f.outbox} event(s) waiting${f.dropped ? `, ${f.dropped} dropped` : ''}`;
+  $('fleet-lag').textContent = `${f.event_lag_ms} ms`;
+  $('fleet-error').textContent = f.last_error
+    ? `${f.last_error} (${fmtDuration(Date.now() / 1000 - f.last_error_unix_ms / 1000)} ago)`
+    : 'none';
 }
 
 // ---- the charts ----
@@ -485,12 +507,13 @@ async function refresh() {
       state.knobs = Object.fromEntries(knobs);
       state.knobsAt = Date.now();
     }
-    const [mode, model, live, top, blocks] = await Promise.all([
+    const [mode, model, live, top, blocks, fleet] = await Promise.all([
       api('/api/v1/mode'),
       api('/api/v1/model'),
       api(`/api/v1/clients/live?top=${LIVE_TOP}`),
       api(`/api/v1/clients?top=${CLIENTS_TOP}&by=${encodeURIComponent(state.by)}`),
       api('/api/v1/blocks'),
+      api('/api/v1/fleet'),
     ]);
     $('login').hidden = true;
     $('main').hidden = false;
@@ -499,6 +522,7 @@ async function refresh() {
     for (const name of METRICS) renderChart(name, model, live, blocks.blocks || []);
     renderBlocks(blocks);
     renderClients(top, model);
+    renderFleet(fleet);
     document.body.dataset.ready = 'true';
     setUpdated(null);
   } catch (e) {

@@ -375,6 +375,50 @@ impl TestCert {
     }
 }
 
+/// A CA and a server certificate it signed for `localhost` and `127.0.0.1`, written as PEM
+/// into a temporary directory (a client trusts `ca.pem`; a server serves `cert.pem` and
+/// `key.pem`).
+pub struct TestCa {
+    /// `ca.pem`: the CA's certificate.
+    pub ca_path: PathBuf,
+    /// `cert.pem`: the server's certificate.
+    pub cert_path: PathBuf,
+    /// `key.pem`: the server's key.
+    pub key_path: PathBuf,
+    /// The directory holding them.
+    pub dir: TempDir,
+}
+
+impl TestCa {
+    /// Generates a fresh CA and a server certificate signed by it.
+    pub fn generate() -> Self {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "zgate test CA");
+        let ca = params.self_signed(&ca_key).expect("CA certificate");
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("server params")
+            .signed_by(&key, &ca, &ca_key)
+            .expect("server certificate");
+        let dir = TempDir::new("ca");
+        let path = |name: &str| dir.path().join(name);
+        let (ca_path, cert_path, key_path) = (path("ca.pem"), path("cert.pem"), path("key.pem"));
+        std::fs::write(&ca_path, ca.pem()).expect("write CA");
+        std::fs::write(&cert_path, cert.pem()).expect("write cert");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        TestCa {
+            ca_path,
+            cert_path,
+            key_path,
+            dir,
+        }
+    }
+}
+
 /// A directory removed when dropped.
 #[derive(Debug)]
 pub struct TempDir(PathBuf);

@@ -1,8 +1,11 @@
 //! `[fleet]` end to end: two to four zgate instances and a real redis-server (each test starts
 //! its own on a loopback port, persistence off, and stops it). Blocks and unblocks propagate,
-//! training on two instances with disjoint clients gives both the same model of all clients,
+//! training on two instances with disjoint clients gives both the same model of all clients
+//! (the exact sums, and the histograms summed bucket by bucket),
 //! a Redis killed mid-run leaves both instances serving and blocking, and they converge when it
-//! is back; a bad URL is refused naming `fleet.redis`.
+//! is back; over `rediss://` with a private CA (`fleet.ca`) a block propagates, and without the
+//! CA the instance does not connect; a bad URL is refused naming `fleet.redis`, a bad CA file
+//! naming `fleet.ca`.
 //!
 //! Waits are bounded polls for a condition (never a timing assertion); how fast a block
 //! propagates is measured by `cargo bench -p zgate-tests --bench fleet_propagation`.
@@ -33,13 +36,24 @@ async fn instance_with(
     backend: SocketAddr,
     extra: &str,
 ) -> Server {
+    instance_in_fleet(redis, name, backend, extra, "").await
+}
+
+/// An instance with `extra` config sections and `fleet_extra` keys in `[fleet]`.
+async fn instance_in_fleet(
+    redis: &RedisServer,
+    name: &str,
+    backend: SocketAddr,
+    extra: &str,
+    fleet_extra: &str,
+) -> Server {
     let dir = TempDir::new("fleet");
     let text = config_text(
         &[backend],
         &format!(
             "[admin]\naddr = \"127.0.0.1:0\"\n\
              [limits]\ntraining_period = \"0\"\nmin_clients = 2\n{extra}\
-             [fleet]\nredis = \"{}\"\ninstance = \"{name}\"\n",
+             [fleet]\nredis = \"{}\"\ninstance = \"{name}\"\n{fleet_extra}",
             redis.url()
         ),
     );
@@ -160,6 +174,48 @@ async fn blocks_and_unblocks_reach_every_instance() {
     assert!(m.contains("zgate_fleet_outbox_events 0"), "{m}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_rediss_with_a_private_ca_a_block_propagates() {
+    let redis = RedisServer::start_tls();
+    assert!(redis.url().starts_with("rediss://"), "{}", redis.url());
+    let ca = redis.ca_path().expect("a TLS server has a CA");
+    let trust = format!("ca = \"{}\"\n", ca.display());
+    let b = backend().await;
+    let a = instance_in_fleet(&redis, "a", b.addr(), "", &trust).await;
+    let bb = instance_in_fleet(&redis, "b", b.addr(), "", &trust).await;
+    // Without `fleet.ca` the system's roots do not know the test CA: never connected, and the
+    // fleet's state says why.
+    let untrusting = instance(&redis, "c", b.addr()).await;
+    eventually("A and B connected over TLS", || {
+        connected(&a) && connected(&bb)
+    })
+    .await;
+
+    let x = ip(9, 20);
+    block_on(&a, "127.0.9.20", "10m").await;
+    eventually("B blocks 127.0.9.20", || blocked(&bb, x)).await;
+    assert_eq!(
+        get_from(x, addr(&bb)).await,
+        None,
+        "a blocked client is cut"
+    );
+    let r = admin_request(admin(&a), "DELETE", "/api/v1/blocks/127.0.9.20", None, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually("B unblocks it", || !blocked(&bb, x)).await;
+
+    eventually("C reports its TLS failure", || {
+        untrusting.fleet().is_some_and(|f| f.last_error.is_some())
+    })
+    .await;
+    let f = untrusting.fleet().unwrap_or_default();
+    assert!(!f.connected && !blocked(&untrusting, x), "{f:?}");
+    let error = f.last_error.unwrap_or_default().to_lowercase();
+    assert!(
+        error.contains("certificate") || error.contains("issuer"),
+        "{error}"
+    );
+}
+
 /// Client `i` of a training set opens `i` concurrent connections and makes one request on each.
 async fn client_session(from: IpAddr, to: SocketAddr, conns: usize) {
     let mut open = Vec::new();
@@ -243,6 +299,34 @@ async fn training_on_two_instances_gives_both_the_model_of_all_clients() {
         a.fleet().map(|f| f.model_epoch),
         bb.fleet().map(|f| f.model_epoch)
     );
+
+    // The histograms are the fleet's too: the bucket-by-bucket sums of both instances', their
+    // counts adding up to n on every metric, and the status page's source says the same.
+    for m in Metric::ALL {
+        let s = ma.get(m);
+        assert_eq!(s.buckets.count(), s.n, "{m}: the buckets add up to n");
+    }
+    let buckets: Vec<(u64, u64)> = c
+        .buckets
+        .buckets()
+        .iter()
+        .map(|b| (b.lower, b.count))
+        .collect();
+    assert_eq!(
+        buckets,
+        [(1, 2), (2, 2), (3, 2), (4, 2), (5, 1)],
+        "A's 1..=5, B's 1..=4"
+    );
+    assert_eq!(c.quantiles.map(|q| q.max), Some(5));
+    for s in [&a, &bb] {
+        let model = admin_get(admin(s), "/api/v1/model").await.json();
+        let shown = &model["metrics"]["connections"]["buckets"];
+        assert_eq!(
+            shown.to_string(),
+            "[[1,2],[2,2],[3,2],[4,2],[5,1]]",
+            "{model}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,6 +391,24 @@ async fn a_bad_redis_url_is_refused_naming_fleet_redis_and_no_fleet_changes_noth
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("fleet.redis"), "{stderr}");
+    // A `fleet.ca` that is not a CA file stops check-config (and start) naming `fleet.ca`.
+    std::fs::write(dir.path().join("not-a-ca.pem"), "hello\n").expect("write");
+    let text = config_text(
+        &[dead_addr()],
+        "[fleet]\nredis = \"rediss://127.0.0.1:6380\"\nca = \"not-a-ca.pem\"\n",
+    );
+    std::fs::write(&path, text).expect("write config");
+    let out = std::process::Command::new(zgate_bin())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run zgate");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`fleet.ca`") && stderr.contains("no certificate"),
+        "{stderr}"
+    );
 
     let b = backend().await;
     let text = config_text(&[b.addr()], "[admin]\naddr = \"127.0.0.1:0\"\n");

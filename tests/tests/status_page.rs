@@ -4,8 +4,13 @@
 //! its unblock button unblocks it (the API agrees). A screenshot is saved as
 //! `$CARGO_TARGET_TMPDIR/status-page.png` (and to `$ZGATE_STATUS_SCREENSHOT` if set).
 //!
+//! With `[fleet]`, the page shows the fleet's state from `GET /api/v1/fleet` (connected or not,
+//! instance, epoch, outbox, event lag, last error): checked over plain HTTP, and in the browser
+//! when there is one.
+//!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the
-//! test says so and passes, except under CI (`CI` set), where it fails.
+//! browser tests say so and pass (the fleet test keeps its HTTP part), except under CI (`CI`
+//! set), where they fail. The fleet test needs Debian's `redis-server`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -16,6 +21,7 @@ use tokio::net::TcpStream;
 use zgate_limiter::{Metric, Mode};
 use zgate_tests::browser::Browser;
 use zgate_tests::lab::{connect_from, ip, population_ips, Lab};
+use zgate_tests::redis::RedisServer;
 use zgate_tests::{addr, admin_get, admin_request, Fronted};
 
 const TOKEN: &str = "status-page-test-token-0123456789";
@@ -236,6 +242,112 @@ async fn the_page_is_served_and_the_live_endpoint_shows_the_clients_now() {
     .await;
     assert_eq!(bad.status, 400, "{}", bad.body);
     drop(held);
+}
+
+/// `[fleet]` on the page: the section and its script are served, `GET /api/v1/fleet` (what
+/// the page reads) says connected with no error, then, Redis killed, disconnected with the
+/// error; in a browser, the section shows both states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_the_fleet_state_connected_then_not() {
+    let mut redis = RedisServer::start();
+    let z = Fronted::start(&format!(
+        "[admin]\naddr = \"127.0.0.1:0\"\n[fleet]\nredis = \"{}\"\ninstance = \"edge-7\"\n",
+        redis.url()
+    ))
+    .await;
+    let admin = z.admin_addr().expect("the admin API runs");
+    let page = admin_get(admin, "/").await.body;
+    for id in [
+        "fleet-state",
+        "fleet-instance",
+        "fleet-epoch",
+        "fleet-outbox",
+        "fleet-lag",
+        "fleet-error",
+    ] {
+        assert!(
+            page.contains(&format!("id=\"{id}\"")),
+            "{id} missing: {page}"
+        );
+    }
+    let script = admin_get(admin, "/ui/app.js").await.body;
+    assert!(
+        script.contains("api('/api/v1/fleet')") && script.contains("renderFleet(fleet)"),
+        "the page does not read the fleet's state"
+    );
+
+    let fleet = |want: bool| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let f = admin_get(admin, "/api/v1/fleet").await.json();
+            if f["connected"] == json!(want) {
+                return f;
+            }
+            assert!(Instant::now() < deadline, "connected never {want}: {f}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let f = fleet(true).await;
+    assert_eq!(f["instance"], json!("edge-7"), "{f}");
+    assert_eq!(
+        (&f["outbox"], &f["event_lag_ms"]),
+        (&json!(0), &json!(0)),
+        "{f}"
+    );
+    assert_eq!(
+        (&f["epoch"], &f["last_error"]),
+        (&json!(0), &Value::Null),
+        "{f}"
+    );
+
+    let browser = match Browser::start(1200, 900).await {
+        Ok(b) => Some(b),
+        Err(e) if std::env::var_os("CI").is_some() => panic!("no browser under CI: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED the browser part of the fleet test: {e}");
+            None
+        }
+    };
+    let shows = |state: &'static str| {
+        format!(
+            "return !document.getElementById('fleet').hidden \
+             && document.getElementById('fleet-state').textContent === '{state}' \
+             && document.getElementById('fleet-instance').textContent === 'edge-7'"
+        )
+    };
+    if let Some(b) = &browser {
+        b.goto(&format!("http://{admin}/")).await;
+        b.wait_for(&shows("connected"), "the fleet section, connected")
+            .await;
+        let error = b
+            .eval(
+                "return document.getElementById('fleet-error').textContent",
+                json!([]),
+            )
+            .await;
+        assert_eq!(error, json!("none"));
+    }
+
+    redis.kill();
+    let f = fleet(false).await;
+    let error = f["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(!error.is_empty(), "no last error: {f}");
+    assert!(f["last_error_unix_ms"].as_u64().unwrap_or(0) > 0, "{f}");
+    if let Some(b) = &browser {
+        b.wait_for(&shows("disconnected"), "the fleet section, disconnected")
+            .await;
+        let shown = b
+            .eval(
+                "return document.getElementById('fleet-error').textContent",
+                json!([]),
+            )
+            .await;
+        let shown = shown.as_str().unwrap_or_default();
+        assert!(
+            shown.starts_with("Redis"),
+            "the page's last error: {shown:?} (API: {error:?})"
+        );
+    }
 }
 
 /// A connection flood from `attacker` (at most 400 connections, each with a partial request)

@@ -210,7 +210,9 @@ fn put_model(core: &dyn Control, mut body: Value) -> Result<Reply, ApiError> {
 }
 
 /// `GET /api/v1/fleet`: `{"enabled": false}` alone, else the instance, Redis (no password),
-/// whether it is connected, the outbox, the last event's lag and the fleet's training state.
+/// whether it is connected, the outbox, the last event's lag, the fleet's training state and
+/// the last failed Redis exchange (`last_error`, `null` if none; `last_error_unix_ms`). The
+/// status page shows the same object.
 fn fleet(core: &dyn Control) -> Value {
     let Some(f) = core.fleet() else {
         return json!({ "enabled": false });
@@ -229,6 +231,8 @@ fn fleet(core: &dyn Control) -> Value {
         "epoch": s.epoch,
         "training": s.training,
         "model_epoch": s.model_epoch,
+        "last_error": s.last_error,
+        "last_error_unix_ms": (s.last_error_ms > 0).then_some(s.last_error_ms),
     })
 }
 

@@ -94,6 +94,7 @@ impl Server {
             limiter_config,
             proxy_limits,
             tls,
+            fleet_ca,
         } = checked;
         let clock = Clock::new();
         let overrides = restore::overrides(saved.as_ref());
@@ -104,8 +105,8 @@ impl Server {
         if let Some(saved) = &saved {
             restore::blocks(&limiter, &saved.blocks, now, unix_now);
         }
-        let fleet =
-            fleet::start(config.fleet.as_ref(), &limiter, clock).map_err(StartError::Fleet)?;
+        let fleet = fleet::start(config.fleet.as_ref(), fleet_ca, &limiter, clock)
+            .map_err(StartError::Fleet)?;
         let persist = Persist::new(
             config.limits.state_file.clone(),
             &limiter,

@@ -2,8 +2,8 @@
 //!
 //! [`Checked::new`] runs the file's own validation's complement: the `[limits]` mapping onto
 //! the limiter's settings (with the limiter's own checks), the backends, every TLS listener's
-//! files (loaded, and the key matched to the certificate), and the ranges that only the proxy
-//! knows. `zgate check-config`, [`crate::Server::start`] and a reload all go through it, so
+//! files (loaded, and the key matched to the certificate), `fleet.ca` (loaded, every
+//! certificate a usable trust anchor), and the ranges that only the proxy knows. `zgate check-config`, [`crate::Server::start`] and a reload all go through it, so
 //! what `check-config` calls good is what start accepts; only binding the sockets is left to
 //! start (an address in use is a fact of the machine at that moment, not of the file).
 //!
@@ -19,6 +19,7 @@ use crate::http::Upstream;
 use crate::limits::{self, LimitsError, ProxyLimits};
 use crate::listen::tls::TlsError;
 use crate::listen::tls_acceptor;
+use crate::state::fleet_ca::{self, FleetCaError};
 use crate::state::persist;
 use crate::upstream::BackendsError;
 
@@ -40,6 +41,8 @@ pub struct Checked {
     pub proxy_limits: ProxyLimits,
     /// Each listener's TLS acceptor, in config order (`None`: cleartext).
     pub tls: Vec<Option<TlsAcceptor>>,
+    /// `fleet.ca`'s PEM, checked (`None`: no `fleet.ca`).
+    pub fleet_ca: Option<Vec<u8>>,
 }
 
 /// Why a config cannot start, with the file it came from. Its `Display` is
@@ -70,6 +73,8 @@ pub enum Problem {
     Backends(BackendsError),
     /// A listener's TLS files do not load or do not fit each other.
     Tls(TlsError),
+    /// `fleet.ca` does not load.
+    FleetCa(FleetCaError),
     /// `limits.mode` is `defence` or `monitor` and there is no model to start with (none in
     /// `limits.state_file`, or no state file).
     NoModel {
@@ -96,6 +101,7 @@ impl std::fmt::Display for CheckError {
             Problem::Limits(e) => e.fmt(f),
             Problem::Backends(e) => e.fmt(f),
             Problem::Tls(e) => e.fmt(f),
+            Problem::FleetCa(e) => e.fmt(f),
             Problem::NoModel { mode, state_file } => {
                 write!(f, "`limits.mode`: {mode} needs a model, and there is none ")?;
                 match state_file {
@@ -144,12 +150,20 @@ impl Checked {
             .map(|(i, l)| tls_acceptor(l, i))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| fail(Problem::Tls(e)))?;
+        let fleet_ca = config
+            .fleet
+            .as_ref()
+            .and_then(|f| f.ca.as_deref())
+            .map(fleet_ca::load)
+            .transpose()
+            .map_err(|e| fail(Problem::FleetCa(e)))?;
         Ok(Checked {
             config,
             upstream,
             limiter_config,
             proxy_limits,
             tls,
+            fleet_ca,
         })
     }
 }

@@ -17,9 +17,11 @@ pub(crate) struct FleetTask {
     pub(crate) redis: String,
 }
 
-/// Starts the fleet task for `limiter` if `config` has `[fleet]`.
+/// Starts the fleet task for `limiter` if `config` has `[fleet]`; `ca_pem` is `fleet.ca`'s
+/// content as checked (see `fleet_ca.rs`).
 pub(crate) fn start(
     config: Option<&zgate_config::Fleet>,
+    ca_pem: Option<Vec<u8>>,
     limiter: &Limiter,
     clock: Clock,
 ) -> Result<Option<FleetTask>, StartError> {
@@ -33,6 +35,7 @@ pub(crate) fn start(
         timeout: f.timeout,
         outbox: f.outbox,
         timing: Timing::default(),
+        ca_pem,
     };
     let handle = zgate_fleet::start(settings, limiter.clone(), Arc::new(move || clock.now()))?;
     tracing::info!(instance = %f.instance, redis = %f.redis, prefix = %f.prefix, "fleet: started");

@@ -4,6 +4,7 @@
 //!   start and a reload all run;
 //! - `reload.rs`: a new config checked whole ([`reload::Plan`]) before anything of it applies;
 //! - `fleet.rs`: `[fleet]` started (the `zgate-fleet` task sharing blocks and the model);
+//! - `fleet_ca.rs`: `fleet.ca`, the CA file `rediss://` trusts, read and checked;
 //! - `persist.rs`: the state file (mode, model, overrides, manual blocks), read at start;
 //! - `atomic_file.rs`: a private file written atomically (random exclusive temporary, rename);
 //! - `overrides.rs`: runtime overrides of `[limits]`, laid over the config file's values;
@@ -18,6 +19,7 @@ pub mod checked;
 pub mod exporter;
 mod exposition;
 pub(crate) mod fleet;
+pub mod fleet_ca;
 mod limiter_metrics;
 pub mod overrides;
 pub mod persist;

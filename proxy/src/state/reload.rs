@@ -58,6 +58,7 @@ impl Plan {
             limiter_config,
             proxy_limits,
             tls: acceptors,
+            fleet_ca: _,
         } = checked;
         let mut tls = Vec::new();
         let mut new = Vec::new();
