@@ -13,7 +13,9 @@ mod duration;
 mod error;
 mod fleet;
 mod limits;
+mod listener_tls;
 mod schema;
+mod upstream_tls;
 
 pub use admin::{Admin, DEFAULT_ADMIN_ADDR, DEFAULT_ADMIN_PORT, MIN_TOKEN_LEN};
 pub use choices::{AfterTraining, BlockActionKind, StartMode, UnknownChoice};
@@ -23,6 +25,8 @@ pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use fleet::{Fleet, RedisUrl};
 pub use limits::{Guards, Limits, PerMetric};
+pub use listener_tls::{CertFiles, TlsFiles};
 pub use schema::{
-    Backend, Config, Http, Listener, Log, Runtime, Timeouts, TlsFiles, Upstream, DEFAULT_CONFIG,
+    Backend, Config, Http, Listener, Log, Runtime, Timeouts, Upstream, DEFAULT_CONFIG,
 };
+pub use upstream_tls::{UpstreamProtocol, UpstreamTls};

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -13,6 +13,8 @@ use crate::duration::serde_human;
 use crate::error::ConfigError;
 use crate::fleet::{Fleet, RawFleet};
 use crate::limits::Limits;
+use crate::listener_tls::TlsFiles;
+use crate::upstream_tls::{UpstreamProtocol, UpstreamTls};
 
 /// The config the demo runs on (`zgate demo`): a proxy on `127.0.0.1:8080` in front of the
 /// embedded backend on `127.0.0.1:8081`. It is also a readable example of every section.
@@ -51,7 +53,8 @@ pub struct Config {
 pub struct Listener {
     /// The address and port to accept on, e.g. `"127.0.0.1:8080"` or `"[::]:443"`. Required.
     pub addr: SocketAddr,
-    /// TLS (`tls = { cert = "cert.pem", key = "key.pem" }`): clients then speak TLS, and ALPN
+    /// TLS (`tls = { cert = "cert.pem", key = "key.pem" }`, or several certificates chosen by
+    /// SNI: `tls = { certs = [{ cert, key }, ...] }`): clients then speak TLS, and ALPN
     /// chooses `h2` or `http/1.1`. Without it the listener serves cleartext HTTP/1.1 and HTTP/2
     /// with prior knowledge (h2c), told apart by the connection preface. Default: none.
     #[serde(default)]
@@ -62,16 +65,6 @@ pub struct Listener {
     /// With `client_ip.trusted_proxies` set, only those peers may connect. Default `false`.
     #[serde(default)]
     pub proxy_protocol: bool,
-}
-
-/// PEM files for a TLS listener. Relative paths are relative to the config file's directory.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    /// The certificate chain, leaf first (PEM).
-    pub cert: PathBuf,
-    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
 }
 
 /// One `[[backend]]`.
@@ -160,6 +153,11 @@ pub struct Upstream {
     /// round-robin for this long, unless every backend is skipped. Default `"5s"`.
     #[serde(with = "serde_human")]
     pub down_for: Duration,
+    /// The protocol spoken to the backends: `"http1"` or `"http2"` (multiplexed connections).
+    /// Default `"http1"`.
+    pub protocol: UpstreamProtocol,
+    /// TLS to the backends, verified (`{ server_name, ca }`). Default: none (cleartext).
+    pub tls: Option<UpstreamTls>,
 }
 
 impl Default for Upstream {
@@ -168,6 +166,8 @@ impl Default for Upstream {
             max_idle_per_backend: 1024,
             pool_idle_timeout: Duration::from_secs(90),
             down_for: Duration::from_secs(5),
+            protocol: UpstreamProtocol::Http1,
+            tls: None,
         }
     }
 }
@@ -297,13 +297,16 @@ impl Config {
                 ));
             }
             if let Some(tls) = &mut l.tls {
-                tls.cert = base_dir.join(&tls.cert);
-                tls.key = base_dir.join(&tls.key);
+                tls.resolve(base_dir);
             }
         }
         for (i, b) in raw.backend.iter().enumerate() {
             validate_authority(&b.addr)
                 .map_err(|m| ConfigError::key(format!("backend[{i}].addr"), m))?;
+        }
+        let mut upstream = raw.upstream;
+        if let Some(tls) = &mut upstream.tls {
+            tls.resolve(base_dir, "upstream.tls")?;
         }
         let t = &raw.timeouts;
         for (key, value) in [
@@ -367,7 +370,7 @@ impl Config {
             listeners,
             backends: raw.backend,
             timeouts: raw.timeouts,
-            upstream: raw.upstream,
+            upstream,
             http: raw.http,
             runtime: raw.runtime,
             log: raw.log,
@@ -407,6 +410,7 @@ mod tests {
     use super::*;
     use crate::choices::StartMode;
     use crate::client_ip::ForwardHeader;
+    use std::path::PathBuf;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/zgate"))
@@ -470,9 +474,28 @@ mod tests {
         "#,
         )
         .unwrap();
-        let tls = c.listeners[0].tls.as_ref().unwrap();
+        let tls = &c.listeners[0].tls.as_ref().unwrap().certs[0];
         assert_eq!(tls.cert, PathBuf::from("/etc/zgate/cert.pem"));
         assert_eq!(tls.key, PathBuf::from("/abs/key.pem"));
+        let c = parse(
+            r#"
+            [[listener]]
+            addr = "127.0.0.1:8443"
+            tls = { certs = [{ cert = "a.pem", key = "a.key" }, { cert = "b.pem", key = "b.key" }] }
+            [[backend]]
+            addr = "localhost:3000"
+            [upstream]
+            protocol = "http2"
+            tls = { server_name = "api.internal", ca = "ca.pem" }
+        "#,
+        )
+        .unwrap();
+        let tls = c.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(tls.certs[1].key, PathBuf::from("/etc/zgate/b.key"));
+        assert_eq!(c.upstream.protocol, UpstreamProtocol::Http2);
+        let up = c.upstream.tls.as_ref().unwrap();
+        assert_eq!(up.ca.as_deref(), Some(Path::new("/etc/zgate/ca.pem")));
+        assert_eq!(up.server_name.as_deref(), Some("api.internal"));
     }
 
     #[test]

@@ -4,7 +4,11 @@
 //! - `mod.rs`: [`Upstream`], the backends and sending a request;
 //! - `pool.rs`: one backend's idle connections and the [`PoolReturn`] guard;
 //! - `connect.rs`: a backend connect in a task of its own, whose connection goes to the pool
-//!   if its request is gone;
+//!   if its request is gone; TLS to the backend; HTTP/1 and HTTP/2 handshakes;
+//! - `link.rs`: [`BackendLink`], the protocol and TLS (roots, server name) a pool's backends
+//!   are reached with, taken by [`Upstream::with_link`];
+//! - `multiplex.rs`: HTTP/2 backends, one connection per backend shared by concurrent
+//!   requests, reconnected when closed (the HTTP/1 pool below does not apply to them);
 //! - `exchange.rs`: a request handed to a connection until its answer; if the request is
 //!   dropped first, the answer is read and discarded in a task and the connection pooled;
 //! - `health.rs`: [`BackendStats`], one backend's counters and up/down state (logged once per
@@ -57,6 +61,8 @@
 mod connect;
 mod exchange;
 mod health;
+mod link;
+mod multiplex;
 mod pool;
 mod progress;
 
@@ -71,10 +77,14 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use zgate_config::Config;
 
-use connect::{ConnectFailed, Target};
+#[cfg(test)]
+use connect::Target;
+use connect::{ConnectFailed, Dial};
 pub use connect::{BACKEND_BUFFER, BACKEND_BUFFER_HELD};
 use exchange::Exchange;
 pub use health::BackendStats;
+pub use link::{BackendLink, UpstreamTlsError};
+use multiplex::{Sent, Shared};
 use pool::IdlePool;
 pub use pool::{PoolReturn, READY_WAIT};
 pub use progress::{Outgoing, UploadProgress};
@@ -104,6 +114,8 @@ pub enum BackendsError {
     },
     /// The config has no backend.
     NoBackend,
+    /// TLS to the backends cannot be set up (its `Display` names the key).
+    Tls(UpstreamTlsError),
 }
 
 impl std::fmt::Display for BackendsError {
@@ -115,6 +127,7 @@ impl std::fmt::Display for BackendsError {
                 reason,
             } => write!(f, "`backend[{index}].addr`: {addr:?}: {reason}"),
             BackendsError::NoBackend => f.write_str("no backend configured"),
+            BackendsError::Tls(e) => e.fmt(f),
         }
     }
 }
@@ -135,7 +148,9 @@ pub struct Upstream<B> {
 #[derive(Debug)]
 struct BackendState<B> {
     authority: Authority,
-    target: Arc<Target>,
+    target: Arc<Dial>,
+    /// The shared connection of an HTTP/2 backend (`None`: HTTP/1, pooled in `idle`).
+    shared: Option<Arc<Shared<B>>>,
     /// Nanoseconds since `Upstream::clock` until which the backend is skipped; 0 when up.
     down_until: AtomicU64,
     idle: Arc<IdlePool<B>>,
@@ -156,9 +171,18 @@ pub struct Answered<B> {
 }
 
 impl<B: Outgoing> Upstream<B> {
-    /// Builds the pool for `config`'s backends. Backend addresses were validated by the config;
-    /// one that still fails to parse as an authority is reported with its key.
+    /// Builds the pool for `config`'s backends, reached as `[upstream]` says (`protocol`,
+    /// `tls`: the CA file is read now). Backend addresses were validated by the config; one
+    /// that still fails to parse as an authority is reported with its key.
     pub fn new(config: &Config) -> Result<Self, BackendsError> {
+        let up = &config.upstream;
+        let link = BackendLink::load(up.protocol, up.tls.as_ref(), "upstream.tls")
+            .map_err(BackendsError::Tls)?;
+        Self::with_link(config, &link)
+    }
+
+    /// Builds the pool for `config`'s backends, reached over `link` (protocol and TLS).
+    pub fn with_link(config: &Config, link: &BackendLink) -> Result<Self, BackendsError> {
         let mut backends = Vec::with_capacity(config.backends.len());
         for (i, b) in config.backends.iter().enumerate() {
             let authority: Authority =
@@ -169,8 +193,12 @@ impl<B: Outgoing> Upstream<B> {
                         addr: b.addr.clone(),
                         reason: e.to_string(),
                     })?;
+            let dial = Dial::new(&authority, link).map_err(BackendsError::Tls)?;
+            let shared = (link.protocol() == zgate_config::UpstreamProtocol::Http2)
+                .then(|| Arc::new(Shared::new()));
             backends.push(BackendState {
-                target: Arc::new(Target::of(&authority)),
+                target: Arc::new(dial),
+                shared,
                 authority,
                 down_until: AtomicU64::new(0),
                 idle: Arc::new(IdlePool::new(
@@ -257,6 +285,42 @@ impl<B: Outgoing> Upstream<B> {
         loop {
             let backend = &self.backends[index];
             trying.store(index, Ordering::Relaxed);
+            if let Some(shared) = &backend.shared {
+                let timeout = self.connect_timeout;
+                let (target, authority) = (&backend.target, &backend.authority);
+                match shared
+                    .send(req, target, authority, timeout, &backend.stats)
+                    .await
+                {
+                    Sent::Answered(response, waited) => {
+                        backend.stats.answered(waited);
+                        let pool = (!response.body().is_end_stream()).then(PoolReturn::streaming);
+                        return Ok(Answered {
+                            response,
+                            pool,
+                            backend: index,
+                            waited,
+                        });
+                    }
+                    Sent::Failed(e) => {
+                        backend.stats.failed();
+                        return Err(UpstreamError::Failed(e));
+                    }
+                    Sent::Unconnected(unsent, ConnectFailed(error)) => {
+                        req = unsent;
+                        backend
+                            .stats
+                            .connect_failed(authority.as_str(), self.down_for, &error);
+                        self.mark_down(index);
+                        tried += 1;
+                        if tried >= n {
+                            return Err(UpstreamError::Unreachable);
+                        }
+                        index = self.pick(index + 1);
+                        continue;
+                    }
+                }
+            }
             let pooled = if fresh_only {
                 None
             } else {
@@ -300,10 +364,7 @@ impl<B: Outgoing> Upstream<B> {
                             backend.idle.put(sender);
                             None
                         }
-                        Some(sender) => Some(PoolReturn {
-                            sender,
-                            pool: backend.idle.clone(),
-                        }),
+                        Some(sender) => Some(PoolReturn::http1(sender, backend.idle.clone())),
                         None => None,
                     };
                     return Ok(Answered {
