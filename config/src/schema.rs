@@ -71,7 +71,8 @@ pub struct Listener {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
-    /// `host:port` of an HTTP/1.1 backend, e.g. `"127.0.0.1:3000"` or `"app.internal:80"`.
+    /// `host:port` of a backend, e.g. `"127.0.0.1:3000"` or `"app.internal:80"`, spoken to as
+    /// `[upstream]` says (`protocol`, `tls`).
     /// Required.
     pub addr: String,
 }
