@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -101,7 +101,8 @@ impl Leaf {
 /// A test backend: HTTP/1.1 or HTTP/2 (told apart by the preface), over TLS when given a
 /// server config. It answers every request 200 with `x-backend-version` (the request's HTTP
 /// version as the backend saw it), `x-backend-alpn` (the protocol ALPN chose, `-` without),
-/// and `x-backend-authority` (the URI's authority, or `Host`). `/gate` answers only when
+/// and `x-backend-authority` (the URI's authority, or `Host`); its body is the request's body
+/// for `/echo`, a greeting otherwise. `/gate` answers only when
 /// `gate` requests are waiting together (a barrier), so a test can prove they were in flight
 /// at once.
 pub struct TestBackend {
@@ -214,13 +215,20 @@ where
                         .map(str::to_owned)
                 })
                 .unwrap_or_default();
+            let version = req.version();
+            let body = if req.uri().path() == "/echo" {
+                match req.into_body().collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => Bytes::from_static(b"broken body\n"),
+                }
+            } else {
+                Bytes::from_static(b"hello from the test backend\n")
+            };
             let resp = Response::builder()
-                .header("x-backend-version", format!("{:?}", req.version()))
+                .header("x-backend-version", format!("{version:?}"))
                 .header("x-backend-alpn", alpn)
                 .header("x-backend-authority", authority)
-                .body(Full::new(Bytes::from_static(
-                    b"hello from the test backend\n",
-                )))
+                .body(Full::new(body))
                 .expect("response");
             Ok::<_, std::convert::Infallible>(resp)
         }

@@ -149,6 +149,16 @@ async fn an_h2c_backend_shares_one_connection_and_survives_its_close() {
         Some(p.to_string().as_str()),
         "`:authority` is the client's Host"
     );
+    // A request body goes through, over HTTP/1.1 and h2c clients alike.
+    let body = zgate_tests::noise(300_000, 7);
+    for proto in [Proto::Http1, Proto::H2c] {
+        let mut c = Client::connect(p, proto).await;
+        let r = c
+            .send(zgate_tests::request("POST", p, "/echo", body.clone()))
+            .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.body, body, "{proto:?}");
+    }
     // Eight requests in flight at once, on one backend connection.
     concurrent_gate(p, 8).await;
     assert_eq!(b.accepted(), 1, "the requests share one connection");
