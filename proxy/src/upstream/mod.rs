@@ -288,10 +288,9 @@ impl<B: Outgoing> Upstream<B> {
             if let Some(shared) = &backend.shared {
                 let timeout = self.connect_timeout;
                 let (target, authority) = (&backend.target, &backend.authority);
-                match shared
-                    .send(req, target, authority, timeout, &backend.stats)
-                    .await
-                {
+                // Boxed: the HTTP/1 path's future stays as small as it was.
+                let send = Box::pin(shared.send(req, target, authority, timeout, &backend.stats));
+                match send.await {
                     Sent::Answered(response, waited) => {
                         backend.stats.answered(waited);
                         let pool = (!response.body().is_end_stream()).then(PoolReturn::streaming);
