@@ -14,7 +14,9 @@ mod error;
 mod fleet;
 mod health;
 mod limits;
+mod listener_tls;
 mod schema;
+mod upstream_tls;
 
 pub use admin::{Admin, DEFAULT_ADMIN_ADDR, DEFAULT_ADMIN_PORT, MIN_TOKEN_LEN};
 pub use choices::{AfterTraining, BlockActionKind, StartMode, UnknownChoice};
@@ -25,6 +27,8 @@ pub use error::ConfigError;
 pub use fleet::{Fleet, RedisUrl};
 pub use health::HealthCheck;
 pub use limits::{Guards, Limits, PerMetric};
+pub use listener_tls::{CertFiles, TlsFiles};
 pub use schema::{
-    Backend, Config, Http, Listener, Log, Runtime, Timeouts, TlsFiles, Upstream, DEFAULT_CONFIG,
+    Backend, Config, Http, Listener, Log, Runtime, Timeouts, Upstream, DEFAULT_CONFIG,
 };
+pub use upstream_tls::{UpstreamProtocol, UpstreamTls};

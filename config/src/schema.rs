@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -14,6 +14,8 @@ use crate::error::ConfigError;
 use crate::fleet::{Fleet, RawFleet};
 use crate::health::HealthCheck;
 use crate::limits::Limits;
+use crate::listener_tls::TlsFiles;
+use crate::upstream_tls::{UpstreamProtocol, UpstreamTls};
 
 /// The config the demo runs on (`zgate demo`): a proxy on `127.0.0.1:8080` in front of the
 /// embedded backend on `127.0.0.1:8081`. It is also a readable example of every section.
@@ -52,7 +54,8 @@ pub struct Config {
 pub struct Listener {
     /// The address and port to accept on, e.g. `"127.0.0.1:8080"` or `"[::]:443"`. Required.
     pub addr: SocketAddr,
-    /// TLS (`tls = { cert = "cert.pem", key = "key.pem" }`): clients then speak TLS, and ALPN
+    /// TLS (`tls = { cert = "cert.pem", key = "key.pem" }`, or several certificates chosen by
+    /// SNI: `tls = { certs = [{ cert, key }, ...] }`): clients then speak TLS, and ALPN
     /// chooses `h2` or `http/1.1`. Without it the listener serves cleartext HTTP/1.1 and HTTP/2
     /// with prior knowledge (h2c), told apart by the connection preface. Default: none.
     #[serde(default)]
@@ -65,21 +68,12 @@ pub struct Listener {
     pub proxy_protocol: bool,
 }
 
-/// PEM files for a TLS listener. Relative paths are relative to the config file's directory.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    /// The certificate chain, leaf first (PEM).
-    pub cert: PathBuf,
-    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-}
-
 /// One `[[backend]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
-    /// `host:port` of an HTTP/1.1 backend, e.g. `"127.0.0.1:3000"` or `"app.internal:80"`.
+    /// `host:port` of a backend, e.g. `"127.0.0.1:3000"` or `"app.internal:80"`, spoken to as
+    /// `[upstream]` says (`protocol`, `tls`).
     /// Required.
     pub addr: String,
 }
@@ -175,6 +169,11 @@ pub struct Upstream {
     /// Active health checks (`health = { path = "/healthz", interval = "2s", ... }`, see
     /// [`HealthCheck`]). Default: none, no active checks.
     pub health: Option<HealthCheck>,
+    /// The protocol spoken to the backends: `"http1"` or `"http2"` (multiplexed connections).
+    /// Default `"http1"`.
+    pub protocol: UpstreamProtocol,
+    /// TLS to the backends, verified (`{ server_name, ca }`). Default: none (cleartext).
+    pub tls: Option<UpstreamTls>,
 }
 
 impl Default for Upstream {
@@ -186,6 +185,8 @@ impl Default for Upstream {
             fail_after: 3,
             retries: 1,
             health: None,
+            protocol: UpstreamProtocol::Http1,
+            tls: None,
         }
     }
 }
@@ -315,8 +316,7 @@ impl Config {
                 ));
             }
             if let Some(tls) = &mut l.tls {
-                tls.cert = base_dir.join(&tls.cert);
-                tls.key = base_dir.join(&tls.key);
+                tls.resolve(base_dir);
             }
         }
         for (i, b) in raw.backend.iter().enumerate() {
@@ -331,6 +331,10 @@ impl Config {
         }
         if let Some(h) = &raw.upstream.health {
             h.validate("upstream.health")?;
+        }
+        let mut upstream = raw.upstream;
+        if let Some(tls) = &mut upstream.tls {
+            tls.resolve(base_dir, "upstream.tls")?;
         }
         let t = &raw.timeouts;
         for (key, value) in [
@@ -397,7 +401,7 @@ impl Config {
             listeners,
             backends: raw.backend,
             timeouts: raw.timeouts,
-            upstream: raw.upstream,
+            upstream,
             http: raw.http,
             runtime: raw.runtime,
             log: raw.log,
@@ -437,6 +441,7 @@ mod tests {
     use super::*;
     use crate::choices::StartMode;
     use crate::client_ip::ForwardHeader;
+    use std::path::PathBuf;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/zgate"))
@@ -500,9 +505,28 @@ mod tests {
         "#,
         )
         .unwrap();
-        let tls = c.listeners[0].tls.as_ref().unwrap();
+        let tls = &c.listeners[0].tls.as_ref().unwrap().certs[0];
         assert_eq!(tls.cert, PathBuf::from("/etc/zgate/cert.pem"));
         assert_eq!(tls.key, PathBuf::from("/abs/key.pem"));
+        let c = parse(
+            r#"
+            [[listener]]
+            addr = "127.0.0.1:8443"
+            tls = { certs = [{ cert = "a.pem", key = "a.key" }, { cert = "b.pem", key = "b.key" }] }
+            [[backend]]
+            addr = "localhost:3000"
+            [upstream]
+            protocol = "http2"
+            tls = { server_name = "api.internal", ca = "ca.pem" }
+        "#,
+        )
+        .unwrap();
+        let tls = c.listeners[0].tls.as_ref().unwrap();
+        assert_eq!(tls.certs[1].key, PathBuf::from("/etc/zgate/b.key"));
+        assert_eq!(c.upstream.protocol, UpstreamProtocol::Http2);
+        let up = c.upstream.tls.as_ref().unwrap();
+        assert_eq!(up.ca.as_deref(), Some(Path::new("/etc/zgate/ca.pem")));
+        assert_eq!(up.server_name.as_deref(), Some("api.internal"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use zgate_proxy::Server;
 pub mod balancer;
 pub mod browser;
 pub mod lab;
+pub mod pki;
 pub mod redis;
 pub mod websocket;
 

@@ -6,6 +6,7 @@
 //!   connection before any byte of it is read, so a blocked client costs no TLS handshake);
 //! - `listeners.rs`: the set of bound listeners, kept across reloads by config address;
 //! - `tls.rs`: PEM files to a rustls server config, and a listener's acceptor;
+//! - `sni.rs`: a listener's certificates chosen by the client's SNI (exact, wildcard, default);
 //! - `proxied.rs`: reading that header off a connection, bounded and under a deadline;
 //! - `proxy_header.rs`: the PROXY protocol header (v1, v2) an L4 balancer sends first: who
 //!   the client is (sans-IO, incremental, bounded);
@@ -19,6 +20,7 @@ pub mod bind;
 mod listeners;
 pub mod proxied;
 pub mod proxy_header;
+pub mod sni;
 #[cfg(target_os = "linux")]
 pub mod syndrop;
 pub mod tls;

@@ -1,4 +1,5 @@
-//! TLS for listeners: PEM files to a rustls server config offering h2 and http/1.1 by ALPN.
+//! TLS for listeners: PEM files to a rustls server config offering h2 and http/1.1 by ALPN,
+//! with one certificate or several chosen by SNI (`sni.rs`).
 
 use std::fs::File;
 use std::io::BufReader;
@@ -6,8 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
+use zgate_config::TlsFiles;
+
+use super::sni::SniResolver;
 
 /// Why a listener's TLS could not be set up. Its message names the config key (such as
 /// `listener[0].tls.cert`) and the file.
@@ -38,7 +43,7 @@ pub enum TlsError {
     },
     /// rustls refused the pair (the key does not fit the certificate, an unsupported key).
     Rejected {
-        /// The config key of the listener's `tls`.
+        /// The config key of the listener's `tls` (or of its `tls.certs[N]`).
         key: String,
         /// rustls's reason.
         source: rustls::Error,
@@ -81,34 +86,50 @@ pub(crate) fn tls_acceptor(
 ) -> Result<Option<TlsAcceptor>, TlsError> {
     match &l.tls {
         Some(files) => Ok(Some(TlsAcceptor::from(server_config(
-            &files.cert,
-            &files.key,
+            files,
             &format!("listener[{i}].tls"),
         )?))),
         None => Ok(None),
     }
 }
 
-/// Builds the server config of a TLS listener. `key_name` is the config key (such as
+/// Builds the server config of a TLS listener: every certificate loaded and matched to its
+/// key, chosen by SNI ([`SniResolver`]). `tls_key` is the config key (such as
 /// `listener[0].tls`) that errors name.
-pub fn server_config(
-    cert: &Path,
-    key: &Path,
-    key_name: &str,
-) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs = load_certs(cert, &format!("{key_name}.cert"))?;
-    let private = load_key(key, &format!("{key_name}.key"))?;
-    let rejected = |source| TlsError::Rejected {
-        key: key_name.to_owned(),
-        source,
-    };
+pub fn server_config(files: &TlsFiles, tls_key: &str) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut keys = Vec::with_capacity(files.certs.len());
+    for (j, pair) in files.certs.iter().enumerate() {
+        let key_name = files.key_of(tls_key, j);
+        let certs = load_certs(&pair.cert, &format!("{key_name}.cert"))?;
+        let private = load_key(&pair.key, &format!("{key_name}.key"))?;
+        let certified = CertifiedKey::from_der(certs, private, &provider).map_err(|source| {
+            TlsError::Rejected {
+                key: key_name.clone(),
+                source,
+            }
+        })?;
+        keys.push(Arc::new(certified));
+    }
+    let Some(default) = keys.get(files.default_index()).or(keys.first()) else {
+        // The config crate refuses an empty `certs`; a listener without one has no TLS.
+        return Err(TlsError::NoCertificate {
+            key: format!("{tls_key}.certs"),
+            path: PathBuf::new(),
+        });
+    };
+    let mut resolver = SniResolver::new(default.clone());
+    for k in &keys {
+        resolver.add(k);
+    }
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(rejected)?
+        .map_err(|source| TlsError::Rejected {
+            key: tls_key.to_owned(),
+            source,
+        })?
         .with_no_client_auth()
-        .with_single_cert(certs, private)
-        .map_err(rejected)?;
+        .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -1,9 +1,10 @@
 //! A config checked whole: every step that start (and a reload) can fail on, done once.
 //!
 //! [`Checked::new`] runs the file's own validation's complement: the `[limits]` mapping onto
-//! the limiter's settings (with the limiter's own checks), the backends, every TLS listener's
-//! files (loaded, and the key matched to the certificate), `fleet.ca` (loaded, every
-//! certificate a usable trust anchor), and the ranges that only the proxy knows. `zgate check-config`, [`crate::Server::start`] and a reload all go through it, so
+//! the limiter's settings (with the limiter's own checks), the backends (and their
+//! `upstream.tls.ca`, read), every TLS listener's files (loaded, and each key matched to its
+//! certificate), `fleet.ca` (loaded, every certificate a usable trust anchor), and the ranges
+//! that only the proxy knows. `zgate check-config`, [`crate::Server::start`] and a reload all go through it, so
 //! what `check-config` calls good is what start accepts; only binding the sockets is left to
 //! start (an address in use is a fact of the machine at that moment, not of the file).
 //!

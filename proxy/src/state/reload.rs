@@ -15,7 +15,7 @@
 //!   `limits.mode`, `max_clients`, `max_blocks` and `ipv6_prefix` apply at start only;
 //! - listeners, by their config address: a new one is bound (and a bind failure refuses the
 //!   reload), a removed one stops accepting while its connections finish, a kept one stays
-//!   bound and gets its TLS certificate re-read;
+//!   bound and gets its TLS certificates re-read (every file of a `certs` list);
 //! - `log.access` applies at once; `log.level`, `runtime.workers` and `[admin]` at restart
 //!   (a reload that changes them says so in the log).
 

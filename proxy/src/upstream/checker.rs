@@ -13,13 +13,14 @@ use bytes::Bytes;
 use http::uri::Authority;
 use http::{header, Method, Request};
 use http_body_util::Empty;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use zgate_config::HealthCheck;
 
-use super::connect::Target;
+use super::connect::{ConnectFailed, Dial, Opened};
 use super::health::BackendStats;
 use super::tally::{Check, CheckFailure, Rules};
 
@@ -29,7 +30,9 @@ pub const USER_AGENT: &str = "zgate-health";
 /// One backend as the checker sees it.
 pub(super) struct Checked {
     pub(super) authority: Authority,
-    pub(super) target: Arc<Target>,
+    pub(super) target: Arc<Dial>,
+    /// Whether the pool speaks HTTP/2 to it (the check then does too).
+    pub(super) h2: bool,
     pub(super) stats: Arc<BackendStats>,
 }
 
@@ -80,7 +83,7 @@ async fn run(
                 let b = &backends[i];
                 (
                     i,
-                    check(&b.target, &b.authority, &path, health.timeout).await,
+                    check(&b.target, b.h2, &b.authority, &path, health.timeout).await,
                 )
             });
         }
@@ -103,14 +106,23 @@ async fn run(
     }
 }
 
-/// One check of one backend: connect, `GET path`, the response head, all within `timeout`.
+/// One check of one backend: connect (and TLS), `GET path`, the response head, all within
+/// `timeout`; over HTTP/2 when the pool speaks it.
 async fn check(
-    target: &Target,
+    dial: &Dial,
+    h2: bool,
     authority: &Authority,
     path: &str,
     timeout: std::time::Duration,
 ) -> Check {
-    match tokio::time::timeout(timeout, exchange(target, authority, path)).await {
+    let exchange = async {
+        match dial.open(timeout).await {
+            Ok(Opened::Plain(s)) => exchange(s, h2, dial.is_tls(), authority, path).await,
+            Ok(Opened::Tls(s)) => exchange(s, h2, dial.is_tls(), authority, path).await,
+            Err(ConnectFailed(e)) => Err(CheckFailure::Connect(e)),
+        }
+    };
+    match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(status)) if (200..400).contains(&status) => Check::Passed,
         Ok(Ok(status)) => Check::Failed(CheckFailure::Status(status)),
         Ok(Err(failure)) => Check::Failed(failure),
@@ -118,35 +130,61 @@ async fn check(
     }
 }
 
-async fn exchange(target: &Target, authority: &Authority, path: &str) -> Result<u16, CheckFailure> {
-    let stream = target
-        .connect()
-        .await
-        .map_err(|e| CheckFailure::Connect(e.to_string()))?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-        .await
-        .map_err(|e| CheckFailure::Failed(e.to_string()))?;
-    // The connection ends with this task (dropped at the end of the check, or aborted).
-    let conn = async move {
-        let _ = conn.await;
-    };
+async fn exchange<IO>(
+    io: IO,
+    h2: bool,
+    tls: bool,
+    authority: &Authority,
+    path: &str,
+) -> Result<u16, CheckFailure>
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let failed = |e: hyper::Error| CheckFailure::Failed(e.to_string());
     let req = Request::builder()
         .method(Method::GET)
-        .uri(path)
-        .header(header::HOST, authority.as_str())
-        .header(header::USER_AGENT, USER_AGENT)
-        .header(header::CONNECTION, "close")
-        .body(Empty::new())
+        .header(header::USER_AGENT, USER_AGENT);
+    let req = if h2 {
+        let scheme = if tls { "https" } else { "http" };
+        req.uri(format!("{scheme}://{authority}{path}"))
+    } else {
+        req.uri(path)
+            .header(header::HOST, authority.as_str())
+            .header(header::CONNECTION, "close")
+    };
+    let req = req
+        .body(Empty::<Bytes>::new())
         .map_err(|e| CheckFailure::Failed(e.to_string()))?;
-    let send = sender.send_request(req);
+    // The connection ends with this task (dropped at the end of the check, or aborted).
+    let response = if h2 {
+        let (mut sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .map_err(failed)?;
+        let conn = async move {
+            let _ = conn.await;
+        };
+        answer(sender.send_request(req), conn).await
+    } else {
+        let (mut sender, conn) = http1::handshake(TokioIo::new(io)).await.map_err(failed)?;
+        let conn = async move {
+            let _ = conn.await;
+        };
+        answer(sender.send_request(req), conn).await
+    };
+    Ok(response.map_err(failed)?.status().as_u16())
+}
+
+/// The answer to `send`, driving the connection `conn` meanwhile.
+async fn answer<S, C, T>(send: S, conn: C) -> hyper::Result<T>
+where
+    S: std::future::Future<Output = hyper::Result<T>>,
+    C: std::future::Future<Output = ()>,
+{
     tokio::pin!(conn, send);
-    let response = tokio::select! {
+    tokio::select! {
         biased;
         r = &mut send => r,
         // The connection ended: the answer, if it came, is in the channel already.
         _ = &mut conn => send.await,
-    };
-    let response = response.map_err(|e| CheckFailure::Failed(e.to_string()))?;
-    Ok(response.status().as_u16())
+    }
 }

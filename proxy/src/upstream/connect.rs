@@ -5,6 +5,11 @@
 //! connection goes to the backend's idle pool, where the next request finds it. The number of
 //! backend connections a client can make zgate open is then bounded by the requests it keeps
 //! in flight, which the limiter scores (metric A) and h2 caps, not by how fast it resets.
+//!
+//! A [`Dial`] is one backend's way in: its address, and TLS (the pool's client config, the
+//! name verified) when the pool has it. TCP connect and TLS handshake share one deadline,
+//! `timeouts.backend_connect`. HTTP/1.1 connections come from [`connect`] (pooled);
+//! HTTP/2 ones from [`connect_h2`] (shared, see `multiplex.rs`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -12,10 +17,16 @@ use std::time::Duration;
 
 use http::uri::Authority;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
+use super::link::{BackendLink, UpstreamTlsError};
 use super::pool::IdlePool;
 use super::Outgoing;
 
@@ -62,14 +73,79 @@ impl Target {
     }
 }
 
-/// A connect failure (refused, unreachable, resolution failed, timed out), in words.
+/// One backend's way in: where, and with which TLS.
+pub(super) struct Dial {
+    target: Target,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for Dial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dial")
+            .field("target", &self.target)
+            .field("tls", &self.tls.as_ref().map(|(_, name)| name))
+            .finish()
+    }
+}
+
+impl Dial {
+    /// The way to the backend at `authority` over `link`.
+    pub(super) fn new(authority: &Authority, link: &BackendLink) -> Result<Dial, UpstreamTlsError> {
+        let tls = match &link.tls {
+            Some(t) => Some((TlsConnector::from(t.config.clone()), t.name_for(authority)?)),
+            None => None,
+        };
+        Ok(Dial {
+            target: Target::of(authority),
+            tls,
+        })
+    }
+
+    /// Whether requests to it are `https`.
+    pub(super) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// TCP, `TCP_NODELAY`, and the TLS handshake when there is TLS, within `timeout`.
+    pub(super) async fn open(&self, timeout: Duration) -> Result<Opened, ConnectFailed> {
+        let open = async {
+            let stream = self
+                .target
+                .connect()
+                .await
+                .map_err(|e| ConnectFailed(e.to_string()))?;
+            let _ = stream.set_nodelay(true);
+            match &self.tls {
+                None => Ok(Opened::Plain(stream)),
+                Some((connector, name)) => connector
+                    .connect(name.clone(), stream)
+                    .await
+                    .map(|s| Opened::Tls(Box::new(s)))
+                    .map_err(|e| ConnectFailed(format!("TLS handshake: {e}"))),
+            }
+        };
+        match tokio::time::timeout(timeout, open).await {
+            Ok(r) => r,
+            Err(_) => Err(ConnectFailed(format!("no connection within {timeout:?}"))),
+        }
+    }
+}
+
+/// A connection made, before HTTP.
+pub(super) enum Opened {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// A connect failure (refused, unreachable, resolution failed, timed out, TLS refused), in
+/// words.
 pub(super) struct ConnectFailed(pub(super) String);
 
 /// Connects to `target` within `timeout` in a task of its own and returns the connection's
 /// sender; if the caller is dropped before the connect completes, the connection goes to
 /// `idle` instead (which keeps it if it has room).
 pub(super) async fn connect<B: Outgoing>(
-    target: &Arc<Target>,
+    target: &Arc<Dial>,
     timeout: Duration,
     idle: &Arc<IdlePool<B>>,
 ) -> Result<SendRequest<B>, ConnectFailed> {
@@ -86,26 +162,75 @@ pub(super) async fn connect<B: Outgoing>(
         .unwrap_or_else(|_| Err(ConnectFailed("the connect task ended".to_owned())))
 }
 
-/// TCP connect under `timeout`, `TCP_NODELAY`, the HTTP/1 handshake, and the connection's
-/// task spawned (it ends when the connection closes or its sender is dropped while idle).
+/// TCP connect (and TLS) under `timeout`, the HTTP/1 handshake, and the connection's task
+/// spawned (it ends when the connection closes or its sender is dropped while idle).
 async fn connect_now<B: Outgoing>(
-    target: &Target,
+    target: &Dial,
     timeout: Duration,
 ) -> Result<SendRequest<B>, ConnectFailed> {
-    let stream = match tokio::time::timeout(timeout, target.connect()).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(ConnectFailed(e.to_string())),
-        Err(_) => return Err(ConnectFailed(format!("no connection within {timeout:?}"))),
-    };
-    let _ = stream.set_nodelay(true);
+    match target.open(timeout).await? {
+        Opened::Plain(s) => handshake_h1(s).await,
+        Opened::Tls(s) => handshake_h1(s).await,
+    }
+}
+
+async fn handshake_h1<B: Outgoing, IO>(io: IO) -> Result<SendRequest<B>, ConnectFailed>
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let (sender, conn) = http1::Builder::new()
         .max_buf_size(BACKEND_BUFFER)
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(io))
         .await
         .map_err(|e| ConnectFailed(e.to_string()))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "backend connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// An HTTP/2 connection to `target` within `timeout` (h2 by ALPN over TLS, h2c with prior
+/// knowledge in cleartext), its task spawned (it ends when the backend closes it or every
+/// sender is dropped). Each stream may hold [`BACKEND_BUFFER`] of response unread (its
+/// window), as an HTTP/1 connection's buffer does; request bodies are buffered up to as much.
+pub(super) async fn connect_h2<B: Outgoing>(
+    target: &Dial,
+    timeout: Duration,
+) -> Result<http2::SendRequest<B>, ConnectFailed> {
+    match target.open(timeout).await? {
+        Opened::Plain(s) => handshake_h2(s).await,
+        Opened::Tls(s) => {
+            let alpn = s.get_ref().1.alpn_protocol();
+            if alpn.is_some_and(|p| p != b"h2") {
+                return Err(ConnectFailed(
+                    "the backend did not agree to h2 by ALPN".to_owned(),
+                ));
+            }
+            handshake_h2(s).await
+        }
+    }
+}
+
+/// The connection-level window of an HTTP/2 backend connection, bytes: room for many
+/// streams' [`BACKEND_BUFFER`] windows at once, so one slow reader does not stall the others.
+const H2_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
+async fn handshake_h2<B: Outgoing, IO>(io: IO) -> Result<http2::SendRequest<B>, ConnectFailed>
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(BACKEND_BUFFER as u32)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_send_buf_size(BACKEND_BUFFER)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| ConnectFailed(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "backend HTTP/2 connection ended with an error");
         }
     });
     Ok(sender)

@@ -72,7 +72,17 @@ impl BackendStats {
             // Counted with the request (`failed`, `timed_out`).
             Outcome::Failed(Cause::Reset | Cause::Timeout) => {}
         }
-        self.step(backend, |t| t.request(rules, outcome, now()));
+        self.step(backend, None, |t| t.request(rules, outcome, now()));
+    }
+
+    /// A connection to the backend failed with `error` (refused, timed out, TLS refused): as
+    /// [`BackendStats::record`] with a connect failure, and the error, escaped, in the line
+    /// that says the backend is down.
+    pub(super) fn connect_failed(&self, backend: &str, rules: &Rules, error: &str) {
+        bump(&self.connect_failures);
+        tracing::debug!(backend, error = %crate::escape::escaped(error), "backend connect failed");
+        let outcome = Outcome::Failed(Cause::Connect);
+        self.step(backend, Some(error), |t| t.request(rules, outcome, now()));
     }
 
     /// A health check of the backend came to `check`.
@@ -81,12 +91,12 @@ impl BackendStats {
             Check::Passed => bump(&self.checks_passed),
             Check::Failed(_) => bump(&self.checks_failed),
         }
-        self.step(backend, |t| t.check(rules, check, now()));
+        self.step(backend, None, |t| t.check(rules, check, now()));
     }
 
     /// The rules changed (a reload that kept this backend).
     pub(super) fn rules_changed(&self, backend: &str, rules: &Rules) {
-        self.step(backend, |t| {
+        self.step(backend, None, |t| {
             t.rules_changed(rules);
             None
         });
@@ -111,7 +121,12 @@ impl BackendStats {
     }
 
     /// Applies `step` to the tally, refreshes the mirrors and logs a change.
-    fn step(&self, backend: &str, step: impl FnOnce(&mut Tally) -> Option<Change>) {
+    fn step(
+        &self,
+        backend: &str,
+        error: Option<&str>,
+        step: impl FnOnce(&mut Tally) -> Option<Change>,
+    ) {
         let change = {
             // The tally is a few integers, consistent after every step: a poisoned lock still
             // holds a usable one.
@@ -126,7 +141,14 @@ impl BackendStats {
         match change {
             Some(Change::Down(why)) => {
                 bump(&self.marked_down);
-                tracing::warn!(backend, reason = %why, "backend down: skipped while other backends are up");
+                match error {
+                    Some(e) => {
+                        tracing::warn!(backend, reason = %why, error = %crate::escape::escaped(e), "backend down: skipped while other backends are up")
+                    }
+                    None => {
+                        tracing::warn!(backend, reason = %why, "backend down: skipped while other backends are up")
+                    }
+                }
             }
             Some(Change::Up(why)) => tracing::info!(backend, reason = %why, "backend up again"),
             None => {}

@@ -5,7 +5,11 @@
 //! - `mod.rs`: [`Upstream`], the backends and sending a request;
 //! - `pool.rs`: one backend's idle connections and the [`PoolReturn`] guard;
 //! - `connect.rs`: a backend connect in a task of its own, whose connection goes to the pool
-//!   if its request is gone;
+//!   if its request is gone; TLS to the backend; HTTP/1 and HTTP/2 handshakes;
+//! - `link.rs`: [`BackendLink`], the protocol and TLS (roots, server name) a pool's backends
+//!   are reached with, taken by [`Upstream::with_link`];
+//! - `multiplex.rs`: HTTP/2 backends, one connection per backend shared by concurrent
+//!   requests, reconnected when closed (the HTTP/1 pool below does not apply to them);
 //! - `exchange.rs`: a request handed to a connection until its answer; if the request is
 //!   dropped first, the answer is read and discarded in a task and the connection pooled;
 //! - `health.rs`: [`BackendStats`], one backend's counters and its state in rotation (logged
@@ -75,6 +79,8 @@ mod checker;
 mod connect;
 mod exchange;
 mod health;
+mod link;
+mod multiplex;
 mod pool;
 mod progress;
 mod retry;
@@ -94,10 +100,14 @@ use zgate_config::{Config, HealthCheck};
 
 use checker::Checks;
 pub use checker::USER_AGENT as HEALTH_USER_AGENT;
-use connect::{ConnectFailed, Target};
+#[cfg(test)]
+use connect::Target;
+use connect::{ConnectFailed, Dial};
 pub use connect::{BACKEND_BUFFER, BACKEND_BUFFER_HELD};
 use exchange::Exchange;
 pub use health::BackendStats;
+pub use link::{BackendLink, UpstreamTlsError};
+use multiplex::{Sent, Shared};
 use pool::IdlePool;
 pub use pool::{PoolReturn, READY_WAIT};
 pub use progress::{Outgoing, UploadProgress};
@@ -129,6 +139,8 @@ pub enum BackendsError {
     },
     /// The config has no backend.
     NoBackend,
+    /// TLS to the backends cannot be set up (its `Display` names the key).
+    Tls(UpstreamTlsError),
 }
 
 impl std::fmt::Display for BackendsError {
@@ -140,6 +152,7 @@ impl std::fmt::Display for BackendsError {
                 reason,
             } => write!(f, "`backend[{index}].addr`: {addr:?}: {reason}"),
             BackendsError::NoBackend => f.write_str("no backend configured"),
+            BackendsError::Tls(e) => e.fmt(f),
         }
     }
 }
@@ -166,7 +179,9 @@ pub struct Upstream<B> {
 #[derive(Debug)]
 struct BackendState<B> {
     authority: Authority,
-    target: Arc<Target>,
+    target: Arc<Dial>,
+    /// The shared connection of an HTTP/2 backend (`None`: HTTP/1, pooled in `idle`).
+    shared: Option<Arc<Shared<B>>>,
     idle: Arc<IdlePool<B>>,
     /// Counters and state in rotation, kept across reloads for the same address.
     stats: Arc<BackendStats>,
@@ -185,10 +200,24 @@ pub struct Answered<B> {
 }
 
 impl<B: Outgoing> Upstream<B> {
-    /// Builds the pool for `config`'s backends, checked per `health` (`None`: no active
-    /// checks; they start with [`Upstream::start_checks`]). Backend addresses were validated
-    /// by the config; one that still fails to parse as an authority is reported with its key.
+    /// Builds the pool for `config`'s backends, reached as `[upstream]` says (`protocol`,
+    /// `tls`: the CA file is read now) and checked per `health` (`None`: no active checks;
+    /// they start with [`Upstream::start_checks`]). Backend addresses were validated by the
+    /// config; one that still fails to parse as an authority is reported with its key.
     pub fn new(config: &Config, health: Option<&HealthCheck>) -> Result<Self, BackendsError> {
+        let up = &config.upstream;
+        let link = BackendLink::load(up.protocol, up.tls.as_ref(), "upstream.tls")
+            .map_err(BackendsError::Tls)?;
+        Self::with_link(config, &link, health)
+    }
+
+    /// Builds the pool for `config`'s backends, reached over `link` (protocol and TLS) and
+    /// checked per `health`.
+    pub fn with_link(
+        config: &Config,
+        link: &BackendLink,
+        health: Option<&HealthCheck>,
+    ) -> Result<Self, BackendsError> {
         let mut backends = Vec::with_capacity(config.backends.len());
         for (i, b) in config.backends.iter().enumerate() {
             let authority: Authority =
@@ -199,8 +228,12 @@ impl<B: Outgoing> Upstream<B> {
                         addr: b.addr.clone(),
                         reason: e.to_string(),
                     })?;
+            let dial = Dial::new(&authority, link).map_err(BackendsError::Tls)?;
+            let shared = (link.protocol() == zgate_config::UpstreamProtocol::Http2)
+                .then(|| Arc::new(Shared::new()));
             backends.push(BackendState {
-                target: Arc::new(Target::of(&authority)),
+                target: Arc::new(dial),
+                shared,
                 authority,
                 idle: Arc::new(IdlePool::new(
                     config.upstream.max_idle_per_backend,
@@ -297,6 +330,43 @@ impl<B: Outgoing> Upstream<B> {
             let backend = &self.backends[index];
             let name = backend.authority.as_str();
             trying.store(index, Ordering::Relaxed);
+            if let Some(shared) = &backend.shared {
+                let timeout = self.connect_timeout;
+                let (target, authority) = (&backend.target, &backend.authority);
+                // Boxed: the HTTP/1 path's future stays as small as it was.
+                let send = Box::pin(shared.send(req, target, authority, timeout));
+                match send.await {
+                    Sent::Answered(response, waited) => {
+                        backend.stats.answered(waited);
+                        let outcome = outcome_of(response.status());
+                        backend.stats.record(name, &self.rules, outcome);
+                        let pool = (!response.body().is_end_stream()).then(PoolReturn::streaming);
+                        return Ok(Answered {
+                            response,
+                            pool,
+                            backend: index,
+                            waited,
+                        });
+                    }
+                    Sent::Failed(e) => {
+                        backend.stats.failed();
+                        if !e.is_user() {
+                            let failed = Outcome::Failed(Cause::Reset);
+                            backend.stats.record(name, &self.rules, failed);
+                        }
+                        return Err(UpstreamError::Failed(e));
+                    }
+                    Sent::Unconnected(unsent, ConnectFailed(error)) => {
+                        req = unsent;
+                        backend.stats.connect_failed(name, &self.rules, &error);
+                        tried.add(index);
+                        index = self
+                            .untried(index, &tried)
+                            .ok_or(UpstreamError::Unreachable)?;
+                        continue;
+                    }
+                }
+            }
             let pooled = if fresh_only {
                 None
             } else {
@@ -308,9 +378,7 @@ impl<B: Outgoing> Upstream<B> {
                 None => match self.connect(backend).await {
                     Ok(s) => s,
                     Err(ConnectFailed(error)) => {
-                        tracing::debug!(backend = name, error, "backend connect failed");
-                        let failed = Outcome::Failed(Cause::Connect);
-                        backend.stats.record(name, &self.rules, failed);
+                        backend.stats.connect_failed(name, &self.rules, &error);
                         // Nothing of the request was sent: any request moves on.
                         tried.add(index);
                         index = self
@@ -345,10 +413,7 @@ impl<B: Outgoing> Upstream<B> {
                             backend.idle.put(sender);
                             None
                         }
-                        Some(sender) => Some(PoolReturn {
-                            sender,
-                            pool: backend.idle.clone(),
-                        }),
+                        Some(sender) => Some(PoolReturn::http1(sender, backend.idle.clone())),
                         None => None,
                     };
                     return Ok(Answered {
@@ -448,6 +513,7 @@ impl<B: Outgoing> Upstream<B> {
             .map(|b| checker::Checked {
                 authority: b.authority.clone(),
                 target: b.target.clone(),
+                h2: b.shared.is_some(),
                 stats: b.stats.clone(),
             })
             .collect();

@@ -145,16 +145,31 @@ impl<B> Drop for Lent<'_, B> {
 }
 
 /// A backend connection lent to a response whose body is still being read: give it back with
-/// [`PoolReturn::release`] when the body has ended; dropping it closes the connection.
+/// [`PoolReturn::release`] when the body has ended; dropping it closes the connection. For an
+/// HTTP/2 backend there is nothing to give back (the stream ends with its body): the guard
+/// only says that the response streams over a backend connection.
 #[derive(Debug)]
 pub struct PoolReturn<B> {
-    pub(super) sender: SendRequest<B>,
-    pub(super) pool: Arc<IdlePool<B>>,
+    lent: Option<(SendRequest<B>, Arc<IdlePool<B>>)>,
 }
 
 impl<B> PoolReturn<B> {
+    /// HTTP/1: `sender` goes back to `pool` when the body ends.
+    pub(super) fn http1(sender: SendRequest<B>, pool: Arc<IdlePool<B>>) -> Self {
+        PoolReturn {
+            lent: Some((sender, pool)),
+        }
+    }
+
+    /// HTTP/2: a stream of a shared connection, nothing to give back.
+    pub(super) fn streaming() -> Self {
+        PoolReturn { lent: None }
+    }
+
     /// The response body ended: the connection goes back to its backend's idle pool.
     pub fn release(self) {
-        self.pool.put(self.sender);
+        if let Some((sender, pool)) = self.lent {
+            pool.put(sender);
+        }
     }
 }

@@ -7,18 +7,19 @@
 //! The backend is chosen as for any request (round-robin over the backends that are up); a
 //! connect failure marks it down and the next one is tried, as [`Upstream::send`] does.
 //! `timeouts.backend_connect` bounds the connect, `timeouts.backend_response` the wait for
-//! the response head. Nothing is retried once the request was handed to a connection.
+//! the response head. Nothing is retried once the request was handed to a connection. Over
+//! TLS when the pool has it; always HTTP/1.1, so a pool with `protocol = "http2"` takes no
+//! upgrade (502).
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use http::Request;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::connect::{Target, BACKEND_BUFFER};
+use super::connect::{ConnectFailed, Dial, Opened, BACKEND_BUFFER};
 use super::retry::Tried;
 use super::tally::{Cause, Outcome};
 use super::{origin_form, outcome_of, Answered, Outgoing, Upstream, UpstreamError};
@@ -30,6 +31,10 @@ impl<B: Outgoing> Upstream<B> {
     /// (`hyper::upgrade::on`).
     pub async fn send_upgrade(&self, mut req: Request<B>) -> Result<Answered<B>, UpstreamError> {
         origin_form(req.uri_mut());
+        if self.backends.iter().any(|b| b.shared.is_some()) {
+            // An HTTP/2 pool: its backends take no HTTP/1.1 upgrade.
+            return Err(UpstreamError::Unreachable);
+        }
         let n = self.backends.len();
         let start = if n == 1 {
             0
@@ -44,10 +49,7 @@ impl<B: Outgoing> Upstream<B> {
             match connect(&backend.target, self.connect_timeout).await {
                 Ok(sender) => break sender,
                 Err(error) => {
-                    tracing::debug!(backend = name, error, "backend connect failed (upgrade)");
-                    backend
-                        .stats
-                        .record(name, &self.rules, Outcome::Failed(Cause::Connect));
+                    backend.stats.connect_failed(name, &self.rules, &error);
                     tried.add(index);
                     index = self
                         .untried(index, &tried)
@@ -91,34 +93,33 @@ impl<B: Outgoing> Upstream<B> {
     }
 }
 
-/// TCP connect to `target` within `timeout`, `TCP_NODELAY`, and the HTTP/1 handshake of a
-/// connection that supports upgrades; its task is spawned (it ends with the connection, or
-/// hands the IO over at a `101`). Errors in words, for the backend's log line.
+/// A connection to `dial` (TCP, and TLS when the pool has it) within `timeout`, and the
+/// HTTP/1 handshake of a connection that supports upgrades; its task is spawned (it ends with
+/// the connection, or hands the IO over at a `101`). Errors in words, for the backend's log
+/// line.
 async fn connect<B: Outgoing>(
-    target: &Target,
+    dial: &Dial,
     timeout: Duration,
 ) -> Result<http1::SendRequest<B>, String> {
-    let connect = async {
-        match target {
-            Target::Addr(addr) => TcpStream::connect(*addr).await,
-            Target::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await,
-        }
-    };
-    let stream = match tokio::time::timeout(timeout, connect).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err(format!("no connection within {timeout:?}")),
-    };
-    let _ = stream.set_nodelay(true);
-    let peer: Option<SocketAddr> = stream.peer_addr().ok();
+    match dial.open(timeout).await {
+        Ok(Opened::Plain(s)) => handshake(s).await,
+        Ok(Opened::Tls(s)) => handshake(s).await,
+        Err(ConnectFailed(e)) => Err(e),
+    }
+}
+
+async fn handshake<B: Outgoing, IO>(io: IO) -> Result<http1::SendRequest<B>, String>
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let (sender, conn) = http1::Builder::new()
         .max_buf_size(BACKEND_BUFFER)
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(io))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(backend = ?peer, error = %e, "backend upgrade connection ended with an error");
+            tracing::debug!(error = %e, "backend upgrade connection ended with an error");
         }
     });
     Ok(sender)
