@@ -8,6 +8,11 @@ use zgate_proxy::cli::{ctl, demo, logging};
 use zgate_proxy::state::checked::{CheckError, Checked};
 use zgate_proxy::Server;
 
+/// mimalloc: per-thread heaps suit the thread-per-core workers (a buffer is mostly freed on
+/// the thread that allocated it), and it costs fewer instructions per request than glibc's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
         Ok(c) => c,
