@@ -181,3 +181,67 @@ impl<B> PoolReturn<B> {
         self.pool.put(self.sender);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::{self, Workers};
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use tokio::sync::oneshot;
+
+    type Pool = IdlePool<Empty<Bytes>>;
+
+    /// Runs `f` on the next worker `set` picks (all idle: round-robin from worker 0) and
+    /// returns its result with the worker it ran on.
+    async fn on_worker<T: Send + 'static>(
+        set: &Arc<worker::WorkerSet>,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> (Option<usize>, T) {
+        let (tx, rx) = oneshot::channel();
+        set.spawn(async move {
+            let out = f.await;
+            let _ = tx.send((worker::current(), out));
+        });
+        rx.await.expect("the worker ran the task")
+    }
+
+    /// A connection over an in-memory pipe, its task spawned where this runs (kept alive by
+    /// the pipe's other end, which `hold` keeps).
+    async fn connection(hold: oneshot::Receiver<()>) -> SendRequest<Empty<Bytes>> {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let io = hyper_util::rt::TokioIo::new(ours);
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .expect("handshake over a pipe");
+        tokio::spawn(async move {
+            let _theirs = theirs;
+            tokio::select! {
+                _ = conn => {}
+                _ = hold => {}
+            }
+        });
+        sender
+    }
+
+    #[tokio::test]
+    async fn a_worker_never_checks_out_another_workers_connection() {
+        let workers = Workers::start(2).expect("workers");
+        let set = workers.set();
+        let pool = Arc::new(Pool::new(4, Duration::from_secs(60), 2));
+        let (_hold, held) = oneshot::channel();
+        let p = pool.clone();
+        let (first, ()) = on_worker(&set, async move { p.put(connection(held).await) }).await;
+        assert_eq!(pool.len(), 1);
+        let p = pool.clone();
+        let (second, other) = on_worker(&set, async move { p.pop().is_some() }).await;
+        assert_ne!(first, second, "the two tasks ran on two workers");
+        assert!(!other, "worker {second:?} got worker {first:?}'s connection");
+        assert_eq!(pool.pop().map(|_| ()), None, "nor does a thread that is no worker");
+        let p = pool.clone();
+        let (third, own) = on_worker(&set, async move { p.pop().is_some() }).await;
+        assert_eq!(third, first);
+        assert!(own, "the worker that pooled it checks it out");
+        assert_eq!(pool.len(), 0);
+    }
+}
