@@ -123,12 +123,11 @@ pub fn server_config(
     // Session resumption: stateless tickets (TLS 1.2 and 1.3), so a returning client skips
     // the certificate signature; the keys live in memory, rotate every 6 hours, and are new
     // after a restart or a reload (a client's old ticket then costs a full handshake).
-    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|source| {
-        TlsError::Ticketer {
+    config.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|source| TlsError::Ticketer {
             key: key_name.to_owned(),
             source,
-        }
-    })?;
+        })?;
     Ok(Arc::new(config))
 }
 

@@ -98,9 +98,15 @@ impl Server {
         let clock = Clock::new();
         let overrides = restore::overrides(saved.as_ref());
         let effective = overrides.apply(&limiter_config);
-        let workers = Workers::start(worker::count(config.runtime.workers))
-            .map_err(StartError::Workers)?;
-        let limiter = start_limiter(&config, &effective, saved.as_ref(), clock, workers.set().len())?;
+        let workers =
+            Workers::start(worker::count(config.runtime.workers)).map_err(StartError::Workers)?;
+        let limiter = start_limiter(
+            &config,
+            &effective,
+            saved.as_ref(),
+            clock,
+            workers.set().len(),
+        )?;
         let limiter = Arc::new(limiter);
         let (now, unix_now) = (clock.now(), persist::unix_now());
         if let Some(saved) = &saved {

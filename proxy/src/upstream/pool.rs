@@ -26,11 +26,14 @@ const READY_SCAN: usize = 4;
 #[derive(Debug)]
 pub(super) struct IdlePool<B> {
     /// Slot 0: threads that are no worker; slot `1 + i`: worker `i`.
-    slots: Box<[CachePadded<Mutex<VecDeque<Idle<B>>>>]>,
+    slots: Box<[CachePadded<Slot<B>>]>,
     /// Idle connections kept per slot.
     max: usize,
     idle_timeout: Duration,
 }
+
+/// One worker's idle connections, newest at the back.
+type Slot<B> = Mutex<VecDeque<Idle<B>>>;
 
 #[derive(Debug)]
 struct Idle<B> {
@@ -50,7 +53,7 @@ impl<B> IdlePool<B> {
     }
 
     /// The current thread's slot: its worker's, or the shared one of other threads.
-    fn slot(&self) -> &Mutex<VecDeque<Idle<B>>> {
+    fn slot(&self) -> &Slot<B> {
         // `slots` has `workers + 1` entries; a worker beyond them (more workers than the pool
         // was built for) shares a slot, which is still correct, only slower.
         let workers = self.slots.len() - 1;
@@ -236,8 +239,15 @@ mod tests {
         let p = pool.clone();
         let (second, other) = on_worker(&set, async move { p.pop().is_some() }).await;
         assert_ne!(first, second, "the two tasks ran on two workers");
-        assert!(!other, "worker {second:?} got worker {first:?}'s connection");
-        assert_eq!(pool.pop().map(|_| ()), None, "nor does a thread that is no worker");
+        assert!(
+            !other,
+            "worker {second:?} got worker {first:?}'s connection"
+        );
+        assert_eq!(
+            pool.pop().map(|_| ()),
+            None,
+            "nor does a thread that is no worker"
+        );
         let p = pool.clone();
         let (third, own) = on_worker(&set, async move { p.pop().is_some() }).await;
         assert_eq!(third, first);
