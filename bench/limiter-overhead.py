@@ -28,7 +28,7 @@ What it measures
   the --control run shows the method's actual spread.
 
 Why interleaved: on a shared machine the throughput of back-to-back runs of several seconds
-  drifts by more than the limiter costs (earlier runs of bench/proxy-vs-nginx.sh moved rows by
+  drifts by more than the limiter costs (earlier runs of bench/proxy-vs-nginx.sh, now proxy-vs-peers.sh, moved rows by
   up to 12%). Switching twice a second inside one run puts both modes under the same noise,
   the same connections and the same warm caches; the mode is the only difference.
 --control: the same schedule, but the "defence" windows set mode=disabled too (the same API

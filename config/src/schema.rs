@@ -146,7 +146,8 @@ impl Default for Timeouts {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Upstream {
-    /// Idle connections kept per backend. Default `1024`.
+    /// Idle connections kept per backend and per worker thread (each worker pools the
+    /// connections its own tasks drive). Default `1024`.
     pub max_idle_per_backend: usize,
     /// An idle pooled connection is closed after this long. Default `"90s"`.
     #[serde(with = "serde_human")]
@@ -218,7 +219,9 @@ impl Default for Http {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Runtime {
-    /// Worker threads; `0` means one per CPU. Default `0`.
+    /// Worker threads, each a current-thread runtime serving its connections, their HTTP/2
+    /// streams and their backend connections (thread-per-core); `0` means one per CPU.
+    /// Default `0`.
     pub workers: usize,
 }
 

@@ -15,6 +15,7 @@
 //! - `account/`: what each connection costs, counted for the limiter; the kill switch;
 //! - `state/`: reload planning, the state file, the Prometheus exporter;
 //! - `cli/`: arguments, `zgate ctl`, the demo backend, logging;
+//! - `worker/`: the data path's threads, one current-thread runtime each (thread-per-core);
 //! - `limits.rs` (`[limits]` mapped onto the limiter's and the proxy's settings), `clock.rs`
 //!   (the limiter's clock), `stats.rs` (traffic counters), `histogram.rs` (latency buckets),
 //!   `escape.rs` (client text made safe for a log line) and `log.rs` (the log subscriber, text
@@ -38,6 +39,7 @@ pub mod server;
 pub mod state;
 pub mod stats;
 pub mod upstream;
+pub mod worker;
 
 pub use conn::H2_PREFACE;
 pub use server::{ReloadReport, Server, Shutdown, StartError};

@@ -8,6 +8,11 @@ use zgate_proxy::cli::{ctl, demo, logging};
 use zgate_proxy::state::checked::{CheckError, Checked};
 use zgate_proxy::Server;
 
+/// mimalloc: per-thread heaps suit the thread-per-core workers (a buffer is mostly freed on
+/// the thread that allocated it), and it costs fewer instructions per request than glibc's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os().skip(1)) {
         Ok(c) => c,
@@ -112,6 +117,21 @@ fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
     }
 }
 
+/// The control plane's runtime (signals, the admin API, the limiter's tick, the fleet): one
+/// thread; the data path runs on the server's own worker threads.
+fn control_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("zgate: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
 /// Runs the proxy until SIGTERM or SIGINT, then drains; reloads `path` on SIGHUP. With
 /// `demo_backend`, also runs the embedded backend there and makes it the only backend.
 fn run(
@@ -120,7 +140,7 @@ fn run(
     path: Option<std::path::PathBuf>,
 ) -> ExitCode {
     zgate_proxy::log::init(&config.log);
-    let Some(rt) = runtime(config.runtime.workers) else {
+    let Some(rt) = control_runtime() else {
         return ExitCode::FAILURE;
     };
     rt.block_on(async move {

@@ -151,3 +151,29 @@ async fn response_dropped_midway_does_not_return_its_connection() {
         assert_eq!(b.connections(), 2, "backend connections after request {i}");
     }
 }
+
+/// Thread-per-core: each worker pools the backend connections its own tasks drive, so two
+/// client connections served by two workers never share a backend connection, even when
+/// their requests take turns (a shared pool would hand the one idle connection back and forth
+/// between the threads, waking the other thread on every request).
+#[tokio::test]
+async fn each_worker_pools_its_own_backend_connections() {
+    let b = backend().await;
+    let dir = TempDir::new("pool-workers");
+    let extra = "[runtime]\nworkers = 2\n[upstream]\nmax_idle_per_backend = 4\n";
+    let z = proxy(config(&config_text(&[b.addr()], extra), dir.path())).await;
+    // Two connections open at once go to the two workers (the least loaded takes each).
+    let mut one = Client::connect(addr(&z), Proto::Http1).await;
+    let mut two = Client::connect(addr(&z), Proto::H2c).await;
+    for i in 0..20 {
+        let c = if i % 2 == 0 { &mut one } else { &mut two };
+        let resp = c.send(get(addr(&z), "/bytes?n=100")).await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.body == pattern(100));
+    }
+    assert_eq!(
+        b.connections(),
+        2,
+        "one backend connection per worker, each reused by its own worker only"
+    );
+}

@@ -90,8 +90,9 @@ impl<F: Future> Future for ChargedTo<F> {
     }
 }
 
-/// hyper's executor for a client's HTTP/2 stream tasks: spawns them on tokio, timed and
-/// charged to the client.
+/// hyper's executor for a client's HTTP/2 stream tasks: spawns them, timed and charged to the
+/// client, on the runtime of the connection's own worker (a current-thread runtime: the
+/// streams run on the connection's thread).
 #[derive(Clone)]
 pub struct MeteredExec {
     meter: Arc<Meter>,

@@ -23,6 +23,11 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 /// Removes hop-by-hop headers, including those the `Connection` header names. `Upgrade` goes
 /// too: an upgrade zgate tunnels is put back for the backend by `upgrade.rs`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names (a comparison of each with the list)
+    // costs less than hashing every name of the list for a removal.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     // Names listed in Connection are hop-by-hop for this message.
     if headers.contains_key(header::CONNECTION) {
         let mut named: Vec<HeaderName> = Vec::new();

@@ -28,6 +28,7 @@ use zgate_limiter::Identified;
 
 use super::proxied::read_header;
 use crate::stats::{HeaderFailure, Stats};
+use crate::worker::WorkerSet;
 
 /// A thread of its own for the accept loops, with a single-threaded runtime.
 ///
@@ -36,7 +37,7 @@ use crate::stats::{HeaderFailure, Stats};
 /// takes its data, and an attacker reconnecting in a loop costs the proxy far more than the
 /// RST it gets. Here a new connection is accepted as soon as epoll reports it: a blocked
 /// client is reset at once on this thread, and an admitted connection moves to the workers'
-/// runtime (its socket re-registered there).
+/// worker (its socket registered with that worker's runtime, where it stays).
 pub(crate) struct AcceptThread {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -79,8 +80,8 @@ pub(crate) struct Admission {
     pub(crate) phase: watch::Sender<Phase>,
     /// Open client connections.
     pub(crate) conns: Arc<ConnCount>,
-    /// The runtime connections are served on.
-    pub(crate) workers: tokio::runtime::Handle,
+    /// The worker threads connections are served on (each connection on one, for its life).
+    pub(crate) workers: Arc<WorkerSet>,
 }
 
 /// Accepts on `listener` until the task is aborted. With `proxy_protocol` set, connections

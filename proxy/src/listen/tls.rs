@@ -41,6 +41,13 @@ pub enum TlsError {
         /// The file.
         path: PathBuf,
     },
+    /// The session ticket keys could not be made (no randomness).
+    Ticketer {
+        /// The config key of the listener's `tls`.
+        key: String,
+        /// rustls's reason.
+        source: rustls::Error,
+    },
     /// rustls refused the pair (the key does not fit the certificate, an unsupported key).
     Rejected {
         /// The config key of the listener's `tls` (or of its `tls.certs[N]`).
@@ -62,6 +69,9 @@ impl std::fmt::Display for TlsError {
             TlsError::NoKey { key, path } => {
                 write!(f, "`{key}`: {}: no private key in the file", path.display())
             }
+            TlsError::Ticketer { key, source } => {
+                write!(f, "`{key}`: cannot make session ticket keys: {source}")
+            }
             TlsError::Rejected { key, source } => {
                 write!(f, "`{key}`: certificate and key do not fit: {source}")
             }
@@ -73,7 +83,7 @@ impl std::error::Error for TlsError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             TlsError::Read { source, .. } => Some(source),
-            TlsError::Rejected { source, .. } => Some(source),
+            TlsError::Rejected { source, .. } | TlsError::Ticketer { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -131,6 +141,14 @@ pub fn server_config(files: &TlsFiles, tls_key: &str) -> Result<Arc<ServerConfig
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Session resumption: stateless tickets (TLS 1.2 and 1.3), so a returning client skips
+    // the certificate signature; the keys live in memory, rotate every 6 hours, and are new
+    // after a restart or a reload (a client's old ticket then costs a full handshake).
+    config.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|source| TlsError::Ticketer {
+            key: key_name.to_owned(),
+            source,
+        })?;
     Ok(Arc::new(config))
 }
 

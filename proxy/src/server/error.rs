@@ -14,6 +14,8 @@ pub enum StartError {
     Bind(BindError),
     /// The accept thread could not be started.
     AcceptThread(std::io::Error),
+    /// The worker threads (`runtime.workers`) could not be started.
+    Workers(std::io::Error),
     /// `[fleet]` cannot start (its message names `fleet.redis`).
     Fleet(zgate_fleet::StartError),
 }
@@ -25,6 +27,7 @@ impl std::fmt::Display for StartError {
             StartError::Limiter(e) => write!(f, "`limits`: {e}"),
             StartError::Bind(e) => e.fmt(f),
             StartError::AcceptThread(e) => write!(f, "cannot start the accept thread: {e}"),
+            StartError::Workers(e) => write!(f, "`runtime.workers`: cannot start the workers: {e}"),
             StartError::Fleet(e) => e.fmt(f),
         }
     }

@@ -43,6 +43,7 @@ use crate::state::persist::{self, Persist};
 pub use crate::state::reload::{ReloadError, ReloadReport};
 use crate::state::restore;
 use crate::stats::Stats;
+use crate::worker::{self, Workers};
 
 /// A running zgate: its listeners, connections, limiter and admin API.
 pub struct Server {
@@ -51,6 +52,8 @@ pub struct Server {
     admin: Option<AdminHandle>,
     /// The thread the listeners accept on; dropped with the server.
     _accept_thread: AcceptThread,
+    /// The threads connections are served on; dropped (stopped) with the server, last.
+    _workers: Workers,
 }
 
 impl Server {
@@ -99,7 +102,15 @@ impl Server {
         let clock = Clock::new();
         let overrides = restore::overrides(saved.as_ref());
         let effective = overrides.apply(&limiter_config);
-        let limiter = start_limiter(&config, &effective, saved.as_ref(), clock)?;
+        let workers =
+            Workers::start(worker::count(config.runtime.workers)).map_err(StartError::Workers)?;
+        let limiter = start_limiter(
+            &config,
+            &effective,
+            saved.as_ref(),
+            clock,
+            workers.set().len(),
+        )?;
         let limiter = Arc::new(limiter);
         let (now, unix_now) = (clock.now(), persist::unix_now());
         if let Some(saved) = &saved {
@@ -136,7 +147,7 @@ impl Server {
             }),
             phase,
             conns: Arc::new(ConnCount::default()),
-            workers: tokio::runtime::Handle::current(),
+            workers: workers.set(),
         });
         let core = Arc::new(Core {
             listeners: Listeners::new(accept_rt, admission.clone()),
@@ -165,6 +176,7 @@ impl Server {
             ticker,
             admin,
             _accept_thread: accept_thread,
+            _workers: workers,
         })
     }
 

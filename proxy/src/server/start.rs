@@ -42,10 +42,17 @@ pub(super) fn start_limiter(
     limiter_config: &LimiterConfig,
     saved: Option<&persist::SavedState>,
     clock: Clock,
+    workers: usize,
 ) -> Result<Limiter, StartError> {
     let now = clock.now();
     let model = saved.and_then(|s| s.model.clone());
-    let limiter = Limiter::new(limiter_config.clone(), model, now).map_err(StartError::Limiter)?;
+    let mut limiter_config = limiter_config.clone();
+    if limiter_config.training_shards == 0 {
+        // One exclusive training shard per thread that records samples: each worker, and the
+        // accept thread (a connection's first sample is taken at admission).
+        limiter_config.training_shards = workers + 1;
+    }
+    let limiter = Limiter::new(limiter_config, model, now).map_err(StartError::Limiter)?;
     if config.limits.mode.is_none() {
         if let Some(mode) = saved.and_then(|s| s.mode().ok()) {
             if let Err(e) = limiter.set_mode(mode, now) {

@@ -26,8 +26,9 @@
 //!
 //! # Design
 //!
-//! Each backend has an [`IdlePool`]: a `Mutex<VecDeque>` of idle `SendRequest`s with the
-//! instant each became idle, newest at the back. The lock is held only to push or pop.
+//! Each backend has an [`IdlePool`]: per worker thread, a `Mutex<VecDeque>` of idle
+//! `SendRequest`s with the instant each became idle, newest at the back (a worker only sees
+//! the connections its own tasks drive). The lock is held only to push or pop.
 //!
 //! - **Checkout**: pop the newest idle sender (LIFO keeps few connections warm and lets old
 //!   ones age out at the front), preferring a ready one among the newest four (the newest may
@@ -238,6 +239,7 @@ impl<B: Outgoing> Upstream<B> {
                 idle: Arc::new(IdlePool::new(
                     config.upstream.max_idle_per_backend,
                     config.upstream.pool_idle_timeout,
+                    crate::worker::count(config.runtime.workers),
                 )),
                 stats: Arc::default(),
             });

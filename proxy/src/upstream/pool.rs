@@ -1,11 +1,19 @@
 //! One backend's pool of idle HTTP/1.1 connections, and the guard that gives a connection
 //! back when its response body has been read to the end (see the room's docs for the design).
+//!
+//! The pool has a slot per worker thread (and one for every other thread): a connection's
+//! task runs on the worker that opened it, and it is only ever given back to, and checked out
+//! from, that worker's slot, so a request never wakes another thread to reach its backend,
+//! and workers never share a lock or a cache line here.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
 use hyper::client::conn::http1::SendRequest;
+
+use crate::worker;
 
 /// How long a checkout waits for an idle connection that is open but not ready yet (it was
 /// given back at the end of its response body and its task is finishing the exchange).
@@ -14,13 +22,18 @@ pub const READY_WAIT: Duration = Duration::from_millis(100);
 /// How many of the newest idle connections a checkout looks at for one that is ready.
 const READY_SCAN: usize = 4;
 
-/// One backend's idle connections, newest at the back.
+/// One backend's idle connections, per worker, newest at the back.
 #[derive(Debug)]
 pub(super) struct IdlePool<B> {
-    conns: Mutex<VecDeque<Idle<B>>>,
+    /// Slot 0: threads that are no worker; slot `1 + i`: worker `i`.
+    slots: Box<[CachePadded<Slot<B>>]>,
+    /// Idle connections kept per slot.
     max: usize,
     idle_timeout: Duration,
 }
+
+/// One worker's idle connections, newest at the back.
+type Slot<B> = Mutex<VecDeque<Idle<B>>>;
 
 #[derive(Debug)]
 struct Idle<B> {
@@ -29,12 +42,24 @@ struct Idle<B> {
 }
 
 impl<B> IdlePool<B> {
-    /// An empty pool keeping at most `max` idle connections, each for at most `idle_timeout`.
-    pub(super) fn new(max: usize, idle_timeout: Duration) -> Self {
+    /// An empty pool for `workers` worker threads keeping at most `max` idle connections per
+    /// worker, each for at most `idle_timeout`.
+    pub(super) fn new(max: usize, idle_timeout: Duration, workers: usize) -> Self {
         IdlePool {
-            conns: Mutex::new(VecDeque::new()),
+            slots: (0..=workers).map(|_| CachePadded::default()).collect(),
             max,
             idle_timeout,
+        }
+    }
+
+    /// The current thread's slot: its worker's, or the shared one of other threads.
+    fn slot(&self) -> &Slot<B> {
+        // `slots` has `workers + 1` entries; a worker beyond them (more workers than the pool
+        // was built for) shares a slot, which is still correct, only slower.
+        let workers = self.slots.len() - 1;
+        match worker::current() {
+            Some(w) if workers > 0 => &self.slots[1 + w % workers],
+            _ => &self.slots[0],
         }
     }
 
@@ -47,7 +72,7 @@ impl<B> IdlePool<B> {
         let mut expired = None;
         let rejected;
         {
-            let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut conns = self.slot().lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(oldest) = conns.front() {
                 if now.saturating_duration_since(oldest.since) >= self.idle_timeout {
                     expired = conns.pop_front();
@@ -68,9 +93,9 @@ impl<B> IdlePool<B> {
     pub(super) fn pop(&self) -> Option<SendRequest<B>> {
         loop {
             let (idle, stale) = {
-                let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut conns = self.slot().lock().unwrap_or_else(PoisonError::into_inner);
                 // Prefer a ready one among the newest few: the very newest may still be
-                // finishing its previous exchange on another thread.
+                // finishing its previous exchange (its task has not run since).
                 let len = conns.len();
                 let ready = (len.saturating_sub(READY_SCAN)..len)
                     .rev()
@@ -121,12 +146,13 @@ impl<B> IdlePool<B> {
         }
     }
 
-    /// How many idle connections are kept (closed ones not yet noticed included).
+    /// How many idle connections are kept, all workers together (closed ones not yet noticed
+    /// included).
     pub(super) fn len(&self) -> usize {
-        self.conns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.slots
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
     }
 }
 
@@ -171,5 +197,76 @@ impl<B> PoolReturn<B> {
         if let Some((sender, pool)) = self.lent {
             pool.put(sender);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::{self, Workers};
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use tokio::sync::oneshot;
+
+    type Pool = IdlePool<Empty<Bytes>>;
+
+    /// Runs `f` on the next worker `set` picks (all idle: round-robin from worker 0) and
+    /// returns its result with the worker it ran on.
+    async fn on_worker<T: Send + 'static>(
+        set: &Arc<worker::WorkerSet>,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> (Option<usize>, T) {
+        let (tx, rx) = oneshot::channel();
+        set.spawn(async move {
+            let out = f.await;
+            let _ = tx.send((worker::current(), out));
+        });
+        rx.await.expect("the worker ran the task")
+    }
+
+    /// A connection over an in-memory pipe, its task spawned where this runs (kept alive by
+    /// the pipe's other end, which `hold` keeps).
+    async fn connection(hold: oneshot::Receiver<()>) -> SendRequest<Empty<Bytes>> {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let io = hyper_util::rt::TokioIo::new(ours);
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .expect("handshake over a pipe");
+        tokio::spawn(async move {
+            let _theirs = theirs;
+            tokio::select! {
+                _ = conn => {}
+                _ = hold => {}
+            }
+        });
+        sender
+    }
+
+    #[tokio::test]
+    async fn a_worker_never_checks_out_another_workers_connection() {
+        let workers = Workers::start(2).expect("workers");
+        let set = workers.set();
+        let pool = Arc::new(Pool::new(4, Duration::from_secs(60), 2));
+        let (_hold, held) = oneshot::channel();
+        let p = pool.clone();
+        let (first, ()) = on_worker(&set, async move { p.put(connection(held).await) }).await;
+        assert_eq!(pool.len(), 1);
+        let p = pool.clone();
+        let (second, other) = on_worker(&set, async move { p.pop().is_some() }).await;
+        assert_ne!(first, second, "the two tasks ran on two workers");
+        assert!(
+            !other,
+            "worker {second:?} got worker {first:?}'s connection"
+        );
+        assert_eq!(
+            pool.pop().map(|_| ()),
+            None,
+            "nor does a thread that is no worker"
+        );
+        let p = pool.clone();
+        let (third, own) = on_worker(&set, async move { p.pop().is_some() }).await;
+        assert_eq!(third, first);
+        assert!(own, "the worker that pooled it checks it out");
+        assert_eq!(pool.len(), 0);
     }
 }
