@@ -108,7 +108,12 @@ fn check_config(path: &std::path::Path) -> ExitCode {
 }
 
 fn runtime(workers: usize) -> Option<tokio::runtime::Runtime> {
-    match zgate_proxy::server::worker_runtime(workers) {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    match builder.build() {
         Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("zgate: cannot start the runtime: {e}");

@@ -43,15 +43,8 @@ async fn upload(z: &Fronted, from: IpAddr, h2: bool) -> u16 {
     }
 }
 
-/// On the proxy's own runtime (`worker_runtime`), whose workers report when they park: on a
-/// loaded machine a poll's wall time is then charged as the CPU it took, as in production.
-#[test]
-fn a_full_speed_upload_after_a_get_only_training_passes() {
-    let rt = zgate_proxy::server::worker_runtime(2).expect("runtime");
-    rt.block_on(full_speed_uploads());
-}
-
-async fn full_speed_uploads() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_speed_upload_after_a_get_only_training_passes() {
     let z = Fronted::start("").await;
     train_on_gets(&z).await;
     for (from, h2) in [(ip(6, 100), true), (ip(6, 101), false)] {

@@ -9,8 +9,8 @@
 //! outliers for the machine's busyness, not for their own cost.
 //!
 //! So each worker thread keeps, over windows of [`WINDOW`], the ratio of the CPU time it ran to
-//! the wall time it was not parked (tokio's `on_thread_park`/`on_thread_unpark` hooks mark the
-//! parked time), and the timed polls scale their wall time by the last window's ratio. One
+//! the wall time it was not parked (tokio's `on_thread_park`/`on_thread_unpark` hooks, set on
+//! every worker's runtime in `worker/threads.rs`, mark the parked time), and the timed polls scale their wall time by the last window's ratio. One
 //! `clock_gettime(CLOCK_THREAD_CPUTIME_ID)` per window and per thread; two `Instant` reads per
 //! park. On a thread whose runtime has no hooks (a test's, a fuzz target's) the share is 1:
 //! polls are charged their wall time, as before.

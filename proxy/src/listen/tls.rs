@@ -146,7 +146,7 @@ pub fn server_config(files: &TlsFiles, tls_key: &str) -> Result<Arc<ServerConfig
     // after a restart or a reload (a client's old ticket then costs a full handshake).
     config.ticketer =
         rustls::crypto::ring::Ticketer::new().map_err(|source| TlsError::Ticketer {
-            key: key_name.to_owned(),
+            key: tls_key.to_owned(),
             source,
         })?;
     Ok(Arc::new(config))

@@ -6,17 +6,14 @@
 //! - `core.rs`: what the server, a reload and the admin API share: a checked config applied,
 //!   runtime overrides, the admin API's `Control`, the limiter's tick;
 //! - `start.rs`: the state file read back and the limiter built from it;
-//! - `error.rs`: [`StartError`] and [`Shutdown`];
-//! - `runtime.rs`: [`worker_runtime`], the tokio runtime the proxy runs on.
+//! - `error.rs`: [`StartError`] and [`Shutdown`].
 
 mod core;
 mod error;
-mod runtime;
 mod start;
 
 use self::core::{tick_loop, Core};
 pub use error::{Shutdown, StartError};
-pub use runtime::worker_runtime;
 use start::{load_state, start_limiter};
 
 use std::net::SocketAddr;

@@ -3,6 +3,7 @@
 //! task it spawns (`tokio::spawn` on a current-thread runtime runs on that runtime): its
 //! HTTP/2 streams, its upstream connections, the drains of its reset requests.
 
+use crate::account::run_share;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -40,8 +41,12 @@ impl Workers {
         let mut workers = Vec::with_capacity(n);
         let mut stops = Vec::with_capacity(n);
         for index in 0..n {
+            // The park hooks let a poll's wall time be charged as CPU time on a loaded machine
+            // (`account::run_share`).
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                .on_thread_park(run_share::on_park)
+                .on_thread_unpark(run_share::on_unpark)
                 .build()?;
             let handle = rt.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
