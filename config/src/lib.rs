@@ -13,6 +13,7 @@ mod duration;
 mod error;
 mod fleet;
 mod limits;
+mod pool;
 mod schema;
 
 pub use admin::{Admin, DEFAULT_ADMIN_ADDR, DEFAULT_ADMIN_PORT, MIN_TOKEN_LEN};
@@ -23,6 +24,7 @@ pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use fleet::{Fleet, RedisUrl};
 pub use limits::{Guards, Limits, PerMetric};
+pub use pool::{Balance, HostPattern, Pool, PoolSource, Route, DEFAULT_POOL};
 pub use schema::{
     Backend, Config, Http, Listener, Log, Runtime, Timeouts, TlsFiles, Upstream, DEFAULT_CONFIG,
 };

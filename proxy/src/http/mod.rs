@@ -25,5 +25,8 @@ pub mod identity;
 pub mod min_rate;
 pub mod service;
 
-/// The backend pool as the proxy uses it: sending [`body::ProxyBody`] requests.
+/// One backend pool as the proxy uses it: sending [`body::ProxyBody`] requests.
 pub type Upstream = crate::upstream::Upstream<body::ProxyBody>;
+
+/// The pools and routes as the proxy uses them.
+pub type Router = crate::upstream::Router<body::ProxyBody>;

@@ -11,7 +11,7 @@ use zgate_limiter::{Limiter, Nanos};
 
 use super::exposition::{Kind, Text};
 use super::limiter_metrics::{limiter_families, model_families, verdict_families};
-use crate::http::Upstream;
+use crate::http::Router;
 use crate::stats::{HeaderFailure, Stats, STATUS_CLASSES};
 
 /// zgate's version, for `zgate_build_info`.
@@ -49,8 +49,8 @@ pub(crate) struct Scrape<'a> {
     pub(crate) stats: &'a Stats,
     /// Open client connections.
     pub(crate) open_connections: usize,
-    /// The backends in force, with their counters.
-    pub(crate) upstream: &'a Upstream,
+    /// The pools in force, their backends with their counters.
+    pub(crate) upstream: &'a Router,
     /// The limiter: mode, model, its own counters.
     pub(crate) limiter: &'a Limiter,
     /// Now, on the limiter's clock.
@@ -183,25 +183,35 @@ fn proxy_families(t: &mut Text, scrape: &Scrape<'_>) {
     }
 }
 
-fn backend_families(t: &mut Text, upstream: &Upstream) {
+fn backend_families(t: &mut Text, router: &Router) {
     use std::sync::atomic::Ordering::Relaxed;
+    // Every backend of every pool, labelled by both: the same address may be in two pools.
+    let all = || {
+        router
+            .pools()
+            .flat_map(|p| p.backend_stats().map(move |(b, s)| (p.name(), b, s)))
+    };
     t.family(
         "zgate_backend_up",
         Kind::Gauge,
         "1 when the backend is up: no connection to it failed since the last that succeeded.",
     );
-    for (b, s) in upstream.backend_stats() {
+    for (p, b, s) in all() {
         let up = if s.is_up() { 1.0 } else { 0.0 };
-        t.sample("zgate_backend_up", &[("backend", b)], up);
+        t.sample("zgate_backend_up", &[("pool", p), ("backend", b)], up);
     }
     t.family(
         "zgate_backend_requests_total",
         Kind::Counter,
         "Requests handed to the backend.",
     );
-    for (b, s) in upstream.backend_stats() {
+    for (p, b, s) in all() {
         let v = s.requests.load(Relaxed) as f64;
-        t.sample("zgate_backend_requests_total", &[("backend", b)], v);
+        t.sample(
+            "zgate_backend_requests_total",
+            &[("pool", p), ("backend", b)],
+            v,
+        );
     }
     t.family(
         "zgate_backend_failures_total",
@@ -209,13 +219,13 @@ fn backend_families(t: &mut Text, upstream: &Upstream) {
         "Backend failures by kind: connect (refused, unreachable, timed out), timeout \
          (no response head within timeouts.backend_response), failed (mid-exchange).",
     );
-    for (b, s) in upstream.backend_stats() {
+    for (p, b, s) in all() {
         for (kind, v) in [
             ("connect", &s.connect_failures),
             ("timeout", &s.timeouts),
             ("failed", &s.failures),
         ] {
-            let labels = [("backend", b), ("kind", kind)];
+            let labels = [("pool", p), ("backend", b), ("kind", kind)];
             t.sample(
                 "zgate_backend_failures_total",
                 &labels,
@@ -228,18 +238,26 @@ fn backend_families(t: &mut Text, upstream: &Upstream) {
         Kind::Counter,
         "Times the backend went from up to down.",
     );
-    for (b, s) in upstream.backend_stats() {
+    for (p, b, s) in all() {
         let v = s.marked_down.load(Relaxed) as f64;
-        t.sample("zgate_backend_down_total", &[("backend", b)], v);
+        t.sample(
+            "zgate_backend_down_total",
+            &[("pool", p), ("backend", b)],
+            v,
+        );
     }
     t.family(
         "zgate_backend_response_seconds",
         Kind::Histogram,
         "From a request handed to the backend to its response head.",
     );
-    for (b, s) in upstream.backend_stats() {
+    for (p, b, s) in all() {
         let h = s.latency.snapshot();
-        t.histogram("zgate_backend_response_seconds", &[("backend", b)], &h);
+        t.histogram(
+            "zgate_backend_response_seconds",
+            &[("pool", p), ("backend", b)],
+            &h,
+        );
     }
 }
 

@@ -1,7 +1,13 @@
-//! The backends: round-robin choice, skipping of backends that refuse connections, and a small
-//! pool of HTTP/1.1 connections per backend built directly on `hyper::client::conn::http1`.
+//! The backends: pools of them, routes to the pools, the choice of a backend in a pool
+//! (round robin, least in flight, client hash), skipping of backends that refuse connections,
+//! and a small pool of HTTP/1.1 connections per backend built directly on
+//! `hyper::client::conn::http1`.
 //!
-//! - `mod.rs`: [`Upstream`], the backends and sending a request;
+//! - `mod.rs`: [`Upstream`], one pool's backends and sending a request;
+//! - `router.rs`: [`Router`], every pool of a config, the route table and the default pool;
+//! - `routes.rs`: [`RouteTable`], a request's host and path to a pool (sans-IO);
+//! - `balance.rs`: which backend of a pool takes a request (sans-IO);
+//! - `in_flight.rs`: requests in flight per backend, for `least_in_flight`;
 //! - `pool.rs`: one backend's idle connections and the [`PoolReturn`] guard;
 //! - `connect.rs`: a backend connect in a task of its own, whose connection goes to the pool
 //!   if its request is gone;
@@ -54,12 +60,17 @@
 //! No per-request allocation beyond hyper's own (its request channel and response body), and
 //! a request with a body's `Upload`.
 
+mod balance;
 mod connect;
 mod exchange;
 mod health;
+mod in_flight;
 mod pool;
 mod progress;
+mod router;
+mod routes;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,15 +80,18 @@ use http::{Request, Response, Uri};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use zgate_config::Config;
+use zgate_config::{Balance, Config, Pool};
 
 use connect::{ConnectFailed, Target};
 pub use connect::{BACKEND_BUFFER, BACKEND_BUFFER_HELD};
 use exchange::Exchange;
 pub use health::BackendStats;
+use in_flight::InFlight;
 use pool::IdlePool;
 pub use pool::{PoolReturn, READY_WAIT};
 pub use progress::{Outgoing, UploadProgress};
+pub use router::Router;
+pub use routes::RouteTable;
 
 /// Why a request got no response from any backend.
 #[derive(Debug)]
@@ -93,37 +107,51 @@ pub enum UpstreamError {
 /// Why the backends of a config cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendsError {
-    /// `backend[index].addr` is not a `host:port` authority.
+    /// A backend address is not a `host:port` authority.
     BadAddr {
-        /// The backend's position in the config.
-        index: usize,
+        /// Its key in the config: `backend[j].addr` or `pool[i].backends[j]`.
+        key: String,
         /// The address as written.
         addr: String,
         /// The parser's reason.
         reason: String,
     },
-    /// The config has no backend.
-    NoBackend,
+    /// A pool has no backend.
+    NoBackend {
+        /// The pool's name.
+        pool: String,
+    },
+    /// `route[route].pool` names no pool.
+    UnknownPool {
+        /// The route's position in the config.
+        route: usize,
+        /// The name as written.
+        pool: String,
+    },
 }
 
 impl std::fmt::Display for BackendsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BackendsError::BadAddr {
-                index,
-                addr,
-                reason,
-            } => write!(f, "`backend[{index}].addr`: {addr:?}: {reason}"),
-            BackendsError::NoBackend => f.write_str("no backend configured"),
+            BackendsError::BadAddr { key, addr, reason } => {
+                write!(f, "`{key}`: {addr:?}: {reason}")
+            }
+            BackendsError::NoBackend { pool } => write!(f, "pool {pool:?} has no backend"),
+            BackendsError::UnknownPool { route, pool } => {
+                write!(f, "`route[{route}].pool`: unknown pool {pool:?}")
+            }
         }
     }
 }
 
 impl std::error::Error for BackendsError {}
 
-/// The pool of backends, shared by every connection.
+/// One pool of backends, shared by every connection.
 #[derive(Debug)]
 pub struct Upstream<B> {
+    /// `pool[].name`, or `"default"` for the `[[backend]]` list.
+    name: Box<str>,
+    balance: Balance,
     backends: Box<[BackendState<B>]>,
     next: AtomicUsize,
     clock: Instant,
@@ -141,6 +169,10 @@ struct BackendState<B> {
     idle: Arc<IdlePool<B>>,
     /// Counters and up/down state, kept across reloads for the same address.
     stats: Arc<BackendStats>,
+    /// Requests in flight (counted for `least_in_flight` only), kept across reloads.
+    in_flight: Arc<AtomicUsize>,
+    /// `client_hash`'s seed: a hash of the address.
+    seed: u64,
 }
 
 /// A backend's response head, with where it came from.
@@ -156,20 +188,22 @@ pub struct Answered<B> {
 }
 
 impl<B: Outgoing> Upstream<B> {
-    /// Builds the pool for `config`'s backends. Backend addresses were validated by the config;
-    /// one that still fails to parse as an authority is reported with its key.
-    pub fn new(config: &Config) -> Result<Self, BackendsError> {
-        let mut backends = Vec::with_capacity(config.backends.len());
-        for (i, b) in config.backends.iter().enumerate() {
+    /// Builds the pool `spec` (its name, backends and balance), with `config`'s `[upstream]`
+    /// and `[timeouts]`. Backend addresses were validated by the config; one that still fails
+    /// to parse as an authority is reported with its key.
+    pub fn new(spec: &Pool, config: &Config) -> Result<Self, BackendsError> {
+        let mut backends = Vec::with_capacity(spec.backends.len());
+        for (i, addr) in spec.backends.iter().enumerate() {
             let authority: Authority =
-                b.addr
-                    .parse()
+                addr.parse()
                     .map_err(|e: http::uri::InvalidUri| BackendsError::BadAddr {
-                        index: i,
-                        addr: b.addr.clone(),
+                        key: spec.source.backend_key(i),
+                        addr: addr.clone(),
                         reason: e.to_string(),
                     })?;
             backends.push(BackendState {
+                seed: balance::seed(authority.as_str()),
+                in_flight: Arc::default(),
                 target: Arc::new(Target::of(&authority)),
                 authority,
                 down_until: AtomicU64::new(0),
@@ -181,9 +215,13 @@ impl<B: Outgoing> Upstream<B> {
             });
         }
         if backends.is_empty() {
-            return Err(BackendsError::NoBackend);
+            return Err(BackendsError::NoBackend {
+                pool: spec.name.clone(),
+            });
         }
         Ok(Self {
+            name: spec.name.as_str().into(),
+            balance: spec.balance,
             backends: backends.into_boxed_slice(),
             next: AtomicUsize::new(0),
             clock: Instant::now(),
@@ -204,16 +242,22 @@ impl<B: Outgoing> Upstream<B> {
         &self,
         req: Request<B>,
     ) -> Result<(Response<Incoming>, Option<PoolReturn<B>>), UpstreamError> {
-        self.send(req).await.map(|a| (a.response, a.pool))
+        let anyone = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        self.send(req, anyone).await.map(|a| (a.response, a.pool))
     }
 
-    /// Like [`Upstream::send_pooled`], also saying which backend answered and how long it
-    /// took to.
-    pub async fn send(&self, req: Request<B>) -> Result<Answered<B>, UpstreamError> {
+    /// Like [`Upstream::send_pooled`], for `client` (its address as the limiter keys it,
+    /// which `client_hash` hashes), also saying which backend answered and how long it took
+    /// to.
+    pub async fn send(
+        &self,
+        req: Request<B>,
+        client: IpAddr,
+    ) -> Result<Answered<B>, UpstreamError> {
         let upload = req.body().progress().cloned();
         let limit = self.response_timeout;
         let trying = AtomicUsize::new(usize::MAX);
-        let mut send = std::pin::pin!(self.send_inner(req, &trying));
+        let mut send = std::pin::pin!(self.send_inner(req, client, &trying));
         let mut deadline = tokio::time::Instant::now() + limit;
         loop {
             match tokio::time::timeout_at(deadline, send.as_mut()).await {
@@ -241,22 +285,31 @@ impl<B: Outgoing> Upstream<B> {
     async fn send_inner(
         &self,
         mut req: Request<B>,
+        client: IpAddr,
         trying: &AtomicUsize,
     ) -> Result<Answered<B>, UpstreamError> {
         origin_form(req.uri_mut());
         let n = self.backends.len();
-        // One backend needs no turn-taking: skip the counter every core would write.
-        let start = if n == 1 {
+        // One backend needs no turn-taking (skip the counter every core would write), nor
+        // does a hash.
+        let turn = if n == 1 || self.balance == Balance::ClientHash {
             0
         } else {
             self.next.fetch_add(1, Ordering::Relaxed)
         };
-        let mut index = self.pick(start);
-        let mut tried = 0;
+        let client = match self.balance {
+            Balance::ClientHash if n > 1 => balance::client_hash(client),
+            _ => 0,
+        };
+        // Backends that refused this request's connection (allocated on the first failure).
+        let mut tried: Vec<usize> = Vec::new();
+        let mut index = self.choose(turn, client, &tried).unwrap_or(0);
         let mut fresh_only = false;
         loop {
             let backend = &self.backends[index];
             trying.store(index, Ordering::Relaxed);
+            let in_flight = (self.balance == Balance::LeastInFlight)
+                .then(|| InFlight::start(&backend.in_flight));
             let pooled = if fresh_only {
                 None
             } else {
@@ -274,11 +327,11 @@ impl<B: Outgoing> Upstream<B> {
                         let name = backend.authority.as_str();
                         backend.stats.connect_failed(name, self.down_for, &error);
                         self.mark_down(index);
-                        tried += 1;
-                        if tried >= n {
-                            return Err(UpstreamError::Unreachable);
+                        tried.push(index);
+                        match self.choose(index + 1, client, &tried) {
+                            Some(next) => index = next,
+                            None => return Err(UpstreamError::Unreachable),
                         }
-                        index = self.pick(index + 1);
                         fresh_only = false;
                         continue;
                     }
@@ -295,6 +348,7 @@ impl<B: Outgoing> Upstream<B> {
                     let waited = sent_at.elapsed();
                     backend.stats.answered(waited);
                     let sender = exchange.into_sender();
+                    // A body still to come keeps the request in flight until its end.
                     let pool = match sender {
                         Some(sender) if response.body().is_end_stream() => {
                             backend.idle.put(sender);
@@ -303,6 +357,7 @@ impl<B: Outgoing> Upstream<B> {
                         Some(sender) => Some(PoolReturn {
                             sender,
                             pool: backend.idle.clone(),
+                            in_flight,
                         }),
                         None => None,
                     };
@@ -332,24 +387,36 @@ impl<B: Outgoing> Upstream<B> {
         connect::connect(&backend.target, self.connect_timeout, &backend.idle).await
     }
 
-    /// The first backend from `start` (round-robin) that is up, or `start`'s own when all are
-    /// down (trying beats refusing everything).
-    fn pick(&self, start: usize) -> usize {
-        let n = self.backends.len();
-        let mut now = None;
-        for k in 0..n {
-            let i = (start + k) % n;
-            let until = self.backends[i].down_until.load(Ordering::Relaxed);
-            if until == 0 {
-                return i;
-            }
-            let now = *now.get_or_insert_with(|| self.clock.elapsed().as_nanos() as u64);
-            if now >= until {
-                self.backends[i].down_until.store(0, Ordering::Relaxed);
-                return i;
-            }
+    /// The backend for a request by the pool's balance (see `balance.rs`), skipping those
+    /// that are down while another is up, and those in `tried`; `None` when all were tried.
+    fn choose(&self, turn: usize, client: u64, tried: &[usize]) -> Option<usize> {
+        if self.backends.len() == 1 {
+            return tried.is_empty().then_some(0);
         }
-        start % n
+        let view = View {
+            up: self,
+            now: std::cell::Cell::new(None),
+        };
+        balance::choose(self.balance, &view, turn, client, tried)
+    }
+
+    /// Whether backend `i` is up at `now` (lazily read once per choice); a mark that has
+    /// expired is cleared.
+    fn is_up(&self, i: usize, now: &std::cell::Cell<Option<u64>>) -> bool {
+        let until = self.backends[i].down_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return true;
+        }
+        let t = now.get().unwrap_or_else(|| {
+            let t = self.clock.elapsed().as_nanos() as u64;
+            now.set(Some(t));
+            t
+        });
+        if t >= until {
+            self.backends[i].down_until.store(0, Ordering::Relaxed);
+            return true;
+        }
+        false
     }
 
     fn mark_down(&self, index: usize) {
@@ -368,6 +435,23 @@ impl<B: Outgoing> Upstream<B> {
         })
     }
 
+    /// The pool's name: `pool[].name`, or `"default"` for the `[[backend]]` list.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How the pool spreads requests.
+    pub fn balance(&self) -> Balance {
+        self.balance
+    }
+
+    /// Requests in flight per backend, in config order (counted for `least_in_flight` only).
+    pub fn in_flight(&self) -> impl Iterator<Item = usize> + '_ {
+        self.backends
+            .iter()
+            .map(|b| b.in_flight.load(Ordering::Relaxed))
+    }
+
     /// The backends with their counters, in config order: `(address, stats)`.
     pub fn backend_stats(&self) -> impl Iterator<Item = (&str, &BackendStats)> {
         self.backends
@@ -382,12 +466,13 @@ impl<B: Outgoing> Upstream<B> {
             .map_or("", |b| b.authority.as_str())
     }
 
-    /// Takes over the counters of `old`'s backends that have the same address, so a reload
-    /// does not reset them.
+    /// Takes over the counters (and requests in flight) of `old`'s backends that have the
+    /// same address, so a reload does not reset them.
     pub fn carry_stats_from(&mut self, old: &Upstream<B>) {
         for b in self.backends.iter_mut() {
             if let Some(o) = old.backends.iter().find(|o| o.authority == b.authority) {
                 b.stats = o.stats.clone();
+                b.in_flight = o.in_flight.clone();
             }
         }
     }
@@ -396,6 +481,27 @@ impl<B: Outgoing> Upstream<B> {
     /// included).
     pub fn idle_connections(&self) -> impl Iterator<Item = usize> + '_ {
         self.backends.iter().map(|b| b.idle.len())
+    }
+}
+
+/// A pool's backends as a choice sees them.
+struct View<'a, B> {
+    up: &'a Upstream<B>,
+    now: std::cell::Cell<Option<u64>>,
+}
+
+impl<B: Outgoing> balance::Candidates for View<'_, B> {
+    fn len(&self) -> usize {
+        self.up.backends.len()
+    }
+    fn is_up(&self, i: usize) -> bool {
+        self.up.is_up(i, &self.now)
+    }
+    fn in_flight(&self, i: usize) -> usize {
+        self.up.backends[i].in_flight.load(Ordering::Relaxed)
+    }
+    fn seed(&self, i: usize) -> u64 {
+        self.up.backends[i].seed
     }
 }
 

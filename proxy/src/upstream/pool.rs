@@ -150,11 +150,14 @@ impl<B> Drop for Lent<'_, B> {
 pub struct PoolReturn<B> {
     pub(super) sender: SendRequest<B>,
     pub(super) pool: Arc<IdlePool<B>>,
+    /// The request stays in flight on its backend (`least_in_flight`) until the body ends.
+    pub(super) in_flight: Option<super::InFlight>,
 }
 
 impl<B> PoolReturn<B> {
     /// The response body ended: the connection goes back to its backend's idle pool.
     pub fn release(self) {
         self.pool.put(self.sender);
+        drop(self.in_flight);
     }
 }

@@ -18,7 +18,8 @@ async fn setup(upstream: &str) -> (demo::Backend, Upstream) {
         b.addr()
     );
     let config = Config::parse(&text, std::path::Path::new(".")).expect("config");
-    let up = Upstream::new(&config).expect("upstream");
+    let spec = config.default_pool().expect("the [[backend]] list");
+    let up = Upstream::new(&spec, &config).expect("upstream");
     (b, up)
 }
 
