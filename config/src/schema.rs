@@ -163,8 +163,8 @@ pub struct Upstream {
     /// An idle pooled connection is closed after this long. Default `"90s"`.
     #[serde(with = "serde_human")]
     pub pool_idle_timeout: Duration,
-    /// A backend that refused a connection (or could not be reached) is skipped by the
-    /// round-robin for this long, unless every backend is skipped. Default `"5s"`.
+    /// A backend that refused a connection (or could not be reached) is skipped by its pool's
+    /// balancing for this long, unless every backend of the pool is skipped. Default `"5s"`.
     #[serde(with = "serde_human")]
     pub down_for: Duration,
     /// How the default pool (the `[[backend]]` list) spreads requests: `"round_robin"`,

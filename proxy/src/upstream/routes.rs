@@ -6,8 +6,9 @@
 //! and any-host routes.
 //!
 //! Cost, whatever the number of routes: the host is lower-cased on the stack (no allocation),
-//! then one hash lookup for the exact host, one per dot of the host for wildcards (only when
-//! there are wildcard routes), and per host group that has routes, a binary search over its
+//! then one hash lookup for the exact host, one per dot of the host for wildcards (each only
+//! when some route's host, or wildcard suffix, has that length; the hash is FxHash's, not
+//! SipHash), and per host group that has routes, a binary search over its
 //! sorted prefixes plus a walk up the "longest other prefix that is a prefix of this one"
 //! links, comparing lengths only. `proxy/benches/routes.rs` measures it with 1000 routes.
 
@@ -22,10 +23,78 @@ const MAX_HOST: usize = 255;
 /// Routes by host, then path prefix, to a pool index.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    exact: HashMap<Box<str>, Prefixes>,
+    exact: HashMap<Box<str>, Prefixes, Fast>,
     /// By suffix with its leading dot (`".example.com"` for `*.example.com`).
-    wildcard: HashMap<Box<str>, Prefixes>,
+    wildcard: HashMap<Box<str>, Prefixes, Fast>,
+    /// The lengths of the exact hosts and of the wildcard suffixes: a host (or suffix) of
+    /// another length is not hashed at all.
+    exact_lengths: Lengths,
+    wildcard_lengths: Lengths,
     any: Prefixes,
+}
+
+/// A set of lengths 0..=[`MAX_HOST`].
+#[derive(Debug, Default)]
+struct Lengths([u64; 4]);
+
+impl Lengths {
+    fn insert(&mut self, n: usize) {
+        if n <= MAX_HOST {
+            self.0[n / 64] |= 1 << (n % 64);
+        }
+    }
+
+    #[inline]
+    fn contains(&self, n: usize) -> bool {
+        n <= MAX_HOST && self.0[n / 64] & (1 << (n % 64)) != 0
+    }
+}
+
+/// A fast hash for the host maps. Not keyed: the maps hold only the config's hosts, so a
+/// client's host cannot lengthen a probe sequence beyond what the config's own keys make.
+#[derive(Debug, Default, Clone, Copy)]
+struct Fast;
+
+impl std::hash::BuildHasher for Fast {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(0)
+    }
+}
+
+/// FxHash's step, over 8-byte words.
+struct FastHasher(u64);
+
+/// FxHash's multiplier.
+const K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl std::hash::Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, b: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // hashbrown takes the top 7 bits for its control bytes, the low ones for the bucket.
+        self.0 ^ (self.0 >> 29)
+    }
 }
 
 /// One host's routes, sorted by prefix.
@@ -57,6 +126,12 @@ impl RouteTable {
             };
             list.push((prefix.into(), pool));
         }
+        let lengths = |m: &HashMap<Box<str>, Vec<(Box<str>, usize)>>| {
+            let mut l = Lengths::default();
+            m.keys().for_each(|k| l.insert(k.len()));
+            l
+        };
+        let (exact_lengths, wildcard_lengths) = (lengths(&exact), lengths(&wildcard));
         let build = |m: HashMap<Box<str>, Vec<(Box<str>, usize)>>| {
             m.into_iter()
                 .map(|(h, list)| (h, Prefixes::new(list)))
@@ -65,6 +140,8 @@ impl RouteTable {
         RouteTable {
             exact: build(exact),
             wildcard: build(wildcard),
+            exact_lengths,
+            wildcard_lengths,
             any: Prefixes::new(any),
         }
     }
@@ -80,8 +157,10 @@ impl RouteTable {
         if !self.exact.is_empty() || !self.wildcard.is_empty() {
             let mut buf = [0u8; MAX_HOST];
             if let Some(host) = normalize(authority, &mut buf) {
-                if let Some(p) = self.exact.get(host).and_then(|p| p.lookup(path)) {
-                    return Some(p);
+                if self.exact_lengths.contains(host.len()) {
+                    if let Some(p) = self.exact.get(host).and_then(|p| p.lookup(path)) {
+                        return Some(p);
+                    }
                 }
                 if !self.wildcard.is_empty() {
                     // Suffixes from the longest: `.b.example.com`, `.example.com`, `.com`.
@@ -90,6 +169,9 @@ impl RouteTable {
                         .enumerate()
                         .filter(|&(i, b)| b == b'.' && i > 0);
                     for (i, _) in dots {
+                        if !self.wildcard_lengths.contains(host.len() - i) {
+                            continue;
+                        }
                         let found = self.wildcard.get(&host[i..]).and_then(|p| p.lookup(path));
                         if found.is_some() {
                             return found;
