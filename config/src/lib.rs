@@ -15,6 +15,7 @@ mod fleet;
 mod health;
 mod limits;
 mod listener_tls;
+mod pool;
 mod schema;
 mod upstream_tls;
 
@@ -28,6 +29,7 @@ pub use fleet::{Fleet, RedisUrl};
 pub use health::HealthCheck;
 pub use limits::{Guards, Limits, PerMetric};
 pub use listener_tls::{CertFiles, TlsFiles};
+pub use pool::{Balance, HostPattern, Pool, PoolSource, Route, DEFAULT_POOL};
 pub use schema::{
     Backend, Config, Http, Listener, Log, Runtime, Timeouts, Upstream, DEFAULT_CONFIG,
 };

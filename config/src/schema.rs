@@ -15,6 +15,7 @@ use crate::fleet::{Fleet, RawFleet};
 use crate::health::HealthCheck;
 use crate::limits::Limits;
 use crate::listener_tls::TlsFiles;
+use crate::pool::{self, Balance, Pool, PoolSource, RawPool, RawRoute, Route, DEFAULT_POOL};
 use crate::upstream_tls::{UpstreamProtocol, UpstreamTls};
 
 /// The config the demo runs on (`zgate demo`): a proxy on `127.0.0.1:8080` in front of the
@@ -26,8 +27,14 @@ pub const DEFAULT_CONFIG: &str = include_str!("../examples/demo.toml");
 pub struct Config {
     /// Where clients connect (`[[listener]]`, at least one).
     pub listeners: Vec<Listener>,
-    /// Where requests go (`[[backend]]`, at least one), chosen round-robin.
+    /// The default pool's backends (`[[backend]]`): where a request no route matches goes,
+    /// chosen by `upstream.balance`. Empty when the file has only `[[pool]]`s (an unmatched
+    /// request then gets 404). See [`Config::default_pool`].
     pub backends: Vec<Backend>,
+    /// `[[pool]]`: named pools of backends, in file order (the default pool not included).
+    pub pools: Vec<Pool>,
+    /// `[[route]]`: which requests go to which pool, in file order.
+    pub routes: Vec<Route>,
     /// `[timeouts]`.
     pub timeouts: Timeouts,
     /// `[upstream]`: the connection pool to the backends.
@@ -175,6 +182,10 @@ pub struct Upstream {
     pub protocol: UpstreamProtocol,
     /// TLS to the backends, verified (`{ server_name, ca }`). Default: none (cleartext).
     pub tls: Option<UpstreamTls>,
+    /// How the default pool (the `[[backend]]` list) spreads requests: `"round_robin"`,
+    /// `"least_in_flight"` or `"client_hash"` (a `[[pool]]` has its own `balance`). Default
+    /// `"round_robin"`.
+    pub balance: Balance,
 }
 
 impl Default for Upstream {
@@ -188,6 +199,7 @@ impl Default for Upstream {
             health: None,
             protocol: UpstreamProtocol::Http1,
             tls: None,
+            balance: Balance::RoundRobin,
         }
     }
 }
@@ -258,6 +270,10 @@ struct RawConfig {
     #[serde(default)]
     backend: Vec<Backend>,
     #[serde(default)]
+    pool: Vec<RawPool>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+    #[serde(default)]
     timeouts: Timeouts,
     #[serde(default)]
     upstream: Upstream,
@@ -303,10 +319,10 @@ impl Config {
                 "no listener: add at least one [[listener]] with an `addr`",
             ));
         }
-        if raw.backend.is_empty() {
+        if raw.backend.is_empty() && raw.pool.is_empty() {
             return Err(ConfigError::key(
                 "backend",
-                "no backend: add at least one [[backend]] with an `addr`",
+                "no backend: add at least one [[backend]] with an `addr`, or a [[pool]]",
             ));
         }
         let mut seen = HashSet::new();
@@ -339,6 +355,13 @@ impl Config {
         if let Some(tls) = &mut upstream.tls {
             tls.resolve(base_dir, "upstream.tls")?;
         }
+        let (pools, routes) = pool::check(
+            raw.pool,
+            raw.route,
+            !raw.backend.is_empty(),
+            &upstream,
+            base_dir,
+        )?;
         let t = &raw.timeouts;
         for (key, value) in [
             ("timeouts.header_read", t.header_read),
@@ -403,6 +426,8 @@ impl Config {
         Ok(Config {
             listeners,
             backends: raw.backend,
+            pools,
+            routes,
             timeouts: raw.timeouts,
             upstream,
             http: raw.http,
@@ -416,8 +441,24 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The default pool: the `[[backend]]` list, named [`DEFAULT_POOL`], balanced by
+    /// `upstream.balance`; `None` without `[[backend]]`.
+    pub fn default_pool(&self) -> Option<Pool> {
+        (!self.backends.is_empty()).then(|| Pool {
+            name: DEFAULT_POOL.to_owned(),
+            backends: self.backends.iter().map(|b| b.addr.clone()).collect(),
+            balance: self.upstream.balance,
+            protocol: self.upstream.protocol,
+            tls: self.upstream.tls.clone(),
+            health: self.upstream.health.clone(),
+            source: PoolSource::Backend,
+        })
+    }
+}
+
 /// Checks `host:port` (an IPv6 host in brackets) without resolving it.
-fn validate_authority(addr: &str) -> Result<(), String> {
+pub(crate) fn validate_authority(addr: &str) -> Result<(), String> {
     let Some((host, port)) = addr.rsplit_once(':') else {
         return Err(format!("{addr:?} has no port: write host:port"));
     };

@@ -399,6 +399,15 @@ fn knobs(core: &dyn Control) -> Value {
     }
     let backends: Vec<&str> = config.backends.iter().map(|b| b.addr.as_str()).collect();
     k.push(("backends".into(), backends.join(",")));
+    // `pool.NAME = balance: a,b` and `route.N = host path -> pool`: the pools and routes.
+    for p in &config.pools {
+        let v = format!("{}: {}", p.balance.name(), p.backends.join(","));
+        k.push((format!("pool.{}", p.name), v));
+    }
+    for (i, r) in config.routes.iter().enumerate() {
+        let v = format!("{} {} -> {}", r.host, r.path_prefix, r.pool);
+        k.push((format!("route.{i}"), v));
+    }
     let listeners: Vec<String> = config
         .listeners
         .iter()

@@ -24,7 +24,7 @@ use crate::conn::io::ClientIo;
 use crate::conn::tap::ReadTap;
 use crate::conn::{run_http1, ConnSettings, Phase};
 use crate::http::service::{ConnInfo, Services};
-use crate::http::Upstream;
+use crate::http::Router;
 use crate::limits;
 use crate::stats::Stats;
 
@@ -121,7 +121,7 @@ fn build() -> Option<World> {
     let (limiter_config, proxy_limits) = limits::from_config(&config.limits).ok()?;
     let clock = Clock::new();
     let limiter = zgate_limiter::Limiter::new(limiter_config, None, clock.now()).ok()?;
-    let upstream = Upstream::new(&config, None).ok()?;
+    let upstream = Router::new(&config).ok()?;
     let shared = Arc::new(Services {
         upstream: arc_swap::ArcSwap::from_pointee(upstream),
         access_log: false.into(),

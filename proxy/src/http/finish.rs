@@ -8,8 +8,9 @@
 //!
 //! The access line (target `zgate::access`, level `info`) has: `client`, `method`, `target`,
 //! `version`, `status`, `duration_ms` (to the last byte, 3 decimals), `bytes_in` (request body
-//! bytes forwarded), `bytes_out` (response body bytes), `host`, `user_agent`, `upstream` (the
-//! backend's configured address, `-` when none answered), `upstream_ms` (to its response head),
+//! bytes forwarded), `bytes_out` (response body bytes), `host`, `user_agent`, `pool` (the pool
+//! the request was routed to, `-` when none), `upstream` (the backend's configured address,
+//! `-` when none answered), `upstream_ms` (to its response head),
 //! and `blocked` (the block's reason, e.g. `metric:cpu`, `-` when none). Text the client sent
 //! (target, host, user agent) is escaped ([`crate::escape::Escaped`]).
 
@@ -48,6 +49,8 @@ pub struct Access {
     pub user_agent: Option<HeaderValue>,
     /// The response status.
     pub status: u16,
+    /// The pool the request was routed to.
+    pub pool: Option<String>,
     /// The backend that answered and how long it took to its response head.
     pub upstream: Option<(String, Duration)>,
     /// Request body bytes forwarded, counted by the request body.
@@ -110,6 +113,7 @@ fn log_access(client: IpAddr, conn: &ConnInfo, a: &Access, took: Duration, bytes
         bytes_out,
         host = %Escaped(&host),
         user_agent = %Escaped(&user_agent),
+        pool = %a.pool.as_deref().unwrap_or("-"),
         upstream = %upstream,
         upstream_ms = %upstream_ms,
         blocked = %blocked.map_or_else(|| "-".to_owned(), |r| r.to_string()),

@@ -32,5 +32,8 @@ pub mod service;
 pub mod splice;
 pub mod upgrade;
 
-/// The backend pool as the proxy uses it: sending [`body::ProxyBody`] requests.
+/// One backend pool as the proxy uses it: sending [`body::ProxyBody`] requests.
 pub type Upstream = crate::upstream::Upstream<body::ProxyBody>;
+
+/// The pools and routes as the proxy uses them.
+pub type Router = crate::upstream::Router<body::ProxyBody>;

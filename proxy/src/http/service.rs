@@ -17,16 +17,16 @@ use crate::account::timed::ChargedTo;
 use crate::http::body::{self, ProxyBody, Upload};
 use crate::http::finish::{Access, Finish};
 use crate::http::upgrade::{self, Wanted};
-use crate::http::Upstream;
+use crate::http::Router;
 use crate::http::{headers, host};
 use crate::limits::BlockAction;
 use crate::upstream::{Answered, UpstreamError};
 
 /// What every connection shares: the backends, the limiter and the settings requests need.
 pub struct Services {
-    /// The backend pool, swapped whole by a config reload (a request in flight keeps the pool
-    /// it started with).
-    pub upstream: arc_swap::ArcSwap<Upstream>,
+    /// The backend pools and the routes to them, swapped whole by a config reload (a request
+    /// in flight keeps the pools it started with).
+    pub upstream: arc_swap::ArcSwap<Router>,
     /// Log one line per request (`log.access`, reloadable).
     pub access_log: std::sync::atomic::AtomicBool,
     /// The limiter every connection reports to.
@@ -154,45 +154,72 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
         if let Some(a) = access.as_deref_mut() {
             a.host = upstream_req.headers().get(header::HOST).cloned();
         }
-        let upstream = shared.upstream.load_full();
-        let tunnelled = wanted.is_some();
-        let send = async {
-            if tunnelled {
-                upstream.send_upgrade(upstream_req).await
-            } else {
-                upstream.send(upstream_req).await
-            }
-        };
-        let sent = tokio::select! {
-            biased;
-            _ = meter.killed() => None,
-            r = ChargedTo::new(send, charged) => Some(r),
-        };
-        if let Some(request) = in_flight.as_mut() {
-            request.answered();
-        }
-        match sent {
-            None => blocked_response(meter, client_version),
-            Some(Ok(answered)) => {
+        let router = shared.upstream.load_full();
+        let authority = upstream_req
+            .headers()
+            .get(header::HOST)
+            .map_or(&b""[..], HeaderValue::as_bytes);
+        match router.route(authority, upstream_req.uri().path()) {
+            None => error_response(StatusCode::NOT_FOUND, "not found: no route\n"),
+            Some(upstream) => {
                 if let Some(a) = access.as_deref_mut() {
-                    let name = upstream.backend_name(answered.backend).to_owned();
-                    a.upstream = Some((name, answered.waited));
+                    a.pool = Some(upstream.name().to_owned());
                 }
-                let status = answered.response.status();
-                match (&wanted, on_client) {
-                    (Some(w), Some(on_client)) if status == StatusCode::SWITCHING_PROTOCOLS => {
-                        let response = answered.response;
-                        upgrade::switch(conn, w, on_client, response, in_flight, tunnel_charged)
+                // The client as the limiter keys it: `client_hash` keeps it on one backend.
+                let client = match &charged {
+                    Some((handle, _)) => handle.client(),
+                    None => meter.accounting().conn().client(),
+                }
+                .addr();
+                let tunnelled = wanted.is_some();
+                let send = async {
+                    if tunnelled {
+                        upstream.send_upgrade(upstream_req, client).await
+                    } else {
+                        upstream.send(upstream_req, client).await
                     }
-                    // A 2xx would open a tunnel to a backend that did not switch.
-                    (Some(Wanted::Connect(_)), _) if status.is_success() => error_response(
-                        StatusCode::BAD_GATEWAY,
-                        "bad gateway: the backend did not switch protocols\n",
-                    ),
-                    _ => rewrite_response(answered, client_version, meter, in_flight),
+                };
+                let sent = tokio::select! {
+                    biased;
+                    _ = meter.killed() => None,
+                    r = ChargedTo::new(send, charged) => Some(r),
+                };
+                if let Some(request) = in_flight.as_mut() {
+                    request.answered();
+                }
+                match sent {
+                    None => blocked_response(meter, client_version),
+                    Some(Ok(answered)) => {
+                        if let Some(a) = access.as_deref_mut() {
+                            let name = upstream.backend_name(answered.backend).to_owned();
+                            a.upstream = Some((name, answered.waited));
+                        }
+                        let status = answered.response.status();
+                        match (&wanted, on_client) {
+                            (Some(w), Some(on_client))
+                                if status == StatusCode::SWITCHING_PROTOCOLS =>
+                            {
+                                let response = answered.response;
+                                upgrade::switch(
+                                    conn,
+                                    w,
+                                    on_client,
+                                    response,
+                                    in_flight,
+                                    tunnel_charged,
+                                )
+                            }
+                            // A 2xx would open a tunnel to a backend that did not switch.
+                            (Some(Wanted::Connect(_)), _) if status.is_success() => error_response(
+                                StatusCode::BAD_GATEWAY,
+                                "bad gateway: the backend did not switch protocols\n",
+                            ),
+                            _ => rewrite_response(answered, client_version, meter, in_flight),
+                        }
+                    }
+                    Some(Err(e)) => failed_response(shared, conn.peer, e, client_version),
                 }
             }
-            Some(Err(e)) => failed_response(shared, conn.peer, e, client_version),
         }
     };
     shared.stats.response(response.status());
@@ -221,6 +248,7 @@ fn access_fields(req: &Request<Incoming>) -> Box<Access> {
         host: req.headers().get(header::HOST).cloned(),
         user_agent: req.headers().get(header::USER_AGENT).cloned(),
         status: 0,
+        pool: None,
         upstream: None,
         bytes_in: Arc::default(),
         forwarded_client: None,

@@ -134,7 +134,7 @@ impl Core {
             .listeners
             .apply(&order, tls, new)
             .map_err(|Stopped| ReloadError::ShuttingDown)?;
-        let backends = config.backends.len();
+        let backends = services.upstream.load().backend_count();
         self.limiter_config.store(Arc::new(effective));
         self.file_limiter_config.store(Arc::new(limiter_config));
         drop(overrides);

@@ -1,10 +1,10 @@
 //! A config checked whole: every step that start (and a reload) can fail on, done once.
 //!
 //! [`Checked::new`] runs the file's own validation's complement: the `[limits]` mapping onto
-//! the limiter's settings (with the limiter's own checks), the backends (and their
-//! `upstream.tls.ca`, read), every TLS listener's files (loaded, and each key matched to its
-//! certificate), `fleet.ca` (loaded, every certificate a usable trust anchor), and the ranges
-//! that only the proxy knows. `zgate check-config`, [`crate::Server::start`] and a reload all go through it, so
+//! the limiter's settings (with the limiter's own checks), the backends, pools and routes
+//! (and `upstream.tls.ca`, read), every TLS listener's files (loaded, and each key matched to
+//! its certificate), `fleet.ca` (loaded, every certificate a usable trust anchor), and the
+//! ranges that only the proxy knows. `zgate check-config`, [`crate::Server::start`] and a reload all go through it, so
 //! what `check-config` calls good is what start accepts; only binding the sockets is left to
 //! start (an address in use is a fact of the machine at that moment, not of the file).
 //!
@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use zgate_config::{Config, ConfigError};
 use zgate_limiter::{LimiterConfig, Mode};
 
-use crate::http::Upstream;
+use crate::http::Router;
 use crate::limits::{self, LimitsError, ProxyLimits};
 use crate::listen::tls::TlsError;
 use crate::listen::tls_acceptor;
@@ -34,8 +34,8 @@ pub const MIN_H2_HEADER_LIST_BYTES: u32 = 4096;
 pub struct Checked {
     /// The config as loaded.
     pub config: Config,
-    /// The backend pool it describes (no connection made yet).
-    pub upstream: Upstream,
+    /// The backend pools and routes it describes (no connection made yet).
+    pub upstream: Router,
     /// `[limits]` for the limiter.
     pub limiter_config: LimiterConfig,
     /// `[limits]` for the proxy.
@@ -142,8 +142,7 @@ impl Checked {
         check_ranges(&config).map_err(fail)?;
         let (limiter_config, proxy_limits) =
             limits::from_config(&config.limits).map_err(|e| fail(Problem::Limits(e)))?;
-        let upstream = Upstream::new(&config, config.upstream.health.as_ref())
-            .map_err(|e| fail(Problem::Backends(e)))?;
+        let upstream = Router::new(&config).map_err(|e| fail(Problem::Backends(e)))?;
         let tls = config
             .listeners
             .iter()

@@ -11,7 +11,7 @@ use zgate_limiter::{Limiter, Nanos};
 
 use super::exposition::{Kind, Text};
 use super::limiter_metrics::{limiter_families, model_families, verdict_families};
-use crate::http::Upstream;
+use crate::http::Router;
 use crate::stats::{HeaderFailure, Stats, STATUS_CLASSES};
 
 /// zgate's version, for `zgate_build_info`.
@@ -49,8 +49,8 @@ pub(crate) struct Scrape<'a> {
     pub(crate) stats: &'a Stats,
     /// Open client connections.
     pub(crate) open_connections: usize,
-    /// The backends in force, with their counters.
-    pub(crate) upstream: &'a Upstream,
+    /// The pools in force, their backends with their counters.
+    pub(crate) upstream: &'a Router,
     /// The limiter: mode, model, its own counters.
     pub(crate) limiter: &'a Limiter,
     /// Now, on the limiter's clock.
@@ -184,34 +184,49 @@ fn proxy_families(t: &mut Text, scrape: &Scrape<'_>) {
 }
 
 /// The labels of one backend's series, `extra` after them: the one place that says how a
-/// backend is labelled.
-fn backend_labels<'a>(backend: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let mut labels = Vec::with_capacity(1 + extra.len());
+/// backend is labelled (its pool, its address).
+fn backend_labels<'a>(
+    pool: &'a str,
+    backend: &'a str,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut labels = Vec::with_capacity(2 + extra.len());
+    labels.push(("pool", pool));
     labels.push(("backend", backend));
     labels.extend_from_slice(extra);
     labels
 }
 
-fn backend_families(t: &mut Text, upstream: &Upstream) {
+fn backend_families(t: &mut Text, router: &Router) {
     use std::sync::atomic::Ordering::Relaxed;
+    // Every backend of every pool, labelled by both: the same address may be in two pools.
+    let all = || {
+        router
+            .pools()
+            .flat_map(|p| p.backend_stats().map(move |(b, s)| (p.name(), b, s)))
+    };
     t.family(
         "zgate_backend_up",
         Kind::Gauge,
         "1 when the backend is up; 0 from when passive detection (upstream.fail_after failures \
          in a row) or health checks took it out until it proved itself again.",
     );
-    for (b, s) in upstream.backend_stats() {
+    for (p, b, s) in all() {
         let up = if s.is_up() { 1.0 } else { 0.0 };
-        t.sample("zgate_backend_up", &backend_labels(b, &[]), up);
+        t.sample("zgate_backend_up", &backend_labels(p, b, &[]), up);
     }
     t.family(
         "zgate_backend_requests_total",
         Kind::Counter,
         "Requests handed to the backend.",
     );
-    for (b, s) in upstream.backend_stats() {
+    for (p, b, s) in all() {
         let v = s.requests.load(Relaxed) as f64;
-        t.sample("zgate_backend_requests_total", &backend_labels(b, &[]), v);
+        t.sample(
+            "zgate_backend_requests_total",
+            &backend_labels(p, b, &[]),
+            v,
+        );
     }
     t.family(
         "zgate_backend_failures_total",
@@ -220,14 +235,14 @@ fn backend_families(t: &mut Text, upstream: &Upstream) {
          (no response head within timeouts.backend_response), failed (mid-exchange), \
          5xx (answered with a 5xx other than 501 and 505).",
     );
-    for (b, s) in upstream.backend_stats() {
+    for (p, b, s) in all() {
         for (kind, v) in [
             ("connect", &s.connect_failures),
             ("timeout", &s.timeouts),
             ("failed", &s.failures),
             ("5xx", &s.server_errors),
         ] {
-            let labels = backend_labels(b, &[("kind", kind)]);
+            let labels = backend_labels(p, b, &[("kind", kind)]);
             t.sample(
                 "zgate_backend_failures_total",
                 &labels,
@@ -241,18 +256,18 @@ fn backend_families(t: &mut Text, upstream: &Upstream) {
         "Requests that failed on the backend before a response head and were sent again to \
          another one (idempotent, without a body; upstream.retries).",
     );
-    for (b, s) in upstream.backend_stats() {
+    for (p, b, s) in all() {
         let v = s.retried.load(Relaxed) as f64;
-        t.sample("zgate_backend_retries_total", &backend_labels(b, &[]), v);
+        t.sample("zgate_backend_retries_total", &backend_labels(p, b, &[]), v);
     }
     t.family(
         "zgate_backend_health_checks_total",
         Kind::Counter,
         "Active health checks of the backend, by result (ok: 2xx or 3xx in time; failed).",
     );
-    for (b, s) in upstream.backend_stats() {
+    for (p, b, s) in all() {
         for (result, v) in [("ok", &s.checks_passed), ("failed", &s.checks_failed)] {
-            let labels = backend_labels(b, &[("result", result)]);
+            let labels = backend_labels(p, b, &[("result", result)]);
             let v = v.load(Relaxed) as f64;
             t.sample("zgate_backend_health_checks_total", &labels, v);
         }
@@ -262,20 +277,20 @@ fn backend_families(t: &mut Text, upstream: &Upstream) {
         Kind::Counter,
         "Times the backend went from up to down.",
     );
-    for (b, s) in upstream.backend_stats() {
+    for (p, b, s) in all() {
         let v = s.marked_down.load(Relaxed) as f64;
-        t.sample("zgate_backend_down_total", &backend_labels(b, &[]), v);
+        t.sample("zgate_backend_down_total", &backend_labels(p, b, &[]), v);
     }
     t.family(
         "zgate_backend_response_seconds",
         Kind::Histogram,
         "From a request handed to the backend to its response head.",
     );
-    for (b, s) in upstream.backend_stats() {
+    for (p, b, s) in all() {
         let h = s.latency.snapshot();
         t.histogram(
             "zgate_backend_response_seconds",
-            &backend_labels(b, &[]),
+            &backend_labels(p, b, &[]),
             &h,
         );
     }

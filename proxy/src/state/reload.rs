@@ -5,9 +5,12 @@
 //! touching the running server; the server (`server.rs`) then swaps it in, and cannot fail
 //! half-way. What applies how:
 //!
-//! - backends and `[upstream]`: a new pool is swapped in (`arc-swap`); requests in flight keep
-//!   the pool they started with, which is dropped when the last of them ends; the old pool's
-//!   health checks stop at the swap and the new pool's start (`upstream.health`);
+//! - backends, `[[pool]]`s, `[[route]]`s and `[upstream]`: new pools and routes are swapped in
+//!   whole (`arc-swap`); requests in flight keep the pools they started with, which are
+//!   dropped when the last of them ends. A backend keeps its counters (and, for
+//!   `least_in_flight`, its requests in flight) when its pool's name and its address stay;
+//!   idle connections are not carried over; the old pools' health checks stop at the swap
+//!   and the new pools' start (`upstream.health`);
 //! - `[timeouts]`, `[http]`, `[limits]` block action and memory costs: new connections take the
 //!   new values; open connections keep theirs;
 //! - the rest of `[limits]`: `Limiter::reconfigure` (thresholds, enables, guards, durations),
@@ -24,15 +27,15 @@ use std::net::SocketAddr;
 use zgate_config::Config;
 use zgate_limiter::LimiterConfig;
 
-use crate::http::Upstream;
+use crate::http::Router;
 use crate::limits::ProxyLimits;
 use crate::listen::{bind_listener, Kept, NewListener};
 use crate::state::checked::{CheckError, Checked};
 
 /// A new config, checked and ready to apply.
 pub(crate) struct Plan {
-    /// The new backend pool.
-    pub(crate) upstream: Upstream,
+    /// The new backend pools and routes.
+    pub(crate) upstream: Router,
     /// The new `[limits]`, for the limiter.
     pub(crate) limiter_config: LimiterConfig,
     /// The new `[limits]`, for the proxy.
@@ -99,7 +102,7 @@ pub struct ReloadReport {
     pub listeners_added: Vec<SocketAddr>,
     /// Listeners closed by this reload (their connections finish on their own).
     pub listeners_removed: Vec<SocketAddr>,
-    /// Backends now in force.
+    /// Backends now in force, all pools together.
     pub backends: usize,
 }
 

@@ -1,8 +1,13 @@
-//! The backends: round-robin choice, skipping of backends that are down (passive detection and
-//! active health checks), retries, and a small pool of HTTP/1.1 connections per backend built
-//! directly on `hyper::client::conn::http1`.
+//! The backends: pools of them, routes to the pools, the choice of a backend in a pool
+//! (round robin, least in flight, client hash), skipping of backends that are down (passive
+//! detection and active health checks), retries, and a small pool of HTTP/1.1 connections
+//! per backend built directly on `hyper::client::conn::http1`.
 //!
-//! - `mod.rs`: [`Upstream`], the backends and sending a request;
+//! - `mod.rs`: [`Upstream`], one pool's backends and sending a request;
+//! - `router.rs`: [`Router`], every pool of a config, the route table and the default pool;
+//! - `routes.rs`: [`RouteTable`], a request's host and path to a pool (sans-IO);
+//! - `balance.rs`: which backend of a pool takes a request (sans-IO);
+//! - `in_flight.rs`: requests in flight per backend, for `least_in_flight`;
 //! - `pool.rs`: one backend's idle connections and the [`PoolReturn`] guard;
 //! - `connect.rs`: a backend connect in a task of its own, whose connection goes to the pool
 //!   if its request is gone; TLS to the backend; HTTP/1 and HTTP/2 handshakes;
@@ -76,18 +81,23 @@
 //! request with a body's `Upload`, and, while a retry is possible (`upstream.retries` > 0, two
 //! backends or more), a copy of an idempotent bodiless request's head to send it again.
 
+mod balance;
 mod checker;
 mod connect;
 mod exchange;
 mod health;
+mod in_flight;
 mod link;
 mod multiplex;
 mod pool;
 mod progress;
 mod retry;
+mod router;
+mod routes;
 mod tally;
 mod tunnel;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -97,7 +107,7 @@ use http::{Request, Response, Uri};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use zgate_config::{Config, HealthCheck};
+use zgate_config::{Balance, Config, HealthCheck, Pool};
 
 use checker::Checks;
 pub use checker::USER_AGENT as HEALTH_USER_AGENT;
@@ -107,12 +117,15 @@ use connect::{ConnectFailed, Dial};
 pub use connect::{BACKEND_BUFFER, BACKEND_BUFFER_HELD};
 use exchange::Exchange;
 pub use health::BackendStats;
+use in_flight::InFlight;
 pub use link::{BackendLink, UpstreamTlsError};
 use multiplex::{Sent, Shared};
 use pool::IdlePool;
 pub use pool::{PoolReturn, READY_WAIT};
 pub use progress::{Outgoing, UploadProgress};
 use retry::{Replay, Tried};
+pub use router::Router;
+pub use routes::RouteTable;
 use tally::{Cause, Outcome, Rules};
 
 /// Why a request got no response from any backend.
@@ -129,17 +142,27 @@ pub enum UpstreamError {
 /// Why the backends of a config cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendsError {
-    /// `backend[index].addr` is not a `host:port` authority.
+    /// A backend address is not a `host:port` authority.
     BadAddr {
-        /// The backend's position in the config.
-        index: usize,
+        /// Its key in the config: `backend[j].addr` or `pool[i].backends[j]`.
+        key: String,
         /// The address as written.
         addr: String,
         /// The parser's reason.
         reason: String,
     },
-    /// The config has no backend.
-    NoBackend,
+    /// A pool has no backend.
+    NoBackend {
+        /// The pool's name.
+        pool: String,
+    },
+    /// `route[route].pool` names no pool.
+    UnknownPool {
+        /// The route's position in the config.
+        route: usize,
+        /// The name as written.
+        pool: String,
+    },
     /// TLS to the backends cannot be set up (its `Display` names the key).
     Tls(UpstreamTlsError),
 }
@@ -147,12 +170,13 @@ pub enum BackendsError {
 impl std::fmt::Display for BackendsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BackendsError::BadAddr {
-                index,
-                addr,
-                reason,
-            } => write!(f, "`backend[{index}].addr`: {addr:?}: {reason}"),
-            BackendsError::NoBackend => f.write_str("no backend configured"),
+            BackendsError::BadAddr { key, addr, reason } => {
+                write!(f, "`{key}`: {addr:?}: {reason}")
+            }
+            BackendsError::NoBackend { pool } => write!(f, "pool {pool:?} has no backend"),
+            BackendsError::UnknownPool { route, pool } => {
+                write!(f, "`route[{route}].pool`: unknown pool {pool:?}")
+            }
             BackendsError::Tls(e) => e.fmt(f),
         }
     }
@@ -160,9 +184,12 @@ impl std::fmt::Display for BackendsError {
 
 impl std::error::Error for BackendsError {}
 
-/// The pool of backends, shared by every connection.
+/// One pool of backends, shared by every connection.
 #[derive(Debug)]
 pub struct Upstream<B> {
+    /// `pool[].name`, or `"default"` for the `[[backend]]` list.
+    name: Box<str>,
+    balance: Balance,
     backends: Box<[BackendState<B>]>,
     next: AtomicUsize,
     /// Passive detection's thresholds and the health checks' counts.
@@ -186,6 +213,10 @@ struct BackendState<B> {
     idle: Arc<IdlePool<B>>,
     /// Counters and state in rotation, kept across reloads for the same address.
     stats: Arc<BackendStats>,
+    /// Requests in flight (counted for `least_in_flight` only), kept across reloads.
+    in_flight: Arc<AtomicUsize>,
+    /// `client_hash`'s seed: a hash of the address.
+    seed: u64,
 }
 
 /// A backend's response head, with where it came from.
@@ -201,38 +232,40 @@ pub struct Answered<B> {
 }
 
 impl<B: Outgoing> Upstream<B> {
-    /// Builds the pool for `config`'s backends, reached as `[upstream]` says (`protocol`,
-    /// `tls`: the CA file is read now) and checked per `health` (`None`: no active checks;
-    /// they start with [`Upstream::start_checks`]). Backend addresses were validated by the
-    /// config; one that still fails to parse as an authority is reported with its key.
-    pub fn new(config: &Config, health: Option<&HealthCheck>) -> Result<Self, BackendsError> {
-        let up = &config.upstream;
-        let link = BackendLink::load(up.protocol, up.tls.as_ref(), "upstream.tls")
+    /// Builds the pool `spec` (its name, backends, balance, `protocol`, `tls`: the CA file is
+    /// read now, `health`: checks start with [`Upstream::start_checks`]), with `config`'s
+    /// `[upstream]` and `[timeouts]`. Backend addresses were validated by the config; one that
+    /// still fails to parse as an authority is reported with its key.
+    pub fn new(spec: &Pool, config: &Config) -> Result<Self, BackendsError> {
+        let key = spec.source.tls_key();
+        let link = BackendLink::load(spec.protocol, spec.tls.as_ref(), &key)
             .map_err(BackendsError::Tls)?;
-        Self::with_link(config, &link, health)
+        Self::with_link(spec, config, &link, spec.health.as_ref())
     }
 
-    /// Builds the pool for `config`'s backends, reached over `link` (protocol and TLS) and
-    /// checked per `health`.
+    /// Builds the pool `spec`, reached over `link` (protocol and TLS) and checked per
+    /// `health` (`None`: no active checks).
     pub fn with_link(
+        spec: &Pool,
         config: &Config,
         link: &BackendLink,
         health: Option<&HealthCheck>,
     ) -> Result<Self, BackendsError> {
-        let mut backends = Vec::with_capacity(config.backends.len());
-        for (i, b) in config.backends.iter().enumerate() {
+        let mut backends = Vec::with_capacity(spec.backends.len());
+        for (i, addr) in spec.backends.iter().enumerate() {
             let authority: Authority =
-                b.addr
-                    .parse()
+                addr.parse()
                     .map_err(|e: http::uri::InvalidUri| BackendsError::BadAddr {
-                        index: i,
-                        addr: b.addr.clone(),
+                        key: spec.source.backend_key(i),
+                        addr: addr.clone(),
                         reason: e.to_string(),
                     })?;
             let dial = Dial::new(&authority, link).map_err(BackendsError::Tls)?;
             let shared = (link.protocol() == zgate_config::UpstreamProtocol::Http2)
                 .then(|| Arc::new(Shared::new()));
             backends.push(BackendState {
+                seed: balance::seed(authority.as_str()),
+                in_flight: Arc::default(),
                 target: Arc::new(dial),
                 shared,
                 authority,
@@ -245,9 +278,13 @@ impl<B: Outgoing> Upstream<B> {
             });
         }
         if backends.is_empty() {
-            return Err(BackendsError::NoBackend);
+            return Err(BackendsError::NoBackend {
+                pool: spec.name.clone(),
+            });
         }
         Ok(Self {
+            name: spec.name.as_str().into(),
+            balance: spec.balance,
             backends: backends.into_boxed_slice(),
             next: AtomicUsize::new(0),
             rules: Rules {
@@ -276,16 +313,22 @@ impl<B: Outgoing> Upstream<B> {
         &self,
         req: Request<B>,
     ) -> Result<(Response<Incoming>, Option<PoolReturn<B>>), UpstreamError> {
-        self.send(req).await.map(|a| (a.response, a.pool))
+        let anyone = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        self.send(req, anyone).await.map(|a| (a.response, a.pool))
     }
 
-    /// Like [`Upstream::send_pooled`], also saying which backend answered and how long it
-    /// took to.
-    pub async fn send(&self, req: Request<B>) -> Result<Answered<B>, UpstreamError> {
+    /// Like [`Upstream::send_pooled`], for `client` (its address as the limiter keys it,
+    /// which `client_hash` hashes), also saying which backend answered and how long it took
+    /// to.
+    pub async fn send(
+        &self,
+        req: Request<B>,
+        client: IpAddr,
+    ) -> Result<Answered<B>, UpstreamError> {
         let upload = req.body().progress().cloned();
         let limit = self.response_timeout;
         let trying = AtomicUsize::new(usize::MAX);
-        let mut send = std::pin::pin!(self.send_inner(req, &trying));
+        let mut send = std::pin::pin!(self.send_inner(req, client, &trying));
         let mut deadline = tokio::time::Instant::now() + limit;
         loop {
             match tokio::time::timeout_at(deadline, send.as_mut()).await {
@@ -314,24 +357,32 @@ impl<B: Outgoing> Upstream<B> {
     async fn send_inner(
         &self,
         mut req: Request<B>,
+        client: IpAddr,
         trying: &AtomicUsize,
     ) -> Result<Answered<B>, UpstreamError> {
         origin_form(req.uri_mut());
         let n = self.backends.len();
-        // One backend needs no turn-taking: skip the counter every core would write.
-        let start = if n == 1 {
+        // One backend needs no turn-taking (skip the counter every core would write), nor
+        // does a hash.
+        let turn = if n == 1 || self.balance == Balance::ClientHash {
             0
         } else {
             self.next.fetch_add(1, Ordering::Relaxed)
         };
+        let client = match self.balance {
+            Balance::ClientHash if n > 1 => balance::client_hash(client),
+            _ => 0,
+        };
         let mut tried = Tried::default();
-        let mut index = self.pick(start, &tried).unwrap_or(0);
+        let mut index = self.choose(turn, client, &tried).unwrap_or(0);
         let mut retries = self.retries;
         let mut fresh_only = false;
         loop {
             let backend = &self.backends[index];
             let name = backend.authority.as_str();
             trying.store(index, Ordering::Relaxed);
+            let in_flight = (self.balance == Balance::LeastInFlight)
+                .then(|| InFlight::start(&backend.in_flight));
             if let Some(shared) = &backend.shared {
                 let timeout = self.connect_timeout;
                 let (target, authority) = (&backend.target, &backend.authority);
@@ -342,7 +393,8 @@ impl<B: Outgoing> Upstream<B> {
                         backend.stats.answered(waited);
                         let outcome = outcome_of(response.status());
                         backend.stats.record(name, &self.rules, outcome);
-                        let pool = (!response.body().is_end_stream()).then(PoolReturn::streaming);
+                        let pool = (!response.body().is_end_stream())
+                            .then(|| PoolReturn::streaming(in_flight));
                         return Ok(Answered {
                             response,
                             pool,
@@ -363,7 +415,7 @@ impl<B: Outgoing> Upstream<B> {
                         backend.stats.connect_failed(name, &self.rules, &error);
                         tried.add(index);
                         index = self
-                            .untried(index, &tried)
+                            .untried(index, client, &tried)
                             .ok_or(UpstreamError::Unreachable)?;
                         continue;
                     }
@@ -384,7 +436,7 @@ impl<B: Outgoing> Upstream<B> {
                         // Nothing of the request was sent: any request moves on.
                         tried.add(index);
                         index = self
-                            .untried(index, &tried)
+                            .choose(index + 1, client, &tried)
                             .ok_or(UpstreamError::Unreachable)?;
                         fresh_only = false;
                         continue;
@@ -410,12 +462,15 @@ impl<B: Outgoing> Upstream<B> {
                     let outcome = outcome_of(response.status());
                     backend.stats.record(name, &self.rules, outcome);
                     let sender = exchange.into_sender();
+                    // A body still to come keeps the request in flight until its end.
                     let pool = match sender {
                         Some(sender) if response.body().is_end_stream() => {
                             backend.idle.put(sender);
                             None
                         }
-                        Some(sender) => Some(PoolReturn::http1(sender, backend.idle.clone())),
+                        Some(sender) => {
+                            Some(PoolReturn::http1(sender, backend.idle.clone(), in_flight))
+                        }
                         None => None,
                     };
                     return Ok(Answered {
@@ -439,7 +494,7 @@ impl<B: Outgoing> Upstream<B> {
                         tried.add(index);
                         req = unsent;
                         index = self
-                            .untried(index, &tried)
+                            .untried(index, client, &tried)
                             .ok_or(UpstreamError::Unreachable)?;
                         fresh_only = false;
                     }
@@ -453,7 +508,8 @@ impl<B: Outgoing> Upstream<B> {
                         let failed = Outcome::Failed(Cause::Reset);
                         backend.stats.record(name, &self.rules, failed);
                         tried.add(index);
-                        let again = replay.and_then(|r| Some((r, self.untried(index, &tried)?)));
+                        let again =
+                            replay.and_then(|r| Some((r, self.untried(index, client, &tried)?)));
                         let Some((replay, next)) = again else {
                             return Err(UpstreamError::Failed(e));
                         };
@@ -474,31 +530,19 @@ impl<B: Outgoing> Upstream<B> {
         connect::connect(&backend.target, self.connect_timeout, &backend.idle).await
     }
 
-    /// The first backend from `start` on (round-robin) that is in rotation and has not
-    /// failed this request; when every one left is out of rotation, the first of those
-    /// (tried anyway); `None` when every backend failed it.
-    fn pick(&self, start: usize, tried: &Tried) -> Option<usize> {
-        let n = self.backends.len();
-        if tried.count() >= n {
-            return None;
+    /// The backend for a request by the pool's balance (see `balance.rs`), skipping those
+    /// out of rotation while another is in, and those in `tried`; `None` when all were
+    /// tried.
+    fn choose(&self, turn: usize, client: u64, tried: &Tried) -> Option<usize> {
+        if self.backends.len() == 1 {
+            return (tried.count() == 0).then_some(0);
         }
-        let mut out = None;
-        for k in 0..n {
-            let i = (start + k) % n;
-            if tried.has(i) {
-                continue;
-            }
-            if !self.backends[i].stats.skipped() {
-                return Some(i);
-            }
-            out.get_or_insert(i);
-        }
-        out
+        balance::choose(self.balance, &View { up: self }, turn, client, tried)
     }
 
     /// The next backend after `failed` for a request that failed there.
-    fn untried(&self, failed: usize, tried: &Tried) -> Option<usize> {
-        self.pick(failed + 1, tried)
+    fn untried(&self, failed: usize, client: u64, tried: &Tried) -> Option<usize> {
+        self.choose(failed + 1, client, tried)
     }
 
     /// Starts the active health checks of this pool, if it has any and they are not running
@@ -539,6 +583,23 @@ impl<B: Outgoing> Upstream<B> {
             .map(|b| (&b.authority, b.stats.skipped()))
     }
 
+    /// The pool's name: `pool[].name`, or `"default"` for the `[[backend]]` list.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How the pool spreads requests.
+    pub fn balance(&self) -> Balance {
+        self.balance
+    }
+
+    /// Requests in flight per backend, in config order (counted for `least_in_flight` only).
+    pub fn in_flight(&self) -> impl Iterator<Item = usize> + '_ {
+        self.backends
+            .iter()
+            .map(|b| b.in_flight.load(Ordering::Relaxed))
+    }
+
     /// The backends with their counters, in config order: `(address, stats)`.
     pub fn backend_stats(&self) -> impl Iterator<Item = (&str, &BackendStats)> {
         self.backends
@@ -553,13 +614,15 @@ impl<B: Outgoing> Upstream<B> {
             .map_or("", |b| b.authority.as_str())
     }
 
-    /// Takes over the counters and state of `old`'s backends that have the same address, so
-    /// a reload does not reset them (nor put a dead backend back in rotation); the state is
-    /// then judged by this pool's rules. Call before [`Upstream::start_checks`].
+    /// Takes over the counters, state and requests in flight of `old`'s backends that have
+    /// the same address, so a reload does not reset them (nor put a dead backend back in
+    /// rotation); the state is then judged by this pool's rules. Call before
+    /// [`Upstream::start_checks`].
     pub fn carry_stats_from(&mut self, old: &Upstream<B>) {
         for b in self.backends.iter_mut() {
             if let Some(o) = old.backends.iter().find(|o| o.authority == b.authority) {
                 b.stats = o.stats.clone();
+                b.in_flight = o.in_flight.clone();
                 b.stats.rules_changed(b.authority.as_str(), &self.rules);
             }
         }
@@ -580,6 +643,26 @@ fn outcome_of(status: http::StatusCode) -> Outcome {
         Outcome::Failed(Cause::Status(code))
     } else {
         Outcome::Answered
+    }
+}
+
+/// A pool's backends as a choice sees them.
+struct View<'a, B> {
+    up: &'a Upstream<B>,
+}
+
+impl<B: Outgoing> balance::Candidates for View<'_, B> {
+    fn len(&self) -> usize {
+        self.up.backends.len()
+    }
+    fn is_up(&self, i: usize) -> bool {
+        !self.up.backends[i].stats.skipped()
+    }
+    fn in_flight(&self, i: usize) -> usize {
+        self.up.backends[i].in_flight.load(Ordering::Relaxed)
+    }
+    fn seed(&self, i: usize) -> u64 {
+        self.up.backends[i].seed
     }
 }
 

@@ -177,19 +177,29 @@ impl<B> Drop for Lent<'_, B> {
 #[derive(Debug)]
 pub struct PoolReturn<B> {
     lent: Option<(SendRequest<B>, Arc<IdlePool<B>>)>,
+    /// The request stays in flight on its backend (`least_in_flight`) until the body ends.
+    in_flight: Option<super::InFlight>,
 }
 
 impl<B> PoolReturn<B> {
     /// HTTP/1: `sender` goes back to `pool` when the body ends.
-    pub(super) fn http1(sender: SendRequest<B>, pool: Arc<IdlePool<B>>) -> Self {
+    pub(super) fn http1(
+        sender: SendRequest<B>,
+        pool: Arc<IdlePool<B>>,
+        in_flight: Option<super::InFlight>,
+    ) -> Self {
         PoolReturn {
             lent: Some((sender, pool)),
+            in_flight,
         }
     }
 
     /// HTTP/2: a stream of a shared connection, nothing to give back.
-    pub(super) fn streaming() -> Self {
-        PoolReturn { lent: None }
+    pub(super) fn streaming(in_flight: Option<super::InFlight>) -> Self {
+        PoolReturn {
+            lent: None,
+            in_flight,
+        }
     }
 
     /// The response body ended: the connection goes back to its backend's idle pool.
@@ -197,6 +207,7 @@ impl<B> PoolReturn<B> {
         if let Some((sender, pool)) = self.lent {
             pool.put(sender);
         }
+        drop(self.in_flight);
     }
 }
 

@@ -18,7 +18,8 @@ async fn setup(upstream: &str) -> (demo::Backend, Upstream) {
         b.addr()
     );
     let config = Config::parse(&text, std::path::Path::new(".")).expect("config");
-    let up = Upstream::new(&config, config.upstream.health.as_ref()).expect("upstream");
+    let spec = config.default_pool().expect("the [[backend]] list");
+    let up = Upstream::new(&spec, &config).expect("upstream");
     (b, up)
 }
 
@@ -186,7 +187,8 @@ async fn passive_detection_skips_a_backend_answering_5xx_and_checks_start_and_st
         b.addr()
     );
     let config = Config::parse(&text, std::path::Path::new(".")).expect("config");
-    let up = Upstream::new(&config, None).expect("upstream");
+    let spec = config.default_pool().expect("the [[backend]] list");
+    let up = Upstream::new(&spec, &config).expect("upstream");
     for _ in 0..2 {
         let (resp, _) = up.send_pooled(get("/status/502")).await.expect("answer");
         assert_eq!(resp.status(), 502);
@@ -208,4 +210,69 @@ async fn passive_detection_skips_a_backend_answering_5xx_and_checks_start_and_st
     // Without `health`, nothing to start.
     up.start_checks();
     assert!(up.checks.get().is_none());
+}
+
+fn router(text: &str) -> super::Router<ProxyBody> {
+    let text = format!("[[listener]]\naddr = \"127.0.0.1:0\"\n{text}");
+    let config = Config::parse(&text, std::path::Path::new(".")).expect("config");
+    super::Router::new(&config).expect("router")
+}
+
+const POOLS: &str = "[[pool]]\nname = \"api\"\nbackends = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n\
+    [[pool]]\nname = \"web\"\nbackends = [\"127.0.0.1:3\"]\n\
+    [[route]]\nhost = \"api.example\"\npool = \"api\"\n\
+    [[route]]\npath_prefix = \"/web/\"\npool = \"web\"\n";
+
+#[test]
+fn the_router_finds_the_pool_or_the_default_or_nothing() {
+    let name = |r: &super::Router<ProxyBody>, host: &str, path: &str| {
+        r.route(host.as_bytes(), path).map(|p| p.name().to_owned())
+    };
+    let r = router(POOLS);
+    assert_eq!(name(&r, "API.example:80", "/x").as_deref(), Some("api"));
+    assert_eq!(name(&r, "other", "/web/x").as_deref(), Some("web"));
+    assert_eq!(name(&r, "other", "/x"), None, "no default pool: 404");
+    assert_eq!(r.backend_count(), 3);
+    let r = router(&format!("[[backend]]\naddr = \"127.0.0.1:4\"\n{POOLS}"));
+    assert_eq!(name(&r, "other", "/x").as_deref(), Some("default"));
+    let names: Vec<&str> = r.pools().map(|p| p.name()).collect();
+    assert_eq!(names, ["default", "api", "web"]);
+    // Without routes, every request goes to the default pool.
+    let r = router("[[backend]]\naddr = \"127.0.0.1:4\"\n");
+    assert_eq!(name(&r, "", "*").as_deref(), Some("default"));
+}
+
+#[test]
+fn a_reload_keeps_counters_by_pool_name_and_address() {
+    let old = router(POOLS);
+    for p in old.pools() {
+        for (_, s) in p.backend_stats() {
+            s.requests.fetch_add(5, Ordering::Relaxed);
+        }
+    }
+    // `web` now holds 127.0.0.1:1 (which was `api`'s): a new backend of `web`, counted afresh.
+    let mut new = router(
+        "[[pool]]\nname = \"api\"\nbackends = [\"127.0.0.1:2\", \"127.0.0.1:9\"]\n\
+         [[pool]]\nname = \"web\"\nbackends = [\"127.0.0.1:1\"]\n",
+    );
+    new.carry_stats_from(&old);
+    let counts: Vec<(String, String, u64)> = new
+        .pools()
+        .flat_map(|p| {
+            p.backend_stats().map(move |(b, s)| {
+                let n = s.requests.load(Ordering::Relaxed);
+                (p.name().to_owned(), b.to_owned(), n)
+            })
+        })
+        .collect();
+    let want = [
+        ("api", "127.0.0.1:2", 5),
+        ("api", "127.0.0.1:9", 0),
+        ("web", "127.0.0.1:1", 0),
+    ];
+    let want: Vec<(String, String, u64)> = want
+        .iter()
+        .map(|(p, b, n)| (p.to_string(), b.to_string(), *n))
+        .collect();
+    assert_eq!(counts, want);
 }

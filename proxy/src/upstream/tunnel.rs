@@ -11,6 +11,7 @@
 //! TLS when the pool has it; always HTTP/1.1, so a pool with `protocol = "http2"` takes no
 //! upgrade (502).
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,9 @@ use http::Request;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use zgate_config::Balance;
 
+use super::balance;
 use super::connect::{ConnectFailed, Dial, Opened, BACKEND_BUFFER};
 use super::retry::Tried;
 use super::tally::{Cause, Outcome};
@@ -28,21 +31,30 @@ impl<B: Outgoing> Upstream<B> {
     /// Sends `req` (headers rewritten, `Connection: upgrade` and `Upgrade` set) to the next
     /// backend that is up, on a fresh connection that is never pooled, and returns its answer
     /// (`pool` is always `None`). A `101` answer carries the backend's upgraded IO
-    /// (`hyper::upgrade::on`).
-    pub async fn send_upgrade(&self, mut req: Request<B>) -> Result<Answered<B>, UpstreamError> {
+    /// (`hyper::upgrade::on`). `client` is the client's address as the limiter keys it (the
+    /// pool's `client_hash` hashes it).
+    pub async fn send_upgrade(
+        &self,
+        mut req: Request<B>,
+        client: IpAddr,
+    ) -> Result<Answered<B>, UpstreamError> {
         origin_form(req.uri_mut());
         if self.backends.iter().any(|b| b.shared.is_some()) {
             // An HTTP/2 pool: its backends take no HTTP/1.1 upgrade.
             return Err(UpstreamError::Unreachable);
         }
         let n = self.backends.len();
-        let start = if n == 1 {
+        let turn = if n == 1 || self.balance == Balance::ClientHash {
             0
         } else {
             self.next.fetch_add(1, Ordering::Relaxed)
         };
+        let client = match self.balance {
+            Balance::ClientHash if n > 1 => balance::client_hash(client),
+            _ => 0,
+        };
         let mut tried = Tried::default();
-        let mut index = self.pick(start, &tried).unwrap_or(0);
+        let mut index = self.choose(turn, client, &tried).unwrap_or(0);
         let sender = loop {
             let backend = &self.backends[index];
             let name = backend.authority.as_str();
@@ -52,7 +64,7 @@ impl<B: Outgoing> Upstream<B> {
                     backend.stats.connect_failed(name, &self.rules, &error);
                     tried.add(index);
                     index = self
-                        .untried(index, &tried)
+                        .untried(index, client, &tried)
                         .ok_or(UpstreamError::Unreachable)?;
                 }
             }

@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""routes-1000.py: 1000 [[route]]s for bench/callgrind.sh's EXTRA_TOML.
+
+Prints a `[[pool]] bench` holding the callgrind backend (127.0.0.1:$BACKEND_PORT, default
+18380 = callgrind.sh's BASE_PORT) and 1000 routes to it, shaped like proxy/benches/routes.rs:
+400 exact hosts with `/` and `/api/` (800), 100 wildcards, 99 any-host prefixes `/svcI/vJ/`,
+and the one that h2load's requests take: any host, `/bytes` (the callgrind requests' host is
+127.0.0.1:PORT, which no exact or wildcard route names, so the lookup also pays the misses).
+
+    EXTRA_TOML="$(python3 bench/routes-1000.py)" LABEL="1000 routes" bash bench/callgrind.sh
+"""
+import os
+
+port = int(os.environ.get("BACKEND_PORT", "18380"))
+out = [f'[[pool]]\nname = "bench"\nbackends = ["127.0.0.1:{port}"]\n']
+routes = []
+for i in range(400):
+    for prefix in ("/", "/api/"):
+        routes.append((f"app{i}.example.com", prefix))
+for i in range(100):
+    routes.append((f"*.tenant{i}.example.net", "/"))
+for i in range(50):
+    for j in range(2):
+        routes.append((None, f"/svc{i}/v{j}/"))
+routes = routes[:999] + [(None, "/bytes")]
+assert len(routes) == 1000
+for host, prefix in routes:
+    out.append("[[route]]")
+    if host:
+        out.append(f'host = "{host}"')
+    out.append(f'path_prefix = "{prefix}"\npool = "bench"')
+print("\n".join(out))
