@@ -87,6 +87,7 @@ async fn connection(w: &World, data: &[u8]) {
         body_min_rate: w.settings.timeouts.body_min_rate,
         trusted: false,
         identity: s.identity.load_full(),
+        recent: Default::default(),
     };
     let mut phase = w.phase.clone();
     let settings = w.settings.clone();
