@@ -18,6 +18,9 @@ What it measures
   so its share per request is what `cargo bench -p zgate-proxy --bench client_identity`
   measures divided by the requests a connection carries.
 
+  The last lines print the median ratio as a percentage. For a figure that does not move
+  with the machine's load, see bench/client-identity-callgrind.sh (instructions per request).
+
 Run: python3 bench/client-identity-overhead.py [--rounds 5] [--secs 5]
   (builds zgate in release; needs h2load, from Debian's nghttp2-client). Nothing is pinned:
   on a shared machine the per-pair ratio is the figure to read, and its spread says how much
@@ -133,7 +136,10 @@ def main():
             print(f"plain    median {statistics.median(per['plain']):.2f} CPU us/req")
             print(f"identity median {statistics.median(per['identity']):.2f} CPU us/req")
             print(f"identity/plain per-pair ratios: {' '.join(f'{x:.3f}' for x in ratios)}")
-            print(f"median ratio {statistics.median(ratios):.3f}")
+            m = statistics.median(ratios)
+            print(f"median ratio {m:.3f}: identity costs {(m - 1) * 100:+.1f} % CPU per request")
+            print("(wall-clock CPU on a shared machine: bench/client-identity-callgrind.sh gives"
+                  " instruction counts that do not move with the load)")
         finally:
             for p in procs:
                 p.terminate()

@@ -44,6 +44,8 @@ pub struct ClientHandle {
     untracked: bool,
     /// Bytes this handle added to the client's memory.
     memory: AtomicU64,
+    /// The exempt prefixes' generation `exempt` was decided in (`u64::MAX`: not recorded).
+    pub(crate) exempt_gen: u64,
 }
 
 impl ClientHandle {
@@ -60,6 +62,7 @@ impl ClientHandle {
             exempt,
             untracked: false,
             memory: AtomicU64::new(0),
+            exempt_gen: u64::MAX,
         }
     }
 
@@ -82,6 +85,11 @@ impl ClientHandle {
             Some((g, v)) => self.block(Reason::Guard(g), v, 0.0, now),
             None => Verdict::Allow,
         }
+    }
+
+    /// Whether the handle was made while the client table was full (see `untracked`).
+    pub(crate) fn is_untracked(&self) -> bool {
+        self.untracked
     }
 
     /// The client.

@@ -2,6 +2,7 @@
 //! client, exempt prefixes, manual blocks of exempt space.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
@@ -148,6 +149,49 @@ fn a_blocked_forwarded_client_loses_its_requests_and_the_shared_connection_stays
     assert!(cdn.h2_frame(H2Frame::Ping, t(11)).is_allow());
     assert!(cdn.memory_grew(1, t(11)).is_allow());
     drop(held);
+}
+
+#[test]
+fn a_kept_forwarded_handle_gets_the_verdicts_a_new_one_would() {
+    let l = limiter();
+    let cdn = trained_behind_a_cdn(&l);
+    let kept = Arc::new(forwarded(&l, 105, t(10)));
+    assert_eq!(
+        l.forwarded_again(ip(105), &kept, t(10)),
+        Some(Verdict::Allow)
+    );
+    // Blocked by its metrics through the kept handle: the next request is refused.
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        assert_eq!(
+            l.forwarded_again(ip(105), &kept, t(10)),
+            Some(Verdict::Allow)
+        );
+        held.push(Request::start(kept.clone(), true, t(10)));
+    }
+    assert!(held.last().is_some_and(|(_, v)| v.is_block()));
+    let v = l.forwarded_again(ip(105), &kept, t(11));
+    assert_eq!(
+        v.and_then(|v| v.reason()),
+        Some(Reason::Guard(Guard::Blocked))
+    );
+    assert!(l.forwarded(ip(105), t(11)).0.is_none());
+    // A manual block of another kept client, on the block list only, is seen too.
+    let other = forwarded(&l, 106, t(11));
+    l.block(IpPrefix::host(ip(106)), Duration::from_secs(60), t(11))
+        .unwrap();
+    let v = l.forwarded_again(ip(106), &other, t(12));
+    assert_eq!(
+        v.and_then(|v| v.reason()),
+        Some(Reason::Guard(Guard::Blocked))
+    );
+    // Exempt now (a reload): the kept handle no longer fits, a new one is exempt.
+    l.set_exempt(vec![IpPrefix::host(ip(106))]);
+    assert_eq!(l.forwarded_again(ip(106), &other, t(13)), None);
+    assert!(forwarded(&l, 106, t(13)).is_exempt());
+    // A handle of another limiter never fits.
+    assert_eq!(limiter().forwarded_again(ip(106), &other, t(13)), None);
+    drop((held, cdn));
 }
 
 #[test]

@@ -141,6 +141,7 @@ impl Limiter {
         if s.state().mode == Mode::Training {
             s.end_training_if_due(now.0);
         }
+        let exempt_gen = s.exempt_gen.load(Ordering::Acquire);
         let exempt = s.is_exempt(ip);
         if !exempt && s.blocks.lookup(ip, now).is_some() {
             return (None, s.refuse(Guard::Blocked, 0));
@@ -166,11 +167,48 @@ impl Limiter {
             s.counters.evictions.fetch_add(1, Ordering::Relaxed);
             s.forget(&gone);
         }
-        let handle = ClientHandle::new(Arc::clone(s), client, key, exempt);
+        let mut handle = ClientHandle::new(Arc::clone(s), client, key, exempt);
+        handle.exempt_gen = exempt_gen;
         if handle.blocked_at(now.0) {
             return (None, handle.blocked());
         }
         (Some(handle), Verdict::Allow)
+    }
+
+    /// [`Limiter::forwarded`] again for a client `ip` whose handle the caller kept from an
+    /// earlier call (a proxy's connection from a CDN carries the requests of the same few
+    /// clients): the same checks and the same verdict, without the table lookup and a new
+    /// handle. `None` when the handle no longer fits: `ip`'s exemption changed since it was
+    /// made (a reload), or it is untracked (made while the table was full) or of another
+    /// limiter; call [`Limiter::forwarded`] then.
+    pub fn forwarded_again(
+        &self,
+        ip: IpAddr,
+        handle: &ClientHandle,
+        now: Nanos,
+    ) -> Option<Verdict> {
+        let s = &self.shared;
+        if handle.is_untracked() || !Arc::ptr_eq(&handle.shared, s) {
+            return None;
+        }
+        s.advance_clock(now.0);
+        // As `Shared::train` does: the lock is only taken once the deadline has passed.
+        if now.0 >= s.training_deadline.load(Ordering::Relaxed) {
+            s.end_training_if_due(now.0);
+        }
+        // The exempt prefixes' generation first: the list is only read when it changed.
+        let exempt = handle.is_exempt();
+        if handle.exempt_gen != s.exempt_gen.load(Ordering::Acquire) && s.is_exempt(ip) != exempt {
+            return None;
+        }
+        if !exempt && s.blocks.lookup(ip, now).is_some() {
+            return Some(s.refuse(Guard::Blocked, 0));
+        }
+        handle.client.touch(now.0);
+        if handle.blocked_at(now.0) {
+            return Some(handle.blocked());
+        }
+        Some(Verdict::Allow)
     }
 
     /// Whether `ip` is blocked at `now` (block list only: for the accept path, before any TLS).
@@ -188,6 +226,7 @@ impl Limiter {
         let s = &self.shared;
         s.any_exempt.store(!prefixes.is_empty(), Ordering::Relaxed);
         s.exempt.store(Arc::new(prefixes));
+        s.exempt_gen.fetch_add(1, Ordering::Release);
     }
 
     /// The exempt prefixes.

@@ -83,6 +83,9 @@ pub(crate) struct Shared {
     pub(crate) exempt: ArcSwap<Vec<IpPrefix>>,
     /// `exempt` is not empty: lets the common case skip the load.
     pub(crate) any_exempt: AtomicBool,
+    /// Bumped by every change of `exempt`: a kept handle whose generation is current has the
+    /// exemption it would get anew (see `Limiter::forwarded_again`).
+    pub(crate) exempt_gen: AtomicU64,
     /// Exclusive shards per training set.
     shards: usize,
     /// Serialises mode switches and configuration changes.
@@ -121,6 +124,7 @@ impl Shared {
             ipv6_prefix: config.ipv6_prefix,
             exempt: ArcSwap::from_pointee(Vec::new()),
             any_exempt: AtomicBool::new(false),
+            exempt_gen: AtomicU64::new(0),
             shards,
             control: Mutex::new(Control {
                 training_period: config.training_period,

@@ -9,7 +9,8 @@
 //!   untrusted peer (its own forwarding headers dropped) and from a trusted one (the chain
 //!   extended), on a typical browser request's 9 headers;
 //! - `attribution/*`: a request from a trusted proxy: finding the client in its
-//!   `X-Forwarded-For` (`client, cdn-edge`), then the limiter's handle on that client, the
+//!   `X-Forwarded-For` (`client, cdn-edge`) (parsed, and through a connection's cache of the
+//!   values it saw, `http/recent.rs`), then the limiter's handle on that client, the
 //!   request counted and its per-request memory charged, in defence against a trained model;
 //!   `own_request` is the same count and charge on the connection's own client, the baseline.
 //!
@@ -26,6 +27,7 @@ use zgate_config::Config;
 use zgate_limiter::{Limiter, LimiterConfig, Mode, Nanos, Request};
 use zgate_proxy::http::headers::{forwarded_for, set_forwarded, Hop};
 use zgate_proxy::http::identity::Identity;
+use zgate_proxy::http::recent::Recent;
 use zgate_proxy::listen::proxy_header;
 
 fn identity() -> Identity {
@@ -132,7 +134,7 @@ fn bench(c: &mut Criterion) {
                 let hop = Hop {
                     peer: &peer,
                     peer_ip,
-                    client: peer_ip,
+                    client: &peer,
                     trusted: false,
                     tls: true,
                 };
@@ -142,6 +144,7 @@ fn bench(c: &mut Criterion) {
         )
     });
     let client: IpAddr = "203.0.113.9".parse().expect("ip");
+    let client_value = forwarded_for(client);
     g.bench_function("trusted_peer", |b| {
         b.iter_batched_ref(
             || forwarded.clone(),
@@ -149,7 +152,7 @@ fn bench(c: &mut Criterion) {
                 let hop = Hop {
                     peer: &peer,
                     peer_ip,
-                    client,
+                    client: &client_value,
                     trusted: true,
                     tls: true,
                 };
@@ -167,6 +170,11 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("attribution");
     g.bench_function("find_client_in_header", |b| {
         b.iter(|| id.forwarded_client(black_box(&forwarded)))
+    });
+    // The same through a connection's cache, as every request after a client's first does.
+    let recent = Recent::default();
+    g.bench_function("find_client_in_header_seen_before", |b| {
+        b.iter(|| recent.client(&id, black_box(&forwarded), peer_ip))
     });
     // The limiter's part of a request of the connection's own client: counted, per-request
     // memory charged and released.
@@ -186,6 +194,19 @@ fn bench(c: &mut Criterion) {
             let h = Arc::new(h.expect("not blocked"));
             let m = h.memory_grew(4096, Nanos(4));
             let (r, rv) = Request::start(h, true, Nanos(4));
+            drop(r);
+            (v, m, rv)
+        })
+    });
+    // The same with the handle a connection kept from the client's earlier request.
+    let (kept, _) = l.forwarded(client, Nanos(4));
+    let kept = Arc::new(kept.expect("not blocked"));
+    g.bench_function("forwarded_request_kept_handle", |b| {
+        b.iter(|| {
+            let v = l.forwarded_again(black_box(client), &kept, Nanos(4));
+            let m = kept.memory_grew(4096, Nanos(4));
+            let (r, rv) = Request::start(kept.clone(), true, Nanos(4));
+            kept.memory_shrank(4096);
             drop(r);
             (v, m, rv)
         })

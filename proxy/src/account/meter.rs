@@ -185,15 +185,29 @@ impl Meter {
     /// dropped) when it must be refused: the client is blocked, or the client table is full.
     /// A block of a forwarded client never cuts the connection, which carries other clients'
     /// requests.
+    ///
+    /// `kept` is a handle on `ip` kept from an earlier request of this connection (see
+    /// [`InFlightRequest::forwarded`]): reused when it still fits
+    /// ([`Limiter::forwarded_again`]), which spares the client table's lookup and a new handle.
     pub fn forwarded_request_started(
         self: &Arc<Self>,
         limiter: &Limiter,
         ip: IpAddr,
+        kept: Option<&Arc<ClientHandle>>,
         idempotent: bool,
     ) -> Result<InFlightRequest, InFlightRequest> {
         let now = self.now();
-        let client = match limiter.forwarded(ip, now) {
-            (Some(client), _) => Arc::new(client),
+        let again = kept.and_then(|h| Some((h, limiter.forwarded_again(ip, h, now)?)));
+        let found = match again {
+            Some((h, Verdict::Allow)) => (Some(h.clone()), Verdict::Allow),
+            Some((_, v)) => (None, v),
+            None => {
+                let (h, v) = limiter.forwarded(ip, now);
+                (h.map(Arc::new), v)
+            }
+        };
+        let client = match found {
+            (Some(client), _) => client,
             (None, v) => {
                 self.forwarded_verdict(ip, v);
                 self.accounting.request_started(false, now);

@@ -73,6 +73,7 @@ pub async fn serve(
         peer,
         trusted: identity.is_trusted(peer.ip()),
         identity,
+        recent: Default::default(),
         tls: tls.is_some(),
         meter: meter.clone(),
         fd,

@@ -89,6 +89,7 @@ async fn connection(w: &World, data: &[u8]) {
         tunnel: Default::default(),
         trusted: false,
         identity: s.identity.load_full(),
+        recent: Default::default(),
     };
     let mut phase = w.phase.clone();
     let settings = w.settings.clone();

@@ -1,9 +1,11 @@
 //! Header rewriting between client and backend: hop-by-hop headers go, forwarding headers come
 //! (believed and extended from a trusted proxy, replaced from anyone else).
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, and the legacy ones).
@@ -23,9 +25,9 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 /// Removes hop-by-hop headers, including those the `Connection` header names. `Upgrade` goes
 /// too: an upgrade zgate tunnels is put back for the backend by `upgrade.rs`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages have none: one pass over the names (a comparison of each with the list)
-    // costs less than hashing every name of the list for a removal.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // One pass over the names first: most messages have no hop-by-hop header at all, and a
+    // `remove` per name would hash and probe nine times.
+    if !headers.keys().any(is_hop_by_hop) {
         return;
     }
     // Names listed in Connection are hop-by-hop for this message.
@@ -49,6 +51,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether `name` is one of [`HOP_BY_HOP`] (a match on the text: one length switch and a
+/// compare, no hashing).
+#[inline]
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
 /// The `Via` protocol token for a client's HTTP version (RFC 9110 §7.6.3).
 pub fn via_token(version: Version) -> &'static str {
     match version {
@@ -61,18 +81,56 @@ pub fn via_token(version: Version) -> &'static str {
 
 /// Appends `token` to the `Via` header (creating it when absent).
 pub fn append_via(headers: &mut HeaderMap, token: &'static str) {
-    if headers.contains_key(header::VIA) {
-        append_list(headers, header::VIA, token);
-    } else {
-        headers.insert(header::VIA, HeaderValue::from_static(token));
-    }
+    append_list(headers, &header::VIA, token.as_bytes(), || {
+        Some(HeaderValue::from_static(token))
+    });
 }
 
 /// The `X-Forwarded-For` element of a client: its address as a header value, made once per
-/// connection.
+/// connection (and per forwarded client a connection's cache holds: see `identity.rs`).
 pub fn forwarded_for(client: IpAddr) -> HeaderValue {
-    // An IP address is always a valid header value.
-    HeaderValue::from_str(&client.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+    let mut buf = [0u8; IP_TEXT_MAX];
+    let text = ip_text(client, &mut buf);
+    // An IP address's text is always a valid header value.
+    HeaderValue::from_bytes(text).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// The longest text of an IP address (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`).
+const IP_TEXT_MAX: usize = 45;
+
+/// `ip` as text in `buf`, without the formatting machinery for IPv4 (the common case, once
+/// per new client); IPv6 through `Display`, for its zero compression rules.
+fn ip_text(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX]) -> &[u8] {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            &buf[..n]
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut w = std::io::Cursor::new(&mut buf[..]);
+            // Never longer than IP_TEXT_MAX: the write cannot fail.
+            let _ = write!(w, "{v6}");
+            let n = usize::try_from(w.position()).unwrap_or(0);
+            &buf[..n]
+        }
+    }
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -87,8 +145,9 @@ pub struct Hop<'a> {
     pub peer: &'a HeaderValue,
     /// The same address.
     pub peer_ip: IpAddr,
-    /// The request's client: the peer, or the client a trusted peer's forwarding header named.
-    pub client: IpAddr,
+    /// The request's client as an `X-Real-IP` value: `peer`, or the client a trusted peer's
+    /// forwarding header named ([`forwarded_for`] of it).
+    pub client: &'a HeaderValue,
     /// Whether the peer is a trusted proxy.
     pub trusted: bool,
     /// Whether the peer connected over TLS.
@@ -107,54 +166,79 @@ pub struct Hop<'a> {
 /// client as zgate decided it.
 pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
     if !hop.trusted {
+        // What `insert` sets replaces every field of its name: only the others are removed.
         drop_forwarding(headers);
         headers.insert(X_FORWARDED_FOR.clone(), hop.peer.clone());
         headers.insert(X_REAL_IP.clone(), hop.peer.clone());
         headers.insert(X_FORWARDED_PROTO.clone(), scheme(hop.tls));
         return;
     }
-    if headers.contains_key(&X_FORWARDED_FOR) {
-        if let Ok(text) = hop.peer.to_str() {
-            append_list(headers, X_FORWARDED_FOR.clone(), text);
-        }
-    } else {
-        headers.insert(X_FORWARDED_FOR.clone(), hop.peer.clone());
+    append_list(headers, &X_FORWARDED_FOR, hop.peer.as_bytes(), || {
+        Some(hop.peer.clone())
+    });
+    let mut buf = [0u8; IP_TEXT_MAX + 8];
+    let element = for_element(hop.peer_ip, &mut buf);
+    append_list(headers, &header::FORWARDED, element, || None);
+    if let Entry::Vacant(v) = headers.entry(&X_FORWARDED_PROTO) {
+        v.insert(scheme(hop.tls));
     }
-    if headers.contains_key(header::FORWARDED) {
-        let element = match hop.peer_ip {
-            IpAddr::V4(v4) => format!("for={v4}"),
-            IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
-        };
-        append_list(headers, header::FORWARDED, &element);
-    }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), scheme(hop.tls));
-    }
-    let client = if hop.client == hop.peer_ip {
-        hop.peer.clone()
-    } else {
-        forwarded_for(hop.client)
+    headers.insert(X_REAL_IP.clone(), hop.client.clone());
+}
+
+/// A `Forwarded` element naming `ip` (RFC 7239 §6: IPv6 quoted and bracketed), in `buf`.
+fn for_element(ip: IpAddr, buf: &mut [u8; IP_TEXT_MAX + 8]) -> &[u8] {
+    let mut text = [0u8; IP_TEXT_MAX];
+    let addr = ip_text(ip, &mut text);
+    let (open, close): (&[u8], &[u8]) = match ip {
+        IpAddr::V4(_) => (b"for=", b""),
+        IpAddr::V6(_) => (b"for=\"[", b"]\""),
     };
-    headers.insert(X_REAL_IP.clone(), client);
+    let mut n = 0;
+    for part in [open, addr, close] {
+        buf[n..n + part.len()].copy_from_slice(part);
+        n += part.len();
+    }
+    &buf[..n]
 }
 
 fn scheme(tls: bool) -> HeaderValue {
     HeaderValue::from_static(if tls { "https" } else { "http" })
 }
 
-/// Removes `Forwarded`, `X-Real-IP` and every `X-Forwarded-*` header.
+/// Removes `Forwarded` and every `X-Forwarded-*` header but those [`set_forwarded`] sets
+/// anew (`X-Forwarded-For`, `X-Forwarded-Proto`, and `X-Real-IP`, which it replaces). One
+/// pass over the names when there is none (the common case); else one more per header
+/// removed, with no list of names allocated.
 fn drop_forwarding(headers: &mut HeaderMap) {
-    let named = |n: &HeaderName| {
-        n == header::FORWARDED || n == X_REAL_IP || n.as_str().starts_with("x-forwarded-")
-    };
-    if !headers.keys().any(named) {
-        return;
-    }
-    let names: Vec<HeaderName> = headers.keys().filter(|n| named(n)).cloned().collect();
-    for n in names {
-        headers.remove(n);
+    loop {
+        let found = match headers.keys().find(|n| is_forwarding(n)) {
+            None => return,
+            Some(n) => match FORWARDING.iter().find(|known| *known == n) {
+                Some(known) => Cow::Borrowed(known),
+                None => Cow::Owned(n.clone()),
+            },
+        };
+        headers.remove(&*found);
     }
 }
+
+/// Whether `name` is `Forwarded` or an `X-Forwarded-*` header other than `-For` and
+/// `-Proto` (see [`drop_forwarding`]).
+#[inline]
+fn is_forwarding(name: &HeaderName) -> bool {
+    name == header::FORWARDED || {
+        let n = name.as_str();
+        n.starts_with("x-forwarded-") && n != "x-forwarded-for" && n != "x-forwarded-proto"
+    }
+}
+
+/// The forwarding headers [`drop_forwarding`] removes without copying their name.
+static FORWARDING: [HeaderName; 4] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-server"),
+];
 
 /// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
 pub fn join_cookies(headers: &mut HeaderMap) {
@@ -172,23 +256,38 @@ pub fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends `item` to a comma-separated list header, joining existing fields into one.
-fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
-    let mut joined = String::new();
-    for v in headers.get_all(&name) {
-        if let Ok(s) = v.to_str() {
-            if !joined.is_empty() {
-                joined.push_str(", ");
+/// Appends `item` to the comma-separated list header `name`, joining the fields it has into
+/// one value (one allocation; a field that is not visible ASCII is left out); when it has
+/// none, inserts what `alone` gives.
+fn append_list(
+    headers: &mut HeaderMap,
+    name: &HeaderName,
+    item: &[u8],
+    alone: impl FnOnce() -> Option<HeaderValue>,
+) {
+    let mut entry = match headers.entry(name) {
+        Entry::Occupied(o) => o,
+        Entry::Vacant(v) => {
+            if let Some(value) = alone() {
+                v.insert(value);
             }
-            joined.push_str(s);
+            return;
         }
+    };
+    let len = entry.iter().map(|v| v.len() + 2).sum::<usize>() + item.len();
+    let mut joined = Vec::with_capacity(len);
+    for v in entry.iter().filter(|v| v.to_str().is_ok()) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(v.as_bytes());
     }
     if !joined.is_empty() {
-        joined.push_str(", ");
+        joined.extend_from_slice(b", ");
     }
-    joined.push_str(item);
-    if let Ok(v) = HeaderValue::from_str(&joined) {
-        headers.insert(name, v);
+    joined.extend_from_slice(item);
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+        entry.insert(v);
     }
 }
 
@@ -224,11 +323,16 @@ mod tests {
         assert_eq!(names, ["host", "x-kept"]);
     }
 
-    fn hop<'a>(peer: &'a HeaderValue, client: &str, trusted: bool, tls: bool) -> Hop<'a> {
+    fn hop<'a>(
+        peer: &'a HeaderValue,
+        client: &'a HeaderValue,
+        trusted: bool,
+        tls: bool,
+    ) -> Hop<'a> {
         Hop {
             peer,
             peer_ip: peer.to_str().unwrap().parse().unwrap(),
-            client: client.parse().unwrap(),
+            client,
             trusted,
             tls,
         }
@@ -238,6 +342,8 @@ mod tests {
     fn an_untrusted_peer_gets_its_own_forwarding_headers_only() {
         let mut h = map(&[
             ("x-forwarded-for", "203.0.113.9"),
+            ("x-real-ip", "198.51.100.3"),
+            ("x-forwarded-for", "198.51.100.4"),
             ("x-forwarded-proto", "ftp"),
             ("x-forwarded-host", "evil.example"),
             ("X-Forwarded-Port", "1"),
@@ -246,9 +352,12 @@ mod tests {
             ("x-kept", "yes"),
         ]);
         let peer = forwarded_for("192.0.2.7".parse().unwrap());
-        set_forwarded(&mut h, &hop(&peer, "192.0.2.7", false, true));
+        set_forwarded(&mut h, &hop(&peer, &peer, false, true));
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-real-ip"], "192.0.2.7");
+        for one in ["x-forwarded-for", "x-real-ip", "x-forwarded-proto"] {
+            assert_eq!(h.get_all(one).iter().count(), 1, "{one}");
+        }
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-kept"], "yes");
         for gone in ["x-forwarded-host", "x-forwarded-port", "forwarded"] {
@@ -256,7 +365,7 @@ mod tests {
         }
         let mut h = HeaderMap::new();
         let peer = forwarded_for("::1".parse().unwrap());
-        set_forwarded(&mut h, &hop(&peer, "::1", false, false));
+        set_forwarded(&mut h, &hop(&peer, &peer, false, false));
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(h["x-forwarded-proto"], "http");
     }
@@ -272,7 +381,8 @@ mod tests {
             ("x-real-ip", "10.0.0.1"),
         ]);
         let peer = forwarded_for("10.0.0.2".parse().unwrap());
-        set_forwarded(&mut h, &hop(&peer, "203.0.113.9", true, false));
+        let client = forwarded_for("203.0.113.9".parse().unwrap());
+        set_forwarded(&mut h, &hop(&peer, &client, true, false));
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.1, 10.0.0.2");
         assert_eq!(h["forwarded"], "for=203.0.113.9;proto=https, for=10.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "https");
@@ -281,13 +391,55 @@ mod tests {
         // IPv6 in Forwarded is quoted and bracketed; no Forwarded, none added.
         let mut h = map(&[("forwarded", "for=unknown")]);
         let peer = forwarded_for("2001:db8::2".parse().unwrap());
-        set_forwarded(&mut h, &hop(&peer, "2001:db8::2", true, true));
+        set_forwarded(&mut h, &hop(&peer, &peer, true, true));
         assert_eq!(h["forwarded"], "for=unknown, for=\"[2001:db8::2]\"");
         assert_eq!(h["x-forwarded-proto"], "https");
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, &hop(&peer, "2001:db8::2", true, true));
+        set_forwarded(&mut h, &hop(&peer, &peer, true, true));
         assert!(!h.contains_key("forwarded"));
         assert_eq!(h["x-real-ip"], "2001:db8::2");
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_is_left_as_it_is() {
+        let mut h = map(&[("host", "a"), ("x-kept", "1"), ("keep-alive-ish", "2")]);
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "203.0.113.9",
+            "::1",
+            "2001:db8::9",
+            "::ffff:1.2.3.4",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert_eq!(forwarded_for(ip), ip.to_string().as_str());
+            let mut buf = [0u8; IP_TEXT_MAX + 8];
+            let want = match ip {
+                IpAddr::V4(_) => format!("for={ip}"),
+                IpAddr::V6(_) => format!("for=\"[{ip}]\""),
+            };
+            assert_eq!(for_element(ip, &mut buf), want.as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_list_skips_fields_that_are_not_visible_ascii() {
+        let mut h = HeaderMap::new();
+        h.append("via", HeaderValue::from_static("1.0 a"));
+        h.append("via", HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap());
+        h.append("via", HeaderValue::from_static("1.1 b"));
+        append_via(&mut h, "1.1 zgate");
+        assert_eq!(h.get_all("via").iter().count(), 1);
+        assert_eq!(h["via"], "1.0 a, 1.1 b, 1.1 zgate");
     }
 
     #[test]

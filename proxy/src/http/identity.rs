@@ -55,6 +55,11 @@ impl Identity {
         self.header.is_some() && self.is_trusted(client)
     }
 
+    /// The forwarding header read from trusted proxies, if one is configured.
+    pub fn header_name(&self) -> Option<&HeaderName> {
+        self.header.as_ref().map(|(_, name)| name)
+    }
+
     /// The client a request's forwarding header names, for a connection whose client
     /// [`Identity::reads_header_of`]; `None` when the header is absent or names nobody usable
     /// (the connection's client then stays the request's).

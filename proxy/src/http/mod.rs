@@ -5,6 +5,8 @@
 //! - `identity.rs`: who a request's client is, from `[client_ip]`: the connection's, or the
 //!   one a trusted proxy's forwarding header names;
 //! - `forwarded.rs`: the client a forwarding header names (sans-IO);
+//! - `recent.rs`: per connection, the clients a trusted proxy's header values named lately
+//!   (a hit spares the parse, the limiter's table lookup and the formatting);
 //! - `headers.rs`: hop-by-hop headers removed, forwarding headers (`X-Forwarded-*`, `Via`)
 //!   added;
 //! - `finish.rs`: a request's end (its response's last byte, or its drop): the duration
@@ -28,6 +30,7 @@ pub mod headers;
 pub mod host;
 pub mod identity;
 pub mod min_rate;
+pub mod recent;
 pub mod service;
 pub mod splice;
 pub mod upgrade;

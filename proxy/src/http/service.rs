@@ -1,7 +1,7 @@
 //! Serving one request: rewrite it for the backend, send it, and turn the answer (or the
 //! failure) into the client's response.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -57,6 +57,8 @@ pub struct ConnInfo {
     pub trusted: bool,
     /// The `[client_ip]` rules in force when the connection started.
     pub identity: Arc<crate::http::identity::Identity>,
+    /// The clients its requests' forwarding headers named lately (a trusted proxy's).
+    pub recent: crate::http::recent::Recent,
     /// Whether the client connected over TLS.
     pub tls: bool,
     /// The connection's link to the limiter.
@@ -104,19 +106,21 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
                 | Method::TRACE
         );
     // Whose request this is: the connection's client, or the one a trusted proxy names.
-    let forwarded_client = if conn.trusted {
-        conn.identity
-            .forwarded_client(req.headers())
-            .filter(|ip| *ip != conn.peer.ip())
+    let named = if conn.trusted {
+        let recent = &conn.recent;
+        recent.client(&conn.identity, req.headers(), conn.peer.ip())
     } else {
         None
     };
     if let Some(a) = access.as_deref_mut() {
-        a.forwarded_client = forwarded_client;
+        a.forwarded_client = named.as_ref().map(|n| n.ip);
     }
-    let (mut in_flight, refused) = match forwarded_client {
+    let (mut in_flight, refused) = match &named {
         None => (meter.request_started(idempotent), false),
-        Some(ip) => match meter.forwarded_request_started(&shared.limiter, ip, idempotent) {
+        Some(n) => match conn
+            .recent
+            .request_started(n, meter, &shared.limiter, idempotent)
+        {
             Ok(r) => (Some(r), false),
             Err(r) => (Some(r), true),
         },
@@ -146,8 +150,8 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
         };
         let mut req = req;
         let on_client = wanted.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let mut upstream_req =
-            rewrite_request(req, conn, bytes_in, forwarded_client, charged.as_ref());
+        let client = named.as_ref().map(|n| &n.value);
+        let mut upstream_req = rewrite_request(req, conn, bytes_in, client, charged.as_ref());
         if let Some(w) = &wanted {
             upgrade::to_backend(&mut upstream_req, w);
         }
@@ -298,13 +302,14 @@ fn failed_response(
 /// The request as the backend must see it: origin-form, HTTP/1.1, hop-by-hop headers removed,
 /// forwarding headers set (see `headers::set_forwarded`), `Host` per [`host::backend_host`]
 /// (the target's authority wins, and `Connection` cannot remove it). `bytes_in` counts the
-/// body's bytes for the access log; `client` is the client a trusted proxy named, and
-/// `charged` its handle, which the body's chunks are charged to (metric F).
+/// body's bytes for the access log; `client` is the client a trusted proxy named (its
+/// `X-Real-IP` value), and `charged` its handle, which the body's chunks are charged to
+/// (metric F).
 fn rewrite_request(
     req: Request<Incoming>,
     conn: &ConnInfo,
     bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
-    client: Option<IpAddr>,
+    client: Option<&HeaderValue>,
     charged: Option<&(Arc<ClientHandle>, Arc<Meter>)>,
 ) -> Request<ProxyBody> {
     let (mut parts, body) = req.into_parts();
@@ -321,7 +326,7 @@ fn rewrite_request(
     let hop = headers::Hop {
         peer: &conn.forwarded_for,
         peer_ip: conn.peer.ip(),
-        client: client.unwrap_or(conn.peer.ip()),
+        client: client.unwrap_or(&conn.forwarded_for),
         trusted: conn.trusted,
         tls: conn.tls,
     };

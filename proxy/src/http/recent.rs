@@ -1,0 +1,217 @@
+//! The clients a trusted proxy's connection named lately, by the bytes of the forwarding header
+//! that named them. One connection from an L7 load balancer or a CDN edge carries the requests
+//! of the same few clients, so most of its requests find their client here with a compare of
+//! bytes, instead of parsing the header, finding the client in the limiter's table and
+//! formatting its address again (issue 13's cost target: ≤ 1 % per request).
+//!
+//! Per connection, up to [`SLOTS`] slots (none allocated until a value is kept), replaced
+//! round robin. Only a header of one line of at most [`MAX_KEPT`] bytes is kept (anything else
+//! is parsed every time), so a connection holds at most `SLOTS × MAX_KEPT` bytes here. A slot holds the limiter's handle on its client once a
+//! request of that client was counted: like the connection's own client, a client held so is
+//! not evicted from the table while the connection lives, and every request still gets the
+//! limiter's verdict ([`Limiter::forwarded_again`]).
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue};
+use zgate_limiter::{ClientHandle, Limiter};
+
+use super::headers::forwarded_for;
+use super::identity::Identity;
+use crate::account::meter::{InFlightRequest, Meter};
+
+/// Slots per connection: the distinct forwarding header values a connection remembers.
+pub const SLOTS: usize = 8;
+
+/// The longest header value kept, in bytes (a chain of a few addresses is far shorter).
+pub const MAX_KEPT: usize = 256;
+
+/// One connection's recent clients. `Send + Sync`: HTTP/2 serves a connection's requests on
+/// several tasks.
+#[derive(Default)]
+pub struct Recent {
+    slots: Mutex<Slots>,
+}
+
+/// Empty (no allocation) until a value is kept: most connections never keep one.
+#[derive(Default)]
+struct Slots {
+    slot: Vec<Slot>,
+    /// The slot the next new value replaces once all [`SLOTS`] are used.
+    next: usize,
+}
+
+struct Slot {
+    /// The header value, copied (not a slice of the request's buffer, which it would pin).
+    raw: Bytes,
+    /// Whom it names; `None`: nobody usable, or the peer itself.
+    named: Option<Named>,
+}
+
+/// A client a trusted proxy's forwarding header named, other than the proxy itself.
+#[derive(Clone)]
+pub struct Named {
+    /// Its address.
+    pub ip: IpAddr,
+    /// The same as a header value (zgate's `X-Real-IP`).
+    pub value: HeaderValue,
+    /// The limiter's handle on it, once one of its requests was counted on this connection.
+    pub handle: Option<Arc<ClientHandle>>,
+}
+
+impl Recent {
+    /// The client of a request with `headers` on a connection from `peer`, a trusted proxy,
+    /// under `identity`'s rules ([`Identity::forwarded_client`]); `None` when it is the peer.
+    pub fn client(&self, identity: &Identity, headers: &HeaderMap, peer: IpAddr) -> Option<Named> {
+        let name = identity.header_name()?;
+        let mut lines = headers.get_all(name).iter();
+        let raw = lines.next()?.as_bytes();
+        let kept = lines.next().is_none() && raw.len() <= MAX_KEPT;
+        if kept {
+            if let Some(slot) = self.lock().slot.iter().find(|s| s.raw == raw) {
+                return slot.named.clone();
+            }
+        }
+        let named = identity
+            .forwarded_client(headers)
+            .filter(|ip| *ip != peer)
+            .map(|ip| Named {
+                ip,
+                value: forwarded_for(ip),
+                handle: None,
+            });
+        if kept {
+            let slot = Slot {
+                raw: Bytes::copy_from_slice(raw),
+                named: named.clone(),
+            };
+            let mut slots = self.lock();
+            if slots.slot.len() < SLOTS {
+                slots.slot.push(slot);
+            } else {
+                let i = slots.next;
+                slots.next = (i + 1) % SLOTS;
+                slots.slot[i] = slot;
+            }
+        }
+        named
+    }
+
+    /// Starts a request of `named` on `meter` ([`Meter::forwarded_request_started`], with the
+    /// handle kept for it) and keeps the handle it was charged to for the next ones.
+    pub fn request_started(
+        &self,
+        named: &Named,
+        meter: &Arc<Meter>,
+        limiter: &Limiter,
+        idempotent: bool,
+    ) -> Result<InFlightRequest, InFlightRequest> {
+        let kept = named.handle.as_ref();
+        let started = meter.forwarded_request_started(limiter, named.ip, kept, idempotent);
+        if let Some(h) = started.as_ref().ok().and_then(|r| r.forwarded()) {
+            if !kept.is_some_and(|k| Arc::ptr_eq(k, h)) {
+                self.keep(named.ip, h);
+            }
+        }
+        started
+    }
+
+    /// Keeps `handle`, on `ip`, in the slots that name `ip`.
+    fn keep(&self, ip: IpAddr, handle: &Arc<ClientHandle>) {
+        let mut slots = self.lock();
+        for named in slots.slot.iter_mut().filter_map(|s| s.named.as_mut()) {
+            if named.ip == ip {
+                named.handle = Some(handle.clone());
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slots> {
+        // Nothing in a slot can be left half-written by a panic: the data stays usable.
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::HeaderName;
+
+    fn identity() -> Identity {
+        let c = zgate_config::Config::parse(
+            "[[listener]]\naddr = \"127.0.0.1:1\"\n[[backend]]\naddr = \"a:1\"\n[client_ip]\ntrusted_proxies = [\"10.0.0.0/8\"]\nheader = \"x-forwarded-for\"\n",
+            std::path::Path::new("/"),
+        )
+        .unwrap();
+        Identity::new(&c.client_ip)
+    }
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(
+                HeaderName::from_static("x-forwarded-for"),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn client(r: &Recent, id: &Identity, values: &[&str]) -> Option<IpAddr> {
+        let named = r.client(id, &headers(values), ip("10.0.0.1"));
+        if let Some(n) = &named {
+            assert_eq!(n.value, n.ip.to_string());
+        }
+        named.map(|n| n.ip)
+    }
+
+    fn kept(r: &Recent) -> Vec<Vec<u8>> {
+        let slots = r.lock();
+        slots.slot.iter().map(|s| s.raw.to_vec()).collect()
+    }
+
+    #[test]
+    fn a_value_seen_before_names_the_same_client_without_a_parse() {
+        let (r, id) = (Recent::default(), identity());
+        let chain = "203.0.113.9, 10.1.2.3";
+        assert_eq!(client(&r, &id, &[chain]), Some(ip("203.0.113.9")));
+        assert_eq!(kept(&r), [chain.as_bytes()]);
+        // A hit answers from the slot: make the slot say something else to see it used.
+        let other = Named {
+            ip: ip("198.51.100.1"),
+            value: forwarded_for(ip("198.51.100.1")),
+            handle: None,
+        };
+        r.lock().slot[0].named = Some(other);
+        assert_eq!(client(&r, &id, &[chain]).unwrap(), ip("198.51.100.1"));
+        // The peer itself, nobody usable and no header are "the peer", the first two kept.
+        assert_eq!(client(&r, &id, &["10.0.0.1"]), None);
+        assert_eq!(client(&r, &id, &["unknown"]), None);
+        assert_eq!(client(&r, &id, &[]), None);
+        assert_eq!(kept(&r).len(), 3);
+    }
+
+    #[test]
+    fn several_lines_and_long_values_are_parsed_every_time_and_slots_are_bounded() {
+        let (r, id) = (Recent::default(), identity());
+        let two = ["6.6.6.6", "203.0.113.9, 10.0.0.1"];
+        assert_eq!(client(&r, &id, &two), Some(ip("203.0.113.9")));
+        let long = format!("{}203.0.113.7", "192.0.2.1, ".repeat(30));
+        assert!(long.len() > MAX_KEPT);
+        assert_eq!(client(&r, &id, &[&long]), Some(ip("203.0.113.7")));
+        assert!(kept(&r).is_empty());
+        for i in 0..3 * SLOTS {
+            let v = format!("203.0.113.{i}");
+            assert_eq!(client(&r, &id, &[&v]), Some(ip(&v)));
+        }
+        let all = kept(&r);
+        assert_eq!(all.len(), SLOTS);
+        assert!(all.contains(&format!("203.0.113.{}", 3 * SLOTS - 1).into_bytes()));
+    }
+}
