@@ -483,8 +483,16 @@ mod tests {
                 "guards.max_glitches: 4294967296 must be from 0 to 4294967295",
             ),
             ("guards.max_glitches", json!("lots"), "whole number"),
-            ("fallback.cpu", json!(-1), "fallback.cpu: must be a whole number"),
-            ("fallback.memory", json!((1u64 << 40) + 1), "to 1099511627776"),
+            (
+                "fallback.cpu",
+                json!(-1),
+                "fallback.cpu: must be a whole number",
+            ),
+            (
+                "fallback.memory",
+                json!((1u64 << 40) + 1),
+                "to 1099511627776",
+            ),
             ("fallback.nope", json!(5), "unknown metric"),
             ("block_duration", json!(60), "duration"),
         ] {
