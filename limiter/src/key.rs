@@ -17,8 +17,8 @@ const V4_MAPPED: u128 = 0xffff_u128 << 32;
 ///
 /// The `u128` is kept as two `u64` halves (high, low): the same 16 bytes, aligned to 8 instead
 /// of 16, so a client table entry (key and `Arc`) takes 24 bytes instead of 32 (see
-/// `benches/memory.rs`). It hashes as the `u128`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `benches/memory.rs`). It hashes and prints (`Debug`) as the `u128`.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ClientKey([u64; 2]);
 
 impl ClientKey {
@@ -56,6 +56,12 @@ impl ClientKey {
     /// network.
     pub fn addr(self) -> IpAddr {
         from_bits(self.bits())
+    }
+}
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ClientKey").field(&self.bits()).finish()
     }
 }
 
@@ -210,6 +216,18 @@ mod tests {
         assert_ne!(a, ClientKey::new(ip("10.0.0.2"), 64));
         assert_eq!(a, ClientKey::new(ip("::ffff:10.0.0.1"), 64));
         assert_eq!(a.prefix(64).to_string(), "10.0.0.1/32");
+        // Printed and hashed as the u128 of `::ffff:10.0.0.1`.
+        let bits = 0xffff_0a00_0001u128;
+        assert_eq!(format!("{a:?}"), format!("ClientKey({bits})"));
+        let hash = |h: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+            let mut s = std::collections::hash_map::DefaultHasher::new();
+            h(&mut s);
+            std::hash::Hasher::finish(&s)
+        };
+        assert_eq!(
+            hash(&|s| std::hash::Hash::hash(&a, s)),
+            hash(&|s| std::hash::Hash::hash(&bits, s))
+        );
     }
 
     #[test]
