@@ -2,6 +2,8 @@
 //! but a typo must give an error naming the key, never a panic).
 #![no_main]
 
+include!("asan_options.rs");
+
 use std::path::Path;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

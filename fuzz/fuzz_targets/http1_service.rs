@@ -2,6 +2,8 @@
 //! everything the client sends before closing its side.
 #![no_main]
 
+include!("asan_options.rs");
+
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     zgate_proxy::fuzzing::http1_connection(data);
 });

@@ -316,7 +316,10 @@ mod tests {
 
     #[test]
     fn size_is_as_documented() {
-        assert_eq!(core::mem::size_of::<ClientState>(), 160);
+        assert_eq!(core::mem::size_of::<ClientState>(), 152);
+        // A table entry: the key (two u64 halves, align 8) and the `Arc`, no padding.
+        let entry = core::mem::size_of::<(crate::key::ClientKey, std::sync::Arc<ClientState>)>();
+        assert_eq!(entry, 24);
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub struct LimiterConfig {
     /// Maximum number of tracked clients. At the bound, clients without open connections are
     /// evicted, idle ones first (blocked ones too: blocks live in the block list); if none can
     /// be, a new client is admitted untracked, with the static guards only. Default: 4_000_000
-    /// (about 0.98 GiB at the measured 240..=262 bytes per client including the map, see
+    /// (about 0.89 GiB at the measured 222..=240 bytes per client including the map, see
     /// `benches/memory.rs`).
     pub max_clients: usize,
     /// A client with no open connection and no event for this long is removed by

@@ -14,8 +14,12 @@ const V4_MAPPED: u128 = 0xffff_u128 << 32;
 
 /// The identity of one tracked client: an IPv4 address, or an IPv6 network of the configured
 /// prefix length (`LimiterConfig::ipv6_prefix`, default /64).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ClientKey(u128);
+///
+/// The `u128` is kept as two `u64` halves (high, low): the same 16 bytes, aligned to 8 instead
+/// of 16, so a client table entry (key and `Arc`) takes 24 bytes instead of 32 (see
+/// `benches/memory.rs`). It hashes and prints (`Debug`) as the `u128`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ClientKey([u64; 2]);
 
 impl ClientKey {
     /// The client that `ip` belongs to: `ip` itself for IPv4 (and IPv4-mapped IPv6), else `ip`
@@ -23,25 +27,47 @@ impl ClientKey {
     pub fn new(ip: IpAddr, ipv6_prefix: u8) -> ClientKey {
         let (bits, len) = to_bits(ip);
         if len == 128 && is_v4(bits) {
-            return ClientKey(bits);
+            return ClientKey::of(bits);
         }
-        ClientKey(mask(bits, ipv6_prefix.min(128)))
+        ClientKey::of(mask(bits, ipv6_prefix.min(128)))
+    }
+
+    fn of(bits: u128) -> ClientKey {
+        // The halves of a u128: truncation is the intent.
+        ClientKey([(bits >> 64) as u64, bits as u64])
+    }
+
+    fn bits(self) -> u128 {
+        u128::from(self.0[0]) << 64 | u128::from(self.0[1])
     }
 
     /// The client as a network prefix: IPv4 /32, or IPv6 /`ipv6_prefix`.
     pub fn prefix(self, ipv6_prefix: u8) -> IpPrefix {
-        let len = if is_v4(self.0) {
+        let bits = self.bits();
+        let len = if is_v4(bits) {
             128
         } else {
             ipv6_prefix.min(128)
         };
-        IpPrefix { bits: self.0, len }
+        IpPrefix { bits, len }
     }
 
     /// The client's (network) address: the IPv4 address, or the first address of the IPv6
     /// network.
     pub fn addr(self) -> IpAddr {
-        from_bits(self.0)
+        from_bits(self.bits())
+    }
+}
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ClientKey").field(&self.bits()).finish()
+    }
+}
+
+impl core::hash::Hash for ClientKey {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(self.bits());
     }
 }
 
@@ -190,6 +216,18 @@ mod tests {
         assert_ne!(a, ClientKey::new(ip("10.0.0.2"), 64));
         assert_eq!(a, ClientKey::new(ip("::ffff:10.0.0.1"), 64));
         assert_eq!(a.prefix(64).to_string(), "10.0.0.1/32");
+        // Printed and hashed as the u128 of `::ffff:10.0.0.1`.
+        let bits = 0xffff_0a00_0001u128;
+        assert_eq!(format!("{a:?}"), format!("ClientKey({bits})"));
+        let hash = |h: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+            let mut s = std::collections::hash_map::DefaultHasher::new();
+            h(&mut s);
+            std::hash::Hasher::finish(&s)
+        };
+        assert_eq!(
+            hash(&|s| std::hash::Hash::hash(&a, s)),
+            hash(&|s| std::hash::Hash::hash(&bits, s))
+        );
     }
 
     #[test]

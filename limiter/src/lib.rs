@@ -49,8 +49,9 @@
 //!   first; blocked or not: blocks live in the block list, which aggregates into wider prefixes
 //!   when full); if none can be, the new client is admitted untracked, with the static guards
 //!   only ([`Guard::TableFull`] is no longer returned for a newcomer). Memory per client is
-//!   240 to 262 bytes including the map and the eviction queue (8 more than before the glitch
-//!   window) (`cargo bench -p zgate-limiter --bench memory`).
+//!   222 to 240 bytes including the map and the eviction queue (a 152-byte state behind an
+//!   `Arc`, a 24-byte map entry, a 16-byte queue key; `cargo bench -p zgate-limiter --bench
+//!   memory`, figures in `bench/results/limiter-memory.md`).
 //! - **Client identity.** A request may belong to another client than its connection (behind
 //!   a trusted proxy): [`Limiter::forwarded`] gives a [`ClientHandle`] on that client, which a
 //!   [`Request`] and its memory, chunks and CPU are charged to; the connection-level metrics

@@ -271,3 +271,127 @@ async fn ctl_reaches_an_https_admin_url_and_names_the_url_in_errors() {
     front.shutdown().await;
     inner.shutdown().await;
 }
+
+/// One malformed HTTP/1 request on a connection of its own (hyper answers 400 and closes: a
+/// glitch of the client's), read until the proxy answers or closes.
+async fn bad_request(to: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(to).await else {
+        return;
+    };
+    let _ = s
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 256];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await;
+}
+
+/// `zgate ctl blocks`' output.
+async fn blocks(a: std::net::SocketAddr) -> String {
+    let out = ctl(a, None, &["blocks"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_glitch_guard_and_the_fallback_caps_are_runtime_overrides() {
+    let b = backend().await;
+    let dir = TempDir::new("overrides");
+    let state = dir.path().join("state.json");
+    let text = state_config(
+        b.addr(),
+        &state,
+        "[limits.guards]\nmax_glitches = 0\n[limits.fallback]\nconnections = 8\n",
+    );
+    let z = ZgateProcess::start(&text, &dir);
+    let (a, to) = (z.admin_addr(), z.addr);
+
+    // The glitch guard is off in the file: a stream of bad requests blocks nobody.
+    for _ in 0..20 {
+        bad_request(to).await;
+    }
+    assert_eq!(blocks(a).await, "", "glitch guard off");
+    // On at run time: the same stream blocks, on `guard:glitches`.
+    let out = ctl(a, None, &["guards.max_glitches=20"]).await;
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "guards.max_glitches = 20\n"),
+        "{out:?}"
+    );
+    for _ in 0..20 {
+        bad_request(to).await;
+        if !blocks(a).await.is_empty() {
+            break;
+        }
+    }
+    let listed = blocks(a).await;
+    assert!(
+        listed.starts_with("127.0.0.1/32 ") && listed.contains("reason=guard:glitches"),
+        "{listed}"
+    );
+    let out = ctl(a, None, &["unblock", "127.0.0.1"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // A model learned from nobody: every metric is thin and falls back to its static cap.
+    for mode in ["mode=training", "mode=defence"] {
+        let out = ctl(a, None, &[mode, "--force"]).await;
+        assert_eq!(out.code, 0, "{mode}: {out:?}");
+    }
+    // Three connections at once are within the file's cap (8) ...
+    let mut open = Vec::new();
+    for i in 0..3 {
+        let stream = tokio::net::TcpStream::connect(to).await;
+        let stream = stream.unwrap_or_else(|e| panic!("connection {i}, within the cap: {e}"));
+        let mut c = Client::from_stream(stream, false).await;
+        assert_eq!(c.send(get(to, "/")).await.status(), 200);
+        open.push(c);
+    }
+    drop(open);
+    assert_eq!(blocks(a).await, "");
+    // ... and over the cap set at run time (2): the third is cut, on `metric:connections`.
+    let out = ctl(a, None, &["fallback.connections=2"]).await;
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (0, "fallback.connections = 2\n"),
+        "{out:?}"
+    );
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        // A connection refused at accept may be reset before `connect` returns.
+        let Ok(stream) = tokio::net::TcpStream::connect(to).await else {
+            break;
+        };
+        let mut c = Client::from_stream(stream, false).await;
+        let status = c.try_send(get(to, "/")).await.map(|r| r.status());
+        open.push(c);
+        if status.is_err() {
+            break;
+        }
+    }
+    let listed = blocks(a).await;
+    assert!(
+        listed.starts_with("127.0.0.1/32 ") && listed.contains("reason=metric:connections"),
+        "{listed}"
+    );
+    drop(open);
+    // Out of range: refused, naming the key.
+    let out = ctl(a, None, &["guards.max_glitches=-1"]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("guards.max_glitches"), "{out:?}");
+    let out = ctl(a, None, &["fallback.cpu=2000000000000"]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("fallback.cpu"), "{out:?}");
+    drop(z);
+
+    // Both were saved: a restart with the same state file has them again, marked.
+    let z = ZgateProcess::start(&text, &dir);
+    z.wait_log("state loaded");
+    let out = ctl(z.admin_addr(), None, &["-a"]).await;
+    for line in [
+        "guards.max_glitches = 20  # runtime override; file: 0\n",
+        "fallback.connections = 2  # runtime override; file: 8\n",
+        "fallback.cpu = 500000\n",
+    ] {
+        assert!(out.stdout.contains(line), "{line}: {}", out.stdout);
+    }
+}

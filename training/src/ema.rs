@@ -29,12 +29,28 @@
 ///
 /// Default: never updated, value 0. Times are nanoseconds on the caller's monotonic clock;
 /// half-lives are nanoseconds (0 is taken as 1 ns).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+///
+/// 16 bytes (it sits in every tracked client's state): the time of the last update is a plain
+/// `u64` with [`NEVER`] for "never updated" rather than an `Option<u64>` (24 bytes). A time of
+/// `u64::MAX` ns (584 years on a monotonic clock) therefore reads as never updated.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CpuEma {
     /// Estimated CPU share, in millionths of a core (1e6 = one core busy).
     ppm: f64,
-    /// Time of the last update, in ns; `None` before the first.
-    last_ns: Option<u64>,
+    /// Time of the last update, in ns; [`NEVER`] before the first.
+    last_ns: u64,
+}
+
+/// `CpuEma::last_ns` of an EMA never updated nor started.
+const NEVER: u64 = u64::MAX;
+
+impl Default for CpuEma {
+    fn default() -> CpuEma {
+        CpuEma {
+            ppm: 0.0,
+            last_ns: NEVER,
+        }
+    }
 }
 
 impl CpuEma {
@@ -43,7 +59,7 @@ impl CpuEma {
     pub fn started(now_ns: u64) -> CpuEma {
         CpuEma {
             ppm: 0.0,
-            last_ns: Some(now_ns),
+            last_ns: now_ns,
         }
     }
 
@@ -54,7 +70,7 @@ impl CpuEma {
     /// no elapsed time; the last-update time never goes backwards.
     pub fn update(self, cpu_ns: u64, now_ns: u64, half_life_ns: u64) -> CpuEma {
         let h = half_life_ns.max(1) as f64;
-        let (last, dt) = match self.last_ns {
+        let (last, dt) = match self.last_ns() {
             Some(last) => (last.max(now_ns), now_ns.saturating_sub(last)),
             None => (now_ns, 0),
         };
@@ -67,10 +83,7 @@ impl CpuEma {
             // a = 2^(-dt/h) = e^x; 1 - a = -expm1(x) without cancellation for small dt.
             x.exp() * self.ppm + -x.exp_m1() * (cpu / dt)
         };
-        CpuEma {
-            ppm,
-            last_ns: Some(last),
-        }
+        CpuEma { ppm, last_ns: last }
     }
 
     /// The value as of the last update, rounded to the nearest ppm of a core (saturating).
@@ -85,7 +98,7 @@ impl CpuEma {
 
     /// The time of the last update in ns, `None` if never updated nor started.
     pub fn last_ns(&self) -> Option<u64> {
-        self.last_ns
+        (self.last_ns != NEVER).then_some(self.last_ns)
     }
 
     /// The value at `now_ns` with no CPU spent since the last update (decayed), rounded ppm.
@@ -103,6 +116,9 @@ mod tests {
 
     #[test]
     fn first_update_is_an_impulse_and_started_spreads_it() {
+        assert_eq!(CpuEma::default().last_ns(), None);
+        assert_eq!(CpuEma::started(0).last_ns(), Some(0));
+        assert_eq!(core::mem::size_of::<CpuEma>(), 16);
         let e = CpuEma::default().update(1000 * MS, 5 * MS, 1000 * MS);
         // 1 s of CPU with a 1 s half-life: 1e6 * ln 2
         assert_eq!(e.value_ppm(), 693_147);

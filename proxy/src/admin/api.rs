@@ -379,6 +379,12 @@ fn knobs(core: &dyn Control) -> Value {
             lc.min_std[m.index()].to_string(),
         ));
     }
+    for m in Metric::ALL {
+        k.push((
+            format!("fallback.{}", m.name()),
+            lc.fallback[m.index()].to_string(),
+        ));
+    }
     let g = limiter.guards();
     for (name, v) in [
         ("max_connections_per_client", g.max_connections_per_client),
@@ -394,6 +400,7 @@ fn knobs(core: &dyn Control) -> Value {
             "max_continuation_per_block",
             u64::from(g.max_continuation_per_block),
         ),
+        ("max_glitches", u64::from(lc.max_glitches)),
     ] {
         k.push((format!("guards.{name}"), v.to_string()));
     }

@@ -46,7 +46,8 @@ Commands:
     KEY                        print one knob (e.g. z.cpu, block_duration)
     KEY=VALUE                  a runtime override, kept in the state file, over the config
                                file's value: z.METRIC, enabled.METRIC, min_std.METRIC,
-                               min_clients, block_duration, guards.NAME
+                               min_clients, fallback.METRIC, block_duration, guards.NAME
+                               (guards.max_glitches too)
     model                      print the model per metric (n, mean, std, threshold), then
                                where it blocks and its quantiles, in the metric's unit
     clients [--top N] [--by METRIC]   the top clients (default 10 by connections)

@@ -1,23 +1,22 @@
 //! A JSON body to one of the admin API's write endpoints, over in-memory IO: the fuzzer's
 //! first byte picks the endpoint, the rest is the body, sent as an HTTP/1 request with a
-//! right `Host`, `Content-Type` and `Content-Length` through the admin router to a limiter
-//! that lives across runs (its mode, model, thresholds, overrides and block list change).
+//! right `Host`, `Content-Type` and `Content-Length` through the admin router. The runtime
+//! and config are the process's ([`super::world`]); the limiter the endpoint changes (mode,
+//! model, thresholds, overrides, block list) is fresh for every input.
 
 use std::convert::Infallible;
-use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::runtime::Runtime;
 use zgate_config::Config;
 use zgate_limiter::{Limiter, LimiterConfig, Nanos};
 
+use super::world::{self, World};
 use crate::admin::guard::Site;
 use crate::admin::{router, Control};
 use crate::clock::Clock;
-use crate::limits;
 use crate::state::overrides::Overrides;
 use crate::state::persist::{Persist, Runtime as Saved};
 use crate::state::reload::{ReloadError, ReloadReport};
@@ -34,9 +33,11 @@ const ENDPOINTS: [(&str, &str); 5] = [
 /// The admin API's address as its checks see it.
 const ADMIN: &str = "127.0.0.1:7391";
 
-struct World {
-    runtime: Runtime,
-    core: Arc<FuzzCore>,
+/// Bytes the in-memory connection buffers each way: any answer fits.
+const PIPE: usize = 128 * 1024;
+
+struct AdminWorld {
+    world: World,
     site: Site,
 }
 
@@ -45,7 +46,11 @@ pub fn admin_json(data: &[u8]) {
     let Some((&pick, body)) = data.split_first() else {
         return;
     };
-    let Some(w) = world() else { return };
+    let Some(w) = admin_world() else { return };
+    let Some(core) = FuzzCore::new(&w.world) else {
+        return;
+    };
+    let core = Arc::new(core);
     let (method, path) = ENDPOINTS[usize::from(pick) % ENDPOINTS.len()];
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {ADMIN}\r\nContent-Type: application/json\r\n\
@@ -54,9 +59,8 @@ pub fn admin_json(data: &[u8]) {
     )
     .into_bytes();
     request.extend_from_slice(body);
-    w.runtime.block_on(async {
-        let (mut client, server) = tokio::io::duplex(128 * 1024);
-        let core = w.core.clone();
+    w.world.runtime.block_on(async {
+        let (mut client, server) = tokio::io::duplex(PIPE);
         let site = w.site.clone();
         let peer = w.site.addr;
         let service = service_fn(move |req| {
@@ -74,42 +78,20 @@ pub fn admin_json(data: &[u8]) {
     });
 }
 
-fn world() -> Option<&'static World> {
-    static WORLD: OnceLock<Option<World>> = OnceLock::new();
+fn admin_world() -> Option<&'static AdminWorld> {
+    static WORLD: OnceLock<Option<AdminWorld>> = OnceLock::new();
     WORLD.get_or_init(build).as_ref()
 }
 
-fn build() -> Option<World> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
+fn build() -> Option<AdminWorld> {
     let text = "[[listener]]\naddr = \"127.0.0.1:0\"\n[[backend]]\naddr = \"127.0.0.1:1\"\n";
-    let config = Config::parse(text, Path::new("/")).ok()?;
-    let (limiter_config, _) = limits::from_config(&config.limits).ok()?;
-    let clock = Clock::new();
-    let limiter = Limiter::new(limiter_config.clone(), None, clock.now()).ok()?;
-    let persist = Persist::new(None, &limiter, None, Saved::default());
-    let limiter_config = Arc::new(limiter_config);
-    let core = Arc::new(FuzzCore {
-        limiter,
-        clock,
-        config: Arc::new(config),
-        file_limiter_config: limiter_config.clone(),
-        limiter_config: Mutex::new(limiter_config),
-        overrides: Mutex::new(Overrides::default()),
-        persist,
-    });
+    let world = World::new(world::runtime()?, text)?;
     let site = Site {
         addr: ADMIN.parse().ok()?,
         token: None,
         public_healthz: false,
     };
-    Some(World {
-        runtime,
-        core,
-        site,
-    })
+    Some(AdminWorld { world, site })
 }
 
 /// What the admin endpoints operate on, without a server: a limiter, its config and
@@ -122,6 +104,23 @@ struct FuzzCore {
     limiter_config: Mutex<Arc<LimiterConfig>>,
     overrides: Mutex<Overrides>,
     persist: Persist,
+}
+
+impl FuzzCore {
+    /// A fresh limiter on the world's config, no overrides, nothing saved.
+    fn new(w: &World) -> Option<FuzzCore> {
+        let limiter = w.limiter()?;
+        let persist = Persist::new(None, &limiter, None, Saved::default());
+        Some(FuzzCore {
+            limiter,
+            clock: w.clock,
+            config: w.config.clone(),
+            file_limiter_config: w.limiter_config.clone(),
+            limiter_config: Mutex::new(w.limiter_config.clone()),
+            overrides: Mutex::new(Overrides::default()),
+            persist,
+        })
+    }
 }
 
 impl Control for FuzzCore {

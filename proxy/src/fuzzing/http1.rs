@@ -1,10 +1,12 @@
 //! One HTTP/1 client connection through the proxy service, over in-memory IO: the fuzzer's
 //! bytes are what the client sends (then it closes its side); the backend is a hyper server in
-//! the same runtime that reads each request body and answers 200. Built once per process.
+//! the same runtime that reads each request body and answers 200. The runtime, config,
+//! backend, its pool and the counters are built once per process ([`super::world`]); the
+//! limiter (the client's counters, glitches, blocks, training samples) is fresh for every
+//! input.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -13,28 +15,32 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::runtime::Runtime;
 use tokio::sync::watch;
-use zgate_config::Config;
 
+use super::world::{self, World};
 use crate::account::meter::Meter;
 use crate::account::would_block::WouldBlockLog;
-use crate::clock::Clock;
 use crate::conn::io::ClientIo;
 use crate::conn::tap::ReadTap;
 use crate::conn::{run_http1, ConnSettings, Phase};
+use crate::http::identity::Identity;
 use crate::http::service::{ConnInfo, Services};
 use crate::http::Router;
-use crate::limits;
 use crate::stats::Stats;
 
 /// How long one fuzzed connection may take before it is given up (a hang is not a crash, but
 /// it must not stall the fuzzer): 2 s.
 const CONNECTION_LIMIT: Duration = Duration::from_secs(2);
 
-struct World {
-    runtime: Runtime,
-    shared: Arc<Services>,
+/// Bytes the in-memory connection buffers each way.
+const PIPE: usize = 64 * 1024;
+
+struct Http1World {
+    world: World,
+    /// The backend pool, kept across inputs (its idle connections too).
+    upstream: Arc<Router>,
+    stats: Arc<Stats>,
+    identity: Arc<Identity>,
     settings: Arc<ConnSettings>,
     phase: watch::Receiver<Phase>,
     _phase_tx: watch::Sender<Phase>,
@@ -45,19 +51,31 @@ struct World {
 
 /// Runs `data` as one client connection's bytes through the proxy (see the module docs).
 pub fn http1_connection(data: &[u8]) {
-    let Some(w) = world() else { return };
-    w.runtime.block_on(async {
-        let _ = tokio::time::timeout(CONNECTION_LIMIT, connection(w, data)).await;
+    let Some(w) = http1_world() else { return };
+    let Some(s) = services(w) else { return };
+    w.world.runtime.block_on(async {
+        let _ = tokio::time::timeout(CONNECTION_LIMIT, connection(w, s, data)).await;
     });
 }
 
-async fn connection(w: &World, data: &[u8]) {
+/// What the connection's requests share, around a fresh limiter.
+fn services(w: &Http1World) -> Option<Arc<Services>> {
+    Some(Arc::new(Services {
+        upstream: arc_swap::ArcSwap::new(w.upstream.clone()),
+        access_log: false.into(),
+        limiter: Arc::new(w.world.limiter()?),
+        clock: w.world.clock,
+        limits: arc_swap::ArcSwap::from_pointee(w.world.proxy_limits),
+        would_block_log: Arc::new(WouldBlockLog::default()),
+        stats: w.stats.clone(),
+        identity: arc_swap::ArcSwap::new(w.identity.clone()),
+    }))
+}
+
+async fn connection(w: &Http1World, s: Arc<Services>, data: &[u8]) {
     let Ok(peer) = super::PEER.parse::<SocketAddr>() else {
         return;
     };
-    let s = &w.shared;
-    // A guard that fired in an earlier run blocked the client: each run starts unblocked.
-    s.limiter.unblock(zgate_limiter::IpPrefix::host(peer.ip()));
     let (conn, _) = s.limiter.connection_opened(peer.ip(), s.clock.now());
     let Some(conn) = conn else { return };
     let meter = Meter::new(
@@ -67,7 +85,7 @@ async fn connection(w: &World, data: &[u8]) {
         **s.limits.load(),
         s.would_block_log.clone(),
     );
-    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    let (mut client, server) = tokio::io::duplex(PIPE);
     let max_buf = w.settings.http.max_header_bytes.max(8192);
     let io = ClientIo::new(
         server,
@@ -88,12 +106,12 @@ async fn connection(w: &World, data: &[u8]) {
         idle: w.settings.timeouts.idle,
         tunnel: Default::default(),
         trusted: false,
-        identity: s.identity.load_full(),
+        identity: w.identity.clone(),
         recent: Default::default(),
     };
     let mut phase = w.phase.clone();
     let settings = w.settings.clone();
-    let shared = s.clone();
+    let shared = s;
     let served =
         tokio::spawn(async move { run_http1(shared, settings, io, info, &mut phase).await });
     let _ = client.write_all(data).await;
@@ -103,48 +121,33 @@ async fn connection(w: &World, data: &[u8]) {
     let _ = served.await;
 }
 
-fn world() -> Option<&'static World> {
-    static WORLD: OnceLock<Option<World>> = OnceLock::new();
+fn http1_world() -> Option<&'static Http1World> {
+    static WORLD: OnceLock<Option<Http1World>> = OnceLock::new();
     WORLD.get_or_init(build).as_ref()
 }
 
-fn build() -> Option<World> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
+fn build() -> Option<Http1World> {
+    let runtime = world::runtime()?;
     let backend = runtime.block_on(backend())?;
     let text = format!(
         "[[listener]]\naddr = \"127.0.0.1:0\"\n[[backend]]\naddr = \"{backend}\"\n\
          [limits]\nmode = \"training\"\n[timeouts]\nbody_read = \"1s\"\n"
     );
-    let config = Config::parse(&text, Path::new("/")).ok()?;
-    let (limiter_config, proxy_limits) = limits::from_config(&config.limits).ok()?;
-    let clock = Clock::new();
-    let limiter = zgate_limiter::Limiter::new(limiter_config, None, clock.now()).ok()?;
-    let upstream = Router::new(&config).ok()?;
-    let shared = Arc::new(Services {
-        upstream: arc_swap::ArcSwap::from_pointee(upstream),
-        access_log: false.into(),
-        limiter: Arc::new(limiter),
-        clock,
-        limits: arc_swap::ArcSwap::from_pointee(proxy_limits),
-        would_block_log: Arc::new(WouldBlockLog::default()),
-        stats: Arc::new(Stats::default()),
-        identity: arc_swap::ArcSwap::from_pointee(crate::http::identity::Identity::new(
-            &config.client_ip,
-        )),
-    });
+    let world = World::new(runtime, &text)?;
+    let upstream = Arc::new(Router::new(&world.config).ok()?);
+    let identity = Arc::new(Identity::new(&world.config.client_ip));
     let settings = Arc::new(ConnSettings {
-        timeouts: config.timeouts.clone(),
-        http: config.http.clone(),
+        timeouts: world.config.timeouts.clone(),
+        http: world.config.http.clone(),
     });
     let (phase_tx, phase) = watch::channel(Phase::Running);
     let stand_in = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
-    Some(World {
+    Some(Http1World {
+        world,
+        upstream,
+        stats: Arc::new(Stats::default()),
+        identity,
         stand_in,
-        runtime,
-        shared,
         settings,
         phase,
         _phase_tx: phase_tx,

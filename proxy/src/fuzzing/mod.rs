@@ -6,12 +6,18 @@
 //!   pieces of fuzzer-chosen sizes;
 //! - `http1.rs`: one HTTP/1 connection through the proxy service over in-memory IO, to a
 //!   backend in the same runtime;
-//! - `admin.rs`: a JSON body to one of the admin API's write endpoints, over in-memory IO.
+//! - `admin.rs`: a JSON body to one of the admin API's write endpoints, over in-memory IO;
+//! - `proxy_header.rs`: the PROXY protocol header read off a connection in pieces
+//!   (`listen/proxied.rs` over `listen/proxy_header.rs`);
+//! - `world.rs`: what `http1.rs` and `admin.rs` build once per process (runtime, config) and
+//!   what they make fresh for every input (the limiter).
 //!
 //! The config parser has no entry here: its target calls `zgate_config::Config::parse`.
 
 mod admin;
 mod http1;
+mod proxy_header;
+mod world;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -25,6 +31,7 @@ use crate::limits;
 
 pub use admin::admin_json;
 pub use http1::http1_connection;
+pub use proxy_header::proxy_header;
 
 /// A client address for the fuzzed connections.
 const PEER: &str = "192.0.2.7:40000";

@@ -13,11 +13,14 @@
 //! - `enabled.METRIC`: `true` or `false`;
 //! - `min_std.METRIC`: std floor in the metric's unit, finite, > 0 and <= 2^40;
 //! - `min_clients`: 1..=2^32 clients;
+//! - `fallback.METRIC`: the static cap of a metric learned from fewer than `min_clients`
+//!   clients, in the metric's unit, 0..=2^40 (the training crate's sample cap);
 //! - `block_duration`: a duration, 1s..=365d;
 //! - `guards.NAME`: the static guards (`max_connections_per_client`, `max_memory_per_client`,
 //!   `ping_per_sec`, `settings_per_sec`, `rst_stream_per_sec`, `empty_data_per_sec`,
-//!   `max_continuation_per_block`), integers from 0 (off) to the guard's type (u32, or u64 for
-//!   the first two).
+//!   `window_update_per_sec`, `priority_per_sec`, `unknown_frame_per_sec`,
+//!   `max_continuation_per_block`, and the glitch guard `max_glitches`), integers from 0 (off)
+//!   to the guard's type (u32, or u64 for the first two).
 //!
 //! Sans-IO: parsing, validation and laying the overrides over a [`LimiterConfig`].
 
@@ -27,7 +30,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use zgate_config::{format_duration, parse_duration};
-use zgate_limiter::{GuardLimits, LimiterConfig, Metric};
+use zgate_limiter::{LimiterConfig, Metric};
 
 /// Largest `z.METRIC` override, standard deviations.
 pub const MAX_Z: f64 = 1e6;
@@ -35,6 +38,9 @@ pub const MAX_Z: f64 = 1e6;
 pub const MAX_MIN_STD: f64 = (1u64 << 40) as f64;
 /// Largest `min_clients` override, clients.
 pub const MAX_MIN_CLIENTS: u64 = 1 << 32;
+/// Largest `fallback.METRIC` override, in the metric's unit (the training crate's sample cap:
+/// a cap above it never blocks).
+pub const MAX_FALLBACK: u64 = 1 << 40;
 /// Longest `block_duration` override, and longest manual block: 365 days.
 pub const MAX_BLOCK_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -49,6 +55,8 @@ pub enum Knob {
     MinStd(Metric),
     /// `min_clients`.
     MinClients,
+    /// `fallback.METRIC`.
+    Fallback(Metric),
     /// `block_duration`.
     BlockDuration,
     /// `guards.NAME`.
@@ -72,18 +80,31 @@ pub enum GuardKnob {
     EmptyDataPerSec,
     /// `max_continuation_per_block` (u32).
     MaxContinuationPerBlock,
+    /// `window_update_per_sec` (u32).
+    WindowUpdatePerSec,
+    /// `priority_per_sec` (u32).
+    PriorityPerSec,
+    /// `unknown_frame_per_sec` (u32).
+    UnknownFramePerSec,
+    /// `max_glitches`: weighted glitches per client per 10 s window (u32; the limiter keeps it
+    /// beside the guards, [`LimiterConfig::max_glitches`]).
+    MaxGlitches,
 }
 
 impl GuardKnob {
     /// Every guard.
-    pub const ALL: [GuardKnob; 7] = [
+    pub const ALL: [GuardKnob; 11] = [
         GuardKnob::MaxConnectionsPerClient,
         GuardKnob::MaxMemoryPerClient,
         GuardKnob::PingPerSec,
         GuardKnob::SettingsPerSec,
         GuardKnob::RstStreamPerSec,
         GuardKnob::EmptyDataPerSec,
+        GuardKnob::WindowUpdatePerSec,
+        GuardKnob::PriorityPerSec,
+        GuardKnob::UnknownFramePerSec,
         GuardKnob::MaxContinuationPerBlock,
+        GuardKnob::MaxGlitches,
     ];
 
     /// The name after `guards.`.
@@ -96,6 +117,10 @@ impl GuardKnob {
             GuardKnob::RstStreamPerSec => "rst_stream_per_sec",
             GuardKnob::EmptyDataPerSec => "empty_data_per_sec",
             GuardKnob::MaxContinuationPerBlock => "max_continuation_per_block",
+            GuardKnob::WindowUpdatePerSec => "window_update_per_sec",
+            GuardKnob::PriorityPerSec => "priority_per_sec",
+            GuardKnob::UnknownFramePerSec => "unknown_frame_per_sec",
+            GuardKnob::MaxGlitches => "max_glitches",
         }
     }
 
@@ -107,7 +132,9 @@ impl GuardKnob {
         }
     }
 
-    fn get(self, g: &GuardLimits) -> u64 {
+    /// The guard's value in `c`.
+    pub fn get(self, c: &LimiterConfig) -> u64 {
+        let g = &c.guards;
         match self {
             GuardKnob::MaxConnectionsPerClient => g.max_connections_per_client,
             GuardKnob::MaxMemoryPerClient => g.max_memory_per_client,
@@ -116,12 +143,17 @@ impl GuardKnob {
             GuardKnob::RstStreamPerSec => u64::from(g.rst_stream_per_sec),
             GuardKnob::EmptyDataPerSec => u64::from(g.empty_data_per_sec),
             GuardKnob::MaxContinuationPerBlock => u64::from(g.max_continuation_per_block),
+            GuardKnob::WindowUpdatePerSec => u64::from(g.window_update_per_sec),
+            GuardKnob::PriorityPerSec => u64::from(g.priority_per_sec),
+            GuardKnob::UnknownFramePerSec => u64::from(g.unknown_frame_per_sec),
+            GuardKnob::MaxGlitches => u64::from(c.max_glitches),
         }
     }
 
     /// Sets the guard; `v` was checked against [`GuardKnob::max`].
-    fn set(self, g: &mut GuardLimits, v: u64) {
+    fn set(self, c: &mut LimiterConfig, v: u64) {
         let small = u32::try_from(v).unwrap_or(u32::MAX);
+        let g = &mut c.guards;
         match self {
             GuardKnob::MaxConnectionsPerClient => g.max_connections_per_client = v,
             GuardKnob::MaxMemoryPerClient => g.max_memory_per_client = v,
@@ -130,6 +162,10 @@ impl GuardKnob {
             GuardKnob::RstStreamPerSec => g.rst_stream_per_sec = small,
             GuardKnob::EmptyDataPerSec => g.empty_data_per_sec = small,
             GuardKnob::MaxContinuationPerBlock => g.max_continuation_per_block = small,
+            GuardKnob::WindowUpdatePerSec => g.window_update_per_sec = small,
+            GuardKnob::PriorityPerSec => g.priority_per_sec = small,
+            GuardKnob::UnknownFramePerSec => g.unknown_frame_per_sec = small,
+            GuardKnob::MaxGlitches => c.max_glitches = small,
         }
     }
 }
@@ -150,6 +186,9 @@ impl Knob {
         if let Some(m) = key.strip_prefix("min_std.") {
             return Ok(Knob::MinStd(metric(m)?));
         }
+        if let Some(m) = key.strip_prefix("fallback.") {
+            return Ok(Knob::Fallback(metric(m)?));
+        }
         if let Some(g) = key.strip_prefix("guards.") {
             if let Some(g) = GuardKnob::ALL.into_iter().find(|k| k.name() == g) {
                 return Ok(Knob::Guard(g));
@@ -161,7 +200,7 @@ impl Knob {
             _ => Err(OverrideError::UnknownKey(
                 key.to_owned(),
                 "not settable at run time (z.*, enabled.*, min_std.*, min_clients, \
-                 block_duration, guards.* are): change it in the config file"
+                 fallback.*, block_duration, guards.* are): change it in the config file"
                     .to_owned(),
             )),
         }
@@ -207,10 +246,11 @@ impl Knob {
                 }
                 Ok(Setting::Number(x))
             }
-            Knob::MinClients | Knob::Guard(_) => {
+            Knob::MinClients | Knob::Fallback(_) | Knob::Guard(_) => {
                 let n = integer(v, text).ok_or_else(|| bad("must be a whole number".into()))?;
                 let (lo, hi) = match self {
                     Knob::Guard(g) => (0, g.max()),
+                    Knob::Fallback(_) => (0, MAX_FALLBACK),
                     _ => (1, MAX_MIN_CLIENTS),
                 };
                 if n < lo || n > hi {
@@ -228,8 +268,9 @@ impl Knob {
             Knob::Enabled(m) => c.enabled[m.index()].to_string(),
             Knob::MinStd(m) => c.min_std[m.index()].to_string(),
             Knob::MinClients => c.min_clients.to_string(),
+            Knob::Fallback(m) => c.fallback[m.index()].to_string(),
             Knob::BlockDuration => format_duration(c.block_duration),
-            Knob::Guard(g) => g.get(&c.guards).to_string(),
+            Knob::Guard(g) => g.get(c).to_string(),
         }
     }
 
@@ -240,8 +281,9 @@ impl Knob {
             (Knob::Enabled(m), Setting::Bool(b)) => c.enabled[m.index()] = b,
             (Knob::MinStd(m), Setting::Number(x)) => c.min_std[m.index()] = x,
             (Knob::MinClients, Setting::Count(n)) => c.min_clients = n,
+            (Knob::Fallback(m), Setting::Count(n)) => c.fallback[m.index()] = n,
             (Knob::BlockDuration, Setting::Duration(d)) => c.block_duration = d,
-            (Knob::Guard(g), Setting::Count(n)) => g.set(&mut c.guards, n),
+            (Knob::Guard(g), Setting::Count(n)) => g.set(c, n),
             // `value` never pairs a knob with another kind of setting.
             _ => {}
         }
@@ -255,6 +297,7 @@ impl fmt::Display for Knob {
             Knob::Enabled(m) => write!(f, "enabled.{}", m.name()),
             Knob::MinStd(m) => write!(f, "min_std.{}", m.name()),
             Knob::MinClients => f.write_str("min_clients"),
+            Knob::Fallback(m) => write!(f, "fallback.{}", m.name()),
             Knob::BlockDuration => f.write_str("block_duration"),
             Knob::Guard(g) => write!(f, "guards.{}", g.name()),
         }
@@ -276,7 +319,7 @@ pub enum Setting {
     Number(f64),
     /// `enabled.*`.
     Bool(bool),
-    /// `min_clients`, `guards.*`.
+    /// `min_clients`, `fallback.*`, `guards.*`.
     Count(u64),
     /// `block_duration`.
     Duration(Duration),
@@ -392,6 +435,9 @@ mod tests {
         set(&mut o, "min_clients", json!(3)).unwrap();
         set(&mut o, "block_duration", json!("5m")).unwrap();
         set(&mut o, "guards.ping_per_sec", json!("7")).unwrap();
+        set(&mut o, "guards.max_glitches", json!(40)).unwrap();
+        set(&mut o, "guards.window_update_per_sec", json!("0")).unwrap();
+        set(&mut o, "fallback.fragmentation", json!("5000")).unwrap();
         let base = LimiterConfig::default();
         let c = o.apply(&base);
         assert_eq!(c.thresholds[Metric::Cpu.index()], 5.0);
@@ -400,7 +446,12 @@ mod tests {
         assert_eq!(c.min_clients, 3);
         assert_eq!(c.block_duration, Duration::from_secs(300));
         assert_eq!(c.guards.ping_per_sec, 7);
+        assert_eq!(c.max_glitches, 40);
+        assert_eq!(c.guards.window_update_per_sec, 0);
+        assert_eq!(c.fallback[Metric::Fragmentation.index()], 5000);
+        assert_eq!(c.model_params().fallback(Metric::Fragmentation), 5000);
         assert_eq!(c.validate(), Ok(()));
+        assert_eq!(Knob::parse("guards.max_glitches").unwrap().show(&c), "40");
         assert_eq!(Knob::BlockDuration.show(&c), "5m");
         let (back, bad) = Overrides::from_json(&o.to_json());
         assert_eq!((back, bad), (o.clone(), vec![]));
@@ -426,6 +477,23 @@ mod tests {
                 "from 0 to 4294967295",
             ),
             ("block_duration", json!("0"), "1s to 365d"),
+            (
+                "guards.max_glitches",
+                json!(1u64 << 32),
+                "guards.max_glitches: 4294967296 must be from 0 to 4294967295",
+            ),
+            ("guards.max_glitches", json!("lots"), "whole number"),
+            (
+                "fallback.cpu",
+                json!(-1),
+                "fallback.cpu: must be a whole number",
+            ),
+            (
+                "fallback.memory",
+                json!((1u64 << 40) + 1),
+                "to 1099511627776",
+            ),
+            ("fallback.nope", json!(5), "unknown metric"),
             ("block_duration", json!(60), "duration"),
         ] {
             let e = set(&mut o, key, v).unwrap_err().to_string();
