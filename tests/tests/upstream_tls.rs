@@ -212,3 +212,40 @@ async fn an_http1_backend_opens_a_connection_per_concurrent_request() {
     concurrent_gate(addr(&s), 4).await;
     assert_eq!(b.accepted(), 4);
 }
+
+/// `[[pool]]` has its own `protocol` and `tls`: a route to an HTTP/2-over-TLS pool beside a
+/// cleartext HTTP/1.1 default pool, each request reaching its own kind of backend; a pool's
+/// bad CA file is an error naming `pool[0].tls`.
+#[tokio::test]
+async fn each_pool_reaches_its_backends_with_its_own_protocol_and_tls() {
+    let dir = TempDir::new("up-pool-tls");
+    let ca = TestCa::new("test", dir.path());
+    let leaf = ca.leaf(&["127.0.0.1"], dir.path(), "backend");
+    let secure = TestBackend::start(Some(leaf.server_config(&["h2", "http/1.1"])), 0).await;
+    let plain = TestBackend::start(None, 0).await;
+    let text = format!(
+        "[[listener]]\naddr = \"127.0.0.1:0\"\n[[backend]]\naddr = \"{}\"\n\
+         [[pool]]\nname = \"secure\"\nbackends = [\"{}\"]\nprotocol = \"http2\"\n\
+         tls = {{ ca = \"test-ca.pem\" }}\n\
+         [[route]]\npath_prefix = \"/s/\"\npool = \"secure\"\n",
+        plain.addr(),
+        secure.addr()
+    );
+    let s = proxy(config(&text, dir.path())).await;
+    let p = addr(&s);
+    let r = fetch(p, "/s/x").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.header("x-backend-alpn"), Some("h2"));
+    assert_eq!(r.header("x-backend-version"), Some("HTTP/2.0"));
+    let r = fetch(p, "/x").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.header("x-backend-version"), Some("HTTP/1.1"));
+    assert_eq!((secure.accepted(), plain.accepted()), (1, 1));
+
+    let bad = text.replace("test-ca.pem", "nowhere.pem");
+    let e = match zgate_proxy::Server::start(config(&bad, dir.path())).await {
+        Ok(_) => panic!("a pool's missing CA file must refuse the start"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("pool[0].tls"), "{e}");
+}
