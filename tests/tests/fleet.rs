@@ -349,8 +349,10 @@ async fn redis_down_instances_serve_and_block_then_converge() {
     block_on(&a, "127.0.9.7", "10m").await;
     assert_eq!(get_from(during, addr(&a)).await, None);
     assert!(blocked(&bb, before), "B keeps the blocks it had");
+    // At least this block waits (a publish that was in flight when Redis died may wait beside
+    // it: replaying both is harmless, a block is idempotent).
     eventually("the block waits in A's outbox", || {
-        a.fleet().is_some_and(|f| f.outbox == 1)
+        a.fleet().is_some_and(|f| f.outbox >= 1)
     })
     .await;
     let m = admin_get(admin(&a), "/metrics").await.body;
