@@ -361,20 +361,8 @@ impl<B: Outgoing> Upstream<B> {
         trying: &AtomicUsize,
     ) -> Result<Answered<B>, UpstreamError> {
         origin_form(req.uri_mut());
-        let n = self.backends.len();
-        // One backend needs no turn-taking (skip the counter every core would write), nor
-        // does a hash.
-        let turn = if n == 1 || self.balance == Balance::ClientHash {
-            0
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed)
-        };
-        let client = match self.balance {
-            Balance::ClientHash if n > 1 => balance::client_hash(client),
-            _ => 0,
-        };
         let mut tried = Tried::default();
-        let mut index = self.choose(turn, client, &tried).unwrap_or(0);
+        let (mut index, client) = self.first_choice(client);
         let mut retries = self.retries;
         let mut fresh_only = false;
         loop {
@@ -444,7 +432,7 @@ impl<B: Outgoing> Upstream<B> {
                 },
             };
             // A copy to send again, kept only while a retry is possible.
-            let replay = if retries > 0 && n > 1 {
+            let replay = if retries > 0 && self.backends.len() > 1 {
                 Replay::of(&req)
             } else {
                 None
@@ -528,6 +516,25 @@ impl<B: Outgoing> Upstream<B> {
     /// Connects to `backend` within `timeouts.backend_connect`.
     async fn connect(&self, backend: &BackendState<B>) -> Result<SendRequest<B>, ConnectFailed> {
         connect::connect(&backend.target, self.connect_timeout, &backend.idle).await
+    }
+
+    /// A request's first backend, for `client` (its address as the limiter keys it), with the
+    /// hash `client_hash` keeps choosing by (0 for the other balances) for its next tries.
+    fn first_choice(&self, client: IpAddr) -> (usize, u64) {
+        let n = self.backends.len();
+        // One backend needs no turn-taking (skip the counter every core would write), nor
+        // does a hash.
+        let turn = if n == 1 || self.balance == Balance::ClientHash {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        };
+        let client = match self.balance {
+            Balance::ClientHash if n > 1 => balance::client_hash(client),
+            _ => 0,
+        };
+        let index = self.choose(turn, client, &Tried::default()).unwrap_or(0);
+        (index, client)
     }
 
     /// The backend for a request by the pool's balance (see `balance.rs`), skipping those

@@ -12,16 +12,13 @@
 //! upgrade (502).
 
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use http::Request;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use zgate_config::Balance;
 
-use super::balance;
 use super::connect::{ConnectFailed, Dial, Opened, BACKEND_BUFFER};
 use super::retry::Tried;
 use super::tally::{Cause, Outcome};
@@ -43,18 +40,8 @@ impl<B: Outgoing> Upstream<B> {
             // An HTTP/2 pool: its backends take no HTTP/1.1 upgrade.
             return Err(UpstreamError::Unreachable);
         }
-        let n = self.backends.len();
-        let turn = if n == 1 || self.balance == Balance::ClientHash {
-            0
-        } else {
-            self.next.fetch_add(1, Ordering::Relaxed)
-        };
-        let client = match self.balance {
-            Balance::ClientHash if n > 1 => balance::client_hash(client),
-            _ => 0,
-        };
         let mut tried = Tried::default();
-        let mut index = self.choose(turn, client, &tried).unwrap_or(0);
+        let (mut index, client) = self.first_choice(client);
         let sender = loop {
             let backend = &self.backends[index];
             let name = backend.authority.as_str();
