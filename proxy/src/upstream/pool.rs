@@ -235,6 +235,30 @@ mod tests {
         rx.await.expect("the worker ran the task")
     }
 
+    /// Runs `f` on worker `want` (or, with `other`, on any worker but `want`): the set picks
+    /// by load, and a task that just answered may not have left its worker's load yet, so
+    /// probes run until one lands where wanted (a bounded number of them).
+    async fn on_chosen_worker<T: Send + 'static>(
+        set: &Arc<worker::WorkerSet>,
+        want: Option<usize>,
+        other: bool,
+        f: impl Fn() -> T + Send + Sync + Clone + 'static,
+    ) -> (Option<usize>, T) {
+        for _ in 0..1000 {
+            let f = f.clone();
+            let (at, out) = on_worker(set, async move {
+                let at = worker::current();
+                ((at == want) != other).then(f)
+            })
+            .await;
+            if let Some(out) = out {
+                return (at, out);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("no task landed on the wanted worker in 1000 tries");
+    }
+
     /// A connection over an in-memory pipe, its task spawned where this runs (kept alive by
     /// the pipe's other end, which `hold` keeps).
     async fn connection(hold: oneshot::Receiver<()>) -> SendRequest<Empty<Bytes>> {
@@ -263,7 +287,7 @@ mod tests {
         let (first, ()) = on_worker(&set, async move { p.put(connection(held).await) }).await;
         assert_eq!(pool.len(), 1);
         let p = pool.clone();
-        let (second, other) = on_worker(&set, async move { p.pop().is_some() }).await;
+        let (second, other) = on_chosen_worker(&set, first, true, move || p.pop().is_some()).await;
         assert_ne!(first, second, "the two tasks ran on two workers");
         assert!(
             !other,
@@ -275,7 +299,7 @@ mod tests {
             "nor does a thread that is no worker"
         );
         let p = pool.clone();
-        let (third, own) = on_worker(&set, async move { p.pop().is_some() }).await;
+        let (third, own) = on_chosen_worker(&set, first, false, move || p.pop().is_some()).await;
         assert_eq!(third, first);
         assert!(own, "the worker that pooled it checks it out");
         assert_eq!(pool.len(), 0);
