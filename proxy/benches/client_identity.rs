@@ -135,6 +135,7 @@ fn bench(c: &mut Criterion) {
                     peer: &peer,
                     peer_ip,
                     client: &peer,
+                    chain: None,
                     trusted: false,
                     tls: true,
                 };
@@ -153,6 +154,7 @@ fn bench(c: &mut Criterion) {
                     peer: &peer,
                     peer_ip,
                     client: &client_value,
+                    chain: None,
                     trusted: true,
                     tls: true,
                 };
@@ -173,8 +175,9 @@ fn bench(c: &mut Criterion) {
     });
     // The same through a connection's cache, as every request after a client's first does.
     let recent = Recent::default();
+    let peer_value = HeaderValue::from_static("10.1.2.3");
     g.bench_function("find_client_in_header_seen_before", |b| {
-        b.iter(|| recent.client(&id, black_box(&forwarded), peer_ip))
+        b.iter(|| recent.client(&id, black_box(&forwarded), peer_ip, &peer_value))
     });
     // The limiter's part of a request of the connection's own client: counted, per-request
     // memory charged and released.

@@ -448,6 +448,57 @@ async fn a_trusted_chain_is_attributed_to_its_client() {
     );
 }
 
+/// A forwarded client's per-request memory comes back when each request ends, and its
+/// requests' CPU is charged to it, on a CDN connection that carries many of its requests (the
+/// connection keeps the client between them); the chain zgate sends stays right when it is
+/// made once for the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_clients_requests_give_their_memory_back_and_charge_its_cpu() {
+    let (s, _b) = header_server(
+        "trusted_proxies = [\"127.0.0.2\", \"10.0.0.0/8\"]\nheader = \"x-forwarded-for\"",
+        "[limits]\nmode = \"training\"\n",
+    )
+    .await;
+    let to = addr(&s);
+    let stream = connect_from(addr_ip("127.0.0.2"), to).await.unwrap();
+    let mut c = Client::from_stream(stream, false).await;
+    const REQUESTS: usize = 300;
+    for i in 0..REQUESTS {
+        let req = http::Request::builder()
+            .uri(format!("http://{to}/headers"))
+            .header("host", "x")
+            .header("x-forwarded-for", "198.51.100.8, 10.9.9.9")
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let resp = c.send(req).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        let seen = String::from_utf8_lossy(&resp.body).into_owned();
+        assert!(
+            seen.contains("x-forwarded-for: 198.51.100.8, 10.9.9.9, 127.0.0.2\n"),
+            "request {i}: {seen}"
+        );
+        assert!(seen.contains("x-real-ip: 198.51.100.8\n"), "{seen}");
+    }
+    let now = s.clock().now();
+    let client = s
+        .limiter()
+        .client(addr_ip("198.51.100.8"), now)
+        .expect("tracked");
+    assert_eq!(client.max[Metric::Requests.index()], 1);
+    // One request at a time holds one request's cost (4 KiB by default), never the sum of
+    // all 300 (1.2 MB): the memory of each request came back when it ended.
+    let (held, peak) = (
+        client.current[Metric::Memory.index()],
+        client.max[Metric::Memory.index()],
+    );
+    assert!(held <= 16 * 1024, "held {held}");
+    assert!(peak <= 16 * 1024, "peak {peak}");
+    assert!(
+        client.max[Metric::Cpu.index()] > 0,
+        "the requests' CPU is charged to the forwarded client"
+    );
+}
+
 /// The L7 scenario: one HTTP/2 connection from a trusted CDN address carries the requests of
 /// 20 forwarded clients; after training, one of them floods; only its requests are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

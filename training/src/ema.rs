@@ -80,8 +80,11 @@ impl CpuEma {
         } else {
             let dt = dt as f64;
             let x = -dt / h * core::f64::consts::LN_2;
-            // a = 2^(-dt/h) = e^x; 1 - a = -expm1(x) without cancellation for small dt.
-            x.exp() * self.ppm + -x.exp_m1() * (cpu / dt)
+            // a = 2^(-dt/h) = e^x; 1 - a = -expm1(x) without cancellation for small dt, and
+            // a = 1 + expm1(x): one transcendental call, not two (this runs for every CPU
+            // batch of every client).
+            let m = x.exp_m1();
+            (1.0 + m) * self.ppm - m * (cpu / dt)
         };
         CpuEma { ppm, last_ns: last }
     }

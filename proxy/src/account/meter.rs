@@ -14,10 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::Notify;
-use zgate_limiter::{AsConnection, ClientHandle, Connection, Fragments, Guard, H2Frame};
+use zgate_limiter::{AsConnection, Connection, Fragments, Guard, H2Frame};
 use zgate_limiter::{Glitch, Identified, Limiter, Nanos, Reason, Request, Verdict};
 
 use super::accounting::{Accounting, Costs, Now};
+use super::forwarded::{Charged, Forwarded};
 use super::would_block::{Decision, WouldBlockLog};
 use crate::clock::Clock;
 use crate::limits::ProxyLimits;
@@ -186,24 +187,25 @@ impl Meter {
     /// A block of a forwarded client never cuts the connection, which carries other clients'
     /// requests.
     ///
-    /// `kept` is a handle on `ip` kept from an earlier request of this connection (see
+    /// `kept` is the client as this connection charged it for an earlier request (see
     /// [`InFlightRequest::forwarded`]): reused when it still fits
-    /// ([`Limiter::forwarded_again`]), which spares the client table's lookup and a new handle.
+    /// ([`Limiter::forwarded_again`]), which spares the client table's lookup and a new handle,
+    /// and batches its memory and CPU across its requests ([`Forwarded`]).
     pub fn forwarded_request_started(
         self: &Arc<Self>,
         limiter: &Limiter,
         ip: IpAddr,
-        kept: Option<&Arc<ClientHandle>>,
+        kept: Option<&Arc<Forwarded>>,
         idempotent: bool,
     ) -> Result<InFlightRequest, InFlightRequest> {
         let now = self.now();
-        let again = kept.and_then(|h| Some((h, limiter.forwarded_again(ip, h, now)?)));
+        let again = kept.and_then(|f| Some((f, limiter.forwarded_again(ip, f.handle(), now)?)));
         let found = match again {
-            Some((h, Verdict::Allow)) => (Some(h.clone()), Verdict::Allow),
+            Some((f, Verdict::Allow)) => (Some(f.clone()), Verdict::Allow),
             Some((_, v)) => (None, v),
             None => {
                 let (h, v) = limiter.forwarded(ip, now);
-                (h.map(Arc::new), v)
+                (h.map(|h| Forwarded::new(Arc::new(h), self.clock)), v)
             }
         };
         let client = match found {
@@ -218,9 +220,9 @@ impl Meter {
                 });
             }
         };
-        client.identified_by(Identified::Header);
+        client.handle().identified_by(Identified::Header);
         let mem = client.memory_grew(self.limits.memory_per_stream, now);
-        let (request, v) = Request::start(client, idempotent, now);
+        let (request, v) = Request::start(Charged(client), idempotent, now);
         self.accounting.request_started(false, now);
         let guard = InFlightRequest {
             charge: Charge::Forwarded {
@@ -391,7 +393,7 @@ enum Charge {
     Own(Request<Arc<Meter>>),
     /// A forwarded client, through its own handle; the connection still counts it in flight.
     Forwarded {
-        request: Request<Arc<ClientHandle>>,
+        request: Request<Charged>,
         meter: Arc<Meter>,
     },
     /// A refused forwarded client's request: only in flight on the connection.
@@ -407,10 +409,10 @@ impl InFlightRequest {
     }
 
     /// The forwarded client the request is charged to, if it is not the connection's.
-    pub fn forwarded(&self) -> Option<&Arc<ClientHandle>> {
+    pub fn forwarded(&self) -> Option<&Arc<Forwarded>> {
         match &self.charge {
             Charge::Own(_) | Charge::Nobody(_) => None,
-            Charge::Forwarded { request, .. } => Some(request.owner()),
+            Charge::Forwarded { request, .. } => Some(&request.owner().0),
         }
     }
 
@@ -444,6 +446,13 @@ impl Drop for InFlightRequest {
         let m = self.meter();
         if held > 0 {
             m.verdict(m.accounting.backend_buffer(-(held as i64), m.clock));
+        }
+        if let Charge::Forwarded { request, meter } = &self.charge {
+            // Its per-request memory.
+            request
+                .owner()
+                .0
+                .memory_shrank(meter.limits.memory_per_stream);
         }
         m.verdict(m.accounting.request_ended(own, m.clock));
     }

@@ -3,6 +3,8 @@
 //! - `accounting.rs`: the per-connection accounting, sans-IO: it takes `now` and the events
 //!   (bytes held and released, requests started and ended, chunks, CPU spent), batches what it
 //!   batches, and returns the limiter's verdicts; tested with stepped time;
+//! - `forwarded.rs`: a forwarded client (named by a trusted proxy) as one connection charges
+//!   it, batched like the connection's own client;
 //! - `meter.rs`: the connection's handle on it, shared by the connection's IO, its requests and
 //!   its bodies, and the kill switch that acts on the verdicts (logs a block once, wakes the
 //!   driver);
@@ -18,6 +20,7 @@
 //! events here.
 
 pub mod accounting;
+pub mod forwarded;
 pub mod meter;
 pub mod run_share;
 pub mod timed;

@@ -1,18 +1,27 @@
 //! CPU accounting: every poll of a client's connection task and of its HTTP/2 stream tasks is
 //! timed and charged to that client, and only to it (DESIGN.md §2, metric P). A poll's wall time
 //! is charged as CPU time through the worker thread's running share (`run_share.rs`).
+//!
+//! A request a trusted proxy forwarded for another client ([`ChargedTo`]) marks the poll it
+//! runs in; the [`Timed`] poll around it charges its time to that client as well, batched per
+//! connection ([`Forwarded::cpu`]): no clock read of its own.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use zgate_limiter::ClientHandle;
-
-use crate::account::accounting::CPU_BATCH_NS;
+use crate::account::forwarded::Forwarded;
 use crate::account::meter::Meter;
 use crate::account::run_share;
+
+thread_local! {
+    /// The forwarded client whose request's work ran in the current poll of a [`Timed`] (set
+    /// by [`ChargedTo`], taken by the `Timed` when its poll returns).
+    static WORKED_FOR: Cell<Option<Arc<Forwarded>>> = const { Cell::new(None) };
+}
 
 pin_project_lite::pin_project! {
     /// A future whose polls are charged to a client.
@@ -39,33 +48,37 @@ impl<F: Future> Future for Timed<F> {
         let out = this.inner.poll(cx);
         let end = Instant::now();
         let wall = end.saturating_duration_since(start).as_nanos() as u64;
-        this.meter
-            .cpu(run_share::cpu_ns(wall, end), this.meter.clock().at(end));
+        let (cpu, now) = (run_share::cpu_ns(wall, end), this.meter.clock().at(end));
+        this.meter.cpu(cpu, now);
+        if let Some(client) = WORKED_FOR.take() {
+            let v = client.cpu(cpu, now);
+            this.meter
+                .forwarded_verdict(client.handle().client().addr(), v);
+        }
         out
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A request's work (its handler, up to the response head) whose polls are also charged
-    /// to the forwarded client the request belongs to, in batches of [`CPU_BATCH_NS`] and at
-    /// the end. The same polls stay charged to the connection (a trusted proxy, never
-    /// blocked) through its task; without a forwarded client this only polls `inner`.
+    /// A request's work (its handler, up to the response head; a tunnel) whose polls are also
+    /// charged to the forwarded client the request belongs to: each poll of `inner` marks the
+    /// [`Timed`] poll it runs in (the connection's task, or an HTTP/2 stream's), whose whole
+    /// time then goes to that client too, in batches ([`Forwarded::cpu`]). So on HTTP/1 the
+    /// client is charged the connection's polls that read its request, ran its handler and
+    /// wrote its response head. The same polls stay charged to the connection (a trusted
+    /// proxy, never blocked) through its task; without a forwarded client this only polls
+    /// `inner`. Every `ChargedTo` runs inside a `Timed`.
     pub struct ChargedTo<F> {
         #[pin]
         inner: F,
-        client: Option<(Arc<ClientHandle>, Arc<Meter>)>,
-        pending: u64,
+        client: Option<Arc<Forwarded>>,
     }
 }
 
 impl<F> ChargedTo<F> {
-    /// Charges `inner`'s polls to `client` (its verdicts acted on by `meter`), if any.
-    pub fn new(inner: F, client: Option<(Arc<ClientHandle>, Arc<Meter>)>) -> Self {
-        ChargedTo {
-            inner,
-            client,
-            pending: 0,
-        }
+    /// Charges `inner`'s polls to `client`, if any.
+    pub fn new(inner: F, client: Option<Arc<Forwarded>>) -> Self {
+        ChargedTo { inner, client }
     }
 }
 
@@ -74,19 +87,10 @@ impl<F: Future> Future for ChargedTo<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let Some((client, meter)) = this.client.as_ref() else {
-            return this.inner.poll(cx);
-        };
-        let start = Instant::now();
-        let out = this.inner.poll(cx);
-        let end = Instant::now();
-        let wall = end.saturating_duration_since(start).as_nanos() as u64;
-        *this.pending += run_share::cpu_ns(wall, end);
-        if *this.pending >= CPU_BATCH_NS || out.is_ready() {
-            let v = client.cpu_spent(std::mem::take(this.pending), meter.clock().at(end));
-            meter.forwarded_verdict(client.client().addr(), v);
+        if let Some(client) = this.client.as_ref() {
+            WORKED_FOR.set(Some(client.clone()));
         }
-        out
+        this.inner.poll(cx)
     }
 }
 

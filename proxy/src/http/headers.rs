@@ -148,6 +148,9 @@ pub struct Hop<'a> {
     /// The request's client as an `X-Real-IP` value: `peer`, or the client a trusted peer's
     /// forwarding header named ([`forwarded_for`] of it).
     pub client: &'a HeaderValue,
+    /// From a trusted peer: the `X-Forwarded-For` to send, when the connection already made
+    /// it for the same header value ([`Recent`](super::recent::Recent)); else it is made here.
+    pub chain: Option<&'a HeaderValue>,
     /// Whether the peer is a trusted proxy.
     pub trusted: bool,
     /// Whether the peer connected over TLS.
@@ -173,12 +176,19 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
         headers.insert(X_FORWARDED_PROTO.clone(), scheme(hop.tls));
         return;
     }
-    append_list(headers, &X_FORWARDED_FOR, hop.peer.as_bytes(), || {
-        Some(hop.peer.clone())
-    });
-    let mut buf = [0u8; IP_TEXT_MAX + 8];
-    let element = for_element(hop.peer_ip, &mut buf);
-    append_list(headers, &header::FORWARDED, element, || None);
+    match hop.chain {
+        Some(chain) => {
+            headers.insert(X_FORWARDED_FOR.clone(), chain.clone());
+        }
+        None => append_list(headers, &X_FORWARDED_FOR, hop.peer.as_bytes(), || {
+            Some(hop.peer.clone())
+        }),
+    }
+    if headers.contains_key(header::FORWARDED) {
+        let mut buf = [0u8; IP_TEXT_MAX + 8];
+        let element = for_element(hop.peer_ip, &mut buf);
+        append_list(headers, &header::FORWARDED, element, || None);
+    }
     if let Entry::Vacant(v) = headers.entry(&X_FORWARDED_PROTO) {
         v.insert(scheme(hop.tls));
     }
@@ -274,9 +284,20 @@ fn append_list(
             return;
         }
     };
-    let len = entry.iter().map(|v| v.len() + 2).sum::<usize>() + item.len();
+    if let Some(v) = extend_list(|| entry.iter(), item) {
+        entry.insert(v);
+    }
+}
+
+/// The list of `values` (the fields of one comma-separated list header) with `item` appended,
+/// as one value (one allocation; a field that is not visible ASCII is left out).
+pub fn extend_list<'v, I: Iterator<Item = &'v HeaderValue>>(
+    values: impl Fn() -> I,
+    item: &[u8],
+) -> Option<HeaderValue> {
+    let len = values().map(|v| v.len() + 2).sum::<usize>() + item.len();
     let mut joined = Vec::with_capacity(len);
-    for v in entry.iter().filter(|v| v.to_str().is_ok()) {
+    for v in values().filter(|v| v.to_str().is_ok()) {
         if !joined.is_empty() {
             joined.extend_from_slice(b", ");
         }
@@ -286,9 +307,7 @@ fn append_list(
         joined.extend_from_slice(b", ");
     }
     joined.extend_from_slice(item);
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
-        entry.insert(v);
-    }
+    HeaderValue::from_maybe_shared(Bytes::from(joined)).ok()
 }
 
 #[cfg(test)]
@@ -333,6 +352,7 @@ mod tests {
             peer,
             peer_ip: peer.to_str().unwrap().parse().unwrap(),
             client,
+            chain: None,
             trusted,
             tls,
         }

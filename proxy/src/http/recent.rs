@@ -1,25 +1,29 @@
 //! The clients a trusted proxy's connection named lately, by the bytes of the forwarding header
 //! that named them. One connection from an L7 load balancer or a CDN edge carries the requests
 //! of the same few clients, so most of its requests find their client here with a compare of
-//! bytes, instead of parsing the header, finding the client in the limiter's table and
-//! formatting its address again (issue 13's cost target: ≤ 1 % per request).
+//! bytes, instead of parsing the header, finding the client in the limiter's table, formatting
+//! its address and joining the `X-Forwarded-For` chain again (issue 13's cost target: ≤ 1 %
+//! per request).
 //!
 //! Per connection, up to [`SLOTS`] slots (none allocated until a value is kept), replaced
 //! round robin. Only a header of one line of at most [`MAX_KEPT`] bytes is kept (anything else
-//! is parsed every time), so a connection holds at most `SLOTS × MAX_KEPT` bytes here. A slot holds the limiter's handle on its client once a
-//! request of that client was counted: like the connection's own client, a client held so is
-//! not evicted from the table while the connection lives, and every request still gets the
-//! limiter's verdict ([`Limiter::forwarded_again`]).
+//! is parsed every time), so a connection holds at most `SLOTS × (2 × MAX_KEPT + 64)` bytes
+//! here (the value, the chain made from it, the address). A slot holds its client as the
+//! connection charges it ([`Forwarded`]: the limiter's handle, with the client's memory and
+//! CPU batched) once a request of that client was counted: like the connection's own client,
+//! a client held so is not evicted from the table while the connection lives, and every
+//! request still gets the limiter's verdict ([`Limiter::forwarded_again`]).
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue};
-use zgate_limiter::{ClientHandle, Limiter};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use zgate_limiter::Limiter;
 
-use super::headers::forwarded_for;
+use super::headers::{self, forwarded_for};
 use super::identity::Identity;
+use crate::account::forwarded::Forwarded;
 use crate::account::meter::{InFlightRequest, Meter};
 
 /// Slots per connection: the distinct forwarding header values a connection remembers.
@@ -47,7 +51,7 @@ struct Slot {
     /// The header value, copied (not a slice of the request's buffer, which it would pin).
     raw: Bytes,
     /// Whom it names; `None`: nobody usable, or the peer itself.
-    named: Option<Named>,
+    named: Option<Arc<Named>>,
 }
 
 /// A client a trusted proxy's forwarding header named, other than the proxy itself.
@@ -57,17 +61,28 @@ pub struct Named {
     pub ip: IpAddr,
     /// The same as a header value (zgate's `X-Real-IP`).
     pub value: HeaderValue,
-    /// The limiter's handle on it, once one of its requests was counted on this connection.
-    pub handle: Option<Arc<ClientHandle>>,
+    /// The `X-Forwarded-For` zgate sends for the value that named it, when that header is
+    /// `X-Forwarded-For` itself: its chain with the peer appended, made once per value.
+    pub chain: Option<HeaderValue>,
+    /// The client as this connection charges it, once one of its requests was counted here.
+    pub forwarded: Option<Arc<Forwarded>>,
 }
 
 impl Recent {
-    /// The client of a request with `headers` on a connection from `peer`, a trusted proxy,
-    /// under `identity`'s rules ([`Identity::forwarded_client`]); `None` when it is the peer.
-    pub fn client(&self, identity: &Identity, headers: &HeaderMap, peer: IpAddr) -> Option<Named> {
+    /// The client of a request with `headers` on a connection from `peer` (`peer_value`: the
+    /// same as an `X-Forwarded-For` element), a trusted proxy, under `identity`'s rules
+    /// ([`Identity::forwarded_client`]); `None` when it is the peer.
+    pub fn client(
+        &self,
+        identity: &Identity,
+        headers: &HeaderMap,
+        peer: IpAddr,
+        peer_value: &HeaderValue,
+    ) -> Option<Arc<Named>> {
         let name = identity.header_name()?;
         let mut lines = headers.get_all(name).iter();
-        let raw = lines.next()?.as_bytes();
+        let line = lines.next()?;
+        let raw = line.as_bytes();
         let kept = lines.next().is_none() && raw.len() <= MAX_KEPT;
         if kept {
             if let Some(slot) = self.lock().slot.iter().find(|s| s.raw == raw) {
@@ -77,10 +92,17 @@ impl Recent {
         let named = identity
             .forwarded_client(headers)
             .filter(|ip| *ip != peer)
-            .map(|ip| Named {
-                ip,
-                value: forwarded_for(ip),
-                handle: None,
+            .map(|ip| {
+                // One line of `X-Forwarded-For`: what zgate sends for it is the same every time.
+                let chain = (kept && *name == X_FORWARDED_FOR)
+                    .then(|| headers::extend_list(|| std::iter::once(line), peer_value.as_bytes()))
+                    .flatten();
+                Arc::new(Named {
+                    ip,
+                    value: forwarded_for(ip),
+                    chain,
+                    forwarded: None,
+                })
             });
         if kept {
             let slot = Slot {
@@ -100,7 +122,8 @@ impl Recent {
     }
 
     /// Starts a request of `named` on `meter` ([`Meter::forwarded_request_started`], with the
-    /// handle kept for it) and keeps the handle it was charged to for the next ones.
+    /// client as this connection charged it before) and keeps what it was charged to for the
+    /// next ones.
     pub fn request_started(
         &self,
         named: &Named,
@@ -108,22 +131,24 @@ impl Recent {
         limiter: &Limiter,
         idempotent: bool,
     ) -> Result<InFlightRequest, InFlightRequest> {
-        let kept = named.handle.as_ref();
+        let kept = named.forwarded.as_ref();
         let started = meter.forwarded_request_started(limiter, named.ip, kept, idempotent);
-        if let Some(h) = started.as_ref().ok().and_then(|r| r.forwarded()) {
-            if !kept.is_some_and(|k| Arc::ptr_eq(k, h)) {
-                self.keep(named.ip, h);
+        if let Some(f) = started.as_ref().ok().and_then(|r| r.forwarded()) {
+            if !kept.is_some_and(|k| Arc::ptr_eq(k, f)) {
+                self.keep(named.ip, f);
             }
         }
         started
     }
 
-    /// Keeps `handle`, on `ip`, in the slots that name `ip`.
-    fn keep(&self, ip: IpAddr, handle: &Arc<ClientHandle>) {
+    /// Keeps `forwarded`, on `ip`, in the slots that name `ip`.
+    fn keep(&self, ip: IpAddr, forwarded: &Arc<Forwarded>) {
         let mut slots = self.lock();
         for named in slots.slot.iter_mut().filter_map(|s| s.named.as_mut()) {
             if named.ip == ip {
-                named.handle = Some(handle.clone());
+                let mut kept = Named::clone(named);
+                kept.forwarded = Some(forwarded.clone());
+                *named = Arc::new(kept);
             }
         }
     }
@@ -133,6 +158,8 @@ impl Recent {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 #[cfg(test)]
 mod tests {
@@ -164,7 +191,8 @@ mod tests {
     }
 
     fn client(r: &Recent, id: &Identity, values: &[&str]) -> Option<IpAddr> {
-        let named = r.client(id, &headers(values), ip("10.0.0.1"));
+        let peer = forwarded_for(ip("10.0.0.1"));
+        let named = r.client(id, &headers(values), ip("10.0.0.1"), &peer);
         if let Some(n) = &named {
             assert_eq!(n.value, n.ip.to_string());
         }
@@ -186,15 +214,52 @@ mod tests {
         let other = Named {
             ip: ip("198.51.100.1"),
             value: forwarded_for(ip("198.51.100.1")),
-            handle: None,
+            chain: None,
+            forwarded: None,
         };
-        r.lock().slot[0].named = Some(other);
+        r.lock().slot[0].named = Some(Arc::new(other));
         assert_eq!(client(&r, &id, &[chain]).unwrap(), ip("198.51.100.1"));
         // The peer itself, nobody usable and no header are "the peer", the first two kept.
         assert_eq!(client(&r, &id, &["10.0.0.1"]), None);
         assert_eq!(client(&r, &id, &["unknown"]), None);
         assert_eq!(client(&r, &id, &[]), None);
         assert_eq!(kept(&r).len(), 3);
+    }
+
+    /// One line of `X-Forwarded-For` gets the chain zgate sends made once, with the peer
+    /// appended; a value that is not kept gets none (made per request by `set_forwarded`).
+    #[test]
+    fn a_kept_value_carries_the_chain_to_send() {
+        let (r, id) = (Recent::default(), identity());
+        let peer = forwarded_for(ip("10.0.0.1"));
+        let named = r
+            .client(
+                &id,
+                &headers(&["203.0.113.9, 10.1.2.3"]),
+                ip("10.0.0.1"),
+                &peer,
+            )
+            .unwrap();
+        let chain = named.chain.as_ref().unwrap();
+        assert_eq!(chain, "203.0.113.9, 10.1.2.3, 10.0.0.1");
+        let again = r
+            .client(
+                &id,
+                &headers(&["203.0.113.9, 10.1.2.3"]),
+                ip("10.0.0.1"),
+                &peer,
+            )
+            .unwrap();
+        assert!(Arc::ptr_eq(&named, &again), "a hit shares the slot's entry");
+        let two = r
+            .client(
+                &id,
+                &headers(&["6.6.6.6", "203.0.113.9"]),
+                ip("10.0.0.1"),
+                &peer,
+            )
+            .unwrap();
+        assert!(two.chain.is_none());
     }
 
     #[test]

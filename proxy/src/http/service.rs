@@ -10,12 +10,12 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
-use zgate_limiter::ClientHandle;
-
+use crate::account::forwarded::Forwarded;
 use crate::account::meter::{InFlightRequest, Meter};
 use crate::account::timed::ChargedTo;
 use crate::http::body::{self, ProxyBody, Upload};
 use crate::http::finish::{Access, Finish};
+use crate::http::recent::Named;
 use crate::http::upgrade::{self, Wanted};
 use crate::http::Router;
 use crate::http::{headers, host};
@@ -108,7 +108,12 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
     // Whose request this is: the connection's client, or the one a trusted proxy names.
     let named = if conn.trusted {
         let recent = &conn.recent;
-        recent.client(&conn.identity, req.headers(), conn.peer.ip())
+        recent.client(
+            &conn.identity,
+            req.headers(),
+            conn.peer.ip(),
+            &conn.forwarded_for,
+        )
     } else {
         None
     };
@@ -138,10 +143,7 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
         bad_request(e.message(), client_version)
     } else {
         let bytes_in = access.as_ref().map(|a| a.bytes_in.clone());
-        let charged = in_flight
-            .as_ref()
-            .and_then(|r| r.forwarded())
-            .map(|c| (c.clone(), meter.clone()));
+        let charged = in_flight.as_ref().and_then(|r| r.forwarded()).cloned();
         // A tunnel's CPU is charged to a forwarded client as its request's was.
         let tunnel_charged = if wanted.is_some() {
             charged.clone()
@@ -150,8 +152,8 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
         };
         let mut req = req;
         let on_client = wanted.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let client = named.as_ref().map(|n| &n.value);
-        let mut upstream_req = rewrite_request(req, conn, bytes_in, client, charged.as_ref());
+        let mut upstream_req =
+            rewrite_request(req, conn, bytes_in, named.as_deref(), charged.as_ref());
         if let Some(w) = &wanted {
             upgrade::to_backend(&mut upstream_req, w);
         }
@@ -171,7 +173,7 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
                 }
                 // The client as the limiter keys it: `client_hash` keeps it on one backend.
                 let client = match &charged {
-                    Some((handle, _)) => handle.client(),
+                    Some(forwarded) => forwarded.handle().client(),
                     None => meter.accounting().conn().client(),
                 }
                 .addr();
@@ -302,15 +304,15 @@ fn failed_response(
 /// The request as the backend must see it: origin-form, HTTP/1.1, hop-by-hop headers removed,
 /// forwarding headers set (see `headers::set_forwarded`), `Host` per [`host::backend_host`]
 /// (the target's authority wins, and `Connection` cannot remove it). `bytes_in` counts the
-/// body's bytes for the access log; `client` is the client a trusted proxy named (its
-/// `X-Real-IP` value), and `charged` its handle, which the body's chunks are charged to
-/// (metric F).
+/// body's bytes for the access log; `named` is the client a trusted proxy named (its
+/// `X-Real-IP` value, and the `X-Forwarded-For` made for it), and `charged` that client as the
+/// connection charges it, which the body's chunks are charged to (metric F).
 fn rewrite_request(
     req: Request<Incoming>,
     conn: &ConnInfo,
     bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
-    client: Option<&HeaderValue>,
-    charged: Option<&(Arc<ClientHandle>, Arc<Meter>)>,
+    named: Option<&Named>,
+    charged: Option<&Arc<Forwarded>>,
 ) -> Request<ProxyBody> {
     let (mut parts, body) = req.into_parts();
     // Checked by `handle` before: a request with a bad `Host` is answered 400 there.
@@ -326,7 +328,8 @@ fn rewrite_request(
     let hop = headers::Hop {
         peer: &conn.forwarded_for,
         peer_ip: conn.peer.ip(),
-        client: client.unwrap_or(&conn.forwarded_for),
+        client: named.map_or(&conn.forwarded_for, |n| &n.value),
+        chain: named.and_then(|n| n.chain.as_ref()),
         trusted: conn.trusted,
         tls: conn.tls,
     };
@@ -336,7 +339,7 @@ fn rewrite_request(
     let upload = (!http_body::Body::is_end_stream(&body)).then(|| {
         let upload = Upload::new(conn.body_read, conn.body_min_rate);
         match charged {
-            Some((client, _)) => upload.charging(client.clone()),
+            Some(client) => upload.charging(client.handle().clone()),
             None => upload,
         }
     });

@@ -42,18 +42,18 @@ use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::account::forwarded::Forwarded;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use zgate_limiter::ClientHandle;
 
 use super::body::ProxyBody;
 use super::headers;
 use super::service::ConnInfo;
 use super::splice::{splice, End, SPLICE_HELD};
-use crate::account::meter::{InFlightRequest, Meter};
+use crate::account::meter::InFlightRequest;
 use crate::account::timed::{ChargedTo, Timed};
 
 static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
@@ -142,7 +142,7 @@ pub fn switch(
     client: OnUpgrade,
     mut response: Response<Incoming>,
     mut request: Option<InFlightRequest>,
-    charged: Option<(Arc<ClientHandle>, Arc<Meter>)>,
+    charged: Option<Arc<Forwarded>>,
 ) -> Response<ProxyBody> {
     let backend = hyper::upgrade::on(&mut response);
     let answer = client_answer(response, wanted);

@@ -1,0 +1,201 @@
+//! A forwarded client (named by a trusted proxy's header) as one connection charges it: the
+//! limiter's handle on that client, with its per-request memory and the CPU of its requests'
+//! work batched exactly as [`Accounting`](super::accounting::Accounting) batches the
+//! connection's own client's: memory reported in steps of [`MEM_GRANULARITY`], CPU in batches
+//! of [`CPU_BATCH_NS`] or every [`CPU_BATCH_INTERVAL_NS`]. So a CDN edge's connection pays the
+//! limiter's shared counters for a forwarded client about as often as a direct client's
+//! connection does, not once per request (issue 13's cost target: ≤ 1 % per request).
+//!
+//! One per connection and client: kept by the connection's [`Recent`](crate::http::recent)
+//! cache across that client's requests, and by each of its requests in flight. What is still
+//! unreported when the last of them lets go is settled then: the memory is given back with the
+//! handle, the CPU charged.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use zgate_limiter::{AsClient, ClientHandle, Nanos, Verdict};
+
+use super::accounting::{CPU_BATCH_INTERVAL_NS, CPU_BATCH_NS, MEM_GRANULARITY};
+use crate::clock::Clock;
+
+/// A forwarded client on one connection. `Send + Sync`: HTTP/2 serves a connection's requests
+/// on several tasks.
+pub struct Forwarded {
+    handle: Arc<ClientHandle>,
+    clock: Clock,
+    /// Per-request memory not yet reported to the limiter (either way).
+    mem_unreported: AtomicI64,
+    /// CPU time not yet charged, and when the last batch was.
+    cpu_pending: AtomicU64,
+    cpu_charged_at: AtomicU64,
+}
+
+impl Forwarded {
+    /// `handle`'s client as this connection charges it, on `clock`.
+    pub fn new(handle: Arc<ClientHandle>, clock: Clock) -> Arc<Forwarded> {
+        Arc::new(Forwarded {
+            handle,
+            clock,
+            mem_unreported: AtomicI64::new(0),
+            cpu_pending: AtomicU64::new(0),
+            cpu_charged_at: AtomicU64::new(clock.now().0),
+        })
+    }
+
+    /// The limiter's handle on the client.
+    pub fn handle(&self) -> &Arc<ClientHandle> {
+        &self.handle
+    }
+
+    /// The proxy holds `bytes` more for a request of this client (its per-request cost):
+    /// reported once the unreported total reaches [`MEM_GRANULARITY`].
+    pub fn memory_grew(&self, bytes: u64, now: Nanos) -> Verdict {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let net = self.mem_unreported.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if net < MEM_GRANULARITY {
+            return Verdict::Allow;
+        }
+        match self.mem_unreported.swap(0, Ordering::Relaxed) {
+            n if n > 0 => self.handle.memory_grew(n as u64, now),
+            n => {
+                self.handle.memory_shrank(n.unsigned_abs());
+                Verdict::Allow
+            }
+        }
+    }
+
+    /// The proxy holds `bytes` less for this client (a request ended): given back once the
+    /// unreported total reaches [`MEM_GRANULARITY`] down. Never blocks.
+    pub fn memory_shrank(&self, bytes: u64) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let net = self.mem_unreported.fetch_sub(bytes, Ordering::Relaxed) - bytes;
+        if net > -MEM_GRANULARITY {
+            return;
+        }
+        match self.mem_unreported.swap(0, Ordering::Relaxed) {
+            n if n < 0 => self.handle.memory_shrank(n.unsigned_abs()),
+            // Grown meanwhile (another stream): reported with the next growth's.
+            n => {
+                self.mem_unreported.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// `ns` of CPU time spent on this client's requests (one poll) at `now`, charged in
+    /// batches.
+    pub fn cpu(&self, ns: u64, now: Nanos) -> Verdict {
+        let pending = self.cpu_pending.fetch_add(ns, Ordering::Relaxed) + ns;
+        let last = self.cpu_charged_at.load(Ordering::Relaxed);
+        if pending < CPU_BATCH_NS && now.0.saturating_sub(last) < CPU_BATCH_INTERVAL_NS {
+            return Verdict::Allow;
+        }
+        let batch = self.cpu_pending.swap(0, Ordering::Relaxed);
+        self.cpu_charged_at.store(now.0, Ordering::Relaxed);
+        if batch == 0 {
+            return Verdict::Allow;
+        }
+        self.handle.cpu_spent(batch, now)
+    }
+}
+
+/// What a forwarded client's [`Request`](zgate_limiter::Request) is counted on: its
+/// [`Forwarded`], which the request keeps (and so its per-request memory) until it ends.
+pub struct Charged(pub Arc<Forwarded>);
+
+impl AsClient for Charged {
+    fn client_handle(&self) -> &ClientHandle {
+        &self.0.handle
+    }
+}
+
+impl Drop for Forwarded {
+    fn drop(&mut self) {
+        // The memory went up and down with requests that have all ended: nothing is held. What
+        // was reported comes back when the handle drops (if this was its last holder).
+        let unreported = *self.mem_unreported.get_mut();
+        if unreported < 0 {
+            self.handle.memory_shrank(unreported.unsigned_abs());
+        }
+        let cpu = *self.cpu_pending.get_mut();
+        if cpu > 0 {
+            // A block this decides is recorded by the limiter; nobody is left to refuse.
+            let _ = self.handle.cpu_spent(cpu, self.clock.now());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+    use zgate_limiter::{Limiter, LimiterConfig, Metric, Mode};
+
+    fn limiter() -> Limiter {
+        let config = LimiterConfig {
+            mode: Mode::Training,
+            ..LimiterConfig::default()
+        };
+        Limiter::new(config, None, Nanos(0)).unwrap()
+    }
+
+    fn forwarded(l: &Limiter, ip: &str) -> Arc<Forwarded> {
+        let ip: IpAddr = ip.parse().unwrap();
+        let (handle, _) = l.forwarded(ip, Nanos(1));
+        Forwarded::new(Arc::new(handle.unwrap()), Clock::new())
+    }
+
+    fn memory(l: &Limiter, ip: &str) -> u64 {
+        let ip: IpAddr = ip.parse().unwrap();
+        l.client(ip, Nanos(5)).unwrap().current[Metric::Memory.index()]
+    }
+
+    /// Requests that start and end, one at a time, report nothing; many at once report in
+    /// steps; when they end, the memory is back to zero, and a dropped `Forwarded` leaves
+    /// nothing behind.
+    #[test]
+    fn per_request_memory_is_batched_and_given_back() {
+        let l = limiter();
+        let f = forwarded(&l, "203.0.113.9");
+        for _ in 0..1000 {
+            assert_eq!(f.memory_grew(4096, Nanos(2)), Verdict::Allow);
+            f.memory_shrank(4096);
+        }
+        assert_eq!(memory(&l, "203.0.113.9"), 0);
+        for _ in 0..10 {
+            f.memory_grew(4096, Nanos(3));
+        }
+        // 40 KiB in flight: two steps of at least 16 KiB reported, the rest pending.
+        let reported = memory(&l, "203.0.113.9");
+        assert!((32 * 1024..=40 * 1024).contains(&reported), "{reported}");
+        for _ in 0..10 {
+            f.memory_shrank(4096);
+        }
+        assert!(memory(&l, "203.0.113.9") < 16 * 1024);
+        drop(f);
+        assert_eq!(memory(&l, "203.0.113.9"), 0);
+    }
+
+    /// Small polls accumulate until a batch; what is pending at the drop is charged then.
+    #[test]
+    fn cpu_is_charged_in_batches_and_at_the_end() {
+        let l = limiter();
+        let f = forwarded(&l, "203.0.113.10");
+        let start = f.cpu_charged_at.load(Ordering::Relaxed);
+        let cpu = |at: u64| {
+            let ip: IpAddr = "203.0.113.10".parse().unwrap();
+            l.client(ip, Nanos(start + at)).unwrap().current[Metric::Cpu.index()]
+        };
+        f.cpu(10_000, Nanos(start + 10));
+        assert_eq!(f.cpu_pending.load(Ordering::Relaxed), 10_000);
+        assert_eq!(cpu(10), 0);
+        f.cpu(CPU_BATCH_NS, Nanos(start + 20));
+        assert_eq!(f.cpu_pending.load(Ordering::Relaxed), 0);
+        assert!(cpu(20) > 0);
+        f.cpu(1_000, Nanos(start + 30));
+        assert_eq!(f.cpu_pending.load(Ordering::Relaxed), 1_000);
+        // Long after the last batch, even a small poll is charged.
+        f.cpu(1, Nanos(start + 30 + CPU_BATCH_INTERVAL_NS));
+        assert_eq!(f.cpu_pending.load(Ordering::Relaxed), 0);
+    }
+}
