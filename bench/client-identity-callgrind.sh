@@ -29,7 +29,9 @@
 # How to run (from the repository root; needs valgrind, h2load and python3):
 #     bash bench/client-identity-callgrind.sh [ZGATE_BIN]   # default: builds target/release/zgate
 # Knobs: CASES (default "baseline proxy-v1 xff trusted ordinary untrusted"; also proxy-v2), N (2000),
-#   BASE_PORT (18470), OUT_DIR (keeps the dumps, see callgrind.sh).
+#   BASE_PORT (18470), OUT_DIR (keeps the dumps, see callgrind.sh), USER_SHARE (1: with trusted
+#   and xff measured, also turn their difference into a share of the CPU per request, below),
+#   NATIVE_N (100000 requests for that native run).
 # Everything listens on 127.0.0.1 only; callgrind.sh bounds every load run and stops what it
 # starts.
 
@@ -104,6 +106,61 @@ for c in baseline $CASES; do
     echo "| $c | $proto | $ir | $vs_base | $vs_control |"
   done < <(run_case "$c")
 done
+
+# What share of zgate's CPU per request the instructions above are: callgrind counts user-space
+# instructions only, and the identity work adds no system call. So its share of the CPU per
+# request is its share of the instructions times the user-space share of the CPU (utime over
+# utime + stime, read from /proc over a native run of the trusted case: same config, same
+# h2load shape, NATIVE_N requests; a ratio within one process run, so steadier than two
+# wall-clock runs compared).
+user_share() {
+  local proto=$1 tmp pid flags port=$((BASE_PORT + 40)) backend=$((BASE_PORT + 41))
+  tmp=$(mktemp -d)
+  "$BIN" backend --listen "127.0.0.1:$backend" >/dev/null 2>&1 &
+  local bpid=$!
+  cat >"$tmp/z.toml" <<EOF2
+[[listener]]
+addr = "127.0.0.1:$port"
+[[backend]]
+addr = "127.0.0.1:$backend"
+[runtime]
+workers = 1
+[admin]
+enabled = false
+[log]
+level = "warn"
+$LIMITS
+[client_ip]
+trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]
+header = "x-forwarded-for"
+EOF2
+  "$BIN" --config "$tmp/z.toml" >/dev/null 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  flags=(-c8 -m10)
+  [ "$proto" = h1 ] && flags=(--h1 -c8 -m1)
+  local url="http://127.0.0.1:$port/bytes?n=0" h="x-forwarded-for: 203.0.113.9, 10.9.9.9"
+  h2load "${flags[@]}" -H "$h" -n 2000 "$url" >/dev/null
+  local a b
+  a=$(awk '{print $14, $15}' "/proc/$pid/stat")
+  h2load "${flags[@]}" -H "$h" -n "${NATIVE_N:-100000}" "$url" >/dev/null
+  b=$(awk '{print $14, $15}' "/proc/$pid/stat")
+  kill "$pid" "$bpid" 2>/dev/null; wait "$pid" "$bpid" 2>/dev/null || true
+  rm -rf "$tmp"
+  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
+    u = y[1] - x[1]; s = y[2] - x[2]; printf "%.3f", u / (u + s) }'
+}
+if [ -n "${IR[trusted-h1]:-}" ] && [ -n "${IR[xff-h1]:-}" ] && [ "${USER_SHARE:-1}" = 1 ]; then
+  echo
+  echo "| row | trusted vs xff, instructions | user-space share of CPU (native) | share of CPU per request |"
+  echo "|---|---:|---:|---:|"
+  for proto in h1 h2c; do
+    share=$(user_share "$proto")
+    awk -v t="${IR[trusted-$proto]}" -v c="${IR[xff-$proto]}" -v s="$share" -v p="$proto" 'BEGIN {
+      d = (t - c) * 100 / c
+      printf "| %s | %+.2f %% | %.0f %% | **%+.2f %%** |\n", p, d, s * 100, d * s }'
+  done
+fi
 echo
 echo "\`$BIN\` ($(cd "$REPO" && git describe --always --dirty)); N = $N requests per row, limits in training mode;"
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'); valgrind $(valgrind --version); $(nproc) CPUs."

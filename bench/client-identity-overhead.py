@@ -21,7 +21,10 @@ What it measures
   The last lines print the median ratio as a percentage. For a figure that does not move
   with the machine's load, see bench/client-identity-callgrind.sh (instructions per request).
 
-Run: python3 bench/client-identity-overhead.py [--rounds 5] [--secs 5]
+  Each run also prints the user-space share of that CPU (utime / (utime + stime)): what
+  callgrind's instruction counts cover.
+
+Run: python3 bench/client-identity-overhead.py [--rounds 5] [--secs 5] [--h1]
   (builds zgate in release; needs h2load, from Debian's nghttp2-client). Nothing is pinned:
   on a shared machine the per-pair ratio is the figure to read, and its spread says how much
   noise there is.
@@ -40,9 +43,10 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid):
+    """(user, system) CPU seconds of process `pid` so far."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
 
 
 def wait_port(port):
@@ -77,9 +81,10 @@ header = "x-forwarded-for"
     return text
 
 
-def run_load(port, secs):
+def run_load(port, secs, h1):
+    shape = ["--h1", "-c64", "-m1"] if h1 else ["-c64", "-m10"]
     out = subprocess.run(
-        ["h2load", "-c64", "-m10", "-t1", "-D", str(secs),
+        ["h2load", *shape, "-t1", "-D", str(secs),
          "-H", "x-forwarded-for: 203.0.113.9, 10.9.9.9",
          f"http://127.0.0.1:{port}/bytes?n=0"],
         capture_output=True, text=True, check=True).stdout
@@ -95,6 +100,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--secs", type=int, default=5)
+    ap.add_argument("--h1", action="store_true", help="HTTP/1.1 (h2load --h1 -c64 -m1)")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "zgate-proxy", "--bin", "zgate"],
                    cwd=ROOT, check=True)
@@ -116,25 +122,31 @@ def main():
                 procs.append(p)
                 wait_port(port)
                 sides[name] = (p, port)
-            run_load(sides["plain"][1], 2)  # warm-up
-            run_load(sides["identity"][1], 2)
+            run_load(sides["plain"][1], 2, a.h1)  # warm-up
+            run_load(sides["identity"][1], 2, a.h1)
             per = {"plain": [], "identity": []}
+            user_share = {"plain": [], "identity": []}
             ratios = []
             for r in range(a.rounds):
                 order = ["plain", "identity"] if r % 2 == 0 else ["identity", "plain"]
                 got = {}
                 for name in order:
                     p, port = sides[name]
-                    before = cpu_seconds(p.pid)
-                    n = run_load(port, a.secs)
-                    us = (cpu_seconds(p.pid) - before) * 1e6 / max(n, 1)
+                    (u0, s0) = cpu_seconds(p.pid)
+                    n = run_load(port, a.secs, a.h1)
+                    (u1, s1) = cpu_seconds(p.pid)
+                    us = (u1 - u0 + s1 - s0) * 1e6 / max(n, 1)
+                    share = (u1 - u0) / max(u1 - u0 + s1 - s0, 1e-9)
                     got[name] = us
                     per[name].append(us)
-                    print(f"round {r} {name:8} {n:7d} req  {us:6.2f} CPU us/req", flush=True)
+                    user_share[name].append(share)
+                    print(f"round {r} {name:8} {n:7d} req  {us:6.2f} CPU us/req"
+                          f"  (user {share * 100:.0f} %)", flush=True)
                 ratios.append(got["identity"] / got["plain"])
             print()
-            print(f"plain    median {statistics.median(per['plain']):.2f} CPU us/req")
-            print(f"identity median {statistics.median(per['identity']):.2f} CPU us/req")
+            for name in ("plain", "identity"):
+                print(f"{name:8} median {statistics.median(per[name]):.2f} CPU us/req, user"
+                      f" share {statistics.median(user_share[name]) * 100:.0f} %")
             print(f"identity/plain per-pair ratios: {' '.join(f'{x:.3f}' for x in ratios)}")
             m = statistics.median(ratios)
             print(f"median ratio {m:.3f}: identity costs {(m - 1) * 100:+.1f} % CPU per request")

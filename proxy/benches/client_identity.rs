@@ -135,7 +135,7 @@ fn bench(c: &mut Criterion) {
                     peer: &peer,
                     peer_ip,
                     client: &peer,
-                    chain: None,
+                    chain_set: false,
                     trusted: false,
                     tls: true,
                 };
@@ -154,7 +154,7 @@ fn bench(c: &mut Criterion) {
                     peer: &peer,
                     peer_ip,
                     client: &client_value,
-                    chain: None,
+                    chain_set: false,
                     trusted: true,
                     tls: true,
                 };
@@ -177,7 +177,11 @@ fn bench(c: &mut Criterion) {
     let recent = Recent::default();
     let peer_value = HeaderValue::from_static("10.1.2.3");
     g.bench_function("find_client_in_header_seen_before", |b| {
-        b.iter(|| recent.client(&id, black_box(&forwarded), peer_ip, &peer_value))
+        b.iter(|| {
+            recent
+                .client(&id, black_box(&mut forwarded.clone()), peer_ip, &peer_value)
+                .named
+        })
     });
     // The limiter's part of a request of the connection's own client: counted, per-request
     // memory charged and released.

@@ -2,8 +2,8 @@
 //! limiter's handle on that client, with its per-request memory and the CPU of its requests'
 //! work batched exactly as [`Accounting`](super::accounting::Accounting) batches the
 //! connection's own client's: memory reported in steps of [`MEM_GRANULARITY`], CPU in batches
-//! of [`CPU_BATCH_NS`] or every [`CPU_BATCH_INTERVAL_NS`]. So a CDN edge's connection pays the
-//! limiter's shared counters for a forwarded client about as often as a direct client's
+//! of [`CPU_BATCH_NS`] or every [`FORWARDED_CPU_INTERVAL_NS`]. So a CDN edge's connection pays
+//! the limiter's shared counters for a forwarded client about as often as a direct client's
 //! connection does, not once per request (issue 13's cost target: ≤ 1 % per request).
 //!
 //! One per connection and client: kept by the connection's [`Recent`](crate::http::recent)
@@ -16,8 +16,15 @@ use std::sync::Arc;
 
 use zgate_limiter::{AsClient, ClientHandle, Nanos, Verdict};
 
-use super::accounting::{CPU_BATCH_INTERVAL_NS, CPU_BATCH_NS, MEM_GRANULARITY};
+use super::accounting::{CPU_BATCH_NS, MEM_GRANULARITY};
 use crate::clock::Clock;
+
+/// A forwarded client's CPU pending on one connection is charged at least this often (10 ms;
+/// the connection's own client: 1 ms). Its requests are spread over a connection it shares
+/// with other clients, so the 1 ms of a direct client would charge nearly every request of a
+/// light client; 10 ms keeps the limiter's view of it as fresh as it needs (1 % of the default
+/// 1 s half-life of the CPU EMA). A heavy client reaches [`CPU_BATCH_NS`] first anyway.
+pub const FORWARDED_CPU_INTERVAL_NS: u64 = 10_000_000;
 
 /// A forwarded client on one connection. `Send + Sync`: HTTP/2 serves a connection's requests
 /// on several tasks.
@@ -87,7 +94,7 @@ impl Forwarded {
     pub fn cpu(&self, ns: u64, now: Nanos) -> Verdict {
         let pending = self.cpu_pending.fetch_add(ns, Ordering::Relaxed) + ns;
         let last = self.cpu_charged_at.load(Ordering::Relaxed);
-        if pending < CPU_BATCH_NS && now.0.saturating_sub(last) < CPU_BATCH_INTERVAL_NS {
+        if pending < CPU_BATCH_NS && now.0.saturating_sub(last) < FORWARDED_CPU_INTERVAL_NS {
             return Verdict::Allow;
         }
         let batch = self.cpu_pending.swap(0, Ordering::Relaxed);
@@ -194,8 +201,11 @@ mod tests {
         assert!(cpu(20) > 0);
         f.cpu(1_000, Nanos(start + 30));
         assert_eq!(f.cpu_pending.load(Ordering::Relaxed), 1_000);
+        // 2 ms later: a direct client's connection would charge it; a forwarded one waits.
+        f.cpu(1, Nanos(start + 20 + 2_000_000));
+        assert_eq!(f.cpu_pending.load(Ordering::Relaxed), 1_001);
         // Long after the last batch, even a small poll is charged.
-        f.cpu(1, Nanos(start + 30 + CPU_BATCH_INTERVAL_NS));
+        f.cpu(1, Nanos(start + 30 + FORWARDED_CPU_INTERVAL_NS));
         assert_eq!(f.cpu_pending.load(Ordering::Relaxed), 0);
     }
 }

@@ -148,9 +148,9 @@ pub struct Hop<'a> {
     /// The request's client as an `X-Real-IP` value: `peer`, or the client a trusted peer's
     /// forwarding header named ([`forwarded_for`] of it).
     pub client: &'a HeaderValue,
-    /// From a trusted peer: the `X-Forwarded-For` to send, when the connection already made
-    /// it for the same header value ([`Recent`](super::recent::Recent)); else it is made here.
-    pub chain: Option<&'a HeaderValue>,
+    /// From a trusted peer: `X-Forwarded-For` is already the chain to send (the connection's
+    /// [`Recent`](super::recent::Recent) put the one it made for the same value in place).
+    pub chain_set: bool,
     /// Whether the peer is a trusted proxy.
     pub trusted: bool,
     /// Whether the peer connected over TLS.
@@ -176,13 +176,10 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
         headers.insert(X_FORWARDED_PROTO.clone(), scheme(hop.tls));
         return;
     }
-    match hop.chain {
-        Some(chain) => {
-            headers.insert(X_FORWARDED_FOR.clone(), chain.clone());
-        }
-        None => append_list(headers, &X_FORWARDED_FOR, hop.peer.as_bytes(), || {
+    if !hop.chain_set {
+        append_list(headers, &X_FORWARDED_FOR, hop.peer.as_bytes(), || {
             Some(hop.peer.clone())
-        }),
+        });
     }
     if headers.contains_key(header::FORWARDED) {
         let mut buf = [0u8; IP_TEXT_MAX + 8];
@@ -352,7 +349,7 @@ mod tests {
             peer,
             peer_ip: peer.to_str().unwrap().parse().unwrap(),
             client,
-            chain: None,
+            chain_set: false,
             trusted,
             tls,
         }

@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{Entry, HeaderMap, HeaderName, HeaderValue};
 use zgate_limiter::Limiter;
 
 use super::headers::{self, forwarded_for};
@@ -54,6 +54,15 @@ struct Slot {
     named: Option<Arc<Named>>,
 }
 
+/// What [`Recent::client`] found.
+#[derive(Default)]
+pub struct Seen {
+    /// The client the header names, if not the peer.
+    pub named: Option<Arc<Named>>,
+    /// Whether `X-Forwarded-For` was already replaced by the chain zgate sends.
+    pub chain_set: bool,
+}
+
 /// A client a trusted proxy's forwarding header named, other than the proxy itself.
 #[derive(Clone)]
 pub struct Named {
@@ -71,31 +80,57 @@ pub struct Named {
 impl Recent {
     /// The client of a request with `headers` on a connection from `peer` (`peer_value`: the
     /// same as an `X-Forwarded-For` element), a trusted proxy, under `identity`'s rules
-    /// ([`Identity::forwarded_client`]); `None` when it is the peer.
+    /// ([`Identity::forwarded_client`]); `None` when it is the peer. When the header is one
+    /// line of `X-Forwarded-For` seen before, it is replaced here by the chain zgate sends
+    /// (one lookup of the header for both); [`Seen::chain_set`] says so.
     pub fn client(
         &self,
         identity: &Identity,
-        headers: &HeaderMap,
+        headers: &mut HeaderMap,
         peer: IpAddr,
         peer_value: &HeaderValue,
-    ) -> Option<Arc<Named>> {
-        let name = identity.header_name()?;
-        let mut lines = headers.get_all(name).iter();
-        let line = lines.next()?;
-        let raw = line.as_bytes();
-        let kept = lines.next().is_none() && raw.len() <= MAX_KEPT;
-        if kept {
-            if let Some(slot) = self.lock().slot.iter().find(|s| s.raw == raw) {
-                return slot.named.clone();
+    ) -> Seen {
+        let Some(name) = identity.header_name() else {
+            return Seen::default();
+        };
+        let kept = match headers.entry(name) {
+            Entry::Vacant(_) => return Seen::default(),
+            Entry::Occupied(mut entry) => {
+                let mut lines = entry.iter();
+                let raw = lines.next().map_or(&b""[..], HeaderValue::as_bytes);
+                let kept = lines.next().is_none() && raw.len() <= MAX_KEPT;
+                let hit = if kept {
+                    let slots = self.lock();
+                    slots
+                        .slot
+                        .iter()
+                        .find(|s| s.raw == raw)
+                        .map(|s| s.named.clone())
+                } else {
+                    None
+                };
+                if let Some(named) = hit {
+                    let chain = named.as_ref().and_then(|n| n.chain.as_ref());
+                    if let Some(chain) = chain {
+                        entry.insert(chain.clone());
+                    }
+                    return Seen {
+                        chain_set: chain.is_some(),
+                        named,
+                    };
+                }
+                kept
             }
-        }
+        };
         let named = identity
             .forwarded_client(headers)
             .filter(|ip| *ip != peer)
             .map(|ip| {
                 // One line of `X-Forwarded-For`: what zgate sends for it is the same every time.
                 let chain = (kept && *name == X_FORWARDED_FOR)
-                    .then(|| headers::extend_list(|| std::iter::once(line), peer_value.as_bytes()))
+                    .then(|| {
+                        headers::extend_list(|| headers.get_all(name).iter(), peer_value.as_bytes())
+                    })
                     .flatten();
                 Arc::new(Named {
                     ip,
@@ -105,6 +140,7 @@ impl Recent {
                 })
             });
         if kept {
+            let raw = headers.get(name).map_or(&b""[..], HeaderValue::as_bytes);
             let slot = Slot {
                 raw: Bytes::copy_from_slice(raw),
                 named: named.clone(),
@@ -118,7 +154,10 @@ impl Recent {
                 slots.slot[i] = slot;
             }
         }
-        named
+        Seen {
+            named,
+            chain_set: false,
+        }
     }
 
     /// Starts a request of `named` on `meter` ([`Meter::forwarded_request_started`], with the
@@ -192,7 +231,9 @@ mod tests {
 
     fn client(r: &Recent, id: &Identity, values: &[&str]) -> Option<IpAddr> {
         let peer = forwarded_for(ip("10.0.0.1"));
-        let named = r.client(id, &headers(values), ip("10.0.0.1"), &peer);
+        let named = r
+            .client(id, &mut headers(values), ip("10.0.0.1"), &peer)
+            .named;
         if let Some(n) = &named {
             assert_eq!(n.value, n.ip.to_string());
         }
@@ -227,39 +268,35 @@ mod tests {
     }
 
     /// One line of `X-Forwarded-For` gets the chain zgate sends made once, with the peer
-    /// appended; a value that is not kept gets none (made per request by `set_forwarded`).
+    /// appended, and put in place of the header on the next requests with the same value; a
+    /// value that is not kept gets none (made per request by `set_forwarded`).
     #[test]
     fn a_kept_value_carries_the_chain_to_send() {
         let (r, id) = (Recent::default(), identity());
         let peer = forwarded_for(ip("10.0.0.1"));
-        let named = r
-            .client(
-                &id,
-                &headers(&["203.0.113.9, 10.1.2.3"]),
-                ip("10.0.0.1"),
-                &peer,
-            )
-            .unwrap();
+        let mut first = headers(&["203.0.113.9, 10.1.2.3"]);
+        let seen = r.client(&id, &mut first, ip("10.0.0.1"), &peer);
+        assert!(!seen.chain_set, "a miss leaves the header to set_forwarded");
+        assert_eq!(
+            first.get("x-forwarded-for").unwrap(),
+            "203.0.113.9, 10.1.2.3"
+        );
+        let named = seen.named.unwrap();
         let chain = named.chain.as_ref().unwrap();
         assert_eq!(chain, "203.0.113.9, 10.1.2.3, 10.0.0.1");
-        let again = r
-            .client(
-                &id,
-                &headers(&["203.0.113.9, 10.1.2.3"]),
-                ip("10.0.0.1"),
-                &peer,
-            )
-            .unwrap();
-        assert!(Arc::ptr_eq(&named, &again), "a hit shares the slot's entry");
-        let two = r
-            .client(
-                &id,
-                &headers(&["6.6.6.6", "203.0.113.9"]),
-                ip("10.0.0.1"),
-                &peer,
-            )
-            .unwrap();
-        assert!(two.chain.is_none());
+        let mut again = headers(&["203.0.113.9, 10.1.2.3"]);
+        let seen = r.client(&id, &mut again, ip("10.0.0.1"), &peer);
+        assert!(seen.chain_set);
+        assert!(
+            Arc::ptr_eq(&named, &seen.named.unwrap()),
+            "a hit shares the slot's entry"
+        );
+        let sent: Vec<_> = again.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(sent, ["203.0.113.9, 10.1.2.3, 10.0.0.1"]);
+        let mut two = headers(&["6.6.6.6", "203.0.113.9"]);
+        let seen = r.client(&id, &mut two, ip("10.0.0.1"), &peer);
+        assert!(seen.named.unwrap().chain.is_none() && !seen.chain_set);
+        assert_eq!(two.get_all("x-forwarded-for").iter().count(), 2);
     }
 
     #[test]

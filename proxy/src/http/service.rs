@@ -15,7 +15,7 @@ use crate::account::meter::{InFlightRequest, Meter};
 use crate::account::timed::ChargedTo;
 use crate::http::body::{self, ProxyBody, Upload};
 use crate::http::finish::{Access, Finish};
-use crate::http::recent::Named;
+use crate::http::recent::{Named, Seen};
 use crate::http::upgrade::{self, Wanted};
 use crate::http::Router;
 use crate::http::{headers, host};
@@ -81,7 +81,7 @@ pub struct ConnInfo {
 /// Proxies `req` to a backend and returns what the client gets. The request is finished
 /// (duration measured, access line logged: see [`Finish`]) when the response's last byte has
 /// gone or the response is dropped.
-pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<ProxyBody> {
+pub async fn handle(conn: &Arc<ConnInfo>, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let shared = &*conn.shared;
     shared.stats.request();
     let started = Instant::now();
@@ -93,11 +93,11 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
 
     let meter = &conn.meter;
     let wanted = upgrade::wanted(&req);
-    let method = req.method();
+    let method = req.method().clone();
     // An extended CONNECT is a GET to the backend.
     let idempotent = wanted.as_ref().is_some_and(Wanted::is_connect)
         || matches!(
-            *method,
+            method,
             Method::GET
                 | Method::HEAD
                 | Method::PUT
@@ -106,17 +106,18 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
                 | Method::TRACE
         );
     // Whose request this is: the connection's client, or the one a trusted proxy names.
-    let named = if conn.trusted {
+    let seen = if conn.trusted {
         let recent = &conn.recent;
         recent.client(
             &conn.identity,
-            req.headers(),
+            req.headers_mut(),
             conn.peer.ip(),
             &conn.forwarded_for,
         )
     } else {
-        None
+        Seen::default()
     };
+    let named = seen.named;
     if let Some(a) = access.as_deref_mut() {
         a.forwarded_client = named.as_ref().map(|n| n.ip);
     }
@@ -150,10 +151,13 @@ pub async fn handle(conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Pr
         } else {
             None
         };
-        let mut req = req;
         let on_client = wanted.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let mut upstream_req =
-            rewrite_request(req, conn, bytes_in, named.as_deref(), charged.as_ref());
+        let forwarded = Forwarding {
+            named: named.as_deref(),
+            chain_set: seen.chain_set,
+            charged: charged.as_ref(),
+        };
+        let mut upstream_req = rewrite_request(req, conn, bytes_in, forwarded);
         if let Some(w) = &wanted {
             upgrade::to_backend(&mut upstream_req, w);
         }
@@ -304,16 +308,19 @@ fn failed_response(
 /// The request as the backend must see it: origin-form, HTTP/1.1, hop-by-hop headers removed,
 /// forwarding headers set (see `headers::set_forwarded`), `Host` per [`host::backend_host`]
 /// (the target's authority wins, and `Connection` cannot remove it). `bytes_in` counts the
-/// body's bytes for the access log; `named` is the client a trusted proxy named (its
-/// `X-Real-IP` value, and the `X-Forwarded-For` made for it), and `charged` that client as the
-/// connection charges it, which the body's chunks are charged to (metric F).
+/// body's bytes for the access log; `forwarded` says whose request it is when a trusted proxy
+/// named a client.
 fn rewrite_request(
     req: Request<Incoming>,
     conn: &ConnInfo,
     bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
-    named: Option<&Named>,
-    charged: Option<&Arc<Forwarded>>,
+    forwarded: Forwarding<'_>,
 ) -> Request<ProxyBody> {
+    let Forwarding {
+        named,
+        chain_set,
+        charged,
+    } = forwarded;
     let (mut parts, body) = req.into_parts();
     // Checked by `handle` before: a request with a bad `Host` is answered 400 there.
     let backend_host = host::backend_host(parts.version, &parts.uri, &parts.headers)
@@ -329,7 +336,7 @@ fn rewrite_request(
         peer: &conn.forwarded_for,
         peer_ip: conn.peer.ip(),
         client: named.map_or(&conn.forwarded_for, |n| &n.value),
-        chain: named.and_then(|n| n.chain.as_ref()),
+        chain_set,
         trusted: conn.trusted,
         tls: conn.tls,
     };
@@ -351,6 +358,17 @@ fn rewrite_request(
         forwarded: bytes_in,
     };
     Request::from_parts(parts, body)
+}
+
+/// The client a trusted proxy named for a request, as [`rewrite_request`] needs it.
+struct Forwarding<'a> {
+    /// Whom the header names (its `X-Real-IP` value); `None`: the peer.
+    named: Option<&'a Named>,
+    /// `X-Forwarded-For` is already the chain to send ([`Seen::chain_set`]).
+    chain_set: bool,
+    /// The client as the connection charges it, which the body's chunks are charged to
+    /// (metric F).
+    charged: Option<&'a Arc<Forwarded>>,
 }
 
 fn rewrite_response(
