@@ -376,4 +376,183 @@ mod tests {
             assert_eq!(t.lookup(b"h", path), want, "{path:?}");
         }
     }
+
+    /// A small deterministic generator (SplitMix64): the randomized tests need no crate.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from[self.below(from.len())]
+        }
+    }
+
+    /// What a route matches, for the plain scan.
+    #[derive(Debug, Clone)]
+    enum Pattern {
+        Any,
+        Exact(Vec<u8>),
+        Wildcard(Vec<u8>),
+    }
+
+    /// The lookup as the module's doc states it, by scanning every route: the host without its
+    /// port and trailing dot, ASCII lower case, valid UTF-8, 1 to 255 bytes (else only the
+    /// routes without a host); its exact routes, then its wildcards from the longest suffix,
+    /// then the routes without a host; in the first of those groups that has a route whose
+    /// prefix starts `path`, the longest such prefix (the later route of two equal ones).
+    fn scan(routes: &[(Pattern, String, usize)], authority: &[u8], path: &str) -> Option<usize> {
+        let host = if authority.first() == Some(&b'[') {
+            match authority.iter().position(|&b| b == b']') {
+                Some(end) => &authority[..=end],
+                None => authority,
+            }
+        } else {
+            authority.split(|&b| b == b':').next().unwrap_or_default()
+        };
+        let host = host.strip_suffix(b".").unwrap_or(host).to_ascii_lowercase();
+        let named =
+            !host.is_empty() && host.len() <= MAX_HOST && std::str::from_utf8(&host).is_ok();
+        let best = |group: &dyn Fn(&Pattern) -> bool| {
+            routes
+                .iter()
+                .filter(|(h, p, _)| group(h) && path.starts_with(p.as_str()))
+                .max_by_key(|(_, p, _)| p.len())
+                .map(|(_, _, pool)| *pool)
+        };
+        if named {
+            let exact = best(&|h| matches!(h, Pattern::Exact(e) if *e == host));
+            if exact.is_some() {
+                return exact;
+            }
+            let mut suffixes: Vec<&Vec<u8>> = routes
+                .iter()
+                .filter_map(|(h, _, _)| match h {
+                    Pattern::Wildcard(s) if host.len() > s.len() && host.ends_with(s) => Some(s),
+                    _ => None,
+                })
+                .collect();
+            suffixes.sort_by_key(|s| std::cmp::Reverse(s.len()));
+            for s in suffixes {
+                let found = best(&|h| matches!(h, Pattern::Wildcard(w) if w == s));
+                if found.is_some() {
+                    return found;
+                }
+            }
+        }
+        best(&|h| matches!(h, Pattern::Any))
+    }
+
+    /// Random tables (nested, interleaved and duplicate prefixes; exact hosts, wildcards at
+    /// several depths, no host) against [`scan`], with random hosts (case, port, trailing dot,
+    /// IPv6, non-ASCII and invalid UTF-8, too long) and paths. Deterministic seeds.
+    #[test]
+    fn lookup_matches_a_linear_scan_of_random_routes() {
+        const LABELS: &[&str] = &["a", "b", "ab", "x1", "example", "tenant42", "c-d"];
+        // Path bytes: a few, so that prefixes nest and interleave; more as the first byte after
+        // `/` sometimes, so that a node has many children.
+        const PATH: &[&str] = &["a", "b", "/", "ab", "a/", "-", "é"];
+        const WIDE: &[&str] = &[
+            "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "c", "d", "e", "f", "g", "h", "i",
+            "j", "k", "l", "m", "n", "o", "p", "q", "r", "s", "t", "u", "v", "w", "y", "z",
+        ];
+        let mut checked = 0;
+        for seed in 0..300u64 {
+            let mut rng = Rng(seed);
+            let name = |rng: &mut Rng| {
+                let labels = 1 + rng.below(4);
+                (0..labels)
+                    .map(|_| rng.pick(LABELS))
+                    .collect::<Vec<_>>()
+                    .join(".")
+            };
+            let path = |rng: &mut Rng, max: usize| {
+                let mut p = String::from("/");
+                if rng.below(3) == 0 {
+                    p.push_str(rng.pick(WIDE));
+                }
+                for _ in 0..rng.below(max + 1) {
+                    p.push_str(rng.pick(PATH));
+                }
+                p
+            };
+            let n = 1 + rng.below(if seed % 10 == 0 { 400 } else { 40 });
+            let pools = 1 + rng.below(5);
+            let mut patterns = Vec::new();
+            let mut routes = Vec::new();
+            for _ in 0..n {
+                let (host, pattern) = match rng.below(3) {
+                    0 => (HostPattern::Any, Pattern::Any),
+                    1 => {
+                        let h = name(&mut rng);
+                        (
+                            HostPattern::Exact(h.clone()),
+                            Pattern::Exact(h.into_bytes()),
+                        )
+                    }
+                    _ => {
+                        let s = format!(".{}", name(&mut rng));
+                        (
+                            HostPattern::Wildcard(s.clone()),
+                            Pattern::Wildcard(s.into_bytes()),
+                        )
+                    }
+                };
+                let prefix = if rng.below(8) == 0 {
+                    "/".to_owned()
+                } else {
+                    path(&mut rng, 6)
+                };
+                patterns.push(host);
+                routes.push((pattern, prefix, rng.below(pools)));
+            }
+            let t = RouteTable::new(
+                patterns
+                    .iter()
+                    .zip(&routes)
+                    .map(|(h, (_, p, pool))| (h, p.as_str(), *pool)),
+            );
+            for _ in 0..200 {
+                let mut authority: Vec<u8> = match rng.below(12) {
+                    0 => Vec::new(),
+                    1 => b"[::1]".to_vec(),
+                    2 => "a.b\u{e9}.example".as_bytes().to_vec(),
+                    3 => b"a.\xff.example".to_vec(),
+                    4 => "x".repeat(250 + rng.below(10)).into_bytes(),
+                    _ => name(&mut rng).into_bytes(),
+                };
+                if rng.below(3) == 0 {
+                    authority.make_ascii_uppercase();
+                }
+                if rng.below(4) == 0 {
+                    authority.push(b'.');
+                }
+                if rng.below(3) == 0 {
+                    authority.extend_from_slice(b":8443");
+                }
+                let path = path(&mut rng, 12);
+                let want = scan(&routes, &authority, &path);
+                let got = t.lookup(&authority, &path);
+                assert_eq!(
+                    got,
+                    want,
+                    "seed {seed}: {:?} {path:?}",
+                    String::from_utf8_lossy(&authority)
+                );
+                checked += usize::from(got.is_some());
+            }
+        }
+        // Most lookups found a route: the comparison is not only of misses.
+        assert!(checked > 300 * 200 / 2, "{checked}");
+    }
 }
