@@ -11,7 +11,7 @@
 //!   length or some wildcard suffix is shorter than it: one probe of a table of the exact hosts
 //!   and one per wildcard suffix length, from the longest, that puts a dot of the host first.
 //!   The probes hash and compare the host in ASCII lower case as they read it (no copy); a
-//!   host with a byte above 0x7f is checked to be UTF-8 when a route of its matches;
+//!   host with a byte above 0x7f is checked to be UTF-8 when a wildcard of its matches;
 //! - the path, per host group that has routes: a walk down a radix tree of its prefixes (a
 //!   node where prefixes branch or end), choosing each child by one byte and comparing the rest
 //!   of its label.
@@ -139,36 +139,36 @@ impl RouteTable {
 
     /// The pool of the exact (when `exact`: some exact host has its length) or wildcard routes
     /// of `host` (without its port, any case) for `path`.
-    #[inline(never)]
+    #[inline]
     fn by_host(&self, host: &[u8], exact: bool, path: &[u8]) -> Option<usize> {
-        let found = || {
-            if exact {
+        // A host that is not UTF-8 has no route of its own. One that matched an exact host (a
+        // `String`) but for ASCII case is UTF-8; one that matched a wildcard suffix is checked
+        // then (rare: a byte above 0x7f).
+        if exact {
+            let found = self
+                .exact
+                .get(host)
+                .and_then(|t| self.trees.lookup(t, path));
+            if found.is_some() {
+                return found;
+            }
+        }
+        // From the longest: `.b.example.com`, `.example.com`, `.com`.
+        let n = host.len();
+        for &l in self.wildcard_lengths.iter().filter(|&&l| l < n) {
+            let suffix = host.get(n - l..).unwrap_or_default();
+            if suffix.first() == Some(&b'.') {
                 let found = self
-                    .exact
-                    .get(host)
+                    .wildcard
+                    .get(suffix)
                     .and_then(|t| self.trees.lookup(t, path));
                 if found.is_some() {
-                    return found;
+                    let utf8 = words_or(host) & TOPS == 0 || std::str::from_utf8(host).is_ok();
+                    return found.filter(|_| utf8);
                 }
             }
-            // From the longest: `.b.example.com`, `.example.com`, `.com`.
-            let n = host.len();
-            for &l in self.wildcard_lengths.iter().filter(|&&l| l < n) {
-                let suffix = host.get(n - l..).unwrap_or_default();
-                if suffix.first() == Some(&b'.') {
-                    let found = self
-                        .wildcard
-                        .get(suffix)
-                        .and_then(|t| self.trees.lookup(t, path));
-                    if found.is_some() {
-                        return found;
-                    }
-                }
-            }
-            None
-        };
-        // A host that is not UTF-8 has no route of its own (checked once found: rare).
-        found().filter(|_| words_or(host) & TOPS == 0 || std::str::from_utf8(host).is_ok())
+        }
+        None
     }
 }
 
@@ -410,7 +410,7 @@ impl Trees {
     }
 
     /// The pool of the longest prefix of `path` in the tree at `root`.
-    #[inline]
+    #[inline(always)]
     fn lookup(&self, root: usize, path: &[u8]) -> Option<usize> {
         let mut at = root;
         let mut rest = path;
@@ -741,7 +741,9 @@ mod tests {
     /// IPv6, non-ASCII and invalid UTF-8, too long) and paths. Deterministic seeds.
     #[test]
     fn lookup_matches_a_linear_scan_of_random_routes() {
-        const LABELS: &[&str] = &["a", "b", "ab", "x1", "example", "tenant42", "c-d"];
+        const LABELS: &[&str] = &[
+            "a", "b", "ab", "x1", "example", "tenant42", "c-d", "b\u{e9}",
+        ];
         // Path bytes: a few, so that prefixes nest and interleave; more as the first byte after
         // `/` sometimes, so that a node has many children.
         const PATH: &[&str] = &["a", "b", "/", "ab", "a/", "-", "é"];
