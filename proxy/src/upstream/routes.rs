@@ -196,10 +196,13 @@ struct Slot {
 }
 
 impl Hosts {
-    fn new(hosts: Vec<(Box<[u8]>, usize)>) -> Hosts {
+    fn new(mut hosts: Vec<(Box<[u8]>, usize)>) -> Hosts {
         if hosts.is_empty() {
             return Hosts::default();
         }
+        // In one order whatever the order given (a HashMap's): the same probe sequences, and
+        // instruction counts, from one run to the next.
+        hosts.sort_unstable();
         let size = (hosts.len() * 2).next_power_of_two();
         let (mask, shift) = (size - 1, 64 - size.trailing_zeros());
         let mut slots = vec![Slot::default(); size];
@@ -299,12 +302,15 @@ fn for_words(s: &[u8], mut f: impl FnMut(u64)) {
         }
         return;
     }
-    let mut at = 0;
+    f(word(s, 0));
+    let mut at = 8;
     while at + 8 < n {
         f(word(s, at));
         at += 8;
     }
-    f(word(s, n - 8));
+    if n > 8 {
+        f(word(s, n - 8));
+    }
 }
 
 /// The bitwise or of the words of `s`.
