@@ -149,6 +149,11 @@ pub fn server_config(files: &TlsFiles, tls_key: &str) -> Result<Arc<ServerConfig
             key: tls_key.to_owned(),
             source,
         })?;
+    // One TLS 1.3 ticket per handshake (rustls sends 2): a client that reconnects spends one
+    // ticket per connection and gets a new one each time; each ticket costs two random draws
+    // and an encryption. A client opening several connections at once resumes only as many
+    // as it holds tickets.
+    config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }
 
