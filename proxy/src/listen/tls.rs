@@ -103,15 +103,24 @@ pub(crate) fn tls_acceptor(
     }
 }
 
-/// The crypto of TLS listeners: `ring`'s provider, its cipher suites reordered.
+/// The crypto of TLS listeners: `ring` for the cipher suites (AEAD, HKDF), signatures and
+/// randomness, `aws-lc-rs` for the key exchange. A new connection's largest cost is its
+/// ephemeral X25519 (a key pair and one agreement, even when the session resumes), and
+/// aws-lc's X25519 (s2n-bignum assembly) takes about 40% less CPU than ring's
+/// (bench/results/issue-17.md, TLS). The groups are the ones ring offers (X25519, P-256,
+/// P-384), in the same order. aws-lc's post-quantum hybrid X25519MLKEM768 is left out: a
+/// client listing it first (current browsers do) would get it, ML-KEM-768 on top of X25519 in
+/// every handshake; offering it is a choice of its own, not made here.
 ///
 /// The TLS 1.3 suites put `TLS13_AES_128_GCM_SHA256` first: its key schedule runs HKDF over
 /// SHA-256, which ring computes with the CPU's SHA extensions where it has them, where
 /// SHA-384 (the AES-256 suite) runs ring's portable SHA-512 code on AMD CPUs. TLS 1.2 suites
 /// likewise put AES-128-GCM (SHA-256 PRF) first. See [`server_config`] for the choice.
 pub(crate) fn listener_provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::aws_lc_rs::kx_group;
     use rustls::CipherSuite as Cs;
     let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
     // A stable sort: each version's suites keep their relative order otherwise.
     provider.cipher_suites.sort_by_key(|s| match s.suite() {
         Cs::TLS13_AES_128_GCM_SHA256
