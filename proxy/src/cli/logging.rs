@@ -7,7 +7,7 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber. Calling it twice is harmless (the second does nothing).
 pub fn init(level: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},h2=warn,hyper=warn,rustls=warn")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},{}", crate::log::QUIET_CRATES)));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

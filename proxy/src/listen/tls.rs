@@ -103,11 +103,48 @@ pub(crate) fn tls_acceptor(
     }
 }
 
+/// The crypto of TLS listeners: `ring` for the cipher suites (AEAD, HKDF), signatures and
+/// randomness, `aws-lc-rs` for the key exchange. A new connection's largest cost is its
+/// ephemeral X25519 (a key pair and one agreement, even when the session resumes), and
+/// aws-lc's X25519 (s2n-bignum assembly) takes about 40% less CPU than ring's
+/// (bench/results/issue-17.md, TLS). The groups are the ones ring offers (X25519, P-256,
+/// P-384), in the same order. aws-lc's post-quantum hybrid X25519MLKEM768 is left out: a
+/// client listing it first (current browsers do) would get it, ML-KEM-768 on top of X25519 in
+/// every handshake; offering it is a choice of its own, not made here.
+///
+/// The TLS 1.3 suites put `TLS13_AES_128_GCM_SHA256` first: its key schedule runs HKDF over
+/// SHA-256, which ring computes with the CPU's SHA extensions where it has them, where
+/// SHA-384 (the AES-256 suite) runs ring's portable SHA-512 code on AMD CPUs. TLS 1.2 suites
+/// likewise put AES-128-GCM (SHA-256 PRF) first. See [`server_config`] for the choice.
+pub(crate) fn listener_provider() -> rustls::crypto::CryptoProvider {
+    use rustls::crypto::aws_lc_rs::kx_group;
+    use rustls::CipherSuite as Cs;
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+    // A stable sort: each version's suites keep their relative order otherwise.
+    provider.cipher_suites.sort_by_key(|s| match s.suite() {
+        Cs::TLS13_AES_128_GCM_SHA256
+        | Cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        | Cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+        Cs::TLS13_AES_256_GCM_SHA384
+        | Cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+        | Cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 1,
+        _ => 2,
+    });
+    provider
+}
+
 /// Builds the server config of a TLS listener: every certificate loaded and matched to its
 /// key, chosen by SNI ([`SniResolver`]). `tls_key` is the config key (such as
 /// `listener[0].tls`) that errors name.
+///
+/// The suite is the server's choice ([`listener_provider`]'s order, `ignore_client_order`):
+/// AES-128-GCM with SHA-256 for every client, including those that list AES-256-GCM first
+/// (OpenSSL-based clients: curl, wrk) or ChaCha20-Poly1305 first (clients without AES
+/// instructions, which then run AES in software). Every TLS 1.3 client implements it (RFC
+/// 8446 §9.1); browsers already list it first.
 pub fn server_config(files: &TlsFiles, tls_key: &str) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(listener_provider());
     let mut keys = Vec::with_capacity(files.certs.len());
     for (j, pair) in files.certs.iter().enumerate() {
         let key_name = files.key_of(tls_key, j);
@@ -141,6 +178,7 @@ pub fn server_config(files: &TlsFiles, tls_key: &str) -> Result<Arc<ServerConfig
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
     // Session resumption: stateless tickets (TLS 1.2 and 1.3), so a returning client skips
     // the certificate signature; the keys live in memory, rotate every 6 hours, and are new
     // after a restart or a reload (a client's old ticket then costs a full handshake).
@@ -149,6 +187,11 @@ pub fn server_config(files: &TlsFiles, tls_key: &str) -> Result<Arc<ServerConfig
             key: tls_key.to_owned(),
             source,
         })?;
+    // One TLS 1.3 ticket per handshake (rustls sends 2): a client that reconnects spends one
+    // ticket per connection and gets a new one each time; each ticket costs two random draws
+    // and an encryption. A client opening several connections at once resumes only as many
+    // as it holds tickets.
+    config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }
 
@@ -184,4 +227,157 @@ fn load_key(path: &Path, key: &str) -> Result<PrivateKeyDer<'static>, TlsError> 
             key: key.to_owned(),
             path: path.to_owned(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{ServerName, UnixTime};
+    use rustls::{CipherSuite, ClientConfig, ClientConnection, DigitallySignedStruct};
+    use rustls::{NamedGroup, ProtocolVersion, ServerConnection, SignatureScheme};
+    use zgate_config::CertFiles;
+
+    /// Trusts any certificate: these tests look at what the server negotiates.
+    #[derive(Debug)]
+    struct AnyCert(Vec<SignatureScheme>);
+
+    impl ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            Ok(HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.clone()
+        }
+    }
+
+    /// A listener's server config over a self-signed ECDSA P-256 pair written to a temporary
+    /// directory.
+    fn listener_config(tag: &str) -> Arc<ServerConfig> {
+        let dir = std::env::temp_dir().join(format!("zgate-tls-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+        std::fs::write(&key, ck.key_pair.serialize_pem()).expect("write key");
+        let files = TlsFiles {
+            certs: vec![CertFiles {
+                cert,
+                key,
+                default: false,
+            }],
+            listed: false,
+        };
+        let config = server_config(&files, "listener[0].tls").expect("config");
+        let _ = std::fs::remove_dir_all(&dir);
+        config
+    }
+
+    /// A client with ring's default suite order (AES-256-GCM first, as OpenSSL's), or only
+    /// `suites` and `versions` when given.
+    fn client(suites: Option<&[CipherSuite]>, v12_only: bool) -> ClientConnection {
+        let mut provider = rustls::crypto::ring::default_provider();
+        if let Some(only) = suites {
+            provider.cipher_suites.retain(|s| only.contains(&s.suite()));
+        }
+        let schemes = provider
+            .signature_verification_algorithms
+            .supported_schemes();
+        let versions: &[&rustls::SupportedProtocolVersion] = if v12_only {
+            &[&rustls::version::TLS12]
+        } else {
+            rustls::DEFAULT_VERSIONS
+        };
+        let cfg = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .expect("versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(schemes)))
+            .with_no_client_auth();
+        ClientConnection::new(Arc::new(cfg), "localhost".try_into().expect("name")).expect("client")
+    }
+
+    /// Runs the handshake and what follows it (the tickets) in memory.
+    fn handshake(c: &mut ClientConnection, s: &mut ServerConnection) {
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).expect("client writes");
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                s.read_tls(&mut rd).expect("server reads");
+            }
+            s.process_new_packets().expect("server accepts");
+            buf.clear();
+            while s.wants_write() {
+                s.write_tls(&mut buf).expect("server writes");
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                c.read_tls(&mut rd).expect("client reads");
+            }
+            c.process_new_packets().expect("client accepts");
+        }
+        assert!(!c.is_handshaking() && !s.is_handshaking());
+    }
+
+    #[test]
+    fn aes_128_gcm_sha256_is_chosen_over_the_clients_order_and_one_ticket_is_sent() {
+        let config = listener_config("order");
+        let mut c = client(None, false);
+        let mut s = ServerConnection::new(config.clone()).expect("server");
+        handshake(&mut c, &mut s);
+        assert_eq!(s.protocol_version(), Some(ProtocolVersion::TLSv1_3));
+        let suite = s.negotiated_cipher_suite().expect("suite").suite();
+        assert_eq!(suite, CipherSuite::TLS13_AES_128_GCM_SHA256);
+        let group = s.negotiated_key_exchange_group().expect("group").name();
+        assert_eq!(group, NamedGroup::X25519);
+        assert_eq!(c.tls13_tickets_received(), 1);
+    }
+
+    #[test]
+    fn other_suites_and_tls12_still_negotiate() {
+        let config = listener_config("others");
+        let chacha = [CipherSuite::TLS13_CHACHA20_POLY1305_SHA256];
+        let mut c = client(Some(&chacha), false);
+        let mut s = ServerConnection::new(config.clone()).expect("server");
+        handshake(&mut c, &mut s);
+        assert_eq!(
+            s.negotiated_cipher_suite().expect("suite").suite(),
+            chacha[0]
+        );
+
+        let mut c = client(None, true);
+        let mut s = ServerConnection::new(config).expect("server");
+        handshake(&mut c, &mut s);
+        assert_eq!(s.protocol_version(), Some(ProtocolVersion::TLSv1_2));
+        assert_eq!(
+            s.negotiated_cipher_suite().expect("suite").suite(),
+            CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+        );
+    }
 }
