@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zgate_limiter::{Identified, IpPrefix, Metric, Mode, Reason};
@@ -70,6 +71,18 @@ async fn read_all(s: &mut TcpStream) -> Option<Vec<u8>> {
         Ok(Err(_)) => None,
         Err(_) => panic!("the server neither answered nor closed"),
     }
+}
+
+/// A `GET /headers` (the backend answers with the request headers it got) with `Host: x` and
+/// `extra` headers.
+fn headers_request(to: SocketAddr, extra: &[(&str, &str)]) -> http::Request<Full<Bytes>> {
+    let mut req = http::Request::builder()
+        .uri(format!("http://{to}/headers"))
+        .header("host", "x");
+    for (name, value) in extra {
+        req = req.header(*name, *value);
+    }
+    req.body(Full::new(Bytes::new())).unwrap()
 }
 
 const GET_HEADERS: &[u8] = b"GET /headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
@@ -366,15 +379,15 @@ async fn a_spoofed_x_forwarded_for_from_an_untrusted_peer_changes_nothing() {
     let to = addr(&s);
     let stream = connect_from(addr_ip("127.0.0.1"), to).await.unwrap();
     let mut c = Client::from_stream(stream, false).await;
-    let req = http::Request::builder()
-        .uri(format!("http://{to}/headers"))
-        .header("host", "x")
-        .header("x-forwarded-for", "203.0.113.9")
-        .header("forwarded", "for=198.51.100.1")
-        .header("x-real-ip", "198.51.100.2")
-        .header("x-forwarded-host", "evil.example")
-        .body(http_body_util::Full::new(Bytes::new()))
-        .unwrap();
+    let req = headers_request(
+        to,
+        &[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("forwarded", "for=198.51.100.1"),
+            ("x-real-ip", "198.51.100.2"),
+            ("x-forwarded-host", "evil.example"),
+        ],
+    );
     let resp = c.send(req).await;
     let seen = String::from_utf8_lossy(&resp.body).into_owned();
     assert!(seen.contains("x-forwarded-for: 127.0.0.1\n"), "{seen}");
@@ -399,13 +412,13 @@ async fn a_trusted_chain_is_attributed_to_its_client() {
     let stream = connect_from(addr_ip("127.0.0.2"), to).await.unwrap();
     let mut c = Client::from_stream(stream, false).await;
     // "client, cdn-edge", with a made-up entry the client put in front.
-    let req = http::Request::builder()
-        .uri(format!("http://{to}/headers"))
-        .header("host", "x")
-        .header("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.9.9.9")
-        .header("x-forwarded-proto", "https")
-        .body(http_body_util::Full::new(Bytes::new()))
-        .unwrap();
+    let req = headers_request(
+        to,
+        &[
+            ("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.9.9.9"),
+            ("x-forwarded-proto", "https"),
+        ],
+    );
     let resp = c.send(req).await;
     let seen = String::from_utf8_lossy(&resp.body).into_owned();
     assert!(
@@ -434,12 +447,10 @@ async fn a_trusted_chain_is_attributed_to_its_client() {
     assert_eq!(now.mode, Mode::Training);
 
     // RFC 7239, IPv6 in brackets with a port.
-    let req = http::Request::builder()
-        .uri(format!("http://{to}/headers"))
-        .header("host", "x")
-        .header("forwarded", "for=\"[2001:db8:5::9]:4711\";proto=https")
-        .body(http_body_util::Full::new(Bytes::new()))
-        .unwrap();
+    let req = headers_request(
+        to,
+        &[("forwarded", "for=\"[2001:db8:5::9]:4711\";proto=https")],
+    );
     let resp = c.send(req).await;
     let seen = String::from_utf8_lossy(&resp.body).into_owned();
     assert!(
@@ -464,12 +475,7 @@ async fn a_forwarded_clients_requests_give_their_memory_back_and_charge_its_cpu(
     let mut c = Client::from_stream(stream, false).await;
     const REQUESTS: usize = 300;
     for i in 0..REQUESTS {
-        let req = http::Request::builder()
-            .uri(format!("http://{to}/headers"))
-            .header("host", "x")
-            .header("x-forwarded-for", "198.51.100.8, 10.9.9.9")
-            .body(http_body_util::Full::new(Bytes::new()))
-            .unwrap();
+        let req = headers_request(to, &[("x-forwarded-for", "198.51.100.8, 10.9.9.9")]);
         let resp = c.send(req).await;
         assert_eq!(resp.status(), 200, "request {i}");
         let seen = String::from_utf8_lossy(&resp.body).into_owned();
@@ -644,12 +650,7 @@ async fn client_ip_and_exempt_apply_on_reload() {
     let to = addr(&s);
     let send = |xff: &'static str| async move {
         let mut c = Client::connect(to, Proto::Http1).await;
-        let req = http::Request::builder()
-            .uri(format!("http://{to}/headers"))
-            .header("host", "x")
-            .header("x-forwarded-for", xff)
-            .body(http_body_util::Full::new(Bytes::new()))
-            .unwrap();
+        let req = headers_request(to, &[("x-forwarded-for", xff)]);
         String::from_utf8_lossy(&c.send(req).await.body).into_owned()
     };
     let seen = send("203.0.113.9").await;
