@@ -89,8 +89,8 @@ pub struct Accounting {
     /// Request bytes held that are not charged: the inbound window zgate granted (see
     /// `window.rs`); 0 until [`Accounting::grant_inbound`].
     granted_in: AtomicU64,
-    /// Memory changes not yet reported to the limiter, net bytes.
-    mem_unreported: AtomicI64,
+    /// Memory changes not yet reported to the limiter.
+    mem_unreported: MemBatch,
     /// Requests in flight (see the module docs for the lifetime).
     requests: AtomicU64,
     /// Requests in flight whose response has not started yet.
@@ -103,10 +103,8 @@ pub struct Accounting {
     /// HTTP/1: the connection is a tunnel now (a protocol upgrade): its bytes are not HTTP
     /// messages (not chunks of one, not held as a request's).
     tunnel: AtomicBool,
-    /// CPU time measured but not yet charged to the limiter, ns.
-    cpu_pending: AtomicU64,
-    /// When CPU time was last charged, ns on the limiter's clock.
-    cpu_charged_at: AtomicU64,
+    /// CPU time measured but not yet charged to the limiter.
+    cpu_pending: CpuBatch,
 }
 
 impl Accounting {
@@ -123,14 +121,13 @@ impl Accounting {
             held_out: AtomicU64::new(0),
             held_in: AtomicU64::new(0),
             granted_in: AtomicU64::new(0),
-            mem_unreported: AtomicI64::new(0),
+            mem_unreported: MemBatch::default(),
             requests: AtomicU64::new(0),
             awaiting: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             message_done: AtomicBool::new(false),
             tunnel: AtomicBool::new(false),
-            cpu_pending: AtomicU64::new(0),
-            cpu_charged_at: AtomicU64::new(0),
+            cpu_pending: CpuBatch::new(Nanos(0)),
         };
         (accounting, verdict)
     }
@@ -299,17 +296,10 @@ impl Accounting {
     #[inline]
     pub fn cpu(&self, ns: u64, now: impl Now) -> Verdict {
         let now = now.now();
-        let pending = self.cpu_pending.fetch_add(ns, Ordering::Relaxed) + ns;
-        let last = self.cpu_charged_at.load(Ordering::Relaxed);
-        if pending < CPU_BATCH_NS && now.0.saturating_sub(last) < CPU_BATCH_INTERVAL_NS {
-            return Verdict::Allow;
+        match self.cpu_pending.add(ns, now, CPU_BATCH_INTERVAL_NS) {
+            Some(batch) => self.conn.cpu_spent(batch, now),
+            None => Verdict::Allow,
         }
-        let batch = self.cpu_pending.swap(0, Ordering::Relaxed);
-        self.cpu_charged_at.store(now.0, Ordering::Relaxed);
-        if batch == 0 {
-            return Verdict::Allow;
-        }
-        self.conn.cpu_spent(batch, now)
     }
 
     /// Bytes moved in either direction so far; two readings tell whether the connection idled.
@@ -369,20 +359,91 @@ impl Accounting {
     /// Records a change of the bytes held for this connection, reporting it to the limiter
     /// when the unreported total reaches [`MEM_GRANULARITY`] either way.
     fn memory_changed(&self, delta: i64, now: impl Now) -> Verdict {
-        if delta == 0 {
-            return Verdict::Allow;
-        }
-        let net = self.mem_unreported.fetch_add(delta, Ordering::Relaxed) + delta;
-        if net.abs() < MEM_GRANULARITY {
-            return Verdict::Allow;
-        }
-        match self.mem_unreported.swap(0, Ordering::Relaxed) {
-            n if n > 0 => self.conn.memory_grew(n as u64, now.now()),
-            n => {
+        match self.mem_unreported.add(delta) {
+            Some(n) if n > 0 => self.conn.memory_grew(n as u64, now.now()),
+            Some(n) => {
                 self.conn.memory_shrank(n.unsigned_abs());
                 Verdict::Allow
             }
+            None => Verdict::Allow,
         }
+    }
+}
+
+/// Memory changes not yet reported to the limiter, net bytes: reported when the total
+/// reaches [`MEM_GRANULARITY`] either way. Shared by a connection's own client
+/// ([`Accounting`]) and the forwarded ones it carries (`forwarded.rs`).
+#[derive(Debug, Default)]
+pub struct MemBatch(AtomicI64);
+
+impl MemBatch {
+    /// Adds `delta`; the net change to report now, once the total reached the granularity.
+    #[inline]
+    pub fn add(&self, delta: i64) -> Option<i64> {
+        if delta == 0 {
+            return None;
+        }
+        let net = self.0.fetch_add(delta, Ordering::Relaxed) + delta;
+        if net.abs() < MEM_GRANULARITY {
+            return None;
+        }
+        match self.0.swap(0, Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    /// What is not reported yet (taken by an owner going away).
+    pub fn take(&mut self) -> i64 {
+        std::mem::take(self.0.get_mut())
+    }
+}
+
+/// CPU time measured but not yet charged to the limiter: charged when [`CPU_BATCH_NS`] have
+/// accumulated or `interval` has passed since the last charge. Shared by a connection's own
+/// client ([`Accounting`]) and the forwarded ones it carries (`forwarded.rs`).
+#[derive(Debug)]
+pub struct CpuBatch {
+    pending: AtomicU64,
+    /// When CPU time was last charged, ns on the limiter's clock.
+    charged_at: AtomicU64,
+}
+
+impl CpuBatch {
+    /// Nothing pending, as if last charged at `start`.
+    pub fn new(start: Nanos) -> CpuBatch {
+        CpuBatch {
+            pending: AtomicU64::new(0),
+            charged_at: AtomicU64::new(start.0),
+        }
+    }
+
+    /// Adds `ns` spent at `now`; the batch to charge now, if one is due and not empty.
+    #[inline]
+    pub fn add(&self, ns: u64, now: Nanos, interval: u64) -> Option<u64> {
+        let pending = self.pending.fetch_add(ns, Ordering::Relaxed) + ns;
+        let last = self.charged_at.load(Ordering::Relaxed);
+        if pending < CPU_BATCH_NS && now.0.saturating_sub(last) < interval {
+            return None;
+        }
+        let batch = self.pending.swap(0, Ordering::Relaxed);
+        self.charged_at.store(now.0, Ordering::Relaxed);
+        (batch > 0).then_some(batch)
+    }
+
+    /// The CPU time pending, ns.
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// When CPU time was last charged.
+    pub fn charged_at(&self) -> Nanos {
+        Nanos(self.charged_at.load(Ordering::Relaxed))
+    }
+
+    /// What is pending (taken by an owner going away).
+    pub fn take(&mut self) -> u64 {
+        std::mem::take(self.pending.get_mut())
     }
 }
 

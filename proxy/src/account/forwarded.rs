@@ -1,8 +1,9 @@
 //! A forwarded client (named by a trusted proxy's header) as one connection charges it: the
 //! limiter's handle on that client, with its per-request memory and the CPU of its requests'
 //! work batched exactly as [`Accounting`](super::accounting::Accounting) batches the
-//! connection's own client's: memory reported in steps of [`MEM_GRANULARITY`], CPU in batches
-//! of [`CPU_BATCH_NS`] or every [`FORWARDED_CPU_INTERVAL_NS`]. So a CDN edge's connection pays
+//! connection's own client's ([`MemBatch`], [`CpuBatch`]): memory reported in steps of
+//! [`MEM_GRANULARITY`](super::accounting::MEM_GRANULARITY), CPU in batches of
+//! [`CPU_BATCH_NS`](super::accounting::CPU_BATCH_NS) or every [`FORWARDED_CPU_INTERVAL_NS`]. So a CDN edge's connection pays
 //! the limiter's shared counters for a forwarded client about as often as a direct client's
 //! connection does, not once per request (issue 13's cost target: ≤ 1 % per request).
 //!
@@ -11,19 +12,19 @@
 //! unreported when the last of them lets go is settled then: the memory is given back with the
 //! handle, the CPU charged.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use zgate_limiter::{AsClient, ClientHandle, Nanos, Verdict};
 
-use super::accounting::{CPU_BATCH_NS, MEM_GRANULARITY};
+use super::accounting::{CpuBatch, MemBatch, Now};
 use crate::clock::Clock;
 
 /// A forwarded client's CPU pending on one connection is charged at least this often (10 ms;
 /// the connection's own client: 1 ms). Its requests are spread over a connection it shares
 /// with other clients, so the 1 ms of a direct client would charge nearly every request of a
 /// light client; 10 ms keeps the limiter's view of it as fresh as it needs (1 % of the default
-/// 1 s half-life of the CPU EMA). A heavy client reaches [`CPU_BATCH_NS`] first anyway.
+/// 1 s half-life of the CPU EMA). A heavy client reaches
+/// [`CPU_BATCH_NS`](super::accounting::CPU_BATCH_NS) first anyway.
 pub const FORWARDED_CPU_INTERVAL_NS: u64 = 10_000_000;
 
 /// A forwarded client on one connection. `Send + Sync`: HTTP/2 serves a connection's requests
@@ -32,10 +33,9 @@ pub struct Forwarded {
     handle: Arc<ClientHandle>,
     clock: Clock,
     /// Per-request memory not yet reported to the limiter (either way).
-    mem_unreported: AtomicI64,
-    /// CPU time not yet charged, and when the last batch was.
-    cpu_pending: AtomicU64,
-    cpu_charged_at: AtomicU64,
+    mem_unreported: MemBatch,
+    /// CPU time not yet charged.
+    cpu_pending: CpuBatch,
 }
 
 impl Forwarded {
@@ -44,9 +44,8 @@ impl Forwarded {
         Arc::new(Forwarded {
             handle,
             clock,
-            mem_unreported: AtomicI64::new(0),
-            cpu_pending: AtomicU64::new(0),
-            cpu_charged_at: AtomicU64::new(clock.now().0),
+            mem_unreported: MemBatch::default(),
+            cpu_pending: CpuBatch::new(clock.now()),
         })
     }
 
@@ -55,54 +54,27 @@ impl Forwarded {
         &self.handle
     }
 
-    /// The proxy holds `bytes` more for a request of this client (its per-request cost):
-    /// reported once the unreported total reaches [`MEM_GRANULARITY`].
-    pub fn memory_grew(&self, bytes: u64, now: Nanos) -> Verdict {
-        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
-        let net = self.mem_unreported.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if net < MEM_GRANULARITY {
-            return Verdict::Allow;
-        }
-        match self.mem_unreported.swap(0, Ordering::Relaxed) {
-            n if n > 0 => self.handle.memory_grew(n as u64, now),
-            n => {
+    /// The proxy holds `delta` bytes more (a request of this client started: its per-request
+    /// cost) or less (it ended), reported once the unreported total reaches the granularity
+    /// either way, exactly as for the connection's own client.
+    pub fn memory_changed(&self, delta: i64, now: impl Now) -> Verdict {
+        match self.mem_unreported.add(delta) {
+            Some(n) if n > 0 => self.handle.memory_grew(n as u64, now.now()),
+            Some(n) => {
                 self.handle.memory_shrank(n.unsigned_abs());
                 Verdict::Allow
             }
-        }
-    }
-
-    /// The proxy holds `bytes` less for this client (a request ended): given back once the
-    /// unreported total reaches [`MEM_GRANULARITY`] down. Never blocks.
-    pub fn memory_shrank(&self, bytes: u64) {
-        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
-        let net = self.mem_unreported.fetch_sub(bytes, Ordering::Relaxed) - bytes;
-        if net > -MEM_GRANULARITY {
-            return;
-        }
-        match self.mem_unreported.swap(0, Ordering::Relaxed) {
-            n if n < 0 => self.handle.memory_shrank(n.unsigned_abs()),
-            // Grown meanwhile (another stream): reported with the next growth's.
-            n => {
-                self.mem_unreported.fetch_add(n, Ordering::Relaxed);
-            }
+            None => Verdict::Allow,
         }
     }
 
     /// `ns` of CPU time spent on this client's requests (one poll) at `now`, charged in
     /// batches.
     pub fn cpu(&self, ns: u64, now: Nanos) -> Verdict {
-        let pending = self.cpu_pending.fetch_add(ns, Ordering::Relaxed) + ns;
-        let last = self.cpu_charged_at.load(Ordering::Relaxed);
-        if pending < CPU_BATCH_NS && now.0.saturating_sub(last) < FORWARDED_CPU_INTERVAL_NS {
-            return Verdict::Allow;
+        match self.cpu_pending.add(ns, now, FORWARDED_CPU_INTERVAL_NS) {
+            Some(batch) => self.handle.cpu_spent(batch, now),
+            None => Verdict::Allow,
         }
-        let batch = self.cpu_pending.swap(0, Ordering::Relaxed);
-        self.cpu_charged_at.store(now.0, Ordering::Relaxed);
-        if batch == 0 {
-            return Verdict::Allow;
-        }
-        self.handle.cpu_spent(batch, now)
     }
 }
 
@@ -120,11 +92,11 @@ impl Drop for Forwarded {
     fn drop(&mut self) {
         // The memory went up and down with requests that have all ended: nothing is held. What
         // was reported comes back when the handle drops (if this was its last holder).
-        let unreported = *self.mem_unreported.get_mut();
+        let unreported = self.mem_unreported.take();
         if unreported < 0 {
             self.handle.memory_shrank(unreported.unsigned_abs());
         }
-        let cpu = *self.cpu_pending.get_mut();
+        let cpu = self.cpu_pending.take();
         if cpu > 0 {
             // A block this decides is recorded by the limiter; nobody is left to refuse.
             let _ = self.handle.cpu_spent(cpu, self.clock.now());
@@ -135,6 +107,7 @@ impl Drop for Forwarded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::accounting::CPU_BATCH_NS;
     use std::net::IpAddr;
     use zgate_limiter::{Limiter, LimiterConfig, Metric, Mode};
 
@@ -165,18 +138,18 @@ mod tests {
         let l = limiter();
         let f = forwarded(&l, "203.0.113.9");
         for _ in 0..1000 {
-            assert_eq!(f.memory_grew(4096, Nanos(2)), Verdict::Allow);
-            f.memory_shrank(4096);
+            assert_eq!(f.memory_changed(4096, Nanos(2)), Verdict::Allow);
+            f.memory_changed(-4096, Nanos(2));
         }
         assert_eq!(memory(&l, "203.0.113.9"), 0);
         for _ in 0..10 {
-            f.memory_grew(4096, Nanos(3));
+            f.memory_changed(4096, Nanos(3));
         }
         // 40 KiB in flight: two steps of at least 16 KiB reported, the rest pending.
         let reported = memory(&l, "203.0.113.9");
         assert!((32 * 1024..=40 * 1024).contains(&reported), "{reported}");
         for _ in 0..10 {
-            f.memory_shrank(4096);
+            f.memory_changed(-4096, Nanos(4));
         }
         assert!(memory(&l, "203.0.113.9") < 16 * 1024);
         drop(f);
@@ -188,24 +161,24 @@ mod tests {
     fn cpu_is_charged_in_batches_and_at_the_end() {
         let l = limiter();
         let f = forwarded(&l, "203.0.113.10");
-        let start = f.cpu_charged_at.load(Ordering::Relaxed);
+        let start = f.cpu_pending.charged_at().0;
         let cpu = |at: u64| {
             let ip: IpAddr = "203.0.113.10".parse().unwrap();
             l.client(ip, Nanos(start + at)).unwrap().current[Metric::Cpu.index()]
         };
         f.cpu(10_000, Nanos(start + 10));
-        assert_eq!(f.cpu_pending.load(Ordering::Relaxed), 10_000);
+        assert_eq!(f.cpu_pending.pending(), 10_000);
         assert_eq!(cpu(10), 0);
         f.cpu(CPU_BATCH_NS, Nanos(start + 20));
-        assert_eq!(f.cpu_pending.load(Ordering::Relaxed), 0);
+        assert_eq!(f.cpu_pending.pending(), 0);
         assert!(cpu(20) > 0);
         f.cpu(1_000, Nanos(start + 30));
-        assert_eq!(f.cpu_pending.load(Ordering::Relaxed), 1_000);
+        assert_eq!(f.cpu_pending.pending(), 1_000);
         // 2 ms later: a direct client's connection would charge it; a forwarded one waits.
         f.cpu(1, Nanos(start + 20 + 2_000_000));
-        assert_eq!(f.cpu_pending.load(Ordering::Relaxed), 1_001);
+        assert_eq!(f.cpu_pending.pending(), 1_001);
         // Long after the last batch, even a small poll is charged.
         f.cpu(1, Nanos(start + 30 + FORWARDED_CPU_INTERVAL_NS));
-        assert_eq!(f.cpu_pending.load(Ordering::Relaxed), 0);
+        assert_eq!(f.cpu_pending.pending(), 0);
     }
 }

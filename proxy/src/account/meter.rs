@@ -221,7 +221,7 @@ impl Meter {
             }
         };
         client.handle().identified_by(Identified::Header);
-        let mem = client.memory_grew(self.limits.memory_per_stream, now);
+        let mem = client.memory_changed(self.limits.memory_per_stream as i64, now);
         let (request, v) = Request::start(Charged(client), idempotent, now);
         self.accounting.request_started(false, now);
         let guard = InFlightRequest {
@@ -447,12 +447,11 @@ impl Drop for InFlightRequest {
         if held > 0 {
             m.verdict(m.accounting.backend_buffer(-(held as i64), m.clock));
         }
-        if let Charge::Forwarded { request, meter } = &self.charge {
+        if let Charge::Forwarded { request, .. } = &self.charge {
             // Its per-request memory.
-            request
-                .owner()
-                .0
-                .memory_shrank(meter.limits.memory_per_stream);
+            let client = &request.owner().0;
+            let v = client.memory_changed(-(m.limits.memory_per_stream as i64), m.clock);
+            m.forwarded_verdict(client.handle().client().addr(), v);
         }
         m.verdict(m.accounting.request_ended(own, m.clock));
     }
