@@ -7,6 +7,8 @@
 //! - `drive.rs`: polls the hyper connection beside the watchdog, the kill switch of a block,
 //!   and the server's shutdown phase;
 //! - `watchdog.rs`: the header deadline and idle timeout decided from the accounting, sans-IO;
+//! - `gather.rs`: the client's socket, whose writes during one poll of the connection's task
+//!   leave in one system call at the end of that poll (TLS and HTTP/2);
 //! - `rewind.rs`: bytes read past a PROXY protocol header put back in front of the stream;
 //! - `io.rs`: the IO wrapper between the client's stream and hyper (the linkerd "sensor"):
 //!   replays detected bytes, forwards every read and write to the taps and the meter;
@@ -20,6 +22,7 @@
 
 mod detect;
 mod drive;
+pub mod gather;
 pub mod io;
 mod rewind;
 mod serve;

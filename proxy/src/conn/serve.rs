@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use zgate_config::{Http, Timeouts};
 
 use super::drive::{drive, tunnel, Link};
+use super::gather::{self, Gather, Gathered, Gathering};
 use super::rewind::Rewind;
 
 use crate::account::meter::Meter;
@@ -60,9 +61,30 @@ pub async fn serve(
     rest: Bytes,
     tls: Option<TlsAcceptor>,
     meter: Arc<Meter>,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
 ) {
     let _ = stream.set_nodelay(true);
+    let (stream, gather) = gather::split(stream);
+    let serving = serve_gathered(
+        shared, settings, stream, &gather, peer, rest, tls, meter, phase,
+    );
+    Gathering::new(serving, gather.clone()).await;
+}
+
+/// [`serve`] on the socket split for gathering: TLS connections and cleartext HTTP/2 gather
+/// each poll's writes (`gather.rs`).
+#[allow(clippy::too_many_arguments)]
+async fn serve_gathered(
+    shared: Arc<Services>,
+    settings: Arc<ConnSettings>,
+    stream: Gathered,
+    gather: &Gather,
+    peer: SocketAddr,
+    rest: Bytes,
+    tls: Option<TlsAcceptor>,
+    meter: Arc<Meter>,
+    mut phase: watch::Receiver<Phase>,
+) {
     let fd = stream.as_raw_fd();
     let stream = Rewind::new(stream, rest);
     let t = &settings.timeouts;
@@ -84,6 +106,7 @@ pub async fn serve(
     };
     match tls {
         Some(acceptor) => {
+            gather.enable();
             let handshake = tokio::time::timeout(t.tls_handshake, acceptor.accept(stream)).await;
             let tls_stream = match handshake {
                 Ok(Ok(s)) => s,
@@ -116,6 +139,9 @@ pub async fn serve(
                     return;
                 }
             };
+            if protocol == Protocol::Http2 {
+                gather.enable();
+            }
             let tap = tap(protocol, &settings, &meter);
             let io = ClientIo::new(stream, prefix, meter, tap, shared.stats.clone());
             run(shared, settings, io, protocol, info, &mut phase).await;
