@@ -63,6 +63,8 @@ pub async fn serve(
     meter: Arc<Meter>,
     phase: watch::Receiver<Phase>,
 ) {
+    // Accepted on Linux, it has it from the listener already (`listen/bind.rs`).
+    #[cfg(not(target_os = "linux"))]
     let _ = stream.set_nodelay(true);
     let (stream, gather) = gather::split(stream);
     let serving = serve_gathered(

@@ -149,10 +149,6 @@ pub(super) async fn accept_loop(
                     .proxy_protocol_error(HeaderFailure::Untrusted);
                 continue;
             }
-            if let Err(e) = stream.set_nonblocking(true) {
-                tracing::debug!(peer = %peer, error = %e, "cannot hand the connection over");
-                continue;
-            }
             hand_over_proxied(&admission, stream, peer, &tls);
             continue;
         }
@@ -168,10 +164,6 @@ pub(super) async fn accept_loop(
             if let Err(e) = super::syndrop::detach(&stream) {
                 tracing::debug!(client = %peer, error = %e, "cannot remove the SYN filter");
             }
-        }
-        if let Err(e) = stream.set_nonblocking(true) {
-            tracing::debug!(client = %peer, error = %e, "cannot hand the connection over");
-            continue;
         }
         hand_over(&admission, stream, peer, &tls, meter);
     }
@@ -302,14 +294,22 @@ fn syn_drop_refused(
     }
 }
 
-/// Accepts one connection as a plain socket: it is registered with a runtime only once
-/// admitted, and then with the worker that serves it, so a refused connection (a blocked
-/// client reconnecting at full speed) costs accept, one setsockopt and close, and no epoll
-/// registration on the accept thread.
+/// Accepts one connection as a plain socket, non-blocking: it is registered with a runtime
+/// only once admitted, and then with the worker that serves it, so a refused connection (a
+/// blocked client reconnecting at full speed) costs accept, one setsockopt and close, and no
+/// epoll registration on the accept thread. An admitted one costs no other system call here:
+/// `accept4` makes it non-blocking, and it inherits `TCP_NODELAY` from the listener (`bind.rs`).
 fn accept_raw(
     listener: &std::net::TcpListener,
 ) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
-    let (sock, addr) = socket2::SockRef::from(listener).accept()?;
+    let listener = socket2::SockRef::from(listener);
+    #[cfg(target_os = "linux")]
+    let (sock, addr) = listener.accept4(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)?;
+    #[cfg(not(target_os = "linux"))]
+    let (sock, addr) = listener.accept().and_then(|(s, a)| {
+        s.set_nonblocking(true)?;
+        Ok((s, a))
+    })?;
     let peer = addr.as_socket().ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidData, "accepted a non-IP socket")
     })?;
@@ -393,5 +393,34 @@ impl Drop for ConnGuard {
         if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.zero.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_accepted_socket_is_non_blocking_and_has_nodelay_from_the_listener() {
+        let listener = crate::listen::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = listener.into_std().unwrap();
+        // The std listener is non-blocking (tokio's): wait for the connection to be queued.
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let (stream, peer) = loop {
+            match accept_raw(&listener) {
+                Ok(accepted) => break accepted,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        assert!(peer.ip().is_loopback());
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.nonblocking().unwrap());
+        assert!(sock.nodelay().unwrap());
+        // And it registers with a runtime as it is.
+        assert!(tokio::net::TcpStream::from_std(stream).is_ok());
     }
 }

@@ -1,4 +1,5 @@
-//! Listening sockets: a deep accept backlog and address reuse; errors name the config key.
+//! Listening sockets: a deep accept backlog, address reuse and `TCP_NODELAY` for the
+//! connections they accept; errors name the config key.
 
 use std::net::SocketAddr;
 
@@ -46,7 +47,9 @@ pub(crate) fn bind_listener(
     Ok((listener, local))
 }
 
-/// Binds with a deep accept backlog and address reuse.
+/// Binds with a deep accept backlog and address reuse, and `TCP_NODELAY`, which the
+/// connections it accepts inherit (Linux copies the listener's option into each one: no
+/// `setsockopt` per connection).
 pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -54,6 +57,7 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
 }
