@@ -24,6 +24,10 @@
 //! - **Order and end**: nothing passes what waits; a shutdown (FIN, `close_notify` before it)
 //!   and a write outside a [`Gathering`] poll send what waits first. A connection whose future
 //!   ends with bytes waiting tries once to send them.
+//! - **Accounting**: the connection's IO (`io.rs`, above TLS) counts a write as done when this
+//!   buffer takes it, so response bytes waiting here (at most [`GATHER_MAX`], while the client
+//!   does not read) are no longer charged as held: like hyper's, h2's and rustls's own
+//!   buffers, they are part of the fixed `limits.memory_per_connection`.
 //! - **Where it applies**: TLS connections and cleartext HTTP/2 ([`Gather::enable`]). HTTP/1 in
 //!   the clear gains nothing (hyper writes a response's head and body in one `writev`
 //!   already), and writes straight through.
