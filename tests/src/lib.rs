@@ -190,25 +190,7 @@ where
     /// Speaks TLS over an open connection (e.g. after a PROXY protocol header), offering
     /// `alpn` and trusting `ca`.
     pub async fn tls_over(tcp: TcpStream, ca: &TestCert, alpn: &str) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(ca.cert_der.clone())
-            .expect("add test root certificate");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = vec![alpn.as_bytes().to_vec()];
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-        let tls = tokio::time::timeout(
-            STEP,
-            tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp),
-        )
-        .await
-        .expect("handshake in time")
-        .expect("TLS handshake");
+        let tls = tls_connect(tcp, ca, alpn).await;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         Self::handshake(tls, h2).await
     }
@@ -324,6 +306,33 @@ impl hyper::body::Body for StreamedBody {
             None => std::task::Poll::Ready(None),
         }
     }
+}
+
+/// A TLS client connection over `tcp` to "localhost", offering `alpn` and trusting `ca`.
+pub async fn tls_connect(
+    tcp: TcpStream,
+    ca: &TestCert,
+    alpn: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(ca.cert_der.clone())
+        .expect("add test root certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    tokio::time::timeout(
+        STEP,
+        tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("TLS handshake")
 }
 
 /// `len` bytes of the demo backend's pattern.

@@ -72,6 +72,48 @@ async fn tls_with_alpn_serves_h2_and_http1() {
     assert_eq!(resp.head.version, http::Version::HTTP_11);
 }
 
+/// What a TLS connection writes during one poll is sent at the poll's end (the connection
+/// room's `gather.rs`): a client that stops reading must still get every byte once it reads
+/// again, and a `Connection: close` response must arrive whole, then `close_notify` and the
+/// end of the stream, in that order.
+#[tokio::test]
+async fn over_tls_a_paused_reader_gets_every_byte_and_close_comes_after_the_response() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = backend().await;
+    let cert = TestCert::generate();
+    let text = format!(
+        "[[listener]]\naddr = \"127.0.0.1:0\"\ntls = {{ cert = \"cert.pem\", key = \"key.pem\" }}\n[[backend]]\naddr = \"{}\"\n",
+        b.addr()
+    );
+    let z = proxy(config(&text, cert.dir.path())).await;
+    let a = addr(&z);
+    for size in [1024, 8 << 20] {
+        let tcp = tokio::net::TcpStream::connect(a).await.expect("connect");
+        let mut tls = tls_connect(tcp, &cert, "http/1.1").await;
+        let head = format!("GET /bytes?n={size} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        tls.write_all(head.as_bytes()).await.expect("request");
+        // Not reading: zgate's socket and its gather buffer fill up and it must wait.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mut all = Vec::new();
+        // `read_to_end` ends with Ok only after the server's `close_notify`: a stream cut
+        // without it is an error (rustls: UnexpectedEof).
+        tokio::time::timeout(STEP, tls.read_to_end(&mut all))
+            .await
+            .expect("the whole response in time")
+            .expect("the response, then close_notify");
+        let split = all
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a response head")
+            + 4;
+        let head = String::from_utf8_lossy(&all[..split]);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains(&format!("content-length: {size}")), "{head}");
+        assert_eq!(all.len() - split, size, "body length of {size}");
+        assert!(all[split..] == pattern(size), "body of {size} differs");
+    }
+}
+
 #[tokio::test]
 async fn chunked_request_bodies_are_forwarded_whole() {
     let b = backend().await;
