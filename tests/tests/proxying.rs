@@ -48,15 +48,20 @@ async fn h2c_bodies_arrive_byte_identical() {
     assert_eq!(resp.head.version, http::Version::HTTP_2);
 }
 
-#[tokio::test]
-async fn tls_with_alpn_serves_h2_and_http1() {
-    let b = backend().await;
-    let cert = TestCert::generate();
+/// zgate with one TLS listener (`cert`) in front of `b`.
+async fn tls_proxy(b: &demo::Backend, cert: &TestCert) -> zgate_proxy::Server {
     let text = format!(
         "[[listener]]\naddr = \"127.0.0.1:0\"\ntls = {{ cert = \"cert.pem\", key = \"key.pem\" }}\n[[backend]]\naddr = \"{}\"\n",
         b.addr()
     );
-    let z = proxy(config(&text, cert.dir.path())).await;
+    proxy(config(&text, cert.dir.path())).await
+}
+
+#[tokio::test]
+async fn tls_with_alpn_serves_h2_and_http1() {
+    let b = backend().await;
+    let cert = TestCert::generate();
+    let z = tls_proxy(&b, &cert).await;
     let a = addr(&z);
 
     let mut h2 = Client::connect_tls(a, &cert, "h2").await;
@@ -81,11 +86,7 @@ async fn over_tls_a_paused_reader_gets_every_byte_and_close_comes_after_the_resp
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let b = backend().await;
     let cert = TestCert::generate();
-    let text = format!(
-        "[[listener]]\naddr = \"127.0.0.1:0\"\ntls = {{ cert = \"cert.pem\", key = \"key.pem\" }}\n[[backend]]\naddr = \"{}\"\n",
-        b.addr()
-    );
-    let z = proxy(config(&text, cert.dir.path())).await;
+    let z = tls_proxy(&b, &cert).await;
     let a = addr(&z);
     for size in [1024, 8 << 20] {
         let tcp = tokio::net::TcpStream::connect(a).await.expect("connect");
