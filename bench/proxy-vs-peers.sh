@@ -180,46 +180,13 @@ else
   TLS_LISTEN="listen 127.0.0.1:$N_TLS_PORT ssl http2;"
   PROBE_LISTEN="listen 127.0.0.1:$PROBE_PORT ssl;"
 fi
-USER_LINE=""
-[ "$(id -u)" -eq 0 ] && USER_LINE="user root;"
-mkdir -p "$TMP/nginx-temp"
-PROXY_BLOCK="location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }"
-cat >"$TMP/nginx.conf" <<EOF
-$USER_LINE
-worker_processes $WORKERS;
-daemon off;
-pid $TMP/nginx.pid;
-error_log $TMP/nginx-error.log warn;
-events { worker_connections 4096; multi_accept on; }
-http {
-  access_log off;
-  client_body_temp_path $TMP/nginx-temp/body;
-  proxy_temp_path $TMP/nginx-temp/proxy;
-  fastcgi_temp_path $TMP/nginx-temp/fastcgi;
-  uwsgi_temp_path $TMP/nginx-temp/uwsgi;
-  scgi_temp_path $TMP/nginx-temp/scgi;
-  tcp_nodelay on;
-  keepalive_requests 10000000;
-  keepalive_timeout 60s;
-  ssl_certificate $TMP/cert.pem;
-  ssl_certificate_key $TMP/key.pem;
-  # TLS 1.3 as zgate and HAProxy negotiate it: nginx before 1.23.4 enables only TLS 1.0-1.2
-  # by default, and a resumed TLS 1.2 session skips the key exchange that TLS 1.3's resumption
-  # (PSK with (EC)DHE) does, so the rows would not compare the same handshake.
-  ssl_protocols TLSv1.2 TLSv1.3;
-  log_format reused '\$ssl_session_reused \$ssl_protocol';
-  upstream backend {
-    server 127.0.0.1:$BACKEND_PORT;
-    keepalive 256;
-    keepalive_requests 10000000;
-    keepalive_timeout 90s;
-  }
-  server { listen 127.0.0.1:$N_H1_PORT; $PROXY_BLOCK }
-  server { $H2C_LISTEN $PROXY_BLOCK }
-  server { $TLS_LISTEN $PROXY_BLOCK }
-  server { $PROBE_LISTEN access_log $TMP/probe.log reused; $PROXY_BLOCK }
-}
-EOF
+# shellcheck source=bench/nginx.sh
+. "$REPO/bench/nginx.sh"
+nginx_conf "$TMP" "$WORKERS" "$BACKEND_PORT" \
+  "listen 127.0.0.1:$N_H1_PORT; $NGINX_PROXY" \
+  "$H2C_LISTEN $NGINX_PROXY" \
+  "$TLS_LISTEN $NGINX_PROXY" \
+  "$PROBE_LISTEN access_log $TMP/probe.log reused; $NGINX_PROXY" >"$TMP/nginx.conf"
 "$NGINX" -t -q -e "$TMP/nginx-error.log" -p "$TMP" -c "$TMP/nginx.conf" ||
   die "nginx rejected its config: $(cat "$TMP/nginx-error.log")"
 "$NGINX" -e "$TMP/nginx-error.log" -p "$TMP" -c "$TMP/nginx.conf" >"$TMP/nginx.log" 2>&1 &

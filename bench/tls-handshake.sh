@@ -37,6 +37,8 @@
 # process the script starts is stopped on exit.
 
 set -euo pipefail
+# shellcheck source=bench/nginx.sh
+. "$(dirname "$0")/nginx.sh"
 
 MODE=${1:?usage: tls-handshake.sh cpu|callgrind|perf BIN [BIN ...]}
 shift
@@ -154,36 +156,7 @@ ticks() { # pids...
 CLK_TCK=$(getconf CLK_TCK)
 
 start_nginx() {
-  local user=""
-  [ "$(id -u)" -eq 0 ] && user="user root;"
-  mkdir -p "$TMP/nginx-temp"
-  cat >"$TMP/nginx.conf" <<EOF
-$user
-worker_processes $WORKERS;
-daemon off;
-pid $TMP/nginx.pid;
-error_log $TMP/nginx-error.log warn;
-events { worker_connections 4096; multi_accept on; }
-http {
-  access_log off;
-  client_body_temp_path $TMP/nginx-temp/body;
-  proxy_temp_path $TMP/nginx-temp/proxy;
-  fastcgi_temp_path $TMP/nginx-temp/fastcgi;
-  uwsgi_temp_path $TMP/nginx-temp/uwsgi;
-  scgi_temp_path $TMP/nginx-temp/scgi;
-  tcp_nodelay on;
-  ssl_certificate $TMP/cert.pem;
-  ssl_certificate_key $TMP/key.pem;
-  # TLS 1.3, as zgate negotiates it (nginx before 1.23.4 enables only up to TLS 1.2 by default,
-  # whose resumption has no key exchange): see bench/proxy-vs-peers.sh.
-  ssl_protocols TLSv1.2 TLSv1.3;
-  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 256; }
-  server {
-    listen 127.0.0.1:$N_PORT ssl;
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
-  }
-}
-EOF
+  nginx_conf "$TMP" "$WORKERS" "$BACKEND_PORT" "listen 127.0.0.1:$N_PORT ssl; $NGINX_PROXY" >"$TMP/nginx.conf"
   nginx -e "$TMP/nginx-error.log" -p "$TMP" -c "$TMP/nginx.conf" >"$TMP/nginx.log" 2>&1 &
   NGINX_PID=$!
   echo "$NGINX_PID" >>"$TMP/pids"
