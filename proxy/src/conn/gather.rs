@@ -63,8 +63,8 @@ pub struct Gathered {
     shared: Arc<Shared>,
 }
 
-/// The handle the connection's task polls through: [`Gather::poll_within`] is the end of a
-/// poll, where what was gathered is sent.
+/// The connection's handle on its gathering: switched on with [`Gather::enable`], and polled
+/// through by [`Gathering`], whose poll's end sends what was gathered.
 #[derive(Debug, Clone)]
 pub struct Gather {
     shared: Arc<Shared>,
@@ -118,30 +118,6 @@ impl Gather {
     pub fn enable(&self) {
         self.shared.enabled.store(true, Ordering::Relaxed);
     }
-
-    /// Polls `inner` with writes gathered (once enabled), then sends what it wrote.
-    pub fn poll_within<T>(
-        &self,
-        cx: &mut Context<'_>,
-        inner: impl FnOnce(&mut Context<'_>) -> Poll<T>,
-    ) -> Poll<T> {
-        let s = &*self.shared;
-        if !s.enabled.load(Ordering::Relaxed) {
-            return inner(cx);
-        }
-        s.gathering.store(true, Ordering::Relaxed);
-        let polled = inner(cx);
-        s.gathering.store(false, Ordering::Relaxed);
-        if s.waiting.load(Ordering::Relaxed) {
-            let mut out = s.lock();
-            // Pending: the socket's writability wakes this task, and the next poll's end sends
-            // the rest. An error is the next write's to report (or nobody's, at the end).
-            if let Poll::Ready(Err(e)) = s.send_waiting(&mut out, cx) {
-                out.error = Some(e);
-            }
-        }
-        polled
-    }
 }
 
 pin_project_lite::pin_project! {
@@ -163,10 +139,25 @@ impl<F> Gathering<F> {
 impl<F: Future> Future for Gathering<F> {
     type Output = F::Output;
 
+    /// Polls `inner` with writes gathered (once enabled), then sends what it wrote.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let mut inner = this.inner;
-        this.gather.poll_within(cx, |cx| inner.as_mut().poll(cx))
+        let s = &*this.gather.shared;
+        if !s.enabled.load(Ordering::Relaxed) {
+            return this.inner.poll(cx);
+        }
+        s.gathering.store(true, Ordering::Relaxed);
+        let polled = this.inner.poll(cx);
+        s.gathering.store(false, Ordering::Relaxed);
+        if s.waiting.load(Ordering::Relaxed) {
+            let mut out = s.lock();
+            // Pending: the socket's writability wakes this task, and the next poll's end sends
+            // the rest. An error is the next write's to report (or nobody's, at the end).
+            if let Poll::Ready(Err(e)) = s.send_waiting(&mut out, cx) {
+                out.error = Some(e);
+            }
+        }
+        polled
     }
 }
 
