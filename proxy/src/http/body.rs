@@ -19,7 +19,7 @@ use super::min_rate::{MinRate, DEFAULT_GRACE};
 use zgate_limiter::{ClientHandle, Fragments};
 
 use crate::account::meter::{InFlightRequest, Meter};
-use crate::upstream::{Outgoing, PoolReturn, UploadProgress};
+use crate::upstream::{BackendBody, BackendHold, Outgoing, UploadProgress};
 
 /// A request or response body passing through zgate.
 pub enum ProxyBody {
@@ -43,14 +43,15 @@ pub enum ProxyBody {
     /// client until written; the request stays in flight until the body ends or is dropped.
     Response {
         /// The backend's body.
-        inner: Incoming,
+        inner: BackendBody,
         /// The client's meter.
         meter: Arc<Meter>,
         /// The request, counted in flight until this is dropped.
         request: Option<InFlightRequest>,
-        /// The backend connection, given back to its pool when the body ends (dropped, and
-        /// the connection with it, if the body is dropped before its end).
-        pool: Option<PoolReturn<ProxyBody>>,
+        /// The backend connection's hold while the body streams over it, released at the
+        /// body's end (the HTTP/1 body itself gives the connection back to its pool then, or
+        /// closes it if dropped before).
+        pool: Option<BackendHold>,
         /// The request's end: measured and logged when the body ends or is dropped.
         finish: Option<Finish>,
     },
@@ -267,7 +268,7 @@ impl From<Incoming> for ProxyBody {
     }
 }
 
-fn data_len(frame: &Option<Result<Frame<Bytes>, hyper::Error>>) -> usize {
+fn data_len<E>(frame: &Option<Result<Frame<Bytes>, E>>) -> usize {
     match frame {
         Some(Ok(f)) => f.data_ref().map_or(0, Bytes::len),
         _ => 0,
@@ -367,7 +368,7 @@ impl Body for ProxyBody {
                     // The last byte is on its way: the request is finished.
                     finish.take();
                 }
-                Poll::Ready(boxed(frame))
+                Poll::Ready(frame)
             }
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
@@ -375,18 +376,18 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Incoming(body)
-            | ProxyBody::Request { inner: body, .. }
-            | ProxyBody::Response { inner: body, .. } => body.is_end_stream(),
+            ProxyBody::Incoming(body) | ProxyBody::Request { inner: body, .. } => {
+                body.is_end_stream()
+            }
+            ProxyBody::Response { inner, .. } => inner.is_end_stream(),
             ProxyBody::Full(data) => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Incoming(body)
-            | ProxyBody::Request { inner: body, .. }
-            | ProxyBody::Response { inner: body, .. } => body.size_hint(),
+            ProxyBody::Incoming(body) | ProxyBody::Request { inner: body, .. } => body.size_hint(),
+            ProxyBody::Response { inner, .. } => inner.size_hint(),
             ProxyBody::Full(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

@@ -372,7 +372,7 @@ struct Forwarding<'a> {
 }
 
 fn rewrite_response(
-    answered: Answered<ProxyBody>,
+    answered: Answered,
     client_version: Version,
     meter: &Arc<Meter>,
     request: Option<InFlightRequest>,

@@ -55,6 +55,7 @@ use super::service::ConnInfo;
 use super::splice::{splice, End, SPLICE_HELD};
 use crate::account::meter::InFlightRequest;
 use crate::account::timed::{ChargedTo, Timed};
+use crate::upstream::BackendBody;
 
 static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
 static SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
@@ -140,7 +141,7 @@ pub fn switch(
     conn: &Arc<ConnInfo>,
     wanted: &Wanted,
     client: OnUpgrade,
-    mut response: Response<Incoming>,
+    mut response: Response<BackendBody>,
     mut request: Option<InFlightRequest>,
     charged: Option<Arc<Forwarded>>,
 ) -> Response<ProxyBody> {
@@ -209,7 +210,7 @@ pub fn switch(
 /// The client's answer to a backend's `101`: `101` with the backend's `Upgrade` (HTTP/1.1),
 /// or `200` (HTTP/2 extended CONNECT, whose `Sec-WebSocket-Accept` answers a key the client
 /// never sent); hop-by-hop headers stripped, `Via` added, no body.
-fn client_answer(response: Response<Incoming>, wanted: &Wanted) -> Response<ProxyBody> {
+fn client_answer(response: Response<BackendBody>, wanted: &Wanted) -> Response<ProxyBody> {
     let (mut parts, _) = response.into_parts();
     let upgrade = parts.headers.get(header::UPGRADE).cloned();
     headers::strip_hop_by_hop(&mut parts.headers);

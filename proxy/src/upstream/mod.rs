@@ -1,22 +1,27 @@
 //! The backends: pools of them, routes to the pools, the choice of a backend in a pool
 //! (round robin, least in flight, client hash), skipping of backends that are down (passive
 //! detection and active health checks), retries, and a small pool of HTTP/1.1 connections
-//! per backend built directly on `hyper::client::conn::http1`.
+//! per backend, spoken by zgate's own client in the request's task (`h1.rs`).
 //!
 //! - `mod.rs`: [`Upstream`], one pool's backends and sending a request;
 //! - `router.rs`: [`Router`], every pool of a config, the route table and the default pool;
 //! - `routes.rs`: [`RouteTable`], a request's host and path to a pool (sans-IO);
 //! - `balance.rs`: which backend of a pool takes a request (sans-IO);
 //! - `in_flight.rs`: requests in flight per backend, for `least_in_flight`;
-//! - `pool.rs`: one backend's idle connections and the [`PoolReturn`] guard;
+//! - `pool.rs`: one backend's idle connections, and the [`BackendHold`] a response carries
+//!   while its body streams over a backend connection;
 //! - `connect.rs`: a backend connect in a task of its own, whose connection goes to the pool
-//!   if its request is gone; TLS to the backend; HTTP/1 and HTTP/2 handshakes;
+//!   if its request is gone; TLS to the backend; HTTP/2 handshakes;
+//! - `h1.rs`: the HTTP/1.1 client: a request written and its answer read in the request's
+//!   own task, the answer's body ([`BackendBody::Http1`]) reading the connection as the
+//!   client takes it and giving it back to the pool at its end; a request dropped before its
+//!   answer has the answer read and discarded in a task, and the connection pooled;
+//! - `wire.rs`: HTTP/1.1 framing for `h1.rs`, sans IO: the request head, the response head
+//!   and its body's delimitation, chunked decoding;
 //! - `link.rs`: [`BackendLink`], the protocol and TLS (roots, server name) a pool's backends
 //!   are reached with, taken by [`Upstream::with_link`];
-//! - `multiplex.rs`: HTTP/2 backends, one connection per backend shared by concurrent
-//!   requests, reconnected when closed (the HTTP/1 pool below does not apply to them);
-//! - `exchange.rs`: a request handed to a connection until its answer; if the request is
-//!   dropped first, the answer is read and discarded in a task and the connection pooled;
+//! - `multiplex.rs`: HTTP/2 backends (hyper's client), one connection per backend shared by
+//!   concurrent requests, reconnected when closed (the HTTP/1 pool does not apply to them);
 //! - `health.rs`: [`BackendStats`], one backend's counters and its state in rotation (logged
 //!   once per change);
 //! - `tally.rs`: the sans-IO state machine that state comes from: consecutive request
@@ -26,65 +31,63 @@
 //! - `tests.rs`: the pool's tests against the demo backend;
 //! - `progress.rs`: what the wait for an answer knows of the request body being sent
 //!   ([`Outgoing`], [`UploadProgress`]), so this room never names the body type;
-//! - `tunnel.rs`: [`Upstream::send_upgrade`], a protocol upgrade on a connection of its own,
-//!   never pooled, whose `101` hands its IO over for the tunnel.
+//! - `tunnel.rs`: [`Upstream::send_upgrade`], a protocol upgrade on a connection of its own
+//!   (hyper's client), never pooled, whose `101` hands its IO over for the tunnel.
 //!
 //! # Design
 //!
 //! Each backend has an [`IdlePool`]: per worker thread, a `Mutex<VecDeque>` of idle
-//! `SendRequest`s with the instant each became idle, newest at the back (a worker only sees
-//! the connections its own tasks drive). The lock is held only to push or pop.
+//! connections with the instant each became idle, newest at the back (a worker only sees the
+//! connections its own tasks use: each worker is a runtime of its own, and a connection stays
+//! on the one it was opened on). The lock is held only to push or pop.
 //!
-//! - **Checkout**: pop the newest idle sender (LIFO keeps few connections warm and lets old
-//!   ones age out at the front), preferring a ready one among the newest four (the newest may
-//!   still be finishing its previous exchange on another thread). One idle longer than
-//!   `upstream.pool_idle_timeout` means all older ones are too: they are dropped (closing
-//!   them). A closed sender is dropped
-//!   and the next one tried. A sender that is open but not ready yet (its connection task has
-//!   not looped back to idle after the previous response) is awaited for at most
-//!   [`READY_WAIT`], then dropped.
-//! - **Connect** when no idle sender is usable (`connect.rs`): in a task of its own, so a
-//!   request dropped half way (a reset stream) leaves its connection to the idle pool instead
-//!   of abandoning it: `TcpStream::connect` (resolution included) under
-//!   `timeouts.backend_connect`, `TCP_NODELAY`, an HTTP/1 handshake, and the connection
-//!   future spawned as its own task (it ends when the connection closes or its sender is
-//!   dropped while idle). A failed connect counts against the backend (`upstream.fail_after`
-//!   in a row take it out for `upstream.down_for`); since nothing of the request was sent, it
-//!   moves on to the next backend that is up (whatever its body), until every backend was
-//!   tried (`retry.rs`).
+//! - **Checkout**: pop the newest idle connection (LIFO keeps few connections warm and lets
+//!   old ones age out at the front). One idle longer than `upstream.pool_idle_timeout` means
+//!   all older ones are too: they are dropped (closing them). One the backend closed while
+//!   idle (its socket turned readable: see `h1.rs`) is dropped and the next one tried.
+//! - **Connect** when no idle connection is usable (`connect.rs`): in a task of its own, so
+//!   a request dropped half way (a reset stream) leaves its connection to the idle pool
+//!   instead of abandoning it: `TcpStream::connect` (resolution included) under
+//!   `timeouts.backend_connect`, `TCP_NODELAY`, and TLS when the pool has it. A failed
+//!   connect counts against the backend (`upstream.fail_after` in a row take it out for
+//!   `upstream.down_for`); since nothing of the request was sent, it moves on to the next
+//!   backend that is up (whatever its body), until every backend was tried (`retry.rs`).
 //! - **Choice**: round-robin over the backends in rotation. When every backend is out, the
 //!   round-robin goes over all of them anyway: a backend wrongly out still serves, and a dead
 //!   one costs a refused connect before the next is tried, where a 502 for everything would
 //!   cost every request.
-//! - **Send** with `try_send_request` (`exchange.rs`: a request dropped before its answer,
-//!   as a reset stream is, leaves the exchange to finish in a task, and the connection to the
-//!   pool; a checkout dropped while it waits for a ready sender gives the sender back) and the origin-form URI (absolute URIs of HTTP/2
-//!   clients are cut to their path and query). A pooled connection can have been closed by
-//!   the backend while idle: when hyper hands the request back unsent, it is retried once on
-//!   a fresh connection, so requests with bodies are safe too. A request that was sent and
-//!   failed before its response head is sent again to another backend only when it is
-//!   idempotent and has no body (`upstream.retries`, `retry.rs`).
+//! - **Send** (`h1.rs`) with the origin-form URI (absolute URIs of HTTP/2 clients are cut to
+//!   their path and query), in the request's task: no connection task, no channel, no
+//!   wake-up of another task per request or per body chunk. A request dropped before its
+//!   answer, as a reset stream is, leaves the exchange to finish in a task, and the
+//!   connection to the pool. A connection that fails before any byte of the request was
+//!   written gives the request back: from the pool, it is sent again once on a fresh
+//!   connection, so requests with bodies are safe too. A request that was sent and failed
+//!   before its response head is sent again to another backend only when it is idempotent and
+//!   has no body (`upstream.retries`, `retry.rs`).
 //! - **Outcome**: every answer, failure and timeout steps the backend's tally (a 5xx answer
 //!   other than 501 and 505 counts as a failure, and still goes to the client).
-//! - **Return**: an HTTP/1 sender is reusable only after its response body was read to the
-//!   end. A response whose body is already complete with its head gives its sender back at
-//!   once; otherwise [`Upstream::send_pooled`] returns a [`PoolReturn`] guard that the response
-//!   body ((the http room's `ProxyBody::Response`)) calls [`PoolReturn::release`] on when the
-//!   body reaches its end. A body dropped before its end drops the guard instead, and with it
-//!   the connection (hyper cannot reuse a half-read response).
+//! - **Return**: an HTTP/1 connection is reusable only after its response body was read to
+//!   the end; the body gives it back then. A small body that came whole with its head frees
+//!   the connection at once; otherwise the response carries a [`BackendHold`] (in flight on
+//!   its backend, and the connection's buffer charged to the client) that the http room's
+//!   `ProxyBody::Response` releases at the body's end. A body dropped before its end closes
+//!   its connection.
 //! - `timeouts.backend_response` bounds checkout, connect and the wait for the response head,
 //!   and, while a request body is sent, each time the backend keeps zgate waiting (it takes no
 //!   piece of the body for that long while the client has one ready); the client's pauses are
 //!   `timeouts.body_read`'s.
 //!
-//! No per-request allocation beyond hyper's own (its request channel and response body), a
-//! request with a body's `Upload`, and, while a retry is possible (`upstream.retries` > 0, two
-//! backends or more), a copy of an idempotent bodiless request's head to send it again.
+//! Per request: the request head's bytes, the response head's bytes (the fields share them)
+//! and its `HeaderMap`, a request with a body's `Upload`, and, while a retry is possible
+//! (`upstream.retries` > 0, two backends or more), a copy of an idempotent bodiless request's
+//! head to send it again. The read buffer is the connection's, reused while the body chunks
+//! handed out of it are gone.
 
 mod balance;
 mod checker;
 mod connect;
-mod exchange;
+mod h1;
 mod health;
 mod in_flight;
 mod link;
@@ -96,6 +99,7 @@ mod router;
 mod routes;
 mod tally;
 mod tunnel;
+mod wire;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -106,7 +110,6 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use zgate_config::{Balance, Config, HealthCheck, Pool};
 
 use checker::Checks;
@@ -115,18 +118,20 @@ pub use checker::USER_AGENT as HEALTH_USER_AGENT;
 use connect::Target;
 use connect::{ConnectFailed, Dial};
 pub use connect::{BACKEND_BUFFER, BACKEND_BUFFER_HELD};
-use exchange::Exchange;
+use h1::{Conn, Exchange, Failure};
+pub use h1::{H1Error, DRAIN_LIMIT};
 pub use health::BackendStats;
 use in_flight::InFlight;
 pub use link::{BackendLink, UpstreamTlsError};
 use multiplex::{Sent, Shared};
+pub use pool::BackendHold;
 use pool::IdlePool;
-pub use pool::{PoolReturn, READY_WAIT};
 pub use progress::{Outgoing, UploadProgress};
 use retry::{Replay, Tried};
 pub use router::Router;
 pub use routes::RouteTable;
 use tally::{Cause, Outcome, Rules};
+pub use wire::WireError;
 
 /// Why a request got no response from any backend.
 #[derive(Debug)]
@@ -135,8 +140,103 @@ pub enum UpstreamError {
     Unreachable,
     /// The backend did not answer within `timeouts.backend_response`: 504.
     Timeout,
-    /// The backend connection failed mid-request (reset, malformed response): 502.
-    Failed(hyper::Error),
+    /// The backend connection failed mid-request (reset, malformed response): 502; or the
+    /// client's request body did (see [`BackendError::is_client`]).
+    Failed(BackendError),
+}
+
+/// How an exchange with a backend failed: on zgate's HTTP/1 client, or on hyper's (HTTP/2
+/// backends, upgrades).
+#[derive(Debug)]
+pub enum BackendError {
+    /// HTTP/1 (`h1.rs`).
+    Http1(H1Error),
+    /// HTTP/2, or an upgrade's connection.
+    Hyper(hyper::Error),
+}
+
+impl BackendError {
+    /// Whether the client's own request body failed, not the backend.
+    pub fn is_client(&self) -> bool {
+        match self {
+            BackendError::Http1(e) => e.is_client(),
+            BackendError::Hyper(e) => e.is_user(),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendError::Http1(e) => e.fmt(f),
+            BackendError::Hyper(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {
+    /// The error itself: a search for a cause along the chain (a client body error, a body
+    /// timeout) goes through it.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BackendError::Http1(e) => Some(e),
+            BackendError::Hyper(e) => Some(e),
+        }
+    }
+}
+
+/// A backend's response body: read by zgate's HTTP/1 client from its connection, or by
+/// hyper's (HTTP/2 backends, upgrades).
+#[derive(Debug)]
+pub enum BackendBody {
+    /// HTTP/1 (`h1.rs`).
+    Http1(h1::Body),
+    /// HTTP/2, or an upgrade's connection.
+    Hyper(Incoming),
+}
+
+impl BackendBody {
+    /// Whether the body still reads from a backend connection (a small HTTP/1 body read
+    /// whole with its head does not, though it has a frame to give).
+    fn holds_connection(&self) -> bool {
+        match self {
+            BackendBody::Http1(b) => b.holds_connection(),
+            BackendBody::Hyper(b) => !b.is_end_stream(),
+        }
+    }
+}
+
+impl http_body::Body for BackendBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            BackendBody::Http1(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+            BackendBody::Hyper(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            BackendBody::Http1(b) => b.is_end_stream(),
+            BackendBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            BackendBody::Http1(b) => b.size_hint(),
+            BackendBody::Hyper(b) => b.size_hint(),
+        }
+    }
 }
 
 /// Why the backends of a config cannot be used.
@@ -210,7 +310,7 @@ struct BackendState<B> {
     target: Arc<Dial>,
     /// The shared connection of an HTTP/2 backend (`None`: HTTP/1, pooled in `idle`).
     shared: Option<Arc<Shared<B>>>,
-    idle: Arc<IdlePool<B>>,
+    idle: Arc<IdlePool>,
     /// Counters and state in rotation, kept across reloads for the same address.
     stats: Arc<BackendStats>,
     /// Requests in flight (counted for `least_in_flight` only), kept across reloads.
@@ -220,11 +320,12 @@ struct BackendState<B> {
 }
 
 /// A backend's response head, with where it came from.
-pub struct Answered<B> {
+pub struct Answered {
     /// The response head (and its body, to stream).
-    pub response: Response<Incoming>,
-    /// Gives the connection back to the pool at the end of the body; `None` when given back.
-    pub pool: Option<PoolReturn<B>>,
+    pub response: Response<BackendBody>,
+    /// Held while the body streams over the backend connection; `None` when the body holds
+    /// no connection (it ended with its head, or came whole with it).
+    pub pool: Option<BackendHold>,
     /// Index of the backend that answered (see [`Upstream::backend_name`]).
     pub backend: usize,
     /// From the request handed to that backend to its response head.
@@ -312,7 +413,7 @@ impl<B: Outgoing> Upstream<B> {
     pub async fn send_pooled(
         &self,
         req: Request<B>,
-    ) -> Result<(Response<Incoming>, Option<PoolReturn<B>>), UpstreamError> {
+    ) -> Result<(Response<BackendBody>, Option<BackendHold>), UpstreamError> {
         let anyone = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
         self.send(req, anyone).await.map(|a| (a.response, a.pool))
     }
@@ -320,11 +421,7 @@ impl<B: Outgoing> Upstream<B> {
     /// Like [`Upstream::send_pooled`], for `client` (its address as the limiter keys it,
     /// which `client_hash` hashes), also saying which backend answered and how long it took
     /// to.
-    pub async fn send(
-        &self,
-        req: Request<B>,
-        client: IpAddr,
-    ) -> Result<Answered<B>, UpstreamError> {
+    pub async fn send(&self, req: Request<B>, client: IpAddr) -> Result<Answered, UpstreamError> {
         let upload = req.body().progress().cloned();
         let limit = self.response_timeout;
         let trying = AtomicUsize::new(usize::MAX);
@@ -359,7 +456,7 @@ impl<B: Outgoing> Upstream<B> {
         mut req: Request<B>,
         client: IpAddr,
         trying: &AtomicUsize,
-    ) -> Result<Answered<B>, UpstreamError> {
+    ) -> Result<Answered, UpstreamError> {
         origin_form(req.uri_mut());
         let mut tried = Tried::default();
         let (mut index, client) = self.first_choice(client);
@@ -381,8 +478,11 @@ impl<B: Outgoing> Upstream<B> {
                         backend.stats.answered(waited);
                         let outcome = outcome_of(response.status());
                         backend.stats.record(name, &self.rules, outcome);
-                        let pool = (!response.body().is_end_stream())
-                            .then(|| PoolReturn::streaming(in_flight));
+                        let response = response.map(BackendBody::Hyper);
+                        let pool = response
+                            .body()
+                            .holds_connection()
+                            .then(|| BackendHold::new(in_flight));
                         return Ok(Answered {
                             response,
                             pool,
@@ -396,7 +496,7 @@ impl<B: Outgoing> Upstream<B> {
                             let failed = Outcome::Failed(Cause::Reset);
                             backend.stats.record(name, &self.rules, failed);
                         }
-                        return Err(UpstreamError::Failed(e));
+                        return Err(UpstreamError::Failed(BackendError::Hyper(e)));
                     }
                     Sent::Unconnected(unsent, ConnectFailed(error)) => {
                         req = unsent;
@@ -412,13 +512,13 @@ impl<B: Outgoing> Upstream<B> {
             let pooled = if fresh_only {
                 None
             } else {
-                backend.idle.checkout().await
+                backend.idle.checkout()
             };
             let reused = pooled.is_some();
-            let sender = match pooled {
-                Some(s) => s,
+            let conn = match pooled {
+                Some(c) => c,
                 None => match self.connect(backend).await {
-                    Ok(s) => s,
+                    Ok(c) => c,
                     Err(ConnectFailed(error)) => {
                         backend.stats.connect_failed(name, &self.rules, &error);
                         // Nothing of the request was sent: any request moves on.
@@ -438,29 +538,19 @@ impl<B: Outgoing> Upstream<B> {
                 None
             };
             let sent_at = Instant::now();
-            let mut exchange = Exchange::start(sender, req, &backend.idle, self.response_timeout);
-            let Some(answer) = exchange.answer().await else {
-                // Answered once only: not reached.
-                return Err(UpstreamError::Unreachable);
-            };
-            match answer {
+            let mut exchange = Exchange::start(conn, req, &backend.idle, self.response_timeout);
+            match exchange.answer().await {
                 Ok(response) => {
                     let waited = sent_at.elapsed();
                     backend.stats.answered(waited);
                     let outcome = outcome_of(response.status());
                     backend.stats.record(name, &self.rules, outcome);
-                    let sender = exchange.into_sender();
-                    // A body still to come keeps the request in flight until its end.
-                    let pool = match sender {
-                        Some(sender) if response.body().is_end_stream() => {
-                            backend.idle.put(sender);
-                            None
-                        }
-                        Some(sender) => {
-                            Some(PoolReturn::http1(sender, backend.idle.clone(), in_flight))
-                        }
-                        None => None,
-                    };
+                    let response = response.map(BackendBody::Http1);
+                    // A body still to read keeps the request in flight until its end.
+                    let pool = response
+                        .body()
+                        .holds_connection()
+                        .then(|| BackendHold::new(in_flight));
                     return Ok(Answered {
                         response,
                         pool,
@@ -468,56 +558,54 @@ impl<B: Outgoing> Upstream<B> {
                         waited,
                     });
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => {
-                        // The pooled connection was closed before the request was written.
-                        req = unsent;
-                        fresh_only = true;
+                Err(Failure::Unsent(unsent, e)) if reused => {
+                    // The pooled connection was closed before the request was written.
+                    tracing::debug!(backend = name, error = %e, "pooled connection closed; the request goes on a fresh one");
+                    req = *unsent;
+                    fresh_only = true;
+                }
+                Err(Failure::Unsent(unsent, e)) => {
+                    // A fresh connection failed before the request was written: as a connect
+                    // failure, it moves on.
+                    tracing::debug!(backend = name, error = %e, "fresh connection failed before the request was written");
+                    let failed = Outcome::Failed(Cause::Reset);
+                    backend.stats.record(name, &self.rules, failed);
+                    tried.add(index);
+                    req = *unsent;
+                    index = self
+                        .untried(index, client, &tried)
+                        .ok_or(UpstreamError::Unreachable)?;
+                    fresh_only = false;
+                }
+                Err(Failure::Failed(e)) => {
+                    backend.stats.failed();
+                    if e.is_client() {
+                        // The client's own body failed: not the backend's doing.
+                        return Err(UpstreamError::Failed(BackendError::Http1(e)));
                     }
-                    Some(unsent) => {
-                        // A fresh connection failed before the request was written: as a
-                        // connect failure, it moves on.
-                        let failed = Outcome::Failed(Cause::Reset);
-                        backend.stats.record(name, &self.rules, failed);
-                        tried.add(index);
-                        req = unsent;
-                        index = self
-                            .untried(index, client, &tried)
-                            .ok_or(UpstreamError::Unreachable)?;
-                        fresh_only = false;
-                    }
-                    None => {
-                        let e = e.into_error();
-                        backend.stats.failed();
-                        if e.is_user() {
-                            // The client's own body failed: not the backend's doing.
-                            return Err(UpstreamError::Failed(e));
-                        }
-                        let failed = Outcome::Failed(Cause::Reset);
-                        backend.stats.record(name, &self.rules, failed);
-                        tried.add(index);
-                        let again =
-                            replay.and_then(|r| Some((r, self.untried(index, client, &tried)?)));
-                        let Some((replay, next)) = again else {
-                            return Err(UpstreamError::Failed(e));
-                        };
-                        tracing::debug!(backend = name, error = %e, "request failed before its answer; sent again to another backend");
-                        backend.stats.retried.fetch_add(1, Ordering::Relaxed);
-                        retries -= 1;
-                        req = replay.into_request();
-                        index = next;
-                        fresh_only = false;
-                    }
-                },
+                    let failed = Outcome::Failed(Cause::Reset);
+                    backend.stats.record(name, &self.rules, failed);
+                    tried.add(index);
+                    let again =
+                        replay.and_then(|r| Some((r, self.untried(index, client, &tried)?)));
+                    let Some((replay, next)) = again else {
+                        return Err(UpstreamError::Failed(BackendError::Http1(e)));
+                    };
+                    tracing::debug!(backend = name, error = %e, "request failed before its answer; sent again to another backend");
+                    backend.stats.retried.fetch_add(1, Ordering::Relaxed);
+                    retries -= 1;
+                    req = replay.into_request();
+                    index = next;
+                    fresh_only = false;
+                }
             }
         }
     }
 
     /// Connects to `backend` within `timeouts.backend_connect`.
-    async fn connect(&self, backend: &BackendState<B>) -> Result<SendRequest<B>, ConnectFailed> {
+    async fn connect(&self, backend: &BackendState<B>) -> Result<Conn, ConnectFailed> {
         connect::connect(&backend.target, self.connect_timeout, &backend.idle).await
     }
-
     /// A request's first backend, for `client` (its address as the limiter keys it), with the
     /// hash `client_hash` keeps choosing by (0 for the other balances) for its next tries.
     fn first_choice(&self, client: IpAddr) -> (usize, u64) {

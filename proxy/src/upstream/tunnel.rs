@@ -22,7 +22,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::connect::{ConnectFailed, Dial, Opened, BACKEND_BUFFER};
 use super::retry::Tried;
 use super::tally::{Cause, Outcome};
-use super::{origin_form, outcome_of, Answered, Outgoing, Upstream, UpstreamError};
+use super::{
+    origin_form, outcome_of, Answered, BackendBody, BackendError, Outgoing, Upstream, UpstreamError,
+};
 
 impl<B: Outgoing> Upstream<B> {
     /// Sends `req` (headers rewritten, `Connection: upgrade` and `Upgrade` set) to the next
@@ -34,7 +36,7 @@ impl<B: Outgoing> Upstream<B> {
         &self,
         mut req: Request<B>,
         client: IpAddr,
-    ) -> Result<Answered<B>, UpstreamError> {
+    ) -> Result<Answered, UpstreamError> {
         origin_form(req.uri_mut());
         if self.backends.iter().any(|b| b.shared.is_some()) {
             // An HTTP/2 pool: its backends take no HTTP/1.1 upgrade.
@@ -68,7 +70,7 @@ impl<B: Outgoing> Upstream<B> {
                 let outcome = outcome_of(response.status());
                 backend.stats.record(name, &self.rules, outcome);
                 Ok(Answered {
-                    response,
+                    response: response.map(BackendBody::Hyper),
                     pool: None,
                     backend: index,
                     waited,
@@ -80,7 +82,7 @@ impl<B: Outgoing> Upstream<B> {
                     let failed = Outcome::Failed(Cause::Reset);
                     backend.stats.record(name, &self.rules, failed);
                 }
-                Err(UpstreamError::Failed(e))
+                Err(UpstreamError::Failed(BackendError::Hyper(e)))
             }
             Err(_) => {
                 backend.stats.timed_out();
