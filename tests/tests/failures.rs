@@ -449,8 +449,8 @@ async fn chunked_framing_does_not_pile_up_as_memory() {
     }
     // What stays counted is bounded by what hyper can hold of the input (2 x 64 KiB by
     // default), plus the connection's cost, one 16 KiB reporting step and what the echo's
-    // response pins of its backend connection (128 KiB), not the framing.
-    let bound = (16 + 128 + 16 + 128) << 10;
+    // response pins of its backend connection (64 KiB), not the framing.
+    let bound = (16 + 128 + 16 + 64) << 10;
     let bounded = eventually(|| memory_held(&z, ip).is_some_and(|m| m <= bound)).await;
     assert!(bounded, "held {:?}", memory_held(&z, ip));
     let _wr = writer.await.unwrap();
