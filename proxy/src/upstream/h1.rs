@@ -177,7 +177,6 @@ impl Conn {
 }
 
 impl ConnState {
-
     /// Whether the idle connection is closed, or otherwise unfit for a request: the backend
     /// sent something (its end, a TLS alert, stray bytes) since the last response. Costs a
     /// system call only when the runtime saw the socket become readable.
@@ -281,7 +280,7 @@ struct Outbound<B> {
     body: Option<B>,
     sending: Sending,
     /// Bytes to write, in order.
-    queue: VecDeque<Bytes>,
+    queue: Queue,
 }
 
 impl<B: Outgoing> Outbound<B> {
@@ -300,8 +299,7 @@ impl<B: Outgoing> Outbound<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), H1Error>> {
         loop {
-            std::task::ready!(poll_write_queue(io, &mut self.queue, wrote, cx))
-                .map_err(H1Error::Io)?;
+            std::task::ready!(self.queue.poll_write(io, wrote, cx)).map_err(H1Error::Io)?;
             std::task::ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(H1Error::Io)?;
             let Some(body) = self.body.as_mut() else {
                 return Poll::Ready(Ok(()));
@@ -389,6 +387,8 @@ pub(super) struct Exchange<B: Outgoing> {
     conn: Option<Conn>,
     /// The request head, until a byte of it is written (then the request cannot come back).
     unsent: Option<Parts>,
+    /// The body of a request whose body was complete with its head, kept with `unsent`.
+    bodiless: Option<B>,
     out: Outbound<B>,
     /// The head could not be framed: the error to answer with.
     refused: Option<WireError>,
@@ -412,20 +412,25 @@ impl<B: Outgoing> Exchange<B> {
     ) -> Self {
         let (parts, body) = req.into_parts();
         let end = body.is_end_stream();
-        let mut head = BytesMut::new();
-        let framed = wire::write_head(&parts, end, body.size_hint().exact(), &mut head);
-        let (sending, refused) = match framed {
-            Ok(s) => (s, None),
-            Err(e) => (Sending::Nothing, Some(e)),
+        let (head, sending, refused) = match wire::write_head(&parts, end, body.size_hint().exact())
+        {
+            Ok((head, s)) => (head, s, None),
+            Err(e) => (Bytes::new(), Sending::Nothing, Some(e)),
         };
-        let mut queue = VecDeque::with_capacity(4);
-        queue.push_back(head.freeze());
-        // A body complete with its head has nothing to send (its end is noted here).
-        let body = (sending != Sending::Nothing || !end).then_some(body);
+        // A body complete with its head is not polled (as hyper does not): it is kept only to
+        // give the request back unsent.
+        let (body, bodiless) = if sending == Sending::Nothing && end {
+            (None, Some(body))
+        } else {
+            (Some(body), None)
+        };
+        let mut queue = Queue::default();
+        queue.push_back(head);
         Exchange {
             conn: Some(conn),
             method: parts.method.clone(),
             unsent: Some(parts),
+            bodiless,
             out: Outbound {
                 body,
                 sending,
@@ -445,7 +450,8 @@ impl<B: Outgoing> Exchange<B> {
 
     fn fail(&mut self, e: H1Error) -> Failure<B> {
         self.conn = None;
-        match (self.unsent.take(), self.out.body.take()) {
+        let body = self.out.body.take().or_else(|| self.bodiless.take());
+        match (self.unsent.take(), body) {
             (Some(parts), Some(body)) => {
                 Failure::Unsent(Box::new(Request::from_parts(parts, body)), e)
             }
@@ -467,6 +473,7 @@ impl<B: Outgoing> Exchange<B> {
                 let sent = self.out.poll_send(&mut conn.io, &mut wrote, cx);
                 if wrote {
                     self.unsent = None;
+                    self.bodiless = None;
                 }
                 if let Poll::Ready(Err(e)) = sent {
                     return Poll::Ready(Err(self.fail(e)));
@@ -532,10 +539,11 @@ impl<B: Outgoing> Drop for Exchange<B> {
         let rest: Exchange<B> = Exchange {
             conn: self.conn.take(),
             unsent: None,
+            bodiless: None,
             out: Outbound {
                 body: None,
                 sending: Sending::Nothing,
-                queue: VecDeque::new(),
+                queue: Queue::default(),
             },
             refused: None,
             method: self.method.clone(),
@@ -569,48 +577,70 @@ async fn finish_dropped<B: Outgoing>(mut rest: Exchange<B>) {
     let _ = tokio::time::timeout(limit, drain).await;
 }
 
-/// Writes the front of `queue` (several pieces in one call when the IO takes them); ready once
-/// the queue is empty. `wrote` is set when any byte was written.
-fn poll_write_queue(
-    io: &mut Io,
-    queue: &mut VecDeque<Bytes>,
-    wrote: &mut bool,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
-    while !queue.is_empty() {
-        let n = if queue.len() > 1 && io.is_write_vectored() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            for (slot, piece) in slices.iter_mut().zip(queue.iter()) {
-                *slot = IoSlice::new(piece);
-                count += 1;
-            }
-            std::task::ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?
-        } else {
-            let Some(front) = queue.front() else { break };
-            std::task::ready!(Pin::new(&mut *io).poll_write(cx, front))?
-        };
-        if n == 0 {
-            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-        }
-        *wrote = true;
-        advance(queue, n);
-    }
-    Poll::Ready(Ok(()))
+/// Bytes to write, in order: the first piece inline (a bodiless request's head is all there
+/// is, and needs no allocation), the others after it.
+#[derive(Default)]
+struct Queue {
+    first: Bytes,
+    rest: VecDeque<Bytes>,
 }
 
-/// Drops `n` written bytes from the front of `queue`.
-fn advance(queue: &mut VecDeque<Bytes>, mut n: usize) {
-    while n > 0 {
-        let Some(front) = queue.front_mut() else {
-            return;
-        };
-        if front.len() > n {
-            front.advance(n);
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.first.is_empty()
+    }
+
+    fn push_back(&mut self, piece: Bytes) {
+        if piece.is_empty() {
             return;
         }
-        n -= front.len();
-        queue.pop_front();
+        if self.first.is_empty() {
+            self.first = piece;
+        } else {
+            self.rest.push_back(piece);
+        }
+    }
+
+    /// Drops `n` written bytes from the front.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 && !self.first.is_empty() {
+            let len = self.first.len().min(n);
+            self.first.advance(len);
+            n -= len;
+            if self.first.is_empty() {
+                self.first = self.rest.pop_front().unwrap_or_default();
+            }
+        }
+    }
+
+    /// Writes the front (several pieces in one call when the IO takes them); ready once empty.
+    /// `wrote` is set when any byte was written.
+    fn poll_write(
+        &mut self,
+        io: &mut Io,
+        wrote: &mut bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while !self.is_empty() {
+            let n = if !self.rest.is_empty() && io.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                slices[0] = IoSlice::new(&self.first);
+                let mut count = 1;
+                for (slot, piece) in slices[1..].iter_mut().zip(self.rest.iter()) {
+                    *slot = IoSlice::new(piece);
+                    count += 1;
+                }
+                std::task::ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]))?
+            } else {
+                std::task::ready!(Pin::new(&mut *io).poll_write(cx, &self.first))?
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *wrote = true;
+            self.advance(n);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -77,34 +77,39 @@ pub(super) enum Sending {
     Chunked,
 }
 
-/// Writes the request head of `parts` into `out` (origin-form target, HTTP/1.1, the fields as
-/// they are, lower-case): the body's framing is its `Content-Length` when it has one, none
-/// when the body is complete with the head (`end`), else `exact`'s length, else chunked.
+/// The request head of `parts` (origin-form target, HTTP/1.1, the fields as they are,
+/// lower-case), and how its body is sent: by its `Content-Length` when it has one, none when
+/// the body is complete with the head (`end`), else by `exact`'s length, else chunked.
 /// `Transfer-Encoding` from the caller is dropped: the framing is this function's.
 pub(super) fn write_head(
     parts: &Parts,
     end: bool,
     exact: Option<u64>,
-    out: &mut BytesMut,
-) -> Result<Sending, WireError> {
-    let stated = match content_length(&parts.headers) {
-        Ok(n) => n,
-        Err(()) => return Err(WireError::RequestLength),
-    };
+) -> Result<(Bytes, Sending), WireError> {
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let target = if target.is_empty() { "/" } else { target };
-    let fields: usize = parts
-        .headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
-    out.reserve(parts.method.as_str().len() + target.len() + fields + 48);
+    let mut size = parts.method.as_str().len() + target.len() + 48;
+    let mut stated = None;
+    let mut chunked_given = false;
+    for (name, value) in &parts.headers {
+        size += name.as_str().len() + value.len() + 4;
+        if name == header::CONTENT_LENGTH && !end {
+            stated = match (stated, length_value(value.as_bytes())) {
+                (_, None) => return Err(WireError::RequestLength),
+                (Some(m), Some(n)) if m != n => return Err(WireError::RequestLength),
+                (_, n) => n,
+            };
+        } else if name == header::TRANSFER_ENCODING {
+            chunked_given = true;
+        }
+    }
+    let mut out = Vec::with_capacity(size);
     out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.extend_from_slice(b" ");
+    out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
-        if name == header::TRANSFER_ENCODING {
+        if chunked_given && name == header::TRANSFER_ENCODING {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -127,31 +132,29 @@ pub(super) fn write_head(
         }
     };
     out.extend_from_slice(b"\r\n");
-    Ok(match sending {
+    let sending = match sending {
         Sending::Length(0) => Sending::Nothing,
         s => s,
-    })
+    };
+    Ok((Bytes::from(out), sending))
 }
 
-/// The one length every `Content-Length` field (and every item of a list in one) states;
-/// `None` without the field; `Err` when one is not a number or two differ.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
+/// The one length a `Content-Length` value states (a list of equal numbers is one); `None`
+/// when an item is not a number or two differ.
+fn length_value(value: &[u8]) -> Option<u64> {
     let mut found = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value.to_str().map_err(|_| ())?;
-        for item in text.split(',') {
-            let item = item.trim();
-            if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(());
-            }
-            let n: u64 = item.parse().map_err(|_| ())?;
-            match found {
-                Some(m) if m != n => return Err(()),
-                _ => found = Some(n),
-            }
+    for item in value.split(|&b| b == b',') {
+        let item = item.trim_ascii();
+        if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = item.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        match found {
+            Some(m) if m != n => return None,
+            _ => found = Some(n),
         }
     }
-    Ok(found)
+    found
 }
 
 /// How a response body is delimited.
@@ -178,14 +181,56 @@ pub(super) struct Head {
     pub(super) keep_alive: bool,
 }
 
+/// Room left in a parsed head's field map for the fields the proxy adds (`Via`).
+const ADDED_FIELDS: usize = 2;
+
+/// What the fields of a response head say of its body and connection, gathered in the pass
+/// that copies them.
+#[derive(Default)]
+struct Delimiters {
+    /// `Content-Length`: `Some(Ok(n))`, or `Some(Err(()))` when unusable.
+    length: Option<Result<u64, ()>>,
+    /// `Transfer-Encoding` was given; its last coding is `chunked`.
+    transfer_encoding: bool,
+    chunked_last: bool,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Delimiters {
+    fn see(&mut self, name: &str, value: &[u8]) {
+        if name.eq_ignore_ascii_case("content-length") {
+            self.length = match (self.length, length_value(value)) {
+                (None, Some(n)) => Some(Ok(n)),
+                (Some(Ok(m)), Some(n)) if m == n => Some(Ok(n)),
+                _ => Some(Err(())),
+            };
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            self.transfer_encoding = true;
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            self.chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+}
+
 /// Parses a response head from the front of `buf`, consuming it; `Ok(None)` when `buf` does
 /// not hold a whole head yet. Informational answers (1xx other than 101) are consumed and
 /// skipped. `method` is the request's (a `HEAD` response has no body).
 pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireError> {
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut fields);
-        let len = match parsed.parse(buf) {
+        let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            buf,
+            &mut fields,
+        ) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => {
                 if buf.len() >= super::BACKEND_BUFFER {
@@ -208,28 +253,35 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        // The fields' text is shared with the head's bytes: one allocation for all of them.
+        // Where each field's name and value are in the head, which is then frozen: the values
+        // share its bytes (one allocation for all of them).
         let count = parsed.headers.len();
-        let spans: Vec<(HeaderName, usize, usize)> = {
-            let base = buf.as_ptr() as usize;
-            let mut spans = Vec::with_capacity(count);
-            for f in parsed.headers.iter() {
-                let name = HeaderName::from_bytes(f.name.as_bytes())
-                    .map_err(|_| WireError::Head("bad field name"))?;
-                let start = f.value.as_ptr() as usize - base;
-                spans.push((name, start, start + f.value.len()));
-            }
-            spans
-        };
+        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let mut delimiters = Delimiters::default();
+        let base = buf.as_ptr() as usize;
+        for (span, f) in spans.iter_mut().zip(parsed.headers.iter()) {
+            delimiters.see(f.name, f.value);
+            let name = f.name.as_ptr() as usize - base;
+            let value = f.value.as_ptr() as usize - base;
+            *span = (
+                name as u32,
+                (name + f.name.len()) as u32,
+                value as u32,
+                (value + f.value.len()) as u32,
+            );
+        }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
-        for (name, start, end) in spans {
-            let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+        let mut headers = HeaderMap::with_capacity(count + ADDED_FIELDS);
+        for &(ns, ne, vs, ve) in &spans[..count] {
+            let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+                .map_err(|_| WireError::Head("bad field name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
                 .map_err(|_| WireError::Head("bad field value"))?;
             headers.append(name, value);
         }
-        let (framing, close_delimited) = framing(method, status, &mut headers)?;
-        let keep_alive = !close_delimited && persistent(version, &headers);
+        let framing = framing(method, status, &delimiters, &mut headers)?;
+        let persistent =
+            !delimiters.close && (version == Version::HTTP_11 || delimiters.keep_alive);
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = version;
@@ -237,7 +289,7 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
         return Ok(Some(Head {
             response,
             framing,
-            keep_alive,
+            keep_alive: persistent && framing != Framing::Close,
         }));
     }
 }
@@ -254,54 +306,36 @@ fn parse_error(e: httparse::Error) -> &'static str {
     }
 }
 
-/// The body's framing (RFC 9112 §6.3), and whether it is delimited by the connection's close.
-/// A `Content-Length` beside `Transfer-Encoding` is removed (§6.3 item 3: a sender must not
-/// forward it).
+/// The body's framing (RFC 9112 §6.3). A `Content-Length` beside `Transfer-Encoding` is
+/// removed (§6.3 item 3: a sender must not forward it).
 fn framing(
     method: &Method,
     status: StatusCode,
+    delimiters: &Delimiters,
     headers: &mut HeaderMap,
-) -> Result<(Framing, bool), WireError> {
+) -> Result<Framing, WireError> {
     if method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        return Ok((Framing::Empty, false));
+        return Ok(Framing::Empty);
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        headers.remove(header::CONTENT_LENGTH);
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        return Ok(match last {
-            Some(c) if c.eq_ignore_ascii_case("chunked") => (Framing::Chunked, false),
-            _ => (Framing::Close, true),
+    if delimiters.transfer_encoding {
+        if delimiters.length.is_some() {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        return Ok(if delimiters.chunked_last {
+            Framing::Chunked
+        } else {
+            Framing::Close
         });
     }
-    match content_length(headers) {
-        Ok(Some(0)) => Ok((Framing::Empty, false)),
-        Ok(Some(n)) => Ok((Framing::Length(n), false)),
-        Ok(None) => Ok((Framing::Close, true)),
-        Err(()) => Err(WireError::ResponseLength),
+    match delimiters.length {
+        Some(Ok(0)) => Ok(Framing::Empty),
+        Some(Ok(n)) => Ok(Framing::Length(n)),
+        None => Ok(Framing::Close),
+        Some(Err(())) => Err(WireError::ResponseLength),
     }
-}
-
-/// Whether `Connection` lets the connection carry another request.
-fn persistent(version: Version, headers: &HeaderMap) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    for value in headers.get_all(header::CONNECTION) {
-        for token in value.to_str().unwrap_or("").split(',') {
-            let token = token.trim();
-            close |= token.eq_ignore_ascii_case("close");
-            keep |= token.eq_ignore_ascii_case("keep-alive");
-        }
-    }
-    !close && (version == Version::HTTP_11 || keep)
 }
 
 /// Where the chunked decoder is.
@@ -491,9 +525,10 @@ mod tests {
     }
 
     fn head_of(p: &Parts, end: bool, exact: Option<u64>) -> (String, Result<Sending, WireError>) {
-        let mut out = BytesMut::new();
-        let s = write_head(p, end, exact, &mut out);
-        (String::from_utf8(out.to_vec()).expect("text"), s)
+        match write_head(p, end, exact) {
+            Ok((out, s)) => (String::from_utf8(out.to_vec()).expect("text"), Ok(s)),
+            Err(e) => (String::new(), Err(e)),
+        }
     }
 
     #[test]
@@ -588,6 +623,24 @@ mod tests {
         let (h, _) = parse("HTTP/1.1 200 OK\r\nContent-Len", &get);
         assert!(matches!(h, Ok(None)));
         let (h, _) = parse("HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n", &get);
+        assert_eq!(h.err(), Some(WireError::ResponseLength));
+        let (h, _) = parse(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 3\r\n\r\n",
+            &get,
+        );
+        assert_eq!(h.err(), Some(WireError::ResponseLength));
+        let (h, _) = parse(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2, 2\r\n\r\nab",
+            &get,
+        );
+        assert_eq!(
+            h.expect("parses").expect("whole").framing,
+            Framing::Length(2)
+        );
+        let (h, _) = parse(
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            &get,
+        );
         assert_eq!(h.err(), Some(WireError::ResponseLength));
         let (h, _) = parse("HTTP/1.1 101 Switching Protocols\r\n\r\n", &get);
         assert_eq!(h.err(), Some(WireError::UnexpectedSwitch));
