@@ -1277,6 +1277,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_that_fails_before_any_byte_is_written_gives_the_request_back() {
+        for (method, body) in [("PUT", "payload"), ("GET", "")] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let ours = TcpStream::connect(listener.local_addr().expect("address"))
+                .await
+                .expect("connect");
+            let (theirs, _) = listener.accept().await.expect("accept");
+            // The backend resets the connection (SO_LINGER 0, then close), and the reset
+            // arrives before the request is written.
+            socket2::SockRef::from(&theirs)
+                .set_linger(Some(Duration::ZERO))
+                .expect("linger");
+            drop(theirs);
+            ours.readable().await.expect("the reset arrives");
+            let pool = Arc::new(IdlePool::new(4, Duration::from_secs(60), 1));
+            let req = Request::builder()
+                .method(method)
+                .uri("/x?y")
+                .header("host", "test")
+                .body(ProxyBody::full(body))
+                .expect("request");
+            let mut exchange = Exchange::start(
+                Conn::new(Io::Plain(ours)),
+                req,
+                &pool,
+                Duration::from_secs(5),
+            );
+            match exchange.answer().await {
+                Err(Failure::Unsent(req, e)) => {
+                    assert!(matches!(e, H1Error::Io(_)), "{e}");
+                    assert_eq!(req.method(), method);
+                    assert_eq!(req.uri(), "/x?y");
+                    assert_eq!(req.headers()["host"], "test");
+                    let whole = req.into_body().collect().await.expect("body").to_bytes();
+                    assert_eq!(whole, body.as_bytes(), "the body was not taken");
+                }
+                Err(Failure::Failed(e)) => panic!("{method}: failed, not given back: {e}"),
+                Ok(r) => panic!("{method}: answered {}", r.status()),
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn a_request_dropped_before_its_answer_leaves_the_connection_to_the_pool() {
         let b = scripted(vec![
             ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst", false),
