@@ -9,6 +9,8 @@
 //! - `admin.rs`: a JSON body to one of the admin API's write endpoints, over in-memory IO;
 //! - `proxy_header.rs`: the PROXY protocol header read off a connection in pieces
 //!   (`listen/proxied.rs` over `listen/proxy_header.rs`);
+//! - `backend_answer`: a backend's HTTP/1.1 answer, head and body, as zgate's HTTP/1 client
+//!   decodes it (`upstream/wire.rs`), in reads of fuzzer-chosen size against one read;
 //! - `world.rs`: what `http1.rs` and `admin.rs` build once per process (runtime, config) and
 //!   what they make fresh for every input (the limiter).
 //!
@@ -32,6 +34,8 @@ use crate::limits;
 pub use admin::admin_json;
 pub use http1::http1_connection;
 pub use proxy_header::proxy_header;
+
+pub use crate::upstream::fuzz_answer as backend_answer;
 
 /// A client address for the fuzzed connections.
 const PEER: &str = "192.0.2.7:40000";

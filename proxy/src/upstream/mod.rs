@@ -131,6 +131,8 @@ use retry::{Replay, Tried};
 pub use router::Router;
 pub use routes::RouteTable;
 use tally::{Cause, Outcome, Rules};
+#[cfg(feature = "fuzzing")]
+pub use wire::fuzz_answer;
 pub use wire::WireError;
 
 /// Why a request got no response from any backend.

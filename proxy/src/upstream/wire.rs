@@ -231,6 +231,11 @@ pub(super) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
             buf,
             &mut fields,
         ) {
+            // Checked on a whole head too: whether a head is too large must not depend on
+            // how the reads split it.
+            Ok(httparse::Status::Complete(len)) if len > super::BACKEND_BUFFER => {
+                return Err(WireError::HeadTooLarge);
+            }
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => {
                 if buf.len() >= super::BACKEND_BUFFER {
@@ -431,8 +436,13 @@ impl Chunked {
                         self.state = ChunkState::Done;
                         return Ok(Decoded::End);
                     }
+                    // A bare LF would end the section for httparse, not for the CRLF search:
+                    // refused here, whatever the reads.
+                    if buf.first() == Some(&b'\n') {
+                        return Err(WireError::Trailers);
+                    }
                     let Some(end) = find(buf, b"\r\n\r\n") else {
-                        if buf.len() > MAX_TRAILERS || (buf.len() >= 2 && buf[0] == b'\n') {
+                        if buf.len() > MAX_TRAILERS {
                             return Err(WireError::Trailers);
                         }
                         return Ok(Decoded::More);
@@ -475,7 +485,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 fn parse_trailers(block: &[u8]) -> Result<HeaderMap, WireError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     match httparse::parse_headers(block, &mut fields) {
-        Ok(httparse::Status::Complete((_, parsed))) => {
+        // The section is the whole block, up to its CRLFCRLF, or nothing.
+        Ok(httparse::Status::Complete((len, parsed))) if len == block.len() => {
             let mut map = HeaderMap::with_capacity(parsed.len());
             for f in parsed {
                 let name =
@@ -509,6 +520,121 @@ pub(super) fn last_chunk_with(trailers: &HeaderMap) -> Bytes {
     }
     out.extend_from_slice(b"\r\n");
     out.freeze()
+}
+
+/// What a backend's answer decodes to, for the fuzz target: the head's status, framing and
+/// keep-alive, and the body's bytes and trailers, or where it failed.
+#[cfg(feature = "fuzzing")]
+#[derive(Debug, PartialEq)]
+enum FuzzOutcome {
+    /// The input ended before a whole head.
+    NoHead,
+    /// The head is refused.
+    BadHead(WireError),
+    /// A head, and the body as far as the input goes (`Err` for a chunked body refused).
+    Answer {
+        status: u16,
+        framing: Framing,
+        keep_alive: bool,
+        body: Vec<u8>,
+        trailers: Vec<(String, Vec<u8>)>,
+        end: Result<bool, WireError>,
+    },
+}
+
+/// The fuzz target's entry (`fuzz/fuzz_targets/backend_answer.rs`): `data`'s first byte picks
+/// the request's method (`HEAD` or `GET`) and the size of the reads, the rest is what the
+/// backend sends. Decoding it in reads of that size must give what decoding it whole gives.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_answer(data: &[u8]) {
+    let Some((&control, answer)) = data.split_first() else {
+        return;
+    };
+    let method = if control & 1 == 1 {
+        Method::HEAD
+    } else {
+        Method::GET
+    };
+    let step = usize::from(control >> 1).max(1);
+    let whole = decode_in_reads(answer, &method, answer.len().max(1));
+    let pieces = decode_in_reads(answer, &method, step);
+    assert_eq!(whole, pieces, "reads of {step} bytes decode differently");
+}
+
+#[cfg(feature = "fuzzing")]
+fn decode_in_reads(input: &[u8], method: &Method, step: usize) -> FuzzOutcome {
+    let mut buf = BytesMut::new();
+    let mut fed = 0;
+    let mut feed = |buf: &mut BytesMut| {
+        if fed == input.len() {
+            return false;
+        }
+        let n = step.min(input.len() - fed);
+        buf.extend_from_slice(&input[fed..fed + n]);
+        fed += n;
+        true
+    };
+    let head = loop {
+        match parse_head(&mut buf, method) {
+            Ok(Some(head)) => break head,
+            Ok(None) => {
+                if !feed(&mut buf) {
+                    return FuzzOutcome::NoHead;
+                }
+            }
+            Err(e) => return FuzzOutcome::BadHead(e),
+        }
+    };
+    let mut body = Vec::new();
+    let mut trailers = Vec::new();
+    let end = match head.framing {
+        Framing::Empty => Ok(true),
+        Framing::Length(n) => loop {
+            let want = usize::try_from(n).unwrap_or(usize::MAX);
+            let take = (want - body.len()).min(buf.len());
+            body.extend_from_slice(&buf.split_to(take));
+            if body.len() == want {
+                break Ok(true);
+            }
+            if !feed(&mut buf) {
+                break Ok(false);
+            }
+        },
+        Framing::Close => {
+            while feed(&mut buf) {}
+            body.extend_from_slice(&buf);
+            Ok(false)
+        }
+        Framing::Chunked => {
+            let mut chunked = Chunked::new();
+            loop {
+                match chunked.decode(&mut buf) {
+                    Ok(Decoded::Data(d)) => body.extend_from_slice(&d),
+                    Ok(Decoded::Trailers(t)) => {
+                        trailers = t
+                            .iter()
+                            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                            .collect();
+                    }
+                    Ok(Decoded::End) => break Ok(true),
+                    Ok(Decoded::More) => {
+                        if !feed(&mut buf) {
+                            break Ok(false);
+                        }
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
+        }
+    };
+    FuzzOutcome::Answer {
+        status: head.response.status().as_u16(),
+        framing: head.framing,
+        keep_alive: head.keep_alive,
+        body,
+        trailers,
+        end,
+    }
 }
 
 #[cfg(test)]
@@ -652,6 +778,13 @@ mod tests {
         );
         let (h, _) = parse(&long, &get);
         assert_eq!(h.err(), Some(WireError::HeadTooLarge));
+        // Whole in one read, a head over the limit is refused as it is in several.
+        let whole = format!(
+            "HTTP/1.1 200 OK\r\nX: {}\r\n\r\n",
+            "a".repeat(super::super::BACKEND_BUFFER)
+        );
+        let (h, _) = parse(&whole, &get);
+        assert_eq!(h.err(), Some(WireError::HeadTooLarge));
     }
 
     /// Feeds `input` to a decoder `step` bytes at a time; the data and trailers decoded.
@@ -704,12 +837,17 @@ mod tests {
             b"3\r\nabcX\r\n0\r\n\r\n",
             b"11111111111111111\r\n",
             b"3 x\r\nabc\r\n0\r\n\r\n",
+            // Found by the fuzz target: trailers opening with a bare LF were an empty
+            // section read whole, and an error read in pieces.
+            b"3\r\nabc\r\n0\r\n\nX: 1\r\n\r\n",
         ] {
-            assert!(
-                dechunk(bad, 100).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            for step in [1, 2, 100] {
+                assert!(
+                    dechunk(bad, step).is_err(),
+                    "{:?} in reads of {step}",
+                    String::from_utf8_lossy(bad)
+                );
+            }
         }
         let long = format!("1;{}\r\n", "e".repeat(MAX_LINE));
         assert_eq!(dechunk(long.as_bytes(), 100000), Err(WireError::ChunkSize));
