@@ -11,21 +11,24 @@
 //! `timeouts.backend_connect`. HTTP/1.1 connections come from [`connect`] (pooled, driven by
 //! `h1.rs`); HTTP/2 ones from [`connect_h2`] (shared, see `multiplex.rs`).
 
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::Authority;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::h1::{Conn, Io};
+use super::h1::Conn;
 use super::link::{BackendLink, UpstreamTlsError};
 use super::pool::IdlePool;
 use super::Outgoing;
@@ -133,10 +136,79 @@ impl Dial {
     }
 }
 
-/// A connection made, before HTTP.
+/// A connection made, before HTTP: TCP, or TLS over it. zgate's HTTP/1 client reads and writes
+/// it as it is (`h1.rs`); hyper's handshakes take the stream inside.
 pub(super) enum Opened {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Opened {
+    /// The TCP socket under it.
+    pub(super) fn tcp(&self) -> &TcpStream {
+        match self {
+            Opened::Plain(s) => s,
+            Opened::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Opened {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Opened::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Opened::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Opened {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Opened::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Opened::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Opened::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Opened::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Opened::Plain(s) => s.is_write_vectored(),
+            Opened::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Opened::Plain(s) => Pin::new(s).poll_flush(cx),
+            Opened::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Opened::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Opened::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
 }
 
 /// A connect failure (refused, unreachable, resolution failed, timed out, TLS refused), in
@@ -155,12 +227,7 @@ pub(super) async fn connect(
     let target = target.clone();
     let idle = idle.clone();
     tokio::spawn(async move {
-        let result = target.open(timeout).await.map(|opened| {
-            Conn::new(match opened {
-                Opened::Plain(s) => Io::Plain(s),
-                Opened::Tls(s) => Io::Tls(s),
-            })
-        });
+        let result = target.open(timeout).await.map(Conn::new);
         if let Err(Ok(conn)) = tx.send(result) {
             idle.put(conn);
         }

@@ -42,10 +42,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::request::Parts;
 use http::{Method, Request, Response};
 use http_body::{Body as _, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
+use tokio::io::AsyncWrite;
 
+use super::connect::Opened;
 use super::pool::IdlePool;
 use super::wire::{self, Chunked, Decoded, Framing, Sending, WireError};
 use super::{Outgoing, BACKEND_BUFFER};
@@ -59,86 +58,13 @@ const FIRST_READ: usize = 16 * 1024;
 /// The most pieces handed to one vectored write.
 const MAX_SLICES: usize = 16;
 
-/// A backend connection's bytes: TCP, or TLS over it.
-pub(super) enum Io {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl Io {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Io::Plain(s) => s,
-            Io::Tls(s) => s.get_ref().0,
-        }
-    }
-}
-
-impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Io::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Io::Plain(s) => s.is_write_vectored(),
-            Io::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
-        }
-    }
-}
-
 /// One connection to a backend, with what was read from it and not used yet. Boxed once per
 /// connection, so the bodies and exchanges that carry it stay small (a response body is part
 /// of every request's future).
 pub(super) struct Conn(Box<ConnState>);
 
 pub(super) struct ConnState {
-    io: Io,
+    io: Opened,
     buf: BytesMut,
     /// The room of the next read (see [`FIRST_READ`]).
     read_size: usize,
@@ -160,14 +86,14 @@ impl std::ops::DerefMut for Conn {
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
-            .field("tls", &matches!(self.io, Io::Tls(_)))
+            .field("tls", &matches!(self.io, Opened::Tls(_)))
             .field("buffered", &self.buf.len())
             .finish()
     }
 }
 
 impl Conn {
-    pub(super) fn new(io: Io) -> Conn {
+    pub(super) fn new(io: Opened) -> Conn {
         Conn(Box::new(ConnState {
             io,
             buf: BytesMut::new(),
@@ -294,7 +220,7 @@ impl<B: Outgoing> Outbound<B> {
     /// after everything queued before it (the head) is written.
     fn poll_send(
         &mut self,
-        io: &mut Io,
+        io: &mut Opened,
         wrote: &mut bool,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), H1Error>> {
@@ -373,11 +299,11 @@ impl<B: Outgoing> Outbound<B> {
 /// The rest of a request still being written while its answer is read (a backend may answer
 /// before it has the whole body, and go on reading it: an echo, a stream).
 trait Upload: Send {
-    fn poll_upload(&mut self, io: &mut Io, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>>;
+    fn poll_upload(&mut self, io: &mut Opened, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>>;
 }
 
 impl<B: Outgoing> Upload for Outbound<B> {
-    fn poll_upload(&mut self, io: &mut Io, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
+    fn poll_upload(&mut self, io: &mut Opened, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
         self.poll_send(io, &mut false, cx)
     }
 }
@@ -617,7 +543,7 @@ impl Queue {
     /// `wrote` is set when any byte was written.
     fn poll_write(
         &mut self,
-        io: &mut Io,
+        io: &mut Opened,
         wrote: &mut bool,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
@@ -869,7 +795,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
     use zgate_config::Config;
 
     /// A backend whose connections answer each request with the next answer of the script
@@ -1299,7 +1225,7 @@ mod tests {
                 .body(ProxyBody::full(body))
                 .expect("request");
             let mut exchange = Exchange::start(
-                Conn::new(Io::Plain(ours)),
+                Conn::new(Opened::Plain(ours)),
                 req,
                 &pool,
                 Duration::from_secs(5),

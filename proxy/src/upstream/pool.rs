@@ -139,7 +139,7 @@ impl BackendHold {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::h1::Io;
+    use crate::upstream::connect::Opened;
     use crate::worker::{self, Workers};
     use std::sync::Arc;
     use tokio::sync::oneshot;
@@ -197,7 +197,7 @@ mod tests {
             let _theirs = theirs;
             let _ = hold.await;
         });
-        Conn::new(Io::Plain(ours))
+        Conn::new(Opened::Plain(ours))
     }
 
     #[tokio::test]
