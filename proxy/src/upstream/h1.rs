@@ -666,9 +666,8 @@ impl Body {
                 return;
             }
         }
-        if conn.buf.is_empty() {
-            pool.put(conn);
-        }
+        // Bytes left over after the answer: `put` refuses the connection (see `is_closed`).
+        pool.put(conn);
     }
 
     /// Writes more of the request, if the answer came before it was all written.
