@@ -786,21 +786,22 @@ impl http_body::Body for Body {
 mod tests {
     //! The client against scripted backends: each connection reads whole requests and answers
     //! each with the next of its script's answers.
+    use super::super::tests::{get, pool_of};
     use super::super::{BackendBody, Upstream};
     use super::*;
     use crate::http::body::ProxyBody;
     use http_body_util::BodyExt;
     use std::future::Future;
+    use std::net::SocketAddr;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
-    use zgate_config::Config;
 
     /// A backend whose connections answer each request with the next answer of the script
     /// (shared by all its connections), then, for answers marked so, close.
     struct Scripted {
-        addr: std::net::SocketAddr,
+        addr: SocketAddr,
         connections: Arc<AtomicUsize>,
         /// Every request as received, head and body, in order.
         received: Arc<Mutex<Vec<Vec<u8>>>>,
@@ -809,33 +810,48 @@ mod tests {
     /// An answer: its bytes, and whether the connection closes after it.
     type Answer = (&'static str, bool);
 
-    async fn scripted(script: Vec<Answer>) -> Scripted {
+    /// A loopback backend running `serve` on each connection it accepts, in a task of its own:
+    /// its address, and how many connections it accepted.
+    async fn backend<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
-        let connections = Arc::new(AtomicUsize::new(0));
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(Mutex::new(VecDeque::from(script)));
-        let (c, r) = (connections.clone(), received.clone());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let a = accepted.clone();
         tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                c.fetch_add(1, Ordering::SeqCst);
-                let (script, received) = (script.clone(), r.clone());
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    loop {
-                        let Some(request) = read_request(&mut s, &mut buf).await else {
-                            return;
-                        };
-                        received.lock().expect("lock").push(request);
-                        let next = script.lock().expect("lock").pop_front();
-                        let Some((answer, close)) = next else { return };
-                        if s.write_all(answer.as_bytes()).await.is_err() || close {
-                            return;
-                        }
-                    }
-                });
+            while let Ok((s, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(s));
             }
         });
+        (addr, accepted)
+    }
+
+    async fn scripted(script: Vec<Answer>) -> Scripted {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        let r = received.clone();
+        let (addr, connections) = backend(move |mut s| {
+            let (script, received) = (script.clone(), r.clone());
+            async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(request) = read_request(&mut s, &mut buf).await else {
+                        return;
+                    };
+                    received.lock().expect("lock").push(request);
+                    let next = script.lock().expect("lock").pop_front();
+                    let Some((answer, close)) = next else { return };
+                    if s.write_all(answer.as_bytes()).await.is_err() || close {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
         Scripted {
             addr,
             connections,
@@ -845,16 +861,25 @@ mod tests {
 
     /// One whole request from `s` (head, and a body by `Content-Length` or chunked).
     async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-        let mut chunk = [0u8; 4096];
         loop {
             if let Some(end) = request_end(buf) {
                 return Some(buf.drain(..end).collect());
             }
-            let n = s.read(&mut chunk).await.ok()?;
-            if n == 0 {
+            if !read_more(s, buf).await {
                 return None;
             }
-            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads what `s` has into `buf`; false at its end or on an error.
+    async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                true
+            }
         }
     }
 
@@ -877,21 +902,9 @@ mod tests {
         (buf.len() >= head + len).then_some(head + len)
     }
 
-    fn upstream<B: Outgoing>(addr: std::net::SocketAddr) -> Upstream<B> {
-        let text = format!(
-            "[[listener]]\naddr = \"127.0.0.1:0\"\n[[backend]]\naddr = \"{addr}\"\n[timeouts]\nbackend_response = \"5s\"\n"
-        );
-        let config = Config::parse(&text, std::path::Path::new(".")).expect("config");
-        let spec = config.default_pool().expect("the [[backend]] list");
-        Upstream::new(&spec, &config).expect("upstream")
-    }
-
-    fn get(path: &str) -> Request<ProxyBody> {
-        Request::builder()
-            .uri(path)
-            .header("host", "test")
-            .body(ProxyBody::empty())
-            .expect("request")
+    /// The pool of the one backend at `addr`, waiting at most 5 s for an answer.
+    fn upstream<B: Outgoing>(addr: SocketAddr) -> Upstream<B> {
+        pool_of(addr, "[timeouts]\nbackend_response = \"5s\"")
     }
 
     /// The body's data and trailers.
@@ -1102,23 +1115,15 @@ mod tests {
     #[tokio::test]
     async fn an_answer_before_the_whole_body_is_passed_on_and_the_connection_closed() {
         // The backend answers as soon as it has a head: it does not wait for the body.
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let a = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                a.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await;
-                    let answer = "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\n\r\nbig";
-                    let _ = s.write_all(answer.as_bytes()).await;
-                    // Keeps the connection open, reading nothing more.
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                });
-            }
-        });
+        let (addr, _) = backend(|mut s| async move {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let answer = "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\n\r\nbig";
+            let _ = s.write_all(answer.as_bytes()).await;
+            // Keeps the connection open, reading nothing more.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        })
+        .await;
         let up = upstream::<Fed>(addr);
         let (tx, req) = post(Some(1 << 20));
         tx.send(Bytes::from("first piece")).await.expect("send");
@@ -1134,50 +1139,37 @@ mod tests {
     async fn an_echo_that_answers_before_the_body_gets_the_rest_of_it() {
         // The backend answers with its head as soon as it has the request's, then echoes the
         // body as it reads it.
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let a = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                a.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    loop {
-                        let head_end = loop {
-                            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                                break p + 4;
-                            }
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        };
-                        buf.drain(..head_end);
-                        let head = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n";
-                        if s.write_all(head.as_bytes()).await.is_err() {
-                            return;
-                        }
-                        let mut echoed = 0;
-                        while echoed < 6 {
-                            if buf.is_empty() {
-                                match s.read(&mut chunk).await {
-                                    Ok(0) | Err(_) => return,
-                                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                                }
-                            }
-                            let n = buf.len().min(6 - echoed);
-                            let piece: Vec<u8> = buf.drain(..n).collect();
-                            if s.write_all(&piece).await.is_err() {
-                                return;
-                            }
-                            echoed += n;
-                        }
+        let (addr, accepted) = backend(|mut s| async move {
+            let mut buf = Vec::new();
+            loop {
+                let head_end = loop {
+                    if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break p + 4;
                     }
-                });
+                    if !read_more(&mut s, &mut buf).await {
+                        return;
+                    }
+                };
+                buf.drain(..head_end);
+                let head = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n";
+                if s.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut echoed = 0;
+                while echoed < 6 {
+                    if buf.is_empty() && !read_more(&mut s, &mut buf).await {
+                        return;
+                    }
+                    let n = buf.len().min(6 - echoed);
+                    let piece: Vec<u8> = buf.drain(..n).collect();
+                    if s.write_all(&piece).await.is_err() {
+                        return;
+                    }
+                    echoed += n;
+                }
             }
-        });
+        })
+        .await;
         let up = upstream::<Fed>(addr);
         let (tx, req) = post(Some(6));
         let feed = tokio::spawn(async move {

@@ -9,21 +9,24 @@ use std::net::SocketAddr;
 
 type Upstream = super::Upstream<ProxyBody>;
 
+/// The default pool of one backend at `addr`, with `extra` config (TOML sections).
+pub(super) fn pool_of<B: Outgoing>(addr: SocketAddr, extra: &str) -> super::Upstream<B> {
+    let text =
+        format!("[[listener]]\naddr = \"127.0.0.1:0\"\n[[backend]]\naddr = \"{addr}\"\n{extra}\n");
+    let config = Config::parse(&text, std::path::Path::new(".")).expect("config");
+    let spec = config.default_pool().expect("the [[backend]] list");
+    super::Upstream::new(&spec, &config).expect("upstream")
+}
+
 async fn setup(upstream: &str) -> (demo::Backend, Upstream) {
     let b = demo::Backend::start(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("backend");
-    let text = format!(
-        "[[listener]]\naddr = \"127.0.0.1:0\"\n[[backend]]\naddr = \"{}\"\n[upstream]\n{upstream}\n",
-        b.addr()
-    );
-    let config = Config::parse(&text, std::path::Path::new(".")).expect("config");
-    let spec = config.default_pool().expect("the [[backend]] list");
-    let up = Upstream::new(&spec, &config).expect("upstream");
+    let up = pool_of(b.addr(), &format!("[upstream]\n{upstream}"));
     (b, up)
 }
 
-fn get(path: &str) -> Request<ProxyBody> {
+pub(super) fn get(path: &str) -> Request<ProxyBody> {
     Request::builder()
         .uri(path)
         .header("host", "test")
@@ -187,13 +190,7 @@ async fn passive_detection_skips_a_backend_answering_5xx_and_checks_start_and_st
     let b = demo::Backend::start(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("backend");
-    let text = format!(
-        "[[listener]]\naddr = \"127.0.0.1:0\"\n[[backend]]\naddr = \"{}\"\n[upstream]\nfail_after = 2\n",
-        b.addr()
-    );
-    let config = Config::parse(&text, std::path::Path::new(".")).expect("config");
-    let spec = config.default_pool().expect("the [[backend]] list");
-    let up = Upstream::new(&spec, &config).expect("upstream");
+    let up: Upstream = pool_of(b.addr(), "[upstream]\nfail_after = 2");
     for _ in 0..2 {
         let (resp, _) = up.send_pooled(get("/status/502")).await.expect("answer");
         assert_eq!(resp.status(), 502);
