@@ -134,13 +134,15 @@ pub async fn handle(conn: &Arc<ConnInfo>, mut req: Request<Incoming>) -> Respons
     if http_body::Body::is_end_stream(req.body()) {
         meter.message_done();
     }
+    // Decided once, before anything is stripped: checked here, applied by `rewrite_request`.
+    let backend_host = host::backend_host(req.version(), req.uri(), req.headers());
     let mut response = if in_flight.is_none() || meter.is_killed() {
         blocked_response(meter, client_version)
     } else if refused {
         forwarded_blocked_response(meter)
     } else if method == Method::CONNECT && wanted.is_none() {
         error_response(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n")
-    } else if let Err(e) = host::backend_host(req.version(), req.uri(), req.headers()) {
+    } else if let Err(e) = backend_host {
         bad_request(e.message(), client_version)
     } else {
         let bytes_in = access.as_ref().map(|a| a.bytes_in.clone());
@@ -157,7 +159,8 @@ pub async fn handle(conn: &Arc<ConnInfo>, mut req: Request<Incoming>) -> Respons
             chain_set: seen.chain_set,
             charged: charged.as_ref(),
         };
-        let mut upstream_req = rewrite_request(req, conn, bytes_in, forwarded);
+        let host = backend_host.ok().flatten();
+        let mut upstream_req = rewrite_request(req, host, conn, bytes_in, forwarded);
         if let Some(w) = &wanted {
             upgrade::to_backend(&mut upstream_req, w);
         }
@@ -306,12 +309,14 @@ fn failed_response(
 }
 
 /// The request as the backend must see it: origin-form, HTTP/1.1, hop-by-hop headers removed,
-/// forwarding headers set (see `headers::set_forwarded`), `Host` per [`host::backend_host`]
-/// (the target's authority wins, and `Connection` cannot remove it). `bytes_in` counts the
+/// forwarding headers set (see `headers::set_forwarded`), `Host` set to `backend_host` (what
+/// [`host::backend_host`] decided from the head as it came: the target's authority wins, and
+/// `Connection` cannot remove it). `bytes_in` counts the
 /// body's bytes for the access log; `forwarded` says whose request it is when a trusted proxy
 /// named a client.
 fn rewrite_request(
     req: Request<Incoming>,
+    backend_host: Option<HeaderValue>,
     conn: &ConnInfo,
     bytes_in: Option<Arc<std::sync::atomic::AtomicU64>>,
     forwarded: Forwarding<'_>,
@@ -322,10 +327,6 @@ fn rewrite_request(
         charged,
     } = forwarded;
     let (mut parts, body) = req.into_parts();
-    // Checked by `handle` before: a request with a bad `Host` is answered 400 there.
-    let backend_host = host::backend_host(parts.version, &parts.uri, &parts.headers)
-        .ok()
-        .flatten();
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h);
     host::apply(h, backend_host);
