@@ -20,7 +20,9 @@
 #   once per row, the order rotated by one each round (so none is always first or last after
 #   another's load). Each cell is the median over ROUNDS runs: req/s, p99 (wrk --latency;
 #   h2load's per-request log), proxy CPU µs per request (utime+stime of the proxy's processes
-#   over the run, /proc/<pid>/stat, divided by the requests completed), and the ratio of zgate
+#   over the run, /proc/<pid>/stat, divided by the requests completed, and its user-space and
+#   kernel parts: the kernel's share is the system calls and TCP, much alike for every proxy
+#   here, so it bounds what user-space work alone can win), and the ratio of zgate
 #   (each mode) to the best peer of the row, the median of per-round ratios.
 #   Peak RSS (VmHWM) of each proxy at the end. A probe before the rows counts how many of
 #   wrk's TLS reconnections resume a TLS 1.3 session (nginx logs `$ssl_session_reused
@@ -239,12 +241,13 @@ proxy_pids() { # contender -> pids whose CPU counts as the proxy's
     haproxy) echo "$HAPROXY_PID"; pgrep -P "$HAPROXY_PID" || true ;;
   esac
 }
-cpu_ticks() {
-  local t=0 p
+cpu_ticks() { # contender -> "utime stime" of its processes, in clock ticks
+  local u=0 s=0 p pu ps
   for p in $(proxy_pids "$1"); do
-    t=$((t + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+    read -r pu ps < <(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12, $13}')
+    u=$((u + pu)); s=$((s + ps))
   done
-  echo "$t"
+  echo "$u $s"
 }
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -283,7 +286,7 @@ set_mode() { # contender
   MODE_NOW=$want
 }
 
-# One load run; prints "rps p99_ms cpu_us_per_req".
+# One load run; prints "rps p99_ms cpu_us_per_req user_us_per_req sys_us_per_req".
 run_load() { # contender proto size duration
   local c=$1 proto=$2 size=$3 dur=$4 url out rps p99 reqs t0 t1
   case "$c" in zgate*) [ "$SWITCH_MODES" = 1 ] && set_mode "$c" ;; esac
@@ -316,8 +319,11 @@ run_load() { # contender proto size duration
       ;;
   esac
   [ -n "$rps" ] && [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || die "no result from $c $proto $size: $(cat "$out")"
-  awk -v r="$rps" -v p="$p99" -v d="$((t1 - t0))" -v hz="$CLK_TCK" -v n="$reqs" \
-    'BEGIN { printf "%.0f %s %.1f\n", r, p, d / hz * 1e6 / n }'
+  local u0 s0 u1 s1
+  read -r u0 s0 <<<"$t0"
+  read -r u1 s1 <<<"$t1"
+  awk -v r="$rps" -v p="$p99" -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v hz="$CLK_TCK" -v n="$reqs" \
+    'BEGIN { printf "%.0f %s %.1f %.1f %.1f\n", r, p, (u + s) / hz * 1e6 / n, u / hz * 1e6 / n, s / hz * 1e6 / n }'
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
@@ -358,7 +364,7 @@ for r in $(seq "$ROUNDS"); do
     order=("${CS[@]:$k}" "${CS[@]:0:$k}")
     for c in "${order[@]}"; do
       res=$(run_load "$c" "$proto" "$size" "$DURATION")
-      log "$proto ${size}B round $r $c: $res (req/s, p99 ms, CPU us/req)"
+      log "$proto ${size}B round $r $c: $res (req/s, p99 ms, CPU us/req: total user sys)"
       RES[$row.$c]+="$res"$'\n'
     done
   done
@@ -396,7 +402,7 @@ TABLE=$(
   printf '| row |'; for c in "${CS[@]}"; do printf ' %s req/s |' "$c"; done
   printf ' zgate / best peer | zgate-def / best peer |'
   for c in "${CS[@]}"; do printf ' %s p99 ms |' "$c"; done
-  for c in "${CS[@]}"; do printf ' %s CPU µs/req |' "$c"; done
+  for c in "${CS[@]}"; do printf ' %s CPU µs/req (user + sys) |' "$c"; done
   echo
   printf '|---|'; for _ in $(seq $((3 * ${#CS[@]} + 2))); do printf -- '---:|'; done; echo
   for row in $ROWS; do
@@ -404,7 +410,9 @@ TABLE=$(
     for c in "${CS[@]}"; do printf ' %.0f |' "$(col "$row.$c" 1)"; done
     printf ' %.2f× | %.2f× |' "$(ratio "$row" zgate)" "$(ratio "$row" zgate-def)"
     for c in "${CS[@]}"; do printf ' %s |' "$(col "$row.$c" 2)"; done
-    for c in "${CS[@]}"; do printf ' %s |' "$(col "$row.$c" 3)"; done
+    for c in "${CS[@]}"; do
+      printf ' %s (%s + %s) |' "$(col "$row.$c" 3)" "$(col "$row.$c" 4)" "$(col "$row.$c" 5)"
+    done
     echo
   done
 )
@@ -424,10 +432,10 @@ $RESUMPTION
 - Machine: $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo); kernel $(uname -r). Load average (1, 5, 15 min) before: $LOAD_BEFORE; after: $LOAD_AFTER.
 - Workers: $WORKERS (zgate worker threads = nginx worker_processes = HAProxy nbthread). Backend: \`zgate backend\`, shared; nginx upstream keepalive; HAProxy \`http-reuse always\`. TLS: ECDSA P-256, self-signed at run time.
 - Load: h1 = \`wrk -t1 -c$H1_CONNS -d${DURATION}s --latency\`; h2c, h2 TLS = \`h2load -t1 -c$H2_CONNS -m$H2_STREAMS -D $DURATION\`; TLS new connection = wrk as h1 with \`-H "Connection: close"\`.
-- Each cell is the median of $ROUNDS runs; the contenders' order rotates each round; a ratio is the median of per-round ratios of zgate's req/s to the best peer's of the same round. "zgate" = limiter disabled, "zgate-def" = the same process in defence. CPU µs/req = proxy utime+stime over the run / requests completed.
+- Each cell is the median of $ROUNDS runs; the contenders' order rotates each round; a ratio is the median of per-round ratios of zgate's req/s to the best peer's of the same round. "zgate" = limiter disabled, "zgate-def" = the same process in defence. CPU µs/req = proxy utime+stime over the run / requests completed, then the user-space (utime) and kernel (stime) parts, each the median of its own runs (so the parts need not add up exactly to the total's median).
 - Command: \`bash bench/proxy-vs-peers.sh\` (env: DURATION=$DURATION ROUNDS=$ROUNDS WORKERS=$WORKERS H1_CONNS=$H1_CONNS H2_CONNS=$H2_CONNS H2_STREAMS=$H2_STREAMS ROWS="$ROWS").
 
-Raw runs (req/s p99_ms cpu_us_per_req):
+Raw runs (req/s p99_ms cpu_us_per_req user_us_per_req sys_us_per_req):
 \`\`\`
 $RAW
 \`\`\`
