@@ -1,6 +1,7 @@
 //! zgate's backend connection pool: idle connections are reused, a connection the backend
-//! closed while idle is replaced without failing a request, and a response dropped before its
-//! end does not give its connection back.
+//! closed while idle is replaced without failing a request, idle connections are closed at
+//! their idle timeout even when no request comes, and a response dropped before its end does
+//! not give its connection back.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -111,6 +112,45 @@ async fn connection_closed_by_backend_while_idle_is_replaced() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(accepted.load(Ordering::Relaxed), 8);
+    assert_eq!(z.stats().backend_failed.load(Ordering::Relaxed), 0);
+}
+
+/// With no request coming after it, an idle backend connection is still closed when it
+/// passes `pool_idle_timeout` (the server's tick sweeps the pools), and one the backend closed
+/// is let go of then, not held in CLOSE_WAIT until the next request.
+#[tokio::test]
+async fn idle_connections_are_closed_without_a_request_coming() {
+    let listener = TcpListener::bind(loopback0()).await.expect("bind");
+    let backend_addr = listener.local_addr().expect("addr");
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let ended_tx = ended_tx.clone();
+            tokio::spawn(async move {
+                if read_request(&mut s).await.is_some() {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    // Reads until zgate closes the connection, then says so.
+                    let mut chunk = [0u8; 64];
+                    while matches!(s.read(&mut chunk).await, Ok(n) if n > 0) {}
+                    let _ = ended_tx.send(());
+                }
+            });
+        }
+    });
+    let dir = TempDir::new("pool-sweep");
+    let extra = "[upstream]\npool_idle_timeout = \"300ms\"\n";
+    let z = proxy(config(&config_text(&[backend_addr], extra), dir.path())).await;
+    let mut c = Client::connect(addr(&z), Proto::Http1).await;
+    let resp = c.send(get(addr(&z), "/")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.body, Bytes::from_static(b"ok"));
+    // Nothing more is sent: only the sweep can close the idle connection.
+    tokio::time::timeout(Duration::from_secs(20), ended.recv())
+        .await
+        .expect("the idle backend connection was closed")
+        .expect("reported");
     assert_eq!(z.stats().backend_failed.load(Ordering::Relaxed), 0);
 }
 

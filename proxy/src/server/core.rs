@@ -236,7 +236,8 @@ impl Control for Core {
     }
 }
 
-/// Ticks the limiter and saves the state file when training has ended (or the mode changed).
+/// Ticks the limiter, saves the state file when training has ended (or the mode changed), and
+/// closes the backends' idle connections that expired or that their backend closed.
 pub(super) async fn tick_loop(core: Arc<Core>) {
     let mut every = tokio::time::interval(TICK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -246,5 +247,8 @@ pub(super) async fn tick_loop(core: Arc<Core>) {
         every.tick().await;
         limiter.tick(clock.now());
         let _ = core.persist.sync(&limiter);
+        for pool in core.services().upstream.load().pools() {
+            pool.sweep_idle();
+        }
     }
 }

@@ -797,6 +797,7 @@ mod tests {
     use std::sync::Mutex;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::oneshot;
 
     /// A backend whose connections answer each request with the next answer of the script
     /// (shared by all its connections), then, for answers marked so, close.
@@ -1276,6 +1277,104 @@ mod tests {
             b.connections.load(Ordering::SeqCst),
             1,
             "the drained one was reused"
+        );
+    }
+
+    /// A backend that answers one request on each connection with `ok`, keeps the connection
+    /// open until `close` fires (or for good), and reports on `saw_end` when zgate closes it.
+    async fn one_answer_backend(
+        close: Option<oneshot::Receiver<()>>,
+        saw_end: oneshot::Sender<()>,
+    ) -> SocketAddr {
+        let close = Mutex::new(close);
+        let saw_end = Mutex::new(Some(saw_end));
+        let hooks = Arc::new((close, saw_end));
+        let (addr, _) = backend(move |mut s| {
+            let hooks = hooks.clone();
+            async move {
+                let mut buf = Vec::new();
+                while request_end(&buf).is_none() {
+                    if !read_more(&mut s, &mut buf).await {
+                        return;
+                    }
+                }
+                let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if s.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                let close = hooks.0.lock().expect("hooks").take();
+                match close {
+                    Some(close) => {
+                        let _ = close.await;
+                    }
+                    // Reads until zgate closes the connection.
+                    None => while read_more(&mut s, &mut buf).await {},
+                }
+                drop(s);
+                if let Some(tx) = hooks.1.lock().expect("hooks").take() {
+                    let _ = tx.send(());
+                }
+            }
+        })
+        .await;
+        addr
+    }
+
+    /// Sweeps `up` until it keeps no idle connection (at most 200 times, 10 ms apart: the
+    /// runtime has to see the socket's end first); the idle count then.
+    async fn sweep_until_empty(up: &Upstream<ProxyBody>) -> usize {
+        for _ in 0..200 {
+            up.sweep_idle();
+            if up.idle_connections().sum::<usize>() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        up.idle_connections().sum()
+    }
+
+    #[tokio::test]
+    async fn the_sweep_closes_idle_connections_past_the_idle_timeout() {
+        let (saw_end, ended) = oneshot::channel();
+        let addr = one_answer_backend(None, saw_end).await;
+        let up = pool_of::<ProxyBody>(addr, "[upstream]\npool_idle_timeout = \"50ms\"");
+        let (resp, hold) = up.send_pooled(get("/")).await.expect("answer");
+        assert_eq!(read_all(resp.into_body()).await.0, b"ok");
+        if let Some(hold) = hold {
+            hold.release();
+        }
+        assert_eq!(up.idle_connections().sum::<usize>(), 1);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(sweep_until_empty(&up).await, 0);
+        // No request came after it: the sweep, not a checkout, closed the socket.
+        tokio::time::timeout(Duration::from_secs(10), ended)
+            .await
+            .expect("the backend saw the connection end")
+            .expect("reported");
+    }
+
+    #[tokio::test]
+    async fn the_sweep_closes_idle_connections_the_backend_closed() {
+        let (close, closed) = oneshot::channel();
+        let (saw_end, _ended) = oneshot::channel();
+        let addr = one_answer_backend(Some(closed), saw_end).await;
+        let up = pool_of::<ProxyBody>(addr, "");
+        let (resp, hold) = up.send_pooled(get("/")).await.expect("answer");
+        assert_eq!(read_all(resp.into_body()).await.0, b"ok");
+        if let Some(hold) = hold {
+            hold.release();
+        }
+        up.sweep_idle();
+        assert_eq!(
+            up.idle_connections().sum::<usize>(),
+            1,
+            "open and fresh: kept"
+        );
+        close.send(()).expect("backend waiting");
+        assert_eq!(
+            sweep_until_empty(&up).await,
+            0,
+            "closed by the backend: swept"
         );
     }
 }

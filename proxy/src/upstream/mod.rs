@@ -725,6 +725,14 @@ impl<B: Outgoing> Upstream<B> {
         }
     }
 
+    /// Closes the idle pooled connections past `pool_idle_timeout` or closed by their
+    /// backend (see [`IdlePool::sweep`]).
+    pub fn sweep_idle(&self) {
+        for b in self.backends.iter() {
+            b.idle.sweep();
+        }
+    }
+
     /// Idle pooled connections per backend, in config order (closed ones not yet noticed
     /// included).
     pub fn idle_connections(&self) -> impl Iterator<Item = usize> + '_ {

@@ -105,6 +105,33 @@ impl IdlePool {
         }
     }
 
+    /// Closes the idle connections past the idle timeout and those the backend closed (or
+    /// wrote to) while idle, in every worker's slot. Run on the server's tick, so that a pool
+    /// no request comes to holds no socket past `pool_idle_timeout`, nor one in CLOSE_WAIT.
+    pub(super) fn sweep(&self) {
+        let now = Instant::now();
+        let stale = |idle: &Idle| {
+            now.saturating_duration_since(idle.since) >= self.idle_timeout || idle.conn.is_closed()
+        };
+        let mut gone = Vec::new();
+        for slot in self.slots.iter() {
+            let mut conns = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            // The common case, nothing to close, takes no allocation.
+            if !conns.iter().any(stale) {
+                continue;
+            }
+            for idle in std::mem::take(&mut *conns) {
+                if stale(&idle) {
+                    gone.push(idle);
+                } else {
+                    conns.push_back(idle);
+                }
+            }
+        }
+        // Closing connections happens outside the locks.
+        drop(gone);
+    }
+
     /// How many idle connections are kept, all workers together (closed ones not yet noticed
     /// included).
     pub(super) fn len(&self) -> usize {
