@@ -24,6 +24,9 @@
 #   kernel parts: the kernel's share is the system calls and TCP, much alike for every proxy
 #   here, so it bounds what user-space work alone can win), and the ratio of zgate
 #   (each mode) to the best peer of the row, the median of per-round ratios.
+#   The machine's CPU per request (every process, from /proc/stat) gives a second table: what
+#   1.1x the best peer's req/s would allow zgate's user-space time per request, the rest of
+#   the machine (backend, load generator, zgate's kernel time) left as it is.
 #   Peak RSS (VmHWM) of each proxy at the end. A probe before the rows counts how many of
 #   wrk's TLS reconnections resume a TLS 1.3 session (nginx logs `$ssl_session_reused
 #   $ssl_protocol`).
@@ -250,6 +253,9 @@ cpu_ticks() { # contender -> "utime stime" of its processes, in clock ticks
   echo "$u $s"
 }
 CLK_TCK=$(getconf CLK_TCK)
+# The whole machine's busy time (every CPU, every process: proxy, backend, load generator and
+# anything else), in clock ticks, from /proc/stat.
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 
 # ---------------------------------------------------------------- sanity: same bytes everywhere
 check() { # url want-http-version curl-args...
@@ -286,13 +292,15 @@ set_mode() { # contender
   MODE_NOW=$want
 }
 
-# One load run; prints "rps p99_ms cpu_us_per_req user_us_per_req sys_us_per_req".
+# One load run; prints "rps p99_ms cpu_us_per_req user_us_per_req sys_us_per_req
+# machine_us_per_req" (the last: every process's CPU, the proxy's included).
 run_load() { # contender proto size duration
-  local c=$1 proto=$2 size=$3 dur=$4 url out rps p99 reqs t0 t1
+  local c=$1 proto=$2 size=$3 dur=$4 url out rps p99 reqs t0 t1 m0 m1
   case "$c" in zgate*) [ "$SWITCH_MODES" = 1 ] && set_mode "$c" ;; esac
   url="$(base_url "$c" "$proto")/bytes?n=$size"
   out=$TMP/run.out
   t0=$(cpu_ticks "$c")
+  m0=$(machine_ticks)
   case "$proto" in
     h1 | tlsnew)
       local hdr=()
@@ -300,6 +308,7 @@ run_load() { # contender proto size duration
       timeout $((dur + 30)) wrk -t1 -c"$H1_CONNS" -d"${dur}s" --latency "${hdr[@]}" "$url" >"$out" 2>&1 ||
         die "wrk failed: $(cat "$out")"
       t1=$(cpu_ticks "$c")
+      m1=$(machine_ticks)
       grep -q 'Non-2xx' "$out" && log "  warning ($c $proto $size): $(grep 'Non-2xx' "$out")"
       rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
       p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
@@ -309,6 +318,7 @@ run_load() { # contender proto size duration
       timeout $((dur + 30)) h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$dur" \
         --log-file="$TMP/h2load.log" "$url" >"$out" 2>&1 || die "h2load failed: $(cat "$out")"
       t1=$(cpu_ticks "$c")
+      m1=$(machine_ticks)
       grep -q '^status codes: .* 0 3xx, 0 4xx, 0 5xx' "$out" ||
         log "  warning ($c $proto $size): $(grep '^status codes:' "$out")"
       rps=$(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$out")
@@ -322,8 +332,9 @@ run_load() { # contender proto size duration
   local u0 s0 u1 s1
   read -r u0 s0 <<<"$t0"
   read -r u1 s1 <<<"$t1"
-  awk -v r="$rps" -v p="$p99" -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v hz="$CLK_TCK" -v n="$reqs" \
-    'BEGIN { printf "%.0f %s %.1f %.1f %.1f\n", r, p, (u + s) / hz * 1e6 / n, u / hz * 1e6 / n, s / hz * 1e6 / n }'
+  awk -v r="$rps" -v p="$p99" -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v m="$((m1 - m0))" \
+    -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { f = 1e6 / hz / n
+      printf "%.0f %s %.1f %.1f %.1f %.1f\n", r, p, (u + s) * f, u * f, s * f, m * f }'
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
@@ -416,6 +427,31 @@ TABLE=$(
     echo
   done
 )
+# What 1.1x the best peer's req/s asks of zgate's CPU. With the machine's CPUs busy, req/s is
+# their number over the machine's CPU per request (proxy + backend + load generator): 1.1x
+# needs zgate's machine CPU per request <= the best peer's / 1.1. What zgate's run spends
+# outside zgate (backend, load generator) and in its own kernel time (system calls, TCP) left
+# where they are, what remains is the user-space time zgate may spend per request.
+NCPU=$(nproc)
+BUDGET=$(
+  printf '| row | best peer | machine busy (best peer, zgate) | machine CPU µs/req: best peer, zgate | zgate outside itself + its kernel time | zgate user-space µs/req: now, allowed for 1.1× |\n'
+  printf '|---|---|---:|---:|---:|---:|\n'
+  for row in $ROWS; do
+    best="" bestr=0
+    for p in nginx haproxy; do
+      v=$(col "$row.$p" 1)
+      [ "$v" = nan ] && continue
+      if awk -v a="$v" -v b="$bestr" 'BEGIN { exit !(a > b) }'; then best=$p; bestr=$v; fi
+    done
+    [ -n "$best" ] || continue
+    awk -v row="$(label "$row")" -v peer="$best" -v rb="$bestr" -v mb="$(col "$row.$best" 6)" \
+      -v rz="$(col "$row.zgate" 1)" -v mz="$(col "$row.zgate" 6)" -v pz="$(col "$row.zgate" 3)" \
+      -v uz="$(col "$row.zgate" 4)" -v kz="$(col "$row.zgate" 5)" -v ncpu="$NCPU" 'BEGIN {
+        fixed = (mz - pz) + kz
+        printf "| %s | %s | %.0f%%, %.0f%% | %.1f, %.1f | %.1f | %.1f, %.1f |\n", row, peer,
+          100 * rb * mb / 1e6 / ncpu, 100 * rz * mz / 1e6 / ncpu, mb, mz, fixed, uz, mb / 1.1 - fixed }'
+  done
+)
 RAW=$(for row in $ROWS; do for c in "${CS[@]}"; do
   printf '%s %s: %s\n' "$row" "$c" "$(printf '%s' "${RES[$row.$c]:-}" | awk 'NF' | paste -sd ';' -)"
 done; done)
@@ -423,6 +459,13 @@ REPORT=$(cat <<EOF
 # zgate vs nginx vs HAProxy, reverse proxies in front of the same backend
 
 $TABLE
+
+What 1.1× the best peer asks of zgate's user-space time (medians of the runs above; meaningful
+when the machine is busy, as req/s is then the CPUs over the machine's CPU per request; an
+allowance at or below zero, or below what any proxy spends, is out of reach by user-space work
+alone):
+
+$BUDGET
 
 Peak RSS (VmHWM, all processes of each proxy summed): zgate $((HWM[zgate] / 1024)) MiB (both modes, one process), nginx $((HWM[nginx] / 1024)) MiB, HAProxy $((HWM[haproxy] / 1024)) MiB.
 
@@ -435,7 +478,7 @@ $RESUMPTION
 - Each cell is the median of $ROUNDS runs; the contenders' order rotates each round; a ratio is the median of per-round ratios of zgate's req/s to the best peer's of the same round. "zgate" = limiter disabled, "zgate-def" = the same process in defence. CPU µs/req = proxy utime+stime over the run / requests completed, then the user-space (utime) and kernel (stime) parts, each the median of its own runs (so the parts need not add up exactly to the total's median).
 - Command: \`bash bench/proxy-vs-peers.sh\` (env: DURATION=$DURATION ROUNDS=$ROUNDS WORKERS=$WORKERS H1_CONNS=$H1_CONNS H2_CONNS=$H2_CONNS H2_STREAMS=$H2_STREAMS ROWS="$ROWS").
 
-Raw runs (req/s p99_ms cpu_us_per_req user_us_per_req sys_us_per_req):
+Raw runs (req/s p99_ms cpu_us_per_req user_us_per_req sys_us_per_req machine_us_per_req):
 \`\`\`
 $RAW
 \`\`\`
