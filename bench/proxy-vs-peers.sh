@@ -433,23 +433,35 @@ TABLE=$(
 # outside zgate (backend, load generator) and in its own kernel time (system calls, TCP) left
 # where they are, what remains is the user-space time zgate may spend per request.
 NCPU=$(nproc)
+# One field of one run: row contender round column.
+field() { printf '%s' "${RES[$1.$2]:-}" | awk -v r="$3" -v c="$4" 'NF { n++ } n == r { print $c; exit }'; }
 BUDGET=$(
-  printf '| row | best peer | machine busy (best peer, zgate) | machine CPU µs/req: best peer, zgate | zgate outside itself + its kernel time | zgate user-space µs/req: now, allowed for 1.1× |\n'
+  printf '| row | best peer (rounds) | machine busy: best peer, zgate | machine CPU µs/req: best peer, zgate | outside zgate in its run (backend, load generator) + zgate kernel time, µs/req | zgate user-space µs/req: now, allowed for 1.1× |\n'
   printf '|---|---|---:|---:|---:|---:|\n'
   for row in $ROWS; do
-    best="" bestr=0
-    for p in nginx haproxy; do
-      v=$(col "$row.$p" 1)
-      [ "$v" = nan ] && continue
-      if awk -v a="$v" -v b="$bestr" 'BEGIN { exit !(a > b) }'; then best=$p; bestr=$v; fi
-    done
-    [ -n "$best" ] || continue
-    awk -v row="$(label "$row")" -v peer="$best" -v rb="$bestr" -v mb="$(col "$row.$best" 6)" \
-      -v rz="$(col "$row.zgate" 1)" -v mz="$(col "$row.zgate" 6)" -v pz="$(col "$row.zgate" 3)" \
-      -v uz="$(col "$row.zgate" 4)" -v kz="$(col "$row.zgate" 5)" -v ncpu="$NCPU" 'BEGIN {
-        fixed = (mz - pz) + kz
-        printf "| %s | %s | %.0f%%, %.0f%% | %.1f, %.1f | %.1f | %.1f, %.1f |\n", row, peer,
-          100 * rb * mb / 1e6 / ncpu, 100 * rz * mz / 1e6 / ncpu, mb, mz, fixed, uz, mb / 1.1 - fixed }'
+    # Per round: the best peer of that round, and what 1.1x of it allows zgate's run of the
+    # same round; each column is then the median over rounds.
+    for r in $(seq "$ROUNDS"); do
+      best="" bestr=0
+      for p in nginx haproxy; do
+        v=$(field "$row" "$p" "$r" 1)
+        [ -n "$v" ] || continue
+        if awk -v a="$v" -v b="$bestr" 'BEGIN { exit !(a > b) }'; then best=$p; bestr=$v; fi
+      done
+      [ -n "$best" ] || continue
+      mb=$(field "$row" "$best" "$r" 6)
+      rz=$(field "$row" zgate "$r" 1) pz=$(field "$row" zgate "$r" 3)
+      uz=$(field "$row" zgate "$r" 4) kz=$(field "$row" zgate "$r" 5) mz=$(field "$row" zgate "$r" 6)
+      [ -n "$mz" ] || continue
+      awk -v peer="$best" -v rb="$bestr" -v mb="$mb" -v rz="$rz" -v mz="$mz" -v pz="$pz" \
+        -v uz="$uz" -v kz="$kz" -v ncpu="$NCPU" 'BEGIN { fixed = (mz - pz) + kz
+          print peer, 100 * rb * mb / 1e6 / ncpu, 100 * rz * mz / 1e6 / ncpu, mb, mz, fixed, uz, mb / 1.1 - fixed }'
+    done >"$TMP/budget"
+    [ -s "$TMP/budget" ] || continue
+    m() { awk -v c="$1" '{ print $c }' "$TMP/budget" | median; }
+    peers=$(awk '{ n[$1]++ } END { for (p in n) { printf "%s%s %d", sep, p, n[p]; sep = ", " } }' "$TMP/budget")
+    printf '| %s | %s | %.0f%%, %.0f%% | %.1f, %.1f | %.1f | %.1f, %.1f |\n' "$(label "$row")" "$peers" \
+      "$(m 2)" "$(m 3)" "$(m 4)" "$(m 5)" "$(m 6)" "$(m 7)" "$(m 8)"
   done
 )
 RAW=$(for row in $ROWS; do for c in "${CS[@]}"; do
@@ -460,10 +472,10 @@ REPORT=$(cat <<EOF
 
 $TABLE
 
-What 1.1× the best peer asks of zgate's user-space time (medians of the runs above; meaningful
-when the machine is busy, as req/s is then the CPUs over the machine's CPU per request; an
-allowance at or below zero, or below what any proxy spends, is out of reach by user-space work
-alone):
+What 1.1× the best peer asks of zgate's user-space time (per round: the best peer of the round
+and zgate's run of the same round; medians over rounds). Meaningful when the machine is busy, as
+req/s is then the CPUs over the machine's CPU per request. An allowance at or below zero, or
+below what any proxy spends, is out of reach by user-space work alone:
 
 $BUDGET
 
