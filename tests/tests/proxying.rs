@@ -77,6 +77,48 @@ async fn tls_with_alpn_serves_h2_and_http1() {
     assert_eq!(resp.head.version, http::Version::HTTP_11);
 }
 
+/// Over h2 and TLS, what one poll of the connection writes goes to TLS at the poll's end, in
+/// one write (the connection room's `coalesce.rs`): many streams answered together, of sizes
+/// on both sides of a record's 16 KiB, each arrive whole and in order.
+#[tokio::test]
+async fn over_tls_h2_streams_answered_together_each_arrive_whole() {
+    let b = backend().await;
+    let cert = TestCert::generate();
+    let z = tls_proxy(&b, &cert).await;
+    let a = addr(&z);
+    let Client::H2(send) = Client::connect_tls(a, &cert, "h2").await else {
+        panic!("h2 was offered and expected");
+    };
+    let sizes = [
+        0,
+        1,
+        100,
+        1023,
+        1024,
+        5000,
+        16 * 1024,
+        16 * 1024 + 9,
+        70_000,
+        1 << 20,
+    ];
+    let mut streams = Vec::new();
+    for round in 0..4 {
+        for size in sizes {
+            let mut c = Client::H2(send.clone());
+            streams.push(tokio::spawn(async move {
+                let resp = c.send(get(a, &format!("/bytes?n={size}&r={round}"))).await;
+                (size, resp)
+            }));
+        }
+    }
+    for stream in streams {
+        let (size, resp) = stream.await.expect("stream task");
+        assert_eq!(resp.status(), 200, "{size}");
+        assert_eq!(resp.body.len(), size, "length of {size}");
+        assert!(resp.body == pattern(size), "body of {size} differs");
+    }
+}
+
 /// What a TLS connection writes during one poll is sent at the poll's end (the connection
 /// room's `gather.rs`): a client that stops reading must still get every byte once it reads
 /// again, and a `Connection: close` response must arrive whole, then `close_notify` and the

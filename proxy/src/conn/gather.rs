@@ -37,7 +37,7 @@ use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -82,6 +82,17 @@ struct Shared {
     waiting: AtomicBool,
     /// Only the connection's task takes it (its IO and its `Gathering` poll): never contended.
     out: Mutex<Out>,
+    /// What a layer above keeps for the end of a gathering poll (`coalesce.rs`: plaintext for
+    /// TLS), run before the socket's bytes are sent. Weak: that layer holds this socket.
+    poll_end: OnceLock<Weak<dyn PollEnd>>,
+}
+
+/// A layer above the socket with writes of its own to finish at the end of each gathering
+/// poll (before what was gathered is sent).
+pub trait PollEnd: Send + Sync {
+    /// Writes down what this layer kept during the poll; a failure is for its next write to
+    /// report.
+    fn poll_end(&self, cx: &mut Context<'_>);
 }
 
 #[derive(Debug, Default)]
@@ -103,6 +114,7 @@ pub fn split(stream: TcpStream) -> (Gathered, Gather) {
         gathering: AtomicBool::new(false),
         waiting: AtomicBool::new(false),
         out: Mutex::new(Out::default()),
+        poll_end: OnceLock::new(),
     });
     (
         Gathered {
@@ -117,6 +129,17 @@ impl Gather {
     /// Gathers the writes of each poll from now on.
     pub fn enable(&self) {
         self.shared.enabled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection's task is in a gathering poll now (writes wait for its end).
+    pub fn is_gathering(&self) -> bool {
+        self.shared.gathering.load(Ordering::Relaxed)
+    }
+
+    /// Runs `layer`'s [`PollEnd`] at the end of each gathering poll, before the socket's bytes
+    /// leave, while it lives. Once per connection: a second layer is refused.
+    pub fn at_poll_end(&self, layer: Weak<dyn PollEnd>) -> Result<(), Weak<dyn PollEnd>> {
+        self.shared.poll_end.set(layer)
     }
 }
 
@@ -148,6 +171,10 @@ impl<F: Future> Future for Gathering<F> {
         }
         s.gathering.store(true, Ordering::Relaxed);
         let polled = this.inner.poll(cx);
+        // The layer above writes down what it kept: into this poll's bytes, still gathering.
+        if let Some(layer) = s.poll_end.get().and_then(Weak::upgrade) {
+            layer.poll_end(cx);
+        }
         s.gathering.store(false, Ordering::Relaxed);
         if s.waiting.load(Ordering::Relaxed) {
             let mut out = s.lock();
@@ -345,13 +372,13 @@ impl AsyncWrite for Gathered {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::io::Read;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A connected pair: the gathered server side, and the client's plain std socket.
-    async fn pair() -> (Gathered, Gather, std::net::TcpStream) {
+    pub(in crate::conn) async fn pair() -> (Gathered, Gather, std::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = tokio::task::spawn_blocking(move || std::net::TcpStream::connect(addr));

@@ -9,6 +9,8 @@
 //! - `watchdog.rs`: the header deadline and idle timeout decided from the accounting, sans-IO;
 //! - `gather.rs`: the client's socket, whose writes during one poll of the connection's task
 //!   leave in one system call at the end of that poll (TLS and HTTP/2);
+//! - `coalesce.rs`: over TLS with h2, the writes between two flushes handed to TLS at once, so
+//!   one record carries them;
 //! - `rewind.rs`: bytes read past a PROXY protocol header put back in front of the stream;
 //! - `io.rs`: the IO wrapper between the client's stream and hyper (the linkerd "sensor"):
 //!   replays detected bytes, forwards every read and write to the taps and the meter;
@@ -20,6 +22,7 @@
 //! the `account` room's `accounting.rs`; where it is scored: the limiter crate; where it is enforced:
 //! `account/meter.rs` (the kill switch) and `drive.rs` (reset, GOAWAY).
 
+mod coalesce;
 mod detect;
 mod drive;
 pub mod gather;

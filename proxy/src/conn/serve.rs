@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use zgate_config::{Http, Timeouts};
 
+use super::coalesce::Coalesced;
 use super::drive::{drive, tunnel, Link};
 use super::gather::{self, Gather, Gathered, Gathering};
 use super::rewind::Rewind;
@@ -124,6 +125,8 @@ async fn serve_gathered(
             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
             let tap = tap(protocol, &settings, &meter);
+            // HTTP/2: what a poll writes goes in one TLS record (`coalesce.rs`).
+            let tls_stream = Coalesced::new(tls_stream, h2.then_some(gather));
             let io = ClientIo::new(tls_stream, Bytes::new(), meter, tap, shared.stats.clone());
             run(shared, settings, io, protocol, info, &mut phase).await;
         }
