@@ -10,13 +10,14 @@
 #   divided by N. Instruction counts are repeatable for the same binary and inputs whatever
 #   else the machine does, so two binaries (before/after a change) compare to within a
 #   fraction of a percent where req/s figures drift by several percent.
-#   Rows: h1 0 B (`h2load --h1 -c8 -m1`), h2c 0 B (`h2load -c8 -m10`), GET /bytes?n=0,
+#   Rows: h1 (`h2load --h1 -c8 -m1`), h2c (`h2load -c8 -m10`), GET /bytes?n=SIZE (0 B unless set),
 #   limiter disabled (unless EXTRA_TOML sets `[limits]`).
 #
 # How to run (from the repository root; needs valgrind and h2load, installed with apt when
 # missing):
 #     bash bench/callgrind.sh [ZGATE_BIN ...]      # default: builds and measures target/release/zgate
-# Knobs (environment): N=2000 requests per row, BASE_PORT=18380, EXTRA_TOML (appended to
+# Knobs (environment): N=2000 requests per row, SIZE=0 (the response body, bytes),
+#   BASE_PORT=18380, EXTRA_TOML (appended to
 #   zgate's config, e.g. a `[fleet]` section, to compare the same binary with a feature on/off;
 #   LABEL names the rows then), HEADERS (request headers h2load adds to every request, one a line,
 #   e.g. `x-forwarded-for: 203.0.113.9, 10.9.9.9`), PROXY_PROTOCOL=v1|v2 (the listener gets
@@ -31,6 +32,7 @@
 set -euo pipefail
 
 N=${N:-2000}
+SIZE=${SIZE:-0}
 BASE_PORT=${BASE_PORT:-18380}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -119,9 +121,9 @@ measure() {
   wait_port "$ZGATE_PORT"
   local flags=(-c8 -m10)
   [ "$proto" = h1 ] && flags=(--h1 -c8 -m1)
-  h2load "${flags[@]}" "${HEADER_ARGS[@]}" -n 400 "http://127.0.0.1:$TARGET_PORT/bytes?n=0" >/dev/null
+  h2load "${flags[@]}" "${HEADER_ARGS[@]}" -n 400 "http://127.0.0.1:$TARGET_PORT/bytes?n=$SIZE" >/dev/null
   callgrind_control -z "$pid" >/dev/null 2>>"$TMP/callgrind_control.log"
-  h2load "${flags[@]}" "${HEADER_ARGS[@]}" -n "$N" "http://127.0.0.1:$TARGET_PORT/bytes?n=0" >"$TMP/h2load.log"
+  h2load "${flags[@]}" "${HEADER_ARGS[@]}" -n "$N" "http://127.0.0.1:$TARGET_PORT/bytes?n=$SIZE" >"$TMP/h2load.log"
   grep -q "$N succeeded" "$TMP/h2load.log" || die "$proto: not all requests succeeded"
   callgrind_control -d "$pid" >/dev/null 2>>"$TMP/callgrind_control.log"
   kill "$pid"
@@ -141,7 +143,7 @@ echo "| binary | row | instructions per request |"
 echo "|---|---|---:|"
 for bin in "$@"; do
   for proto in h1 h2c; do
-    echo "| \`$bin\`${LABEL:+ ($LABEL)} | $proto 0 B | $(measure "$bin" "$proto") |"
+    echo "| \`$bin\`${LABEL:+ ($LABEL)} | $proto $SIZE B | $(measure "$bin" "$proto") |"
   done
 done
 echo
