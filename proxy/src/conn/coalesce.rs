@@ -388,6 +388,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn what_the_last_poll_kept_goes_out_though_the_connection_ended_in_it() {
+        let (_socket, gather, _client) = pair().await;
+        gather.enable();
+        let mock = Mock::default();
+        let mut io = Some(Coalesced::new(mock.clone(), Some(&gather)));
+        let mut polls = 0;
+        Gathering::new(
+            std::future::poll_fn(|cx| {
+                polls += 1;
+                let Some(c) = io.as_mut() else {
+                    return Poll::Ready(());
+                };
+                write(c, cx, if polls == 1 { b"first " } else { b"GOAWAY" }).expect("taken");
+                if polls == 1 {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                // The connection ends in this poll, dropping its IO.
+                io = None;
+                Poll::Ready(())
+            }),
+            gather.clone(),
+        )
+        .await;
+        assert_eq!(mock.writes(), [b"first ".to_vec(), b"GOAWAY".to_vec()]);
+    }
+
+    #[tokio::test]
     async fn without_gathering_every_call_goes_straight_through() {
         let mock = Mock::default();
         let mut io = Coalesced::new(mock.clone(), None);

@@ -83,7 +83,8 @@ struct Shared {
     /// Only the connection's task takes it (its IO and its `Gathering` poll): never contended.
     out: Mutex<Out>,
     /// What a layer above keeps for the end of a gathering poll (`coalesce.rs`: plaintext for
-    /// TLS), run before the socket's bytes are sent. Weak: that layer holds this socket.
+    /// TLS), run before the socket's bytes are sent. Weak: that layer holds this socket (the
+    /// [`Gathering`] future holds it strongly, outside the cycle).
     poll_end: OnceLock<Weak<dyn PollEnd>>,
 }
 
@@ -149,13 +150,21 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         gather: Gather,
+        // The layer above with writes to finish at each poll's end, held from its first poll's
+        // end on, so that what it kept in the poll that ends `inner` (which drops the layer's
+        // owner) still goes out.
+        layer: Option<Arc<dyn PollEnd>>,
     }
 }
 
 impl<F> Gathering<F> {
     /// Polls `inner` through `gather`.
     pub fn new(inner: F, gather: Gather) -> Self {
-        Gathering { inner, gather }
+        Gathering {
+            inner,
+            gather,
+            layer: None,
+        }
     }
 }
 
@@ -172,7 +181,10 @@ impl<F: Future> Future for Gathering<F> {
         s.gathering.store(true, Ordering::Relaxed);
         let polled = this.inner.poll(cx);
         // The layer above writes down what it kept: into this poll's bytes, still gathering.
-        if let Some(layer) = s.poll_end.get().and_then(Weak::upgrade) {
+        if this.layer.is_none() {
+            *this.layer = s.poll_end.get().and_then(Weak::upgrade);
+        }
+        if let Some(layer) = this.layer {
             layer.poll_end(cx);
         }
         s.gathering.store(false, Ordering::Relaxed);
