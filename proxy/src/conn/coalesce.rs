@@ -37,17 +37,20 @@ use super::gather::{Gather, PollEnd};
 pub const COALESCE_MAX: usize = 16 * 1024;
 
 /// A TLS stream whose writes during a gathering poll are handed to it at the poll's end, in
-/// one write. Reads go straight through.
-pub struct Coalesced<S> {
-    shared: Arc<Shared<S>>,
+/// one write; or, for HTTP/1.1, the stream as it is. Reads go straight through.
+pub struct Coalesced<S>(Mode<S>);
+
+enum Mode<S> {
+    /// Every call straight through: no lock, no buffer.
+    Direct(S),
+    Kept(Arc<Shared<S>>),
 }
 
 struct Shared<S> {
     /// Only the connection's task takes it (its IO and its gathering poll's end): never
     /// contended.
     state: Mutex<State<S>>,
-    /// `None`: every call goes straight through (HTTP/1.1).
-    gather: Option<Gather>,
+    gather: Gather,
 }
 
 struct State<S> {
@@ -65,6 +68,9 @@ impl<S: AsyncWrite + Unpin + Send + 'static> Coalesced<S> {
     /// `inner`'s writes kept for the end of each of `gather`'s polls (which must gather);
     /// with no `gather`, `inner` as it is.
     pub fn new(inner: S, gather: Option<&Gather>) -> Self {
+        let Some(gather) = gather else {
+            return Coalesced(Mode::Direct(inner));
+        };
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 inner,
@@ -73,15 +79,13 @@ impl<S: AsyncWrite + Unpin + Send + 'static> Coalesced<S> {
                 flush: false,
                 error: None,
             }),
-            gather: gather.cloned(),
+            gather: gather.clone(),
         });
-        if let Some(gather) = gather {
-            let layer: Arc<dyn PollEnd> = shared.clone();
-            let weak: Weak<dyn PollEnd> = Arc::downgrade(&layer);
-            // A socket has one TLS stream: a second registration cannot happen.
-            let _ = gather.at_poll_end(weak);
-        }
-        Coalesced { shared }
+        let layer: Arc<dyn PollEnd> = shared.clone();
+        let weak: Weak<dyn PollEnd> = Arc::downgrade(&layer);
+        // A socket has one TLS stream: a second registration cannot happen.
+        let _ = gather.at_poll_end(weak);
+        Coalesced(Mode::Kept(shared))
     }
 }
 
@@ -115,6 +119,26 @@ impl<S: AsyncWrite + Unpin> State<S> {
     fn take_error(&mut self) -> io::Result<()> {
         self.error.take().map_or(Ok(()), Err)
     }
+
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.take_error()?;
+        let total = bufs.iter().map(|b| b.len()).sum::<usize>();
+        if !self.fits(total) {
+            ready!(self.poll_send(cx))?;
+        }
+        // A record's worth alone goes straight through, not copied.
+        if total < COALESCE_MAX && self.fits(total) {
+            for b in bufs {
+                self.buf.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(total));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
 }
 
 impl<S: AsyncWrite + Unpin + Send> PollEnd for Shared<S> {
@@ -143,8 +167,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Coalesced<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut state = self.shared.lock();
-        Pin::new(&mut state.inner).poll_read(cx, buf)
+        match &mut self.get_mut().0 {
+            Mode::Direct(inner) => Pin::new(inner).poll_read(cx, buf),
+            Mode::Kept(shared) => Pin::new(&mut shared.lock().inner).poll_read(cx, buf),
+        }
     }
 }
 
@@ -154,10 +180,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.shared.gather.is_none() {
-            return Pin::new(&mut self.shared.lock().inner).poll_write(cx, buf);
+        match &mut self.get_mut().0 {
+            Mode::Direct(inner) => Pin::new(inner).poll_write(cx, buf),
+            Mode::Kept(shared) => shared.lock().poll_write_vectored(cx, &[IoSlice::new(buf)]),
         }
-        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -165,38 +191,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let mut state = self.shared.lock();
-        if self.shared.gather.is_none() {
-            return Pin::new(&mut state.inner).poll_write_vectored(cx, bufs);
+        match &mut self.get_mut().0 {
+            Mode::Direct(inner) => Pin::new(inner).poll_write_vectored(cx, bufs),
+            Mode::Kept(shared) => shared.lock().poll_write_vectored(cx, bufs),
         }
-        state.take_error()?;
-        let total = bufs.iter().map(|b| b.len()).sum::<usize>();
-        if !state.fits(total) {
-            ready!(state.poll_send(cx))?;
-        }
-        // A record's worth alone goes straight through, not copied.
-        if total < COALESCE_MAX && state.fits(total) {
-            for b in bufs {
-                state.buf.extend_from_slice(b);
-            }
-            return Poll::Ready(Ok(total));
-        }
-        Pin::new(&mut state.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.shared.gather.is_some() || self.shared.lock().inner.is_write_vectored()
+        match &self.0 {
+            Mode::Direct(inner) => inner.is_write_vectored(),
+            Mode::Kept(_) => true,
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut state = self.shared.lock();
+        let shared = match &mut self.get_mut().0 {
+            Mode::Direct(inner) => return Pin::new(inner).poll_flush(cx),
+            Mode::Kept(shared) => shared,
+        };
+        let mut state = shared.lock();
         state.take_error()?;
-        if self
-            .shared
-            .gather
-            .as_ref()
-            .is_some_and(Gather::is_gathering)
-        {
+        if shared.gather.is_gathering() {
             // The poll's end writes and flushes.
             state.flush = true;
             return Poll::Ready(Ok(()));
@@ -207,7 +222,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesced<S> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut state = self.shared.lock();
+        let shared = match &mut self.get_mut().0 {
+            Mode::Direct(inner) => return Pin::new(inner).poll_shutdown(cx),
+            Mode::Kept(shared) => shared,
+        };
+        let mut state = shared.lock();
         ready!(state.poll_send(cx))?;
         Pin::new(&mut state.inner).poll_shutdown(cx)
     }
@@ -430,7 +449,10 @@ mod tests {
         let (socket, gather, _client) = pair().await;
         gather.enable();
         let io = Coalesced::new(socket, Some(&gather));
-        let weak = Arc::downgrade(&io.shared);
+        let Mode::Kept(shared) = &io.0 else {
+            panic!("a gathering connection keeps its writes");
+        };
+        let weak = Arc::downgrade(shared);
         drop(io);
         assert!(
             weak.upgrade().is_none(),
