@@ -45,6 +45,9 @@
 //!   old ones age out at the front). One idle longer than `upstream.pool_idle_timeout` means
 //!   all older ones are too: they are dropped (closing them). One the backend closed while
 //!   idle (its socket turned readable: see `h1.rs`) is dropped and the next one tried.
+//! - **Sweep**: the server's tick ([`Upstream::sweep_idle`], four times a second) closes, in
+//!   every worker's slot, the idle connections past the timeout and those their backend
+//!   closed, so a pool no request comes to keeps no socket past its timeout.
 //! - **Connect** when no idle connection is usable (`connect.rs`): in a task of its own, so
 //!   a request dropped half way (a reset stream) leaves its connection to the idle pool
 //!   instead of abandoning it: `TcpStream::connect` (resolution included) under

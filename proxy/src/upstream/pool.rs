@@ -66,10 +66,11 @@ impl IdlePool {
         let rejected;
         {
             let mut conns = self.slot().lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(oldest) = conns.front() {
-                if now.saturating_duration_since(oldest.since) >= self.idle_timeout {
-                    expired = conns.pop_front();
-                }
+            if conns
+                .front()
+                .is_some_and(|oldest| self.expired(oldest, now))
+            {
+                expired = conns.pop_front();
             }
             if conns.len() < self.max {
                 conns.push_back(Idle { conn, since: now });
@@ -89,7 +90,7 @@ impl IdlePool {
             let (idle, stale) = {
                 let mut conns = self.slot().lock().unwrap_or_else(PoisonError::into_inner);
                 let idle = conns.pop_back()?;
-                if idle.since.elapsed() >= self.idle_timeout {
+                if self.expired(&idle, Instant::now()) {
                     // Every older one is expired too (a rare path).
                     (None, Some(std::mem::take(&mut *conns)))
                 } else {
@@ -110,9 +111,7 @@ impl IdlePool {
     /// no request comes to holds no socket past `pool_idle_timeout`, nor one in CLOSE_WAIT.
     pub(super) fn sweep(&self) {
         let now = Instant::now();
-        let stale = |idle: &Idle| {
-            now.saturating_duration_since(idle.since) >= self.idle_timeout || idle.conn.is_closed()
-        };
+        let stale = |idle: &Idle| self.expired(idle, now) || idle.conn.is_closed();
         let mut gone = Vec::new();
         for slot in self.slots.iter() {
             let mut conns = slot.lock().unwrap_or_else(PoisonError::into_inner);
@@ -130,6 +129,11 @@ impl IdlePool {
         }
         // Closing connections happens outside the locks.
         drop(gone);
+    }
+
+    /// Whether `idle` has been idle for `idle_timeout` or longer at `now`.
+    fn expired(&self, idle: &Idle, now: Instant) -> bool {
+        now.saturating_duration_since(idle.since) >= self.idle_timeout
     }
 
     /// How many idle connections are kept, all workers together (closed ones not yet noticed
