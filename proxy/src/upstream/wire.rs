@@ -561,19 +561,42 @@ pub fn fuzz_answer(data: &[u8]) {
     assert_eq!(whole, pieces, "reads of {step} bytes decode differently");
 }
 
+/// `input` handed over in reads of `step` bytes, as a socket might (the fuzz target and the
+/// tests).
+#[cfg(any(test, feature = "fuzzing"))]
+struct Reads<'a> {
+    input: &'a [u8],
+    fed: usize,
+    step: usize,
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl<'a> Reads<'a> {
+    fn new(input: &'a [u8], step: usize) -> Self {
+        Reads {
+            input,
+            fed: 0,
+            step,
+        }
+    }
+
+    /// Appends the next read to `buf`; false when all of `input` was read.
+    fn next_into(&mut self, buf: &mut BytesMut) -> bool {
+        if self.fed == self.input.len() {
+            return false;
+        }
+        let n = self.step.min(self.input.len() - self.fed);
+        buf.extend_from_slice(&self.input[self.fed..self.fed + n]);
+        self.fed += n;
+        true
+    }
+}
+
 #[cfg(feature = "fuzzing")]
 fn decode_in_reads(input: &[u8], method: &Method, step: usize) -> FuzzOutcome {
     let mut buf = BytesMut::new();
-    let mut fed = 0;
-    let mut feed = |buf: &mut BytesMut| {
-        if fed == input.len() {
-            return false;
-        }
-        let n = step.min(input.len() - fed);
-        buf.extend_from_slice(&input[fed..fed + n]);
-        fed += n;
-        true
-    };
+    let mut reads = Reads::new(input, step);
+    let mut feed = |buf: &mut BytesMut| reads.next_into(buf);
     let head = loop {
         match parse_head(&mut buf, method) {
             Ok(Some(head)) => break head,
@@ -793,19 +816,16 @@ mod tests {
         let mut buf = BytesMut::new();
         let mut data = Vec::new();
         let mut trailers = None;
-        let mut fed = 0;
+        let mut reads = Reads::new(input, step);
         loop {
             match d.decode(&mut buf)? {
                 Decoded::Data(b) => data.extend_from_slice(&b),
                 Decoded::Trailers(t) => trailers = Some(t),
                 Decoded::End => return Ok((data, trailers)),
                 Decoded::More => {
-                    if fed == input.len() {
+                    if !reads.next_into(&mut buf) {
                         return Err(WireError::ChunkSize);
                     }
-                    let n = step.min(input.len() - fed);
-                    buf.extend_from_slice(&input[fed..fed + n]);
-                    fed += n;
                 }
             }
         }
