@@ -1,7 +1,7 @@
 //! The share of its busy wall-clock time a worker thread actually ran on a CPU, so that a poll
 //! timed with the wall clock is charged as CPU time (metric P).
 //!
-//! A poll is timed with two `Instant::now()` reads (a vDSO call each, about 20 ns); reading the
+//! A poll is timed with two monotonic clock reads (a vDSO call each, about 20 ns); reading the
 //! thread's CPU clock instead costs a system call (`CLOCK_THREAD_CPUTIME_ID` is not in the
 //! vDSO), twice per poll. On a quiet machine the two agree. On a loaded one, the scheduler
 //! preempts a worker in the middle of polls, and a poll's wall time grows with the load of the
@@ -20,11 +20,14 @@
 //! errors average out, which is what the time-decayed average of metric P sees.
 
 use std::cell::Cell;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::mono_ns;
 
 /// How long a measuring window lasts: long enough that its system call costs nothing, short
 /// enough to follow the machine's load. 10 ms.
 pub const WINDOW: Duration = Duration::from_millis(10);
+const WINDOW_NS: u64 = WINDOW.as_nanos() as u64;
 
 /// Fixed-point one (the ratio is kept in 1/65536ths).
 const ONE: u64 = 1 << 16;
@@ -33,19 +36,20 @@ const ONE: u64 = 1 << 16;
 /// something.
 const FLOOR: u64 = ONE / 64;
 
-/// Below this much unparked wall time a window is too short to measure and is extended.
-const MIN_BUSY: Duration = Duration::from_millis(1);
+/// Below this much unparked wall time a window is too short to measure and is extended: 1 ms.
+const MIN_BUSY_NS: u64 = 1_000_000;
 
 #[derive(Clone, Copy)]
 struct Share {
     /// Whether this thread's runtime calls the hooks; until then the ratio is one.
     hooked: bool,
-    window_start: Instant,
+    /// When the window started ([`mono_ns`]).
+    window_start: u64,
     cpu_at_start: u64,
-    /// Parked time in this window so far.
-    parked: Duration,
-    /// When the thread parked, while it is parked.
-    parked_at: Option<Instant>,
+    /// Parked time in this window so far, ns.
+    parked: u64,
+    /// When the thread parked ([`mono_ns`]), while it is parked.
+    parked_at: Option<u64>,
     ratio: u64,
 }
 
@@ -53,8 +57,9 @@ thread_local! {
     static SHARE: Cell<Option<Share>> = const { Cell::new(None) };
 }
 
-/// `wall` (a poll's wall time, in ns, ending at `now`) as this thread's CPU time.
-pub fn cpu_ns(wall: u64, now: Instant) -> u64 {
+/// `wall` (a poll's wall time, in ns, ending at `now`, a [`mono_ns`] reading) as this thread's
+/// CPU time.
+pub fn cpu_ns(wall: u64, now: u64) -> u64 {
     SHARE.with(|cell| {
         let Some(mut s) = cell.get() else {
             return wall;
@@ -62,7 +67,7 @@ pub fn cpu_ns(wall: u64, now: Instant) -> u64 {
         if !s.hooked {
             return wall;
         }
-        if now.saturating_duration_since(s.window_start) >= WINDOW {
+        if now.saturating_sub(s.window_start) >= WINDOW_NS {
             s = renewed(s, now, thread_cpu_ns());
             cell.set(Some(s));
         }
@@ -73,7 +78,7 @@ pub fn cpu_ns(wall: u64, now: Instant) -> u64 {
 /// For `Builder::on_thread_park`: the worker is about to wait for work.
 pub fn on_park() {
     SHARE.with(|cell| {
-        let now = Instant::now();
+        let now = mono_ns();
         let mut s = cell.get().unwrap_or_else(|| fresh(now));
         s.hooked = true;
         s.parked_at = Some(now);
@@ -84,22 +89,22 @@ pub fn on_park() {
 /// For `Builder::on_thread_unpark`: the worker has work again.
 pub fn on_unpark() {
     SHARE.with(|cell| {
-        let now = Instant::now();
+        let now = mono_ns();
         let mut s = cell.get().unwrap_or_else(|| fresh(now));
         s.hooked = true;
         if let Some(at) = s.parked_at.take() {
-            s.parked += now.saturating_duration_since(at);
+            s.parked += now.saturating_sub(at);
         }
         cell.set(Some(s));
     });
 }
 
-fn fresh(now: Instant) -> Share {
+fn fresh(now: u64) -> Share {
     Share {
         hooked: false,
         window_start: now,
         cpu_at_start: thread_cpu_ns().unwrap_or(0),
-        parked: Duration::ZERO,
+        parked: 0,
         parked_at: None,
         ratio: ONE,
     }
@@ -107,21 +112,21 @@ fn fresh(now: Instant) -> Share {
 
 /// Closes the window ending at `now`, when the thread's CPU clock read `cpu`, and opens the
 /// next one.
-fn renewed(s: Share, now: Instant, cpu: Option<u64>) -> Share {
+fn renewed(s: Share, now: u64, cpu: Option<u64>) -> Share {
     let Some(cpu) = cpu else {
         return Share { ratio: ONE, ..s };
     };
-    let wall = now.saturating_duration_since(s.window_start);
+    let wall = now.saturating_sub(s.window_start);
     let busy = wall.saturating_sub(s.parked);
-    if busy < MIN_BUSY {
+    if busy < MIN_BUSY_NS {
         return s;
     }
     let ran = cpu.saturating_sub(s.cpu_at_start);
     Share {
         window_start: now,
         cpu_at_start: cpu,
-        parked: Duration::ZERO,
-        ratio: ratio(ran, busy.as_nanos() as u64),
+        parked: 0,
+        ratio: ratio(ran, busy),
         ..s
     }
 }
@@ -168,8 +173,8 @@ mod tests {
     #[test]
     fn an_unhooked_thread_is_charged_wall_time() {
         std::thread::spawn(|| {
-            let now = Instant::now();
-            assert_eq!(cpu_ns(1_000, now + WINDOW * 3), 1_000);
+            let now = mono_ns();
+            assert_eq!(cpu_ns(1_000, now + 3 * WINDOW_NS), 1_000);
         })
         .join()
         .unwrap();
@@ -182,7 +187,7 @@ mod tests {
         std::thread::spawn(|| {
             on_unpark();
             std::thread::sleep(WINDOW * 2);
-            let charged = cpu_ns(1_000_000, Instant::now());
+            let charged = cpu_ns(1_000_000, mono_ns());
             assert!(charged < 500_000, "charged {charged} ns of 1 ms");
         })
         .join()
@@ -191,24 +196,24 @@ mod tests {
 
     #[test]
     fn parked_time_does_not_lower_the_share() {
-        let t0 = Instant::now();
+        let t0 = mono_ns();
         let mut s = fresh(t0);
         s.hooked = true;
         s.cpu_at_start = 1_000_000;
         // 20 ms of wall time, 15 of them parked, 4 ms run: 4 of 5 busy ms.
-        s.parked = Duration::from_millis(15);
-        let s = renewed(s, t0 + Duration::from_millis(20), Some(5_000_000));
+        s.parked = 15_000_000;
+        let s = renewed(s, t0 + 20_000_000, Some(5_000_000));
         assert_eq!(s.ratio, ratio(4_000_000, 5_000_000));
-        assert_eq!(s.parked, Duration::ZERO, "the next window starts unparked");
+        assert_eq!(s.parked, 0, "the next window starts unparked");
         assert_eq!(s.cpu_at_start, 5_000_000);
     }
 
     #[test]
     fn a_window_with_too_little_busy_time_is_extended() {
-        let t0 = Instant::now();
+        let t0 = mono_ns();
         let mut s = fresh(t0);
-        s.parked = Duration::from_millis(10);
-        let r = renewed(s, t0 + Duration::from_millis(10), Some(9));
+        s.parked = 10_000_000;
+        let r = renewed(s, t0 + 10_000_000, Some(9));
         assert_eq!(r.window_start, t0);
         assert_eq!(r.ratio, ONE);
     }

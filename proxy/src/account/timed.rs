@@ -11,11 +11,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use crate::account::forwarded::Forwarded;
 use crate::account::meter::Meter;
 use crate::account::run_share;
+use crate::clock::mono_ns;
 
 thread_local! {
     /// The forwarded client whose request's work ran in the current poll of a [`Timed`] (set
@@ -44,10 +44,10 @@ impl<F: Future> Future for Timed<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let start = Instant::now();
+        let start = mono_ns();
         let out = this.inner.poll(cx);
-        let end = Instant::now();
-        let wall = end.saturating_duration_since(start).as_nanos() as u64;
+        let end = mono_ns();
+        let wall = end.saturating_sub(start);
         let (cpu, now) = (run_share::cpu_ns(wall, end), this.meter.clock().at(end));
         this.meter.cpu(cpu, now);
         if let Some(client) = WORKED_FOR.take() {
