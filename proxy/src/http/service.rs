@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -76,6 +77,28 @@ pub struct ConnInfo {
     /// HTTP/1: the tunnel a `101` opened, left for the connection's task to run once hyper
     /// has written the `101` (see `upgrade.rs`).
     pub tunnel: crate::http::upgrade::TunnelSlot,
+}
+
+/// Completes when the connection is cut (its client blocked), for a request of `version`.
+///
+/// An HTTP/1 request's handler runs in its connection's task, where the connection's driver
+/// (`conn/drive.rs`) waits on the kill switch: the kill wakes that task, whose poll polls the
+/// handler too. So a look at the flag at each poll is enough, and the request spares a waiter
+/// of its own (a lock to join the switch's list and one to leave it: about 1 000 instructions
+/// of an HTTP/1.1 request's 26 600, callgrind). An HTTP/2 stream's handler runs in a task of its
+/// own, which only its own waiter wakes.
+async fn cut(meter: &Meter, version: Version) {
+    if version == Version::HTTP_2 {
+        return meter.killed().await;
+    }
+    std::future::poll_fn(|_| {
+        if meter.is_killed() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// Proxies `req` to a backend and returns what the client gets. The request is finished
@@ -194,7 +217,7 @@ pub async fn handle(conn: &Arc<ConnInfo>, mut req: Request<Incoming>) -> Respons
                 };
                 let sent = tokio::select! {
                     biased;
-                    _ = meter.killed() => None,
+                    _ = cut(meter, client_version) => None,
                     r = ChargedTo::new(send, charged) => Some(r),
                 };
                 if let Some(request) = in_flight.as_mut() {
