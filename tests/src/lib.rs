@@ -31,6 +31,15 @@ pub use zgate_proxy::cli::demo::pattern_byte;
 /// How long any single client operation may take before the test fails.
 pub const STEP: Duration = Duration::from_secs(30);
 
+/// Polls `done` every 10 ms until it holds; panics with `what` after [`STEP`].
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Starts a demo backend on an ephemeral loopback port.
 pub async fn backend() -> demo::Backend {
     demo::Backend::start(loopback0())

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use zgate_limiter::{IpPrefix, Metric};
 use zgate_tests::lab::{connect_from, ip};
-use zgate_tests::{addr, get, Client, Fronted, STEP};
+use zgate_tests::{addr, get, wait_until, Client, Fronted};
 
 /// Reply 429 to blocked clients; training, so that the limiter counts requests in flight; a
 /// watchdog tick every 500 ms (a quarter of `header_read`).
@@ -32,14 +32,7 @@ async fn blocked_while_waiting(z: &Fronted, from: IpAddr, h2: bool) -> u16 {
     let stream = connect_from(from, to).await.expect("connect");
     let mut c = Client::from_stream(stream, h2).await;
     let block = async {
-        let deadline = tokio::time::Instant::now() + STEP;
-        while in_flight(z, from) == 0 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the request never got in flight"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until("the request never got in flight", || in_flight(z, from) > 0).await;
         let now = z.clock().now();
         z.limiter()
             .block(IpPrefix::host(from), Duration::from_secs(600), now)

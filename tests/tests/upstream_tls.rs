@@ -4,11 +4,10 @@
 //! connection, and a proxy that keeps working after the backend closes that connection.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use zgate_tests::pki::{TestBackend, TestCa};
 use zgate_tests::{
-    addr, config, get, proxy, Client, Collected, Proto, TempDir, ZgateProcess, STEP,
+    addr, config, get, proxy, wait_until, Client, Collected, Proto, TempDir, ZgateProcess, STEP,
 };
 
 /// Config text: a cleartext listener and `backend`, with `[upstream]` keys.
@@ -124,14 +123,6 @@ async fn concurrent_gate(p: SocketAddr, n: usize) {
     }
     for t in tasks {
         assert_eq!(t.await.expect("task"), 200);
-    }
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + STEP;
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
