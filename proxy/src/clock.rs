@@ -9,19 +9,29 @@
 use zgate_limiter::Nanos;
 
 /// The monotonic clock (`CLOCK_MONOTONIC`, the clock `std::time::Instant` reads on Linux) in
-/// nanoseconds since an arbitrary origin; a vDSO call, no system call.
+/// nanoseconds since an arbitrary origin; a vDSO call, no system call. CLOCK_MONOTONIC exists
+/// on every Linux, so the read cannot fail (it would read 0).
 #[inline]
 pub fn mono_ns() -> u64 {
+    read_ns(libc::CLOCK_MONOTONIC).unwrap_or(0)
+}
+
+/// Clock `id` in nanoseconds, or `None` if it cannot be read.
+#[inline]
+pub fn read_ns(id: libc::clockid_t) -> Option<u64> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec; the call only writes to it. CLOCK_MONOTONIC
-    // exists on every Linux, so it cannot fail (and `ts` stays zero if it somehow did).
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
+    // SAFETY: `ts` is a valid, writable timespec; the call only writes to it.
+    if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
+        return None;
+    }
+    Some(
+        (ts.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(ts.tv_nsec as u64),
+    )
 }
 
 /// A monotonic clock with a fixed origin.

@@ -22,7 +22,7 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-use crate::clock::mono_ns;
+use crate::clock::{self, mono_ns};
 
 /// How long a measuring window lasts: long enough that its system call costs nothing, short
 /// enough to follow the machine's load. 10 ms.
@@ -142,16 +142,7 @@ fn ratio(ran: u64, busy: u64) -> u64 {
 
 /// This thread's CPU time in nanoseconds, or `None` if the clock cannot be read.
 fn thread_cpu_ns() -> Option<u64> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; the call only writes to it.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return None;
-    }
-    Some((ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64)
+    clock::read_ns(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 #[cfg(test)]
